@@ -1,0 +1,95 @@
+package attest
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ErrSimulated is returned when simulated evidence meets expectations that
+// do not allow it.
+var ErrSimulated = errors.New("attest: simulated TEE evidence refused: it proves nothing about the platform (allow it explicitly for development)")
+
+// Expectations say which identities a caller accepts. The zero value accepts
+// only non-debug, non-simulated evidence from an up-to-date platform, with
+// any measurement: callers that care which code they talk to (every
+// production client) set Measurements.
+type Expectations struct {
+	// Measurements lists the acceptable measurements; empty accepts any.
+	Measurements [][]byte
+	// Signers lists the acceptable signers (MRSIGNER); empty accepts any.
+	Signers [][]byte
+	// ProductID, when non-nil, is the required product identifier.
+	ProductID *uint16
+	// MinSVN is the lowest acceptable security version number.
+	MinSVN uint16
+	// AllowDebug accepts debug-mode TEEs, whose memory the host can read.
+	AllowDebug bool
+	// AllowSimulated accepts evidence from the simulated TEE.
+	AllowSimulated bool
+	// TCBStatuses lists the acceptable TCB statuses when the verifier judged
+	// one. Empty means "UpToDate" only.
+	TCBStatuses []string
+}
+
+// MismatchError reports an identity field that did not meet expectations.
+type MismatchError struct {
+	Field string // e.g. "measurement", "debug", "tcb_status"
+	Got   string
+	Want  string
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("attest: %s mismatch: got %s, want %s", e.Field, e.Got, e.Want)
+}
+
+// Check reports whether id meets the expectations, naming the first field
+// that does not.
+func (e Expectations) Check(id Identity) error {
+	if id.TEE == Sim && !e.AllowSimulated {
+		return ErrSimulated
+	}
+	if id.Debug && !e.AllowDebug {
+		return &MismatchError{Field: "debug", Got: "true", Want: "false (debug TEEs expose their memory to the host)"}
+	}
+	if len(e.Measurements) > 0 && !containsBytes(e.Measurements, id.Measurement) {
+		return &MismatchError{Field: "measurement", Got: hex.EncodeToString(id.Measurement), Want: hexList(e.Measurements)}
+	}
+	if len(e.Signers) > 0 && !containsBytes(e.Signers, id.Signer) {
+		return &MismatchError{Field: "signer", Got: hex.EncodeToString(id.Signer), Want: hexList(e.Signers)}
+	}
+	if e.ProductID != nil && id.ProductID != *e.ProductID {
+		return &MismatchError{Field: "product_id", Got: fmt.Sprint(id.ProductID), Want: fmt.Sprint(*e.ProductID)}
+	}
+	if id.SVN < e.MinSVN {
+		return &MismatchError{Field: "svn", Got: fmt.Sprint(id.SVN), Want: fmt.Sprintf(">= %d", e.MinSVN)}
+	}
+	if id.TCBStatus != "" {
+		ok := e.TCBStatuses
+		if len(ok) == 0 {
+			ok = []string{"UpToDate"}
+		}
+		if !slices.Contains(ok, id.TCBStatus) {
+			return &MismatchError{Field: "tcb_status", Got: id.TCBStatus, Want: "one of " + strings.Join(ok, ", ")}
+		}
+	}
+	return nil
+}
+
+func containsBytes(list [][]byte, b []byte) bool {
+	return slices.ContainsFunc(list, func(x []byte) bool { return bytes.Equal(x, b) })
+}
+
+func hexList(list [][]byte) string {
+	s := make([]string, len(list))
+	for i, b := range list {
+		s[i] = hex.EncodeToString(b)
+	}
+	if len(s) == 1 {
+		return s[0]
+	}
+	return "one of " + strings.Join(s, ", ")
+}

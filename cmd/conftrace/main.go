@@ -1,0 +1,129 @@
+// Command conftrace is the one binary of conftrace: the backend, the relay,
+// the device and health-authority tools, the auditor's verifier, the demo
+// and the benchmarks. It only wires packages together; run
+// "conftrace help" for the list of commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// cmdIO is where a command reads and writes; tests substitute buffers.
+type cmdIO struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// command is one verb, possibly with sub-verbs.
+type command struct {
+	summary string
+	run     func(ctx context.Context, cio cmdIO, args []string) error
+	sub     map[string]command
+}
+
+// usageError marks errors in how a command was called (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func commands() map[string]command {
+	return map[string]command{
+		"demo": {summary: "run the whole system on a simulated population", run: runDemo},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, cmdIO{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches args to a command and returns the process exit status.
+func run(ctx context.Context, cio cmdIO, args []string) int {
+	cmds := commands()
+	path := "conftrace"
+	for {
+		if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+			printCommands(cio.stderr, path, cmds)
+			if len(args) == 0 {
+				return 2
+			}
+			return 0
+		}
+		c, ok := cmds[args[0]]
+		if !ok {
+			fmt.Fprintf(cio.stderr, "%s: unknown command %q (run \"%s help\")\n", path, args[0], path)
+			return 2
+		}
+		path += " " + args[0]
+		args = args[1:]
+		if c.sub == nil {
+			err := c.run(ctx, cio, args)
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0
+			default:
+				fmt.Fprintf(cio.stderr, "%s: %v\n", path, err)
+				var ue usageError
+				if errors.As(err, &ue) {
+					return 2
+				}
+				return 1
+			}
+		}
+		cmds = c.sub
+	}
+}
+
+func printCommands(w io.Writer, path string, cmds map[string]command) {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(w, "usage: %s <command> [flags]\n\ncommands:\n", path)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-16s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintf(w, "\nRun \"%s <command> --help\" for a command's flags.\n", path)
+}
+
+// newFlags returns a flag set that reports errors instead of exiting and
+// prints its usage to cio.stderr.
+func newFlags(cio cmdIO, name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(cio.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(cio.stderr, "usage: conftrace %s\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args and refuses stray positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", strings.Join(fs.Args(), " "))
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+module github.com/conftrace/conftrace
+
+go 1.26
