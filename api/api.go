@@ -1,0 +1,218 @@
+// Package api defines the messages that devices and health authorities
+// exchange with a conftrace backend, and the paths they are sent to.
+//
+// Every message that carries personal data travels inside an Oblivious HTTP
+// request (package ohttp) whose plaintext is a Binary HTTP request (package
+// bhttp) for one of the inner paths below, with a JSON body. Only the
+// attestation bundle, the key configurations and the health check are plain
+// GET endpoints. Apps normally use package client rather than this package;
+// it is public so that other implementations can interoperate.
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Outer (plain HTTP) paths.
+const (
+	// PathAttestation serves the attestation bundle (attest.Bundle, JSON).
+	PathAttestation = "/v1/attestation"
+	// PathKeys serves the OHTTP key configurations (application/ohttp-keys).
+	PathKeys = "/v1/ohttp-keys"
+	// PathGateway takes message/ohttp-req and answers message/ohttp-res.
+	PathGateway = "/v1/gateway"
+	// PathHealth answers 200 when the backend serves.
+	PathHealth = "/healthz"
+)
+
+// Inner paths, reached only through the gateway. All take POST.
+const (
+	PathSubmitResult  = "/v1/authority/results"
+	PathPollResult    = "/v1/results/poll"
+	PathUpload        = "/v1/uploads"
+	PathCheckExposure = "/v1/exposure"
+)
+
+// InnerAuthority is the authority (host) used in inner requests; the
+// gateway serves only its own resources and ignores it.
+const InnerAuthority = "conftrace.invalid"
+
+// Result is a test result as a health authority declares it.
+type Result string
+
+// The results a test can have.
+const (
+	Pending  Result = "pending"
+	Negative Result = "negative"
+	Positive Result = "positive"
+)
+
+// TestSecretSize is the size of the secret a device makes when it
+// registers a test.
+const TestSecretSize = 32
+
+// TestCode returns the short code the device shows the test site for a
+// test secret: 10 base32 characters (50 bits) in two groups of five. The
+// code is all the health authority learns; only the holder of the secret
+// can poll the result or upload.
+func TestCode(secret []byte) string {
+	h := sha256.Sum256(append([]byte("conftrace test code v1\x00"), secret...))
+	s := base32.StdEncoding.EncodeToString(h[:])[:10]
+	return s[:5] + "-" + s[5:]
+}
+
+// NormalizeTestCode accepts a code as people type it (lower case, spaces,
+// with or without the dash) and returns its canonical form.
+func NormalizeTestCode(code string) (string, error) {
+	c := strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(code))
+	if len(c) != 10 {
+		return "", fmt.Errorf("api: test code %q: want 10 characters", code)
+	}
+	for _, r := range c {
+		if !(r >= 'A' && r <= 'Z' || r >= '2' && r <= '7') {
+			return "", fmt.Errorf("api: test code %q: %q is not a code character", code, r)
+		}
+	}
+	return c[:5] + "-" + c[5:], nil
+}
+
+// SignedResult is a health authority's statement of a test result, sent
+// to PathSubmitResult.
+type SignedResult struct {
+	Authority string `json:"authority"`
+	TestCode  string `json:"test_code"`
+	Result    Result `json:"result"`
+	// TestDate is the day the sample was taken, YYYY-MM-DD.
+	TestDate string `json:"test_date"`
+	// SymptomOnset is the day symptoms began, YYYY-MM-DD, if known.
+	SymptomOnset string `json:"symptom_onset,omitempty"`
+	// IssuedAt is when the authority signed, Unix seconds; the backend
+	// refuses statements too old or from the future.
+	IssuedAt int64 `json:"issued_at"`
+	// Nonce makes every statement unique, so a replay is recognisable.
+	Nonce []byte `json:"nonce"`
+	// Signature is the authority's Ed25519 signature over SignedBytes.
+	Signature []byte `json:"signature"`
+}
+
+// SignedBytes returns the bytes the authority signs: a domain-separated,
+// length-prefixed encoding of every field but the signature.
+func (r SignedResult) SignedBytes() []byte {
+	b := []byte("conftrace signed result v1\x00")
+	for _, f := range []string{r.Authority, r.TestCode, string(r.Result), r.TestDate, r.SymptomOnset} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(r.IssuedAt))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Nonce)))
+	return append(b, r.Nonce...)
+}
+
+// DateLayout is the layout of dates in messages.
+const DateLayout = time.DateOnly
+
+// SubmitResultResponse acknowledges a stored result.
+type SubmitResultResponse struct {
+	Stored bool `json:"stored"`
+}
+
+// PollResultRequest asks for the result of the test registered with Secret.
+type PollResultRequest struct {
+	Secret []byte `json:"secret"`
+}
+
+// PollResultResponse answers a result poll.
+type PollResultResponse struct {
+	Result Result `json:"result"`
+	// UploadAuthorization is set for a positive result whose upload has
+	// not happened yet: a single-use token for PathUpload.
+	UploadAuthorization []byte `json:"upload_authorization,omitempty"`
+	// ExpiresAt is when UploadAuthorization stops being accepted, Unix
+	// seconds.
+	ExpiresAt int64 `json:"expires_at,omitempty"`
+	// Uploaded is true once the authorization has been used.
+	Uploaded bool `json:"uploaded,omitempty"`
+}
+
+// UploadRequest carries an infected user's contact tuples.
+type UploadRequest struct {
+	Authorization []byte `json:"authorization"`
+	// Tuples is a contactlog batch (the binary encoding of package
+	// contactlog).
+	Tuples []byte `json:"tuples"`
+}
+
+// UploadResponse acknowledges a durable upload.
+type UploadResponse struct {
+	Accepted int `json:"accepted"`
+}
+
+// ExposureRequest carries a device's own tuples for an exposure check.
+type ExposureRequest struct {
+	Tuples []byte `json:"tuples"`
+}
+
+// ExposureResponse answers an exposure check. It always lists every day of
+// the retention window, so its size does not depend on the answer.
+type ExposureResponse struct {
+	Exposed bool          `json:"exposed"`
+	Days    []ExposureDay `json:"days"`
+}
+
+// ExposureDay summarises one day's reciprocal matches.
+type ExposureDay struct {
+	Date string `json:"date"`
+	// Minutes is the total duration of matched encounters.
+	Minutes int `json:"minutes"`
+	// WeightedMinutes is Minutes weighted by the policy's attenuation
+	// buckets, in hundredths of a minute.
+	WeightedMinutes int `json:"weighted_minutes_x100"`
+	// MinAttenuation is the lowest attenuation (closest contact) seen, dB;
+	// 255 when there was no match.
+	MinAttenuation int `json:"min_attenuation_db"`
+	// Exposed is true when WeightedMinutes reaches the policy's threshold.
+	Exposed bool `json:"exposed"`
+}
+
+// Error is the body of every refused inner request.
+type Error struct {
+	// Code is a stable machine-readable reason, one of the Code constants.
+	Code string `json:"code"`
+	// Message explains the refusal to a person.
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Is makes errors.Is match on Code.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Code == e.Code
+}
+
+// Stable refusal codes.
+const (
+	CodeMalformed        = "malformed"
+	CodeTooLarge         = "too_large"
+	CodeBadSignature     = "bad_signature"
+	CodeUnknownAuthority = "unknown_authority"
+	CodeReplayed         = "replayed"
+	CodeExpired          = "expired"
+	CodeNotAuthorized    = "not_authorized"
+	CodeAlreadyUsed      = "already_used"
+	CodeOutOfWindow      = "out_of_window"
+	CodeConflict         = "conflict"
+	CodeNotFound         = "not_found"
+	CodeInternal         = "internal"
+)
+
+// Errorf returns an *Error with the given code.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}

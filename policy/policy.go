@@ -1,0 +1,256 @@
+// Package policy is the rule book a conftrace backend enforces: which health
+// authorities may declare a test positive, how long data is kept, how an
+// exposure is scored, and how large requests may be.
+//
+// The backend publishes its policy in canonical form inside the attestation
+// bundle, and the evidence binds a hash of those exact bytes, so a client
+// that verified the bundle knows the policy the attested code enforces: an
+// operator cannot quietly add an authority or lengthen retention without the
+// change showing up in what every client verifies.
+//
+// A policy is a JSON document. [Parse] reads one strictly (unknown fields,
+// out-of-range values and duplicate authorities are refused) and
+// [Policy.Canonical] writes the one canonical form that is hashed: compact
+// JSON with fields in a fixed order and integers only.
+//
+//	p := policy.Default()
+//	p.Authorities = append(p.Authorities, policy.Authority{Name: "lab-1", PublicKey: pub})
+//	doc, err := p.Canonical()
+package policy
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Version is the policy format this package reads and writes.
+const Version = 1
+
+// Policy is the backend's rule book.
+type Policy struct {
+	// Version is the format version; always [Version].
+	Version int `json:"version"`
+	// Authorities may submit test results and GPS traces.
+	Authorities []Authority `json:"authorities"`
+	// RetentionDays is how many days of uploads are kept; older data keys
+	// are destroyed, which makes their records unreadable.
+	RetentionDays int `json:"retention_days"`
+	// UploadAuthorizationSeconds is how long a positive result's upload
+	// authorization stays valid.
+	UploadAuthorizationSeconds int `json:"upload_authorization_seconds"`
+	// Risk scores reciprocal encounters.
+	Risk Risk `json:"risk"`
+	// Limits bound what one request may carry.
+	Limits Limits `json:"limits"`
+}
+
+// Authority is a health authority allowed to declare tests positive.
+type Authority struct {
+	// Name identifies the authority in results and logs.
+	Name string `json:"name"`
+	// PublicKey verifies the authority's signatures.
+	PublicKey ed25519.PublicKey `json:"public_key"`
+}
+
+// Risk holds the parameters of the exposure risk score, in the spirit of
+// the Exposure Notification "exposure windows" scoring: each matched
+// encounter contributes its minutes weighted by the attenuation bucket it
+// falls in, and a day counts as exposed when the weighted minutes reach
+// MinimumWeightedMinutes.
+type Risk struct {
+	// AttenuationThresholds are the upper bounds (dB, inclusive) of the
+	// attenuation buckets, ascending: with [55, 63, 73] the buckets are
+	// <=55 ("immediate"), <=63 ("near"), <=73 ("medium") and above ("other").
+	AttenuationThresholds []int `json:"attenuation_thresholds_db"`
+	// WeightsPercent weighs each bucket's minutes; one more entry than
+	// AttenuationThresholds.
+	WeightsPercent []int `json:"weights_percent"`
+	// MinimumWeightedMinutes is the weighted minutes per day from which a
+	// day counts as an exposure.
+	MinimumWeightedMinutes int `json:"minimum_weighted_minutes"`
+	// IntervalTolerance is how many 10-minute intervals the two sides'
+	// records of one encounter may differ by (clock skew).
+	IntervalTolerance int `json:"interval_tolerance"`
+}
+
+// Limits bound requests.
+type Limits struct {
+	// MaxUploadTuples is the most contact tuples one upload may carry.
+	MaxUploadTuples int `json:"max_upload_tuples"`
+	// MaxCheckTuples is the most contact tuples one exposure check may carry.
+	MaxCheckTuples int `json:"max_check_tuples"`
+	// MaxTupleMinutes is the longest duration one tuple may claim.
+	MaxTupleMinutes int `json:"max_tuple_minutes"`
+}
+
+// Default returns a policy with sensible defaults and no authorities.
+//
+// The risk defaults follow the attenuation buckets common in Exposure
+// Notification deployments (55/63/73 dB) and the "15 minutes, close
+// contact" definition used by public-health agencies. The limits allow a
+// heavily social user's 14 days: 288 tuples a day (two devices per 10-minute
+// interval, all day) is far above what deployments observed.
+func Default() Policy {
+	return Policy{
+		Version:                    Version,
+		Authorities:                []Authority{},
+		RetentionDays:              14,
+		UploadAuthorizationSeconds: 24 * 60 * 60,
+		Risk: Risk{
+			AttenuationThresholds:  []int{55, 63, 73},
+			WeightsPercent:         []int{100, 100, 50, 0},
+			MinimumWeightedMinutes: 15,
+			IntervalTolerance:      1,
+		},
+		Limits: Limits{
+			MaxUploadTuples: 40_000,
+			MaxCheckTuples:  40_000,
+			MaxTupleMinutes: 10,
+		},
+	}
+}
+
+// UploadAuthorizationTTL returns UploadAuthorizationSeconds as a duration.
+func (p Policy) UploadAuthorizationTTL() time.Duration {
+	return time.Duration(p.UploadAuthorizationSeconds) * time.Second
+}
+
+// Authority returns the authority with the given name.
+func (p Policy) Authority(name string) (Authority, bool) {
+	i := slices.IndexFunc(p.Authorities, func(a Authority) bool { return a.Name == name })
+	if i < 0 {
+		return Authority{}, false
+	}
+	return p.Authorities[i], true
+}
+
+// ErrInvalid is wrapped by every error that reports an invalid policy.
+var ErrInvalid = errors.New("policy: invalid")
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+// Validate reports the first rule the policy breaks.
+func (p Policy) Validate() error {
+	if p.Version != Version {
+		return invalidf("version %d, want %d", p.Version, Version)
+	}
+	seen := map[string]bool{}
+	for i, a := range p.Authorities {
+		if a.Name == "" || len(a.Name) > 64 {
+			return invalidf("authority %d: name must be 1 to 64 bytes", i)
+		}
+		if seen[a.Name] {
+			return invalidf("authority %q listed twice", a.Name)
+		}
+		seen[a.Name] = true
+		if len(a.PublicKey) != ed25519.PublicKeySize {
+			return invalidf("authority %q: public key is %d bytes, want %d (Ed25519)", a.Name, len(a.PublicKey), ed25519.PublicKeySize)
+		}
+	}
+	if p.RetentionDays < 1 || p.RetentionDays > 60 {
+		return invalidf("retention_days %d outside 1..60", p.RetentionDays)
+	}
+	if p.UploadAuthorizationSeconds < 60 || p.UploadAuthorizationSeconds > 14*24*3600 {
+		return invalidf("upload_authorization_seconds %d outside 60..1209600", p.UploadAuthorizationSeconds)
+	}
+	r := p.Risk
+	if len(r.AttenuationThresholds) == 0 || len(r.AttenuationThresholds) > 8 {
+		return invalidf("risk: %d attenuation thresholds, want 1 to 8", len(r.AttenuationThresholds))
+	}
+	for i, t := range r.AttenuationThresholds {
+		if t < 0 || t > 255 || (i > 0 && t <= r.AttenuationThresholds[i-1]) {
+			return invalidf("risk: attenuation thresholds must ascend within 0..255")
+		}
+	}
+	if len(r.WeightsPercent) != len(r.AttenuationThresholds)+1 {
+		return invalidf("risk: %d weights for %d thresholds, want one more weight than thresholds", len(r.WeightsPercent), len(r.AttenuationThresholds))
+	}
+	for _, w := range r.WeightsPercent {
+		if w < 0 || w > 1000 {
+			return invalidf("risk: weight %d%% outside 0..1000", w)
+		}
+	}
+	if r.MinimumWeightedMinutes < 1 || r.MinimumWeightedMinutes > 24*60 {
+		return invalidf("risk: minimum_weighted_minutes %d outside 1..1440", r.MinimumWeightedMinutes)
+	}
+	if r.IntervalTolerance < 0 || r.IntervalTolerance > 6 {
+		return invalidf("risk: interval_tolerance %d outside 0..6", r.IntervalTolerance)
+	}
+	l := p.Limits
+	if l.MaxUploadTuples < 1 || l.MaxUploadTuples > 1_000_000 {
+		return invalidf("limits: max_upload_tuples %d outside 1..1000000", l.MaxUploadTuples)
+	}
+	if l.MaxCheckTuples < 1 || l.MaxCheckTuples > 1_000_000 {
+		return invalidf("limits: max_check_tuples %d outside 1..1000000", l.MaxCheckTuples)
+	}
+	if l.MaxTupleMinutes < 1 || l.MaxTupleMinutes > 60 {
+		return invalidf("limits: max_tuple_minutes %d outside 1..60", l.MaxTupleMinutes)
+	}
+	return nil
+}
+
+// MaxPolicySize bounds a policy document.
+const MaxPolicySize = 1 << 20
+
+// Parse reads a policy document strictly and validates it.
+func Parse(doc []byte) (Policy, error) {
+	if len(doc) > MaxPolicySize {
+		return Policy{}, invalidf("document is %d bytes, limit %d", len(doc), MaxPolicySize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.DisallowUnknownFields()
+	var p Policy
+	if err := dec.Decode(&p); err != nil {
+		return Policy{}, invalidf("%v", err)
+	}
+	if dec.More() {
+		return Policy{}, invalidf("trailing data after the policy object")
+	}
+	if err := p.Validate(); err != nil {
+		return Policy{}, err
+	}
+	return p, nil
+}
+
+// Canonical returns the canonical form of the policy: the bytes the
+// attestation binds. It refuses an invalid policy.
+func (p Policy) Canonical() ([]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Authorities == nil {
+		p.Authorities = []Authority{}
+	}
+	// encoding/json writes struct fields in declaration order and we use
+	// no maps or floats, so Marshal is already deterministic and compact.
+	return json.Marshal(p)
+}
+
+// Bucket returns the index of the attenuation bucket attenuationDB falls in.
+func (r Risk) Bucket(attenuationDB int) int {
+	for i, t := range r.AttenuationThresholds {
+		if attenuationDB <= t {
+			return i
+		}
+	}
+	return len(r.AttenuationThresholds)
+}
+
+// WeightedMinutes returns minutes weighted by attenuationDB's bucket, in
+// hundredths of a minute so that scoring stays in integers.
+func (r Risk) WeightedMinutes(minutes, attenuationDB int) int {
+	return minutes * r.WeightsPercent[r.Bucket(attenuationDB)]
+}
+
+// Exposed reports whether a day's weighted minutes (in hundredths, as
+// returned by WeightedMinutes and summed) make it an exposure.
+func (r Risk) Exposed(weightedHundredths int) bool {
+	return weightedHundredths >= r.MinimumWeightedMinutes*100
+}
