@@ -40,6 +40,9 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 func commands() map[string]command {
 	return map[string]command{
 		"demo": {summary: "run the whole system on a simulated population", run: runDemo},
+		"enid": {summary: "Exposure Notification identifiers", sub: map[string]command{
+			"derive": {summary: "print the RPIs (and AEMs) of a daily key", run: runEnidDerive},
+		}},
 	}
 }
 

@@ -1,0 +1,360 @@
+package contactlog
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conftrace/conftrace/enid"
+)
+
+// KeySize is the size of a device key.
+const KeySize = 32
+
+// DefaultRetention is how long [Log.Prune] keeps tuples unless
+// [Options.Retention] says otherwise: the 14 days of the exposure window.
+const DefaultRetention = 14 * 24 * time.Hour
+
+// Errors returned when a log file cannot be read.
+var (
+	// ErrCorrupt means the file is not a well-formed contact log: it is
+	// truncated, extended, or not a contact log at all.
+	ErrCorrupt = errors.New("contactlog: corrupt log file")
+	// ErrTampered means the file is well-formed but fails authentication:
+	// it was modified, or it was written under another device key (the
+	// two are indistinguishable by design).
+	ErrTampered = errors.New("contactlog: log file fails authentication (modified, or another device key)")
+)
+
+// The file format (version 1) is
+//
+//	magic (21 bytes) || version (1) || ciphertext length (8, big-endian) ||
+//	nonce (12) || AES-256-GCM ciphertext of a batch, with its 16-byte tag
+//
+// where everything before the nonce is the additional data. The length
+// field lets a reader tell truncation (ErrCorrupt) from modification
+// (ErrTampered).
+const (
+	fileMagic      = "conftrace-contactlog\n"
+	fileVersion    = 1
+	fileHeaderSize = len(fileMagic) + 1 + 8
+	nonceSize      = 12
+	tagSize        = 16
+)
+
+// tempInfix marks the temporary files of an atomic replace: path +
+// tempInfix + random digits.
+const tempInfix = ".tmp-"
+
+// Options configure a [Log]. The zero value (or nil) gives the defaults.
+type Options struct {
+	// Retention is how far back Prune keeps tuples; zero means
+	// DefaultRetention.
+	Retention time.Duration
+}
+
+// Log is a device's contact log: an encrypted file of tuples, mirrored in
+// memory. It is safe for concurrent use by the goroutines of one process;
+// a file must not be opened by two Logs at once.
+//
+// Every change rewrites the whole file atomically: the new content goes to a
+// temporary file in the same directory, which is synced and then renamed
+// over the log, and the directory is synced. A crash at any point leaves
+// either the old or the new log, never a mix, and the format needs no
+// recovery logic that an attacker could exploit to make a cut-down file
+// look like a crash. At the sizes a phone sees (two weeks of encounters,
+// thousands of tuples of 39 bytes) a rewrite is a few hundred kilobytes;
+// batch a scan cycle's tuples into one Append. Each write uses a fresh
+// random nonce, which is safe for far more writes (2^32) than a device
+// makes.
+//
+// Encryption protects the log against anyone who reads the device's
+// storage without the key and detects modification; it cannot detect an
+// attacker who replaces the file with an older copy written under the same
+// key.
+type Log struct {
+	path      string
+	aead      cipher.AEAD
+	retention time.Duration
+
+	mu     sync.Mutex
+	tuples []Tuple // sorted by Interval, then in order of arrival
+}
+
+// Open opens the log at path, creating an empty one if there is no file,
+// and reads it into memory. key is the device key, which the app should
+// keep in the platform keystore. A file that was modified or written under
+// another key is refused with ErrTampered, a truncated or malformed one
+// with ErrCorrupt, a file of a future format with ErrVersion. Temporary
+// files left behind by a crash during a write are removed.
+func Open(ctx context.Context, path string, key [KeySize]byte, opts *Options) (*Log, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("contactlog: open %s: %w", path, err)
+	}
+	retention := DefaultRetention
+	if opts != nil && opts.Retention != 0 {
+		if opts.Retention < 0 {
+			return nil, fmt.Errorf("contactlog: negative retention %v", opts.Retention)
+		}
+		retention = opts.Retention
+	}
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		return nil, fmt.Errorf("contactlog: %w", err) // unreachable: the key is 32 bytes
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("contactlog: %w", err)
+	}
+	l := &Log{path: path, aead: aead, retention: retention}
+
+	removeTemps(path)
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Write the empty log now, so that a path that cannot be written
+		// fails here rather than at the first encounter.
+		if err := l.save(nil); err != nil {
+			return nil, err
+		}
+		return l, nil
+	case err != nil:
+		return nil, fmt.Errorf("contactlog: %w", err)
+	}
+	if l.tuples, err = decodeFile(aead, data); err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return l, nil
+}
+
+// Append adds tuples to the log and returns once they are durably on disk.
+// If any tuple is invalid (ErrInvalid) or the write fails, nothing is added.
+func (l *Log) Append(ctx context.Context, tuples ...Tuple) error {
+	for i, t := range tuples {
+		if err := t.check(); err != nil {
+			return fmt.Errorf("%w (tuple %d)", err, i)
+		}
+	}
+	if len(tuples) == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("contactlog: append: %w", err)
+	}
+	next := make([]Tuple, 0, len(l.tuples)+len(tuples))
+	next = append(append(next, l.tuples...), tuples...)
+	slices.SortStableFunc(next, func(a, b Tuple) int { return cmp.Compare(a.Interval, b.Interval) })
+	return l.replace(next)
+}
+
+// Tuples returns a copy of the tuples whose interval is in [from, to),
+// ordered by interval.
+func (l *Log) Tuples(from, to enid.Interval) []Tuple {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lo, hi := l.search(from), l.search(to)
+	if lo >= hi {
+		return nil
+	}
+	return slices.Clone(l.tuples[lo:hi])
+}
+
+// Len returns the number of tuples in the log.
+func (l *Log) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.tuples)
+}
+
+// Prune drops the tuples whose interval began more than the retention
+// window before now, and returns once the log on disk no longer holds them.
+func (l *Log) Prune(ctx context.Context, now time.Time) error {
+	cutoff := enid.IntervalOf(now.Add(-l.retention))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("contactlog: prune: %w", err)
+	}
+	i := l.search(cutoff)
+	if i == 0 {
+		return nil
+	}
+	return l.replace(slices.Clone(l.tuples[i:]))
+}
+
+// search returns the index of the first tuple at or after interval i.
+func (l *Log) search(i enid.Interval) int {
+	n, _ := slices.BinarySearchFunc(l.tuples, i, func(t Tuple, i enid.Interval) int {
+		// Never report equality, so the search lands before the first
+		// tuple of interval i.
+		if t.Interval < i {
+			return -1
+		}
+		return 1
+	})
+	return n
+}
+
+// replace writes next to disk and then makes it the log's content. The
+// caller holds l.mu.
+func (l *Log) replace(next []Tuple) error {
+	if err := l.save(next); err != nil {
+		return err
+	}
+	clear(l.tuples) // do not leave old encounters lying around in memory
+	l.tuples = next
+	return nil
+}
+
+// save atomically replaces the file with one holding tuples.
+func (l *Log) save(tuples []Tuple) error {
+	data, err := encodeFile(l.aead, tuples)
+	if err != nil {
+		return fmt.Errorf("contactlog: %w", err)
+	}
+	if err := writeAtomic(l.path, data); err != nil {
+		return fmt.Errorf("contactlog: write %s: %w", l.path, err)
+	}
+	return nil
+}
+
+func encodeFile(aead cipher.AEAD, tuples []Tuple) ([]byte, error) {
+	plain, err := AppendBatch(nil, tuples)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	ctLen := len(plain) + aead.Overhead()
+	ad := make([]byte, 0, fileHeaderSize)
+	ad = append(ad, fileMagic...)
+	ad = append(ad, fileVersion)
+	ad = binary.BigEndian.AppendUint64(ad, uint64(ctLen))
+	nonce := make([]byte, nonceSize)
+	rand.Read(nonce) // never fails: crypto/rand crashes the program instead
+	out := make([]byte, 0, fileHeaderSize+nonceSize+ctLen)
+	out = append(append(out, ad...), nonce...)
+	return aead.Seal(out, nonce, plain, ad), nil
+}
+
+// decodeFile checks and decrypts a log file. Errors are ErrCorrupt,
+// ErrVersion or ErrTampered, wrapped.
+func decodeFile(aead cipher.AEAD, data []byte) ([]Tuple, error) {
+	magicLen := min(len(data), len(fileMagic))
+	if !bytes.Equal(data[:magicLen], []byte(fileMagic[:magicLen])) {
+		return nil, fmt.Errorf("%w: not a contact log", ErrCorrupt)
+	}
+	if len(data) < fileHeaderSize+nonceSize {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than the header", ErrCorrupt, len(data))
+	}
+	if v := data[len(fileMagic)]; v != fileVersion {
+		return nil, fmt.Errorf("%w: log file version %d, want %d", ErrVersion, v, fileVersion)
+	}
+	ctLen := binary.BigEndian.Uint64(data[len(fileMagic)+1 : fileHeaderSize])
+	have := uint64(len(data) - fileHeaderSize - nonceSize)
+	if ctLen != have {
+		return nil, fmt.Errorf("%w: header says %d bytes of ciphertext, file has %d (truncated or extended)", ErrCorrupt, ctLen, have)
+	}
+	if ctLen < tagSize {
+		return nil, fmt.Errorf("%w: ciphertext shorter than its tag", ErrCorrupt)
+	}
+	ad, nonce, ct := data[:fileHeaderSize], data[fileHeaderSize:fileHeaderSize+nonceSize], data[fileHeaderSize+nonceSize:]
+	plain, err := aead.Open(nil, nonce, ct, ad)
+	if err != nil {
+		return nil, ErrTampered
+	}
+	defer clear(plain)
+	// The plaintext is authenticated, so its count is trusted; the
+	// length check in UnmarshalBatch still bounds the allocation.
+	tuples, err := UnmarshalBatch(plain, math.MaxInt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	// Files this package writes are sorted; sorting again costs little and
+	// keeps Tuples correct whatever wrote the file.
+	slices.SortStableFunc(tuples, func(a, b Tuple) int { return cmp.Compare(a.Interval, b.Interval) })
+	return tuples, nil
+}
+
+// writeAtomic replaces path with data so that a crash leaves either the old
+// or the new content: write a temporary file in the same directory (rename
+// is atomic only within one file system), sync it, rename it over path, and
+// sync the directory so that the rename itself is durable.
+func writeAtomic(path string, data []byte) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+tempInfix+"*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		// Windows cannot sync a directory; its rename is durable once the
+		// call returns.
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// removeTemps deletes the temporary files that a crash during writeAtomic
+// left next to path. Failing to remove them is harmless, so errors are
+// ignored.
+func removeTemps(path string) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), base+tempInfix) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
