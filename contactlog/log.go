@@ -13,13 +13,11 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/enid"
 )
 
@@ -57,9 +55,6 @@ const (
 	tagSize        = 16
 )
 
-// tempInfix marks the temporary files of an atomic replace: path +
-// tempInfix + random digits.
-const tempInfix = ".tmp-"
 
 // Options configure a [Log]. The zero value (or nil) gives the defaults.
 type Options struct {
@@ -123,7 +118,7 @@ func Open(ctx context.Context, path string, key [KeySize]byte, opts *Options) (*
 	}
 	l := &Log{path: path, aead: aead, retention: retention}
 
-	removeTemps(path)
+	atomicfile.RemoveTemps(path)
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -229,7 +224,7 @@ func (l *Log) save(tuples []Tuple) error {
 	if err != nil {
 		return fmt.Errorf("contactlog: %w", err)
 	}
-	if err := writeAtomic(l.path, data); err != nil {
+	if err := atomicfile.Write(l.path, data, 0o600); err != nil {
 		return fmt.Errorf("contactlog: write %s: %w", l.path, err)
 	}
 	return nil
@@ -292,69 +287,3 @@ func decodeFile(aead cipher.AEAD, data []byte) ([]Tuple, error) {
 	return tuples, nil
 }
 
-// writeAtomic replaces path with data so that a crash leaves either the old
-// or the new content: write a temporary file in the same directory (rename
-// is atomic only within one file system), sync it, rename it over path, and
-// sync the directory so that the rename itself is durable.
-func writeAtomic(path string, data []byte) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+tempInfix+"*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		// Windows cannot sync a directory; its rename is durable once the
-		// call returns.
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// removeTemps deletes the temporary files that a crash during writeAtomic
-// left next to path. Failing to remove them is harmless, so errors are
-// ignored.
-func removeTemps(path string) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), base+tempInfix) {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-}

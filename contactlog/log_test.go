@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/enid"
 )
 
@@ -283,7 +284,7 @@ func TestLogCrashDuringWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	temp := path + tempInfix + "123456"
+	temp := path + atomicfile.TempInfix + "123456"
 	if err := os.WriteFile(temp, more[:len(more)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +393,7 @@ func TestLogConcurrentAppends(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Dir(path))
 	for _, e := range entries {
-		if strings.Contains(e.Name(), tempInfix) {
+		if strings.Contains(e.Name(), atomicfile.TempInfix) {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
 	}

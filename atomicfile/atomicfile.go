@@ -1,0 +1,89 @@
+// Package atomicfile replaces files so that a crash leaves either the old or
+// the new content, never a mix. Devices keep their keys, contact logs and
+// test state this way.
+package atomicfile
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// TempInfix marks the temporary files of a replace in progress:
+// path + TempInfix + random digits.
+const TempInfix = ".tmp-"
+
+// Write replaces path with data: it writes a temporary file in the same
+// directory (rename is atomic only within one file system), syncs it,
+// renames it over path and syncs the directory so that the rename itself is
+// durable. perm applies to a newly created file.
+func Write(path string, data []byte, perm fs.FileMode) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+TempInfix+"*")
+	if err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		// Windows cannot sync a directory; its rename is durable once the
+		// call returns.
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("atomicfile: syncing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// RemoveTemps deletes the temporary files that a crash during Write left
+// next to path. Failing to remove them is harmless, so errors are ignored.
+func RemoveTemps(path string) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), base+TempInfix) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
