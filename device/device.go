@@ -1,0 +1,332 @@
+// Package device keeps a phone's conftrace state: its daily keys, its
+// contact log and the test it registered. It is what a phone app (or the
+// conftrace device command, or the simulator) builds on; talking to the
+// backend is package client's job.
+//
+// A device broadcasts, in every 10-minute interval, the rotating identifier
+// (RPI) of that day's key and logs the identifiers it hears as contact
+// tuples. When two devices meet, both log the mirror tuple of the same
+// encounter, which is what the backend matches:
+//
+//	a, _ := device.Create(ctx, dirA, device.Config{Server: url})
+//	c, _ := device.Create(ctx, dirC, device.Config{Server: url})
+//	n, err := device.Meet(ctx, a, c, at, 20*time.Minute, 50, 52)
+//
+// State lives in one directory: the device key (which encrypts the contact
+// log), the daily keys and the test state, each replaced atomically. On a
+// phone the device key belongs in the platform keystore; here it is a file
+// readable only by its owner, and the package does not pretend otherwise.
+package device
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/atomicfile"
+	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/enid"
+)
+
+// Config is what a device knows about the backend it talks to.
+type Config struct {
+	// Server is the backend's base URL.
+	Server string `json:"server"`
+	// Measurements are the acceptable TEE measurements, lowercase hex; empty
+	// accepts any (development only).
+	Measurements []string `json:"measurements,omitempty"`
+	// AllowSimulated accepts a backend running in the simulated TEE.
+	AllowSimulated bool `json:"allow_simulated,omitempty"`
+}
+
+// Test is the state of the test a device registered.
+type Test struct {
+	Secret       []byte     `json:"secret"`
+	Code         string     `json:"code"`
+	RegisteredAt time.Time  `json:"registered_at"`
+	Result       api.Result `json:"result"`
+	// UploadAuthorization and ExpiresAt are set once a positive result
+	// was polled; Uploaded once the upload was acknowledged.
+	UploadAuthorization []byte    `json:"upload_authorization,omitempty"`
+	ExpiresAt           time.Time `json:"expires_at,omitzero"`
+	Uploaded            bool      `json:"uploaded,omitempty"`
+}
+
+// File names inside a device directory.
+const (
+	configFile = "config.json"
+	keyFile    = "device.key"
+	keysFile   = "daily-keys.json"
+	logFile    = "contacts.log"
+	testFile   = "test.json"
+)
+
+// ErrExists is returned by Create for a directory that already holds a device.
+var ErrExists = errors.New("device: directory already holds a device")
+
+// ErrNoTest is returned when a device has no registered test.
+var ErrNoTest = errors.New("device: no test registered (register one first)")
+
+// Device is one phone's state. It is safe for concurrent use.
+type Device struct {
+	dir string
+	cfg Config
+	log *contactlog.Log
+
+	mu   sync.Mutex
+	teks map[enid.Interval]enid.TEK // by rolling start
+	keys map[enid.Interval]*enid.Key
+	test *Test
+}
+
+// Create makes a new device in dir (created if missing).
+func Create(ctx context.Context, dir string, cfg Config) (*Device, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, keyFile)); err == nil {
+		return nil, fmt.Errorf("%w: %s", ErrExists, dir)
+	}
+	var key [contactlog.KeySize]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if err := writeJSON(filepath.Join(dir, configFile), cfg); err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(dir, keysFile), []dailyKey{}); err != nil {
+		return nil, err
+	}
+	// The key file is written last: its presence marks a complete device.
+	if err := atomicfile.Write(filepath.Join(dir, keyFile), key[:], 0o600); err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	return Open(ctx, dir)
+}
+
+// Open loads the device in dir.
+func Open(ctx context.Context, dir string) (*Device, error) {
+	key, err := os.ReadFile(filepath.Join(dir, keyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("device: no device in %s (run device init first)", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if len(key) != contactlog.KeySize {
+		return nil, fmt.Errorf("device: %s is %d bytes, want %d", keyFile, len(key), contactlog.KeySize)
+	}
+	d := &Device{dir: dir, teks: map[enid.Interval]enid.TEK{}, keys: map[enid.Interval]*enid.Key{}}
+	if err := readJSON(filepath.Join(dir, configFile), &d.cfg); err != nil {
+		return nil, err
+	}
+	var dks []dailyKey
+	if err := readJSON(filepath.Join(dir, keysFile), &dks); err != nil {
+		return nil, err
+	}
+	for _, dk := range dks {
+		if len(dk.TEK) != len(enid.TEK{}) {
+			return nil, fmt.Errorf("device: %s: a daily key is %d bytes, want 16", keysFile, len(dk.TEK))
+		}
+		d.teks[dk.Start] = enid.TEK(dk.TEK)
+	}
+	var t Test
+	switch err := readJSON(filepath.Join(dir, testFile), &t); {
+	case err == nil:
+		d.test = &t
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	d.log, err = contactlog.Open(ctx, filepath.Join(dir, logFile), [contactlog.KeySize]byte(key), nil)
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	return d, nil
+}
+
+// Dir returns the device's directory.
+func (d *Device) Dir() string { return d.dir }
+
+// Config returns what the device knows about its backend.
+func (d *Device) Config() Config { return d.cfg }
+
+// Log returns the device's contact log.
+func (d *Device) Log() *contactlog.Log { return d.log }
+
+type dailyKey struct {
+	Start enid.Interval `json:"rolling_start"`
+	TEK   []byte        `json:"tek"`
+}
+
+// Key returns the daily key in force at interval i, making and saving a new
+// one the first time a day is seen.
+func (d *Device) Key(i enid.Interval) (*enid.Key, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := i.RollingStart()
+	if k, ok := d.keys[start]; ok {
+		return k, nil
+	}
+	tek, ok := d.teks[start]
+	if !ok {
+		tek = enid.NewTEK()
+		d.teks[start] = tek
+		if err := d.saveKeysLocked(); err != nil {
+			delete(d.teks, start)
+			return nil, err
+		}
+	}
+	k, err := enid.NewKey(tek, start, enid.RollingPeriod)
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	d.keys[start] = k
+	return k, nil
+}
+
+// RPI returns the identifier the device broadcasts in interval i.
+func (d *Device) RPI(i enid.Interval) (enid.RPI, error) {
+	k, err := d.Key(i)
+	if err != nil {
+		return enid.RPI{}, err
+	}
+	return k.RPI(i), nil
+}
+
+// Prune forgets daily keys and contact tuples older than the retention
+// window before now.
+func (d *Device) Prune(ctx context.Context, now time.Time) error {
+	if err := d.log.Prune(ctx, now); err != nil {
+		return fmt.Errorf("device: %w", err)
+	}
+	oldest := enid.IntervalOf(now.Add(-contactlog.DefaultRetention)).RollingStart()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for start := range d.teks {
+		if start < oldest {
+			delete(d.teks, start)
+			delete(d.keys, start)
+		}
+	}
+	return d.saveKeysLocked()
+}
+
+func (d *Device) saveKeysLocked() error {
+	dks := make([]dailyKey, 0, len(d.teks))
+	for s, t := range d.teks {
+		dks = append(dks, dailyKey{Start: s, TEK: t[:]})
+	}
+	slices.SortFunc(dks, func(a, b dailyKey) int { return int(a.Start) - int(b.Start) })
+	return writeJSON(filepath.Join(d.dir, keysFile), dks)
+}
+
+// Meet records an encounter between a and b that began at start and lasted
+// duration: for every 10-minute interval they overlapped, each device logs
+// the tuple (own RPI, heard RPI) with the minutes of overlap in that
+// interval; a hears b at attAB dB and b hears a at attBA dB (reception is
+// asymmetric). It returns the number of tuples each device logged.
+func Meet(ctx context.Context, a, b *Device, start time.Time, duration time.Duration, attAB, attBA uint8) (int, error) {
+	if duration <= 0 {
+		return 0, errors.New("device: an encounter needs a positive duration")
+	}
+	if a == b || a.dir == b.dir {
+		return 0, errors.New("device: a device cannot meet itself")
+	}
+	var ta, tb []contactlog.Tuple
+	end := start.Add(duration)
+	for t := start; t.Before(end); {
+		i := enid.IntervalOf(t)
+		next := (i + 1).Time()
+		if next.After(end) {
+			next = end
+		}
+		minutes := int(next.Sub(t).Round(time.Minute) / time.Minute)
+		t = next
+		if minutes == 0 {
+			continue
+		}
+		ra, err := a.RPI(i)
+		if err != nil {
+			return 0, err
+		}
+		rb, err := b.RPI(i)
+		if err != nil {
+			return 0, err
+		}
+		ta = append(ta, contactlog.Tuple{Own: ra, Heard: rb, Interval: i, Duration: uint16(minutes), Attenuation: attAB})
+		tb = append(tb, contactlog.Tuple{Own: rb, Heard: ra, Interval: i, Duration: uint16(minutes), Attenuation: attBA})
+	}
+	if err := a.log.Append(ctx, ta...); err != nil {
+		return 0, fmt.Errorf("device: %w", err)
+	}
+	if err := b.log.Append(ctx, tb...); err != nil {
+		return 0, fmt.Errorf("device: %w", err)
+	}
+	return len(ta), nil
+}
+
+// RegisterTest makes a new test secret and returns the code to show the
+// test site. It replaces any earlier test.
+func (d *Device) RegisterTest(now time.Time) (string, error) {
+	secret := make([]byte, api.TestSecretSize)
+	if _, err := rand.Read(secret); err != nil {
+		return "", fmt.Errorf("device: %w", err)
+	}
+	t := Test{Secret: secret, Code: api.TestCode(secret), RegisteredAt: now.UTC(), Result: api.Pending}
+	if err := d.SaveTest(t); err != nil {
+		return "", err
+	}
+	return t.Code, nil
+}
+
+// Test returns the registered test.
+func (d *Device) Test() (Test, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.test == nil {
+		return Test{}, ErrNoTest
+	}
+	return *d.test, nil
+}
+
+// SaveTest records the test's new state.
+func (d *Device) SaveTest(t Test) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := writeJSON(filepath.Join(d.dir, testFile), t); err != nil {
+		return err
+	}
+	d.test = &t
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("device: encoding %s: %w", filepath.Base(path), err)
+	}
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("device: writing %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("device: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("device: %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
