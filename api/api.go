@@ -37,6 +37,8 @@ const (
 	PathPollResult    = "/v1/results/poll"
 	PathUpload        = "/v1/uploads"
 	PathCheckExposure = "/v1/exposure"
+	// PathDecoy is answered and discarded; see DecoyRequest.
+	PathDecoy = "/v1/decoy"
 )
 
 // InnerAuthority is the authority (host) used in inner requests; the
@@ -179,6 +181,16 @@ type ExposureDay struct {
 	// Exposed is true when WeightedMinutes reaches the policy's threshold.
 	Exposed bool `json:"exposed"`
 }
+
+// DecoyRequest is a request that the backend answers and forgets. A client
+// sends decoys so that an observer of the (padded, encrypted) traffic
+// cannot tell real uploads and checks from noise; Filler sets its size.
+type DecoyRequest struct {
+	Filler []byte `json:"filler"`
+}
+
+// DecoyResponse answers a decoy.
+type DecoyResponse struct{}
 
 // Error is the body of every refused inner request.
 type Error struct {

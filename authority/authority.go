@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/policy"
 )
 
 // Key is an authority's signing key with the name the policy lists it under.
@@ -37,8 +38,8 @@ type Key struct {
 
 // GenerateKey makes a new signing key for the authority called name.
 func GenerateKey(name string) (*Key, error) {
-	if name == "" {
-		return nil, errors.New("authority: empty name")
+	if err := policy.CheckAuthorityName(name); err != nil {
+		return nil, fmt.Errorf("authority: %w", err)
 	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -55,7 +55,6 @@ const (
 	tagSize        = 16
 )
 
-
 // Options configure a [Log]. The zero value (or nil) gives the defaults.
 type Options struct {
 	// Retention is how far back Prune keeps tuples; zero means
@@ -286,4 +285,3 @@ func decodeFile(aead cipher.AEAD, data []byte) ([]Tuple, error) {
 	slices.SortStableFunc(tuples, func(a, b Tuple) int { return cmp.Compare(a.Interval, b.Interval) })
 	return tuples, nil
 }
-

@@ -35,6 +35,7 @@ import (
 	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/policy"
 )
 
 // Config is what a device knows about the backend it talks to.
@@ -46,6 +47,9 @@ type Config struct {
 	Measurements []string `json:"measurements,omitempty"`
 	// AllowSimulated accepts a backend running in the simulated TEE.
 	AllowSimulated bool `json:"allow_simulated,omitempty"`
+	// Relay, if set, is the Oblivious HTTP relay that requests go through,
+	// so that the backend never sees the device's address.
+	Relay string `json:"relay,omitempty"`
 }
 
 // Test is the state of the test a device registered.
@@ -272,6 +276,13 @@ func Meet(ctx context.Context, a, b *Device, start time.Time, duration time.Dura
 		return 0, fmt.Errorf("device: %w", err)
 	}
 	return len(ta), nil
+}
+
+// WindowTuples returns the tuples of p's retention window at now: what an
+// upload or an exposure check sends. The backend counts the window in whole
+// UTC days and refuses an upload holding an older tuple.
+func (d *Device) WindowTuples(p policy.Policy, now time.Time) []contactlog.Tuple {
+	return d.log.Tuples(enid.IntervalOf(p.WindowStart(now)), enid.IntervalOf(now)+1)
 }
 
 // RegisterTest makes a new test secret and returns the code to show the

@@ -25,7 +25,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // Version is the policy format this package reads and writes.
@@ -94,7 +96,9 @@ type Limits struct {
 // Notification deployments (55/63/73 dB) and the "15 minutes, close
 // contact" definition used by public-health agencies. The limits allow a
 // heavily social user's 14 days: 288 tuples a day (two devices per 10-minute
-// interval, all day) is far above what deployments observed.
+// interval, all day) is far above what deployments observed. The tuple
+// limits also keep one request within the largest padded message size
+// (1 MiB): 16,000 tuples are 624,000 bytes, 832,000 in base64.
 func Default() Policy {
 	return Policy{
 		Version:                    Version,
@@ -108,8 +112,8 @@ func Default() Policy {
 			IntervalTolerance:      1,
 		},
 		Limits: Limits{
-			MaxUploadTuples: 40_000,
-			MaxCheckTuples:  40_000,
+			MaxUploadTuples: 16_000,
+			MaxCheckTuples:  16_000,
 			MaxTupleMinutes: 10,
 		},
 	}
@@ -129,6 +133,27 @@ func (p Policy) Authority(name string) (Authority, bool) {
 	return p.Authorities[i], true
 }
 
+// WindowStart returns the start of the retention window at now: midnight
+// UTC of the oldest day still kept. The window counts whole UTC days,
+// today included, so it can reach back less than RetentionDays*24 hours.
+func (p Policy) WindowStart(now time.Time) time.Time {
+	y, m, d := now.UTC().Date()
+	return time.Date(y, m, d-(p.RetentionDays-1), 0, 0, 0, 0, time.UTC)
+}
+
+// CheckAuthorityName reports whether name can name an authority: 1 to 64
+// bytes, no control characters and no surrounding spaces (names travel in
+// PEM headers and logs).
+func CheckAuthorityName(name string) error {
+	if name == "" || len(name) > 64 {
+		return invalidf("authority name %q: want 1 to 64 bytes", name)
+	}
+	if strings.TrimSpace(name) != name || strings.ContainsFunc(name, unicode.IsControl) {
+		return invalidf("authority name %q: no control characters or surrounding spaces", name)
+	}
+	return nil
+}
+
 // ErrInvalid is wrapped by every error that reports an invalid policy.
 var ErrInvalid = errors.New("policy: invalid")
 
@@ -143,8 +168,8 @@ func (p Policy) Validate() error {
 	}
 	seen := map[string]bool{}
 	for i, a := range p.Authorities {
-		if a.Name == "" || len(a.Name) > 64 {
-			return invalidf("authority %d: name must be 1 to 64 bytes", i)
+		if err := CheckAuthorityName(a.Name); err != nil {
+			return fmt.Errorf("authority %d: %w", i, err)
 		}
 		if seen[a.Name] {
 			return invalidf("authority %q listed twice", a.Name)
@@ -184,17 +209,22 @@ func (p Policy) Validate() error {
 		return invalidf("risk: interval_tolerance %d outside 0..6", r.IntervalTolerance)
 	}
 	l := p.Limits
-	if l.MaxUploadTuples < 1 || l.MaxUploadTuples > 1_000_000 {
-		return invalidf("limits: max_upload_tuples %d outside 1..1000000", l.MaxUploadTuples)
+	// A request must fit in one padded message (see package bhttp).
+	if l.MaxUploadTuples < 1 || l.MaxUploadTuples > MaxTuplesPerRequest {
+		return invalidf("limits: max_upload_tuples %d outside 1..%d", l.MaxUploadTuples, MaxTuplesPerRequest)
 	}
-	if l.MaxCheckTuples < 1 || l.MaxCheckTuples > 1_000_000 {
-		return invalidf("limits: max_check_tuples %d outside 1..1000000", l.MaxCheckTuples)
+	if l.MaxCheckTuples < 1 || l.MaxCheckTuples > MaxTuplesPerRequest {
+		return invalidf("limits: max_check_tuples %d outside 1..%d", l.MaxCheckTuples, MaxTuplesPerRequest)
 	}
 	if l.MaxTupleMinutes < 1 || l.MaxTupleMinutes > 60 {
 		return invalidf("limits: max_tuple_minutes %d outside 1..60", l.MaxTupleMinutes)
 	}
 	return nil
 }
+
+// MaxTuplesPerRequest is the most tuples one request can carry within the
+// largest padded message (1 MiB) as base64 in JSON.
+const MaxTuplesPerRequest = 20_000
 
 // MaxPolicySize bounds a policy document.
 const MaxPolicySize = 1 << 20

@@ -1,0 +1,272 @@
+// Package client is the SDK a phone app or a health-authority tool uses to
+// talk to a conftrace backend.
+//
+// [New] fetches the backend's attestation bundle and verifies it before
+// anything else happens: the TEE evidence must check out, meet the caller's
+// [attest.Expectations] (which code, which signer, no debug enclave, no
+// simulation unless allowed) and bind the Oblivious HTTP keys and the policy
+// the backend serves. Only then does the client encrypt requests, to the
+// attested key, so that nothing personal ever reaches code the caller did not
+// accept:
+//
+//	c, err := client.New(ctx, client.Config{
+//		Server:       "https://ct.example.org",
+//		Expectations: attest.Expectations{Measurements: [][]byte{mrenclave}},
+//	})
+//	res, err := c.PollResult(ctx, secret)
+//	exp, err := c.CheckExposure(ctx, tuples)
+//
+// Every request that carries personal data is an Oblivious HTTP request
+// (package ohttp) whose plaintext is a padded Binary HTTP request (package
+// bhttp), posted to the backend's gateway or, when Config.Relay is set, to an
+// OHTTP relay run by someone else, so that the backend never learns the
+// phone's address. [Client.Decoy] sends a request that looks the same on the
+// wire and is answered and discarded, so an observer cannot tell when a phone
+// really uploads.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/attest/sim"
+	"github.com/conftrace/conftrace/bhttp"
+	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/ohttp"
+	"github.com/conftrace/conftrace/policy"
+)
+
+// Config says which backend to talk to and what to accept from it.
+type Config struct {
+	// Server is the backend's base URL, e.g. "https://ct.example.org".
+	Server string
+	// Relay, if set, is the URL of an Oblivious HTTP relay that forwards
+	// to the backend's gateway; otherwise requests go to the gateway
+	// directly (the backend then sees the client's address).
+	Relay string
+	// Expectations say which attested identities are acceptable.
+	Expectations attest.Expectations
+	// Verifiers check evidence; nil means DefaultVerifiers.
+	Verifiers []attest.Verifier
+	// HTTPClient sends the requests; nil means a client with a 30 s timeout.
+	HTTPClient *http.Client
+}
+
+// DefaultVerifiers returns a verifier for every kind of TEE conftrace runs
+// in. The simulated TEE's verifier accepts evidence only when exp allows
+// simulated evidence.
+func DefaultVerifiers(exp attest.Expectations) []attest.Verifier {
+	return []attest.Verifier{
+		sim.NewVerifier(sim.VerifierOptions{AllowSimulated: exp.AllowSimulated}),
+	}
+}
+
+// Client talks to one attested backend. It is safe for concurrent use.
+type Client struct {
+	http     *http.Client
+	gateway  string
+	verified *attest.VerifiedBundle
+	keyCfg   ohttp.KeyConfig
+	policy   policy.Policy
+}
+
+// maxBundleSize bounds the attestation bundle a client reads: evidence with
+// collateral is tens of kilobytes.
+const maxBundleSize = 1 << 20
+
+// New fetches and verifies the backend's attestation bundle. It returns an
+// error naming what did not match when the backend is not one the
+// expectations accept.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	base := strings.TrimRight(cfg.Server, "/")
+	if base == "" {
+		return nil, errors.New("client: no server URL")
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	verifiers := cfg.Verifiers
+	if verifiers == nil {
+		verifiers = DefaultVerifiers(cfg.Expectations)
+	}
+	body, err := get(ctx, hc, base+api.PathAttestation, maxBundleSize)
+	if err != nil {
+		return nil, fmt.Errorf("client: fetching attestation: %w", err)
+	}
+	var b attest.Bundle
+	if err := json.Unmarshal(body, &b); err != nil {
+		return nil, fmt.Errorf("client: attestation bundle: %w", err)
+	}
+	vb, err := attest.VerifyBundle(ctx, b, cfg.Expectations, verifiers...)
+	if err != nil {
+		return nil, fmt.Errorf("client: backend at %s is not trusted: %w", base, err)
+	}
+	p, err := policy.Parse(vb.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("client: attested policy: %w", err)
+	}
+	kc, err := ohttp.SelectKeyConfig(vb.KeyConfigs)
+	if err != nil {
+		return nil, fmt.Errorf("client: attested key configurations: %w", err)
+	}
+	gw := base + api.PathGateway
+	if cfg.Relay != "" {
+		gw = cfg.Relay
+	}
+	return &Client{http: hc, gateway: gw, verified: vb, keyCfg: kc, policy: p}, nil
+}
+
+// Identity returns what the backend's evidence proved.
+func (c *Client) Identity() attest.Identity { return c.verified.Identity }
+
+// Policy returns the attested policy the backend enforces.
+func (c *Client) Policy() policy.Policy { return c.policy }
+
+// PolicyDocument returns the attested policy's canonical bytes.
+func (c *Client) PolicyDocument() []byte { return c.verified.Policy }
+
+// SubmitResult sends a health authority's signed test result.
+func (c *Client) SubmitResult(ctx context.Context, r api.SignedResult) error {
+	var resp api.SubmitResultResponse
+	return c.call(ctx, api.PathSubmitResult, r, &resp)
+}
+
+// PollResult asks for the result of the test registered with secret.
+func (c *Client) PollResult(ctx context.Context, secret []byte) (api.PollResultResponse, error) {
+	var resp api.PollResultResponse
+	err := c.call(ctx, api.PathPollResult, api.PollResultRequest{Secret: secret}, &resp)
+	return resp, err
+}
+
+// Upload sends an infected user's contact tuples with the single-use
+// authorization from a positive result, and returns how many the backend
+// stored. It returns only after the backend acknowledged a durable write.
+func (c *Client) Upload(ctx context.Context, authorization []byte, tuples []contactlog.Tuple) (int, error) {
+	batch, err := contactlog.AppendBatch(nil, tuples)
+	if err != nil {
+		return 0, fmt.Errorf("client: %w", err)
+	}
+	var resp api.UploadResponse
+	if err := c.call(ctx, api.PathUpload, api.UploadRequest{Authorization: authorization, Tuples: batch}, &resp); err != nil {
+		return 0, err
+	}
+	return resp.Accepted, nil
+}
+
+// CheckExposure sends the device's own tuples and returns the backend's
+// answer: whether any infected upload holds their mirror, and per day the
+// minutes, attenuation and weighted risk.
+func (c *Client) CheckExposure(ctx context.Context, tuples []contactlog.Tuple) (api.ExposureResponse, error) {
+	batch, err := contactlog.AppendBatch(nil, tuples)
+	if err != nil {
+		return api.ExposureResponse{}, fmt.Errorf("client: %w", err)
+	}
+	var resp api.ExposureResponse
+	err = c.call(ctx, api.PathCheckExposure, api.ExposureRequest{Tuples: batch}, &resp)
+	return resp, err
+}
+
+// Decoy sends a request of the given padded size that the backend answers
+// and discards. On the wire it has the size of a real request of that size
+// class, so a phone can send decoys on the schedule it would upload on.
+func (c *Client) Decoy(ctx context.Context, size int) error {
+	if size < 0 || size > bhttp.MaxSize/2 {
+		return fmt.Errorf("client: decoy size %d outside 0..%d", size, bhttp.MaxSize/2)
+	}
+	var resp api.DecoyResponse
+	return c.call(ctx, api.PathDecoy, api.DecoyRequest{Filler: make([]byte, size)}, &resp)
+}
+
+// call sends req as JSON to an inner path through the gateway and decodes
+// the answer into resp, or returns the backend's *api.Error.
+func (c *Client) call(ctx context.Context, path string, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("client: encoding request: %w", err)
+	}
+	inner := &bhttp.Request{
+		Method:    http.MethodPost,
+		Scheme:    "https",
+		Authority: api.InnerAuthority,
+		Path:      path,
+		Header:    []bhttp.Field{{Name: "content-type", Value: "application/json"}},
+		Content:   body,
+	}
+	plain, err := inner.MarshalPadded()
+	if err != nil {
+		return fmt.Errorf("client: %s: %w", path, err)
+	}
+	enc, rc, err := ohttp.EncapsulateRequest(c.keyCfg, plain)
+	if err != nil {
+		return fmt.Errorf("client: %s: %w", path, err)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.gateway, bytes.NewReader(enc))
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	hreq.Header.Set("Content-Type", ohttp.MediaTypeRequest)
+	hresp, err := c.http.Do(hreq)
+	if err != nil {
+		return fmt.Errorf("client: %s: %w", path, err)
+	}
+	defer hresp.Body.Close()
+	encResp, err := io.ReadAll(io.LimitReader(hresp.Body, bhttp.MaxSize+4096))
+	if err != nil {
+		return fmt.Errorf("client: %s: reading response: %w", path, err)
+	}
+	if hresp.StatusCode != http.StatusOK {
+		return fmt.Errorf("client: %s: gateway answered %s: %s", path, hresp.Status, strings.TrimSpace(string(encResp)))
+	}
+	plainResp, err := rc.DecapsulateResponse(encResp)
+	if err != nil {
+		return fmt.Errorf("client: %s: %w", path, err)
+	}
+	r, err := bhttp.ParseResponse(plainResp, bhttp.MaxSize)
+	if err != nil {
+		return fmt.Errorf("client: %s: %w", path, err)
+	}
+	if r.Status != http.StatusOK {
+		var apiErr api.Error
+		if json.Unmarshal(r.Content, &apiErr) == nil && apiErr.Code != "" {
+			return &apiErr
+		}
+		return fmt.Errorf("client: %s: backend answered status %d", path, r.Status)
+	}
+	if err := json.Unmarshal(r.Content, resp); err != nil {
+		return fmt.Errorf("client: %s: decoding response: %w", path, err)
+	}
+	return nil
+}
+
+func get(ctx context.Context, hc *http.Client, url string, limit int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%s: response larger than %d bytes", url, limit)
+	}
+	return body, nil
+}
