@@ -39,7 +39,26 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 func commands() map[string]command {
 	return map[string]command{
-		"demo": {summary: "run the whole system on a simulated population", run: runDemo},
+		"demo":   {summary: "run the whole system on a simulated population", run: runDemo},
+		"serve":  {summary: "run the backend", run: runServe},
+		"relay":  {summary: "run an Oblivious HTTP relay in front of a backend", run: runRelay},
+		"verify": {summary: "verify a backend's attestation; print its identity and policy", run: runVerify},
+		"policy": {summary: "the backend's policy", sub: map[string]command{
+			"init": {summary: "write a policy listing the health authorities", run: runPolicyInit},
+		}},
+		"authority": {summary: "health authority tools", sub: map[string]command{
+			"keygen": {summary: "make an authority's signing key pair", run: runAuthorityKeygen},
+			"result": {summary: "sign a test result and submit it", run: runAuthorityResult},
+		}},
+		"device": {summary: "a simulated phone", sub: map[string]command{
+			"init":           {summary: "verify a backend and create a device for it", run: runDeviceInit},
+			"meet":           {summary: "simulate an encounter with another device", run: runDeviceMeet},
+			"log":            {summary: "print the recorded contact tuples", run: runDeviceLog},
+			"register-test":  {summary: "register a test; print its code", run: runDeviceRegisterTest},
+			"check-result":   {summary: "poll the registered test's result", run: runDeviceCheckResult},
+			"upload":         {summary: "upload contacts after a positive result", run: runDeviceUpload},
+			"check-exposure": {summary: "ask whether an encounter was with an infected user", run: runDeviceCheckExposure},
+		}},
 		"enid": {summary: "Exposure Notification identifiers", sub: map[string]command{
 			"derive": {summary: "print the RPIs (and AEMs) of a daily key", run: runEnidDerive},
 		}},

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/client"
+	"github.com/conftrace/conftrace/device"
+)
+
+// errNoAuthorization is returned by device upload when the device holds no
+// upload authorization.
+var errNoAuthorization = errors.New("no upload authorization: check-result must report positive first")
+
+// stateFlag registers the --state flag every device command takes.
+func stateFlag(fs *flag.FlagSet) *string {
+	return fs.String("state", "", "the device's state `directory` (required)")
+}
+
+// openDevice opens the device in dir, or says how to make one.
+func openDevice(ctx context.Context, dir string) (*device.Device, error) {
+	if dir == "" {
+		return nil, usagef("--state is required")
+	}
+	return device.Open(ctx, dir)
+}
+
+// runDeviceInit verifies a backend and creates a device that trusts it.
+func runDeviceInit(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "device init", "device init --state DIR --server URL [--relay URL] [--measurement HEX ...] [--allow-simulated]\n\n"+
+		"Verifies the backend's attestation with these expectations, then creates a\n"+
+		"device in DIR that will verify it the same way before every request.")
+	state := stateFlag(fs)
+	server := fs.String("server", "", "the backend's base `URL` (required)")
+	relay := fs.String("relay", "", "an Oblivious HTTP relay's `URL` to send requests through (optional)")
+	var exp expectFlags
+	exp.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *state == "":
+		return usagef("--state is required")
+	case *server == "":
+		return usagef("--server is required")
+	}
+	// Verify first: a device that cannot trust its backend is no use.
+	c, err := client.New(ctx, client.Config{Server: *server, Relay: *relay, Expectations: exp.expectations()})
+	if err != nil {
+		return err
+	}
+	if _, err := device.Create(ctx, *state, device.Config{Server: *server, Relay: *relay, Measurements: exp.measurementsHex(), AllowSimulated: exp.allowSimulated}); err != nil {
+		return err
+	}
+	id := c.Identity()
+	fmt.Fprintf(cio.stdout, "device created in %s; backend attested: tee %s, measurement %x\n", *state, id.TEE, id.Measurement)
+	return nil
+}
+
+// runDeviceMeet simulates a Bluetooth encounter between two devices.
+func runDeviceMeet(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "device meet", "device meet --state DIR --peer DIR --at RFC3339 --minutes N [--attenuation DB] [--peer-attenuation DB]\n\n"+
+		"Simulates an encounter: both devices log, for every 10-minute interval they\n"+
+		"overlapped, the identifier they broadcast and the one they heard.")
+	state := stateFlag(fs)
+	peer := fs.String("peer", "", "the other device's state `directory` (required)")
+	atStr := fs.String("at", "", "when the encounter began, an RFC 3339 `time` such as 2026-03-01T10:00:00Z (required)")
+	minutes := fs.Int("minutes", 0, "how long the encounter lasted, in `minutes`, 1..1440 (required)")
+	att := fs.Int("attenuation", 50, "the attenuation at which this device heard the peer, `dB` 0..255 (lower is closer)")
+	peerAtt := -1
+	fs.Func("peer-attenuation", "the attenuation at which the peer heard this device, `dB` 0..255 (default: --attenuation)", func(s string) error {
+		n, err := strconv.Atoi(s)
+		peerAtt = n
+		return err
+	})
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if !isSet(fs, "peer-attenuation") {
+		peerAtt = *att
+	}
+	switch {
+	case *state == "":
+		return usagef("--state is required")
+	case *peer == "":
+		return usagef("--peer is required")
+	case *atStr == "":
+		return usagef("--at is required")
+	case *minutes < 1 || *minutes > 24*60:
+		return usagef("--minutes must be in 1..1440, got %d", *minutes)
+	case *att < 0 || *att > 255:
+		return usagef("--attenuation must be in 0..255, got %d", *att)
+	case peerAtt < 0 || peerAtt > 255:
+		return usagef("--peer-attenuation must be in 0..255, got %d", peerAtt)
+	}
+	at, err := time.Parse(time.RFC3339, *atStr)
+	if err != nil {
+		return usagef("--at %q: want an RFC 3339 time such as 2026-03-01T10:00:00Z", *atStr)
+	}
+	a, err := device.Open(ctx, *state)
+	if err != nil {
+		return err
+	}
+	b, err := device.Open(ctx, *peer)
+	if err != nil {
+		return err
+	}
+	n, err := device.Meet(ctx, a, b, at, time.Duration(*minutes)*time.Minute, uint8(*att), uint8(peerAtt))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cio.stdout, "logged %d tuples on each device\n", n)
+	return nil
+}
+
+// runDeviceLog prints the device's contact log.
+func runDeviceLog(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "device log", "device log --state DIR\n\n"+
+		"Prints the recorded contact tuples, one per line:\n"+
+		"<interval> <own-rpi-hex> <heard-rpi-hex> <minutes> <attenuation-db>")
+	state := stateFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := openDevice(ctx, *state)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(cio.stdout)
+	for _, t := range d.Log().Tuples(0, math.MaxUint32) {
+		fmt.Fprintf(w, "%d %x %x %d %d\n", t.Interval, t.Own[:], t.Heard[:], t.Duration, t.Attenuation)
+	}
+	return w.Flush()
+}
+
+// runDeviceRegisterTest registers a new test and prints its code.
+func runDeviceRegisterTest(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "device register-test", "device register-test --state DIR\n\n"+
+		"Makes a new test secret, replacing any earlier test, and prints the code to\n"+
+		"show the test site.")
+	state := stateFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := openDevice(ctx, *state)
+	if err != nil {
+		return err
+	}
+	code, err := d.RegisterTest(time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cio.stdout, code)
+	return nil
+}
+
+// runDeviceCheckResult polls the registered test's result and saves it.
+func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "device check-result", "device check-result --state DIR\n\n"+
+		"Asks the backend for the registered test's result and prints pending,\n"+
+		"negative or positive. A positive result's upload authorization is saved\n"+
+		"for device upload.")
+	state := stateFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := openDevice(ctx, *state)
+	if err != nil {
+		return err
+	}
+	t, err := d.Test()
+	if err != nil {
+		return err
+	}
+	c, err := deviceClient(ctx, d)
+	if err != nil {
+		return err
+	}
+	resp, err := c.PollResult(ctx, t.Secret)
+	if err != nil {
+		return refused("the result poll", err)
+	}
+	t.Result = resp.Result
+	// The backend stops returning the authorization once it is used or
+	// expired; keep the one saved so that the state still records it.
+	if resp.UploadAuthorization != nil {
+		t.UploadAuthorization = resp.UploadAuthorization
+	}
+	if resp.ExpiresAt != 0 {
+		t.ExpiresAt = time.Unix(resp.ExpiresAt, 0).UTC()
+	}
+	t.Uploaded = t.Uploaded || resp.Uploaded
+	if err := d.SaveTest(t); err != nil {
+		return err
+	}
+	fmt.Fprintln(cio.stdout, resp.Result)
+	if resp.Result == api.Positive {
+		// Only the one word goes to stdout, for scripts; what to do next
+		// goes to stderr, for people.
+		switch {
+		case resp.Uploaded:
+			fmt.Fprintln(cio.stderr, "the contacts of this test were already uploaded")
+		case resp.UploadAuthorization == nil:
+			fmt.Fprintln(cio.stderr, "the upload authorization has expired; ask the test site for a new test")
+		default:
+			fmt.Fprintf(cio.stderr, "upload authorized until %s: run device upload to share your contacts\n", t.ExpiresAt.Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// runDeviceUpload uploads the contact tuples of the retention window with
+// the saved upload authorization.
+func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "device upload", "device upload --state DIR\n\n"+
+		"Uploads the contact tuples of the backend's retention window, with the upload\n"+
+		"authorization that a positive check-result saved, and prints how many the\n"+
+		"backend accepted.")
+	state := stateFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := openDevice(ctx, *state)
+	if err != nil {
+		return err
+	}
+	t, err := d.Test()
+	if errors.Is(err, device.ErrNoTest) || err == nil && t.UploadAuthorization == nil {
+		return errNoAuthorization
+	}
+	if err != nil {
+		return err
+	}
+	c, err := deviceClient(ctx, d)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tuples := d.WindowTuples(c.Policy(), now)
+	if len(tuples) == 0 {
+		// Keep the single-use authorization for when there is something
+		// to upload.
+		return fmt.Errorf("nothing to upload: no contacts logged in the last %d days", c.Policy().RetentionDays)
+	}
+	n, err := c.Upload(ctx, t.UploadAuthorization, tuples)
+	if err != nil {
+		return refused("the upload", err)
+	}
+	t.Uploaded = true
+	if err := d.SaveTest(t); err != nil {
+		return fmt.Errorf("uploaded, but recording it failed: %w", err)
+	}
+	fmt.Fprintf(cio.stdout, "accepted %d\n", n)
+	return nil
+}
+
+// runDeviceCheckExposure asks the backend whether any of the device's
+// encounters was with an infected user.
+func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "device check-exposure", "device check-exposure --state DIR [--json]\n\n"+
+		"Sends the contact tuples of the backend's retention window and prints exposed\n"+
+		"or not exposed; with --json, the backend's whole answer (per day: minutes,\n"+
+		"weighted minutes, closest attenuation).")
+	state := stateFlag(fs)
+	asJSON := fs.Bool("json", false, "print the backend's answer as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	d, err := openDevice(ctx, *state)
+	if err != nil {
+		return err
+	}
+	c, err := deviceClient(ctx, d)
+	if err != nil {
+		return err
+	}
+	resp, err := c.CheckExposure(ctx, d.WindowTuples(c.Policy(), time.Now()))
+	if err != nil {
+		return refused("the exposure check", err)
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(resp, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encoding answer: %w", err)
+		}
+		_, err = cio.stdout.Write(append(b, '\n'))
+		return err
+	}
+	if resp.Exposed {
+		fmt.Fprintln(cio.stdout, "exposed")
+	} else {
+		fmt.Fprintln(cio.stdout, "not exposed")
+	}
+	return nil
+}

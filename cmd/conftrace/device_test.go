@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/device"
+	"github.com/conftrace/conftrace/enid"
+)
+
+func TestDeviceMeetAndLog(t *testing.T) {
+	dir := t.TempDir()
+	a, c := filepath.Join(dir, "a"), filepath.Join(dir, "c")
+	for _, d := range []string{a, c} {
+		if _, err := device.Create(t.Context(), d, device.Config{Server: "http://unused.invalid"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 25 minutes from 10:05 overlap three intervals: 5, 10 and 10 minutes.
+	at := time.Date(2026, 3, 1, 10, 5, 0, 0, time.UTC)
+	out := mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", at.Format(time.RFC3339), "--minutes", "25",
+		"--attenuation", "40", "--peer-attenuation", "70")
+	if out != "logged 3 tuples on each device\n" {
+		t.Errorf("meet printed %q", out)
+	}
+	la := parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", a))
+	lc := parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", c))
+	if len(la) != 3 || len(lc) != 3 {
+		t.Fatalf("logged %d and %d tuples, want 3 each", len(la), len(lc))
+	}
+	first := uint64(enid.IntervalOf(at))
+	for i, minutes := range []int{5, 10, 10} {
+		ta, tc := la[i], lc[i]
+		if ta.interval != first+uint64(i) || tc.interval != ta.interval {
+			t.Errorf("tuple %d: intervals %d and %d, want %d", i, ta.interval, tc.interval, first+uint64(i))
+		}
+		if ta.minutes != minutes || tc.minutes != minutes {
+			t.Errorf("tuple %d: %d and %d minutes, want %d", i, ta.minutes, tc.minutes, minutes)
+		}
+		if ta.attenuate != 40 || tc.attenuate != 70 {
+			t.Errorf("tuple %d: attenuations %d (a) and %d (c), want 40 and 70", i, ta.attenuate, tc.attenuate)
+		}
+		if !bytes.Equal(ta.own, tc.heard) || !bytes.Equal(ta.heard, tc.own) {
+			t.Errorf("tuple %d: the two devices' tuples are not mirrors", i)
+		}
+	}
+	// Without --peer-attenuation both directions use --attenuation.
+	mustRun(t, runDeviceMeet, "--state", c, "--peer", a, "--at", at.Add(time.Hour).Format(time.RFC3339), "--minutes", "10")
+	la = parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", a))
+	lc = parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", c))
+	if la[3].attenuate != 50 || lc[3].attenuate != 50 {
+		t.Errorf("default attenuations %d and %d, want 50 both ways", la[3].attenuate, lc[3].attenuate)
+	}
+
+	// An empty log prints nothing.
+	empty := filepath.Join(dir, "e")
+	device.Create(t.Context(), empty, device.Config{Server: "http://unused.invalid"})
+	if out := mustRun(t, runDeviceLog, "--state", empty); out != "" {
+		t.Errorf("log of a new device printed %q", out)
+	}
+}
+
+func TestDeviceErrors(t *testing.T) {
+	b := newTestBackend(t)
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	mustRun(t, runDeviceInit, "--state", p("a"), "--server", b.url, "--allow-simulated")
+	mustRun(t, runDeviceInit, "--state", p("c"), "--server", b.url, "--allow-simulated")
+	os.Mkdir(p("empty"), 0o700)
+	at := "2026-03-01T10:00:00Z"
+	meet := func(extra ...string) []string {
+		return append([]string{"--state", p("a"), "--peer", p("c"), "--at", at, "--minutes", "10"}, extra...)
+	}
+
+	tests := []struct {
+		name  string
+		fn    cmdFunc
+		args  []string
+		want  string
+		usage bool
+	}{
+		{"init no state", runDeviceInit, []string{"--server", b.url}, "--state is required", true},
+		{"init no server", runDeviceInit, []string{"--state", p("x")}, "--server is required", true},
+		{"init bad measurement", runDeviceInit, []string{"--state", p("x"), "--server", b.url, "--measurement", "0g"}, "not valid hex", true},
+		{"init long measurement", runDeviceInit, []string{"--state", p("x"), "--server", b.url, "--measurement", strings.Repeat("00", 33)}, "is 33 bytes", true},
+		{"init simulated not allowed", runDeviceInit, []string{"--state", p("x"), "--server", b.url}, "simulated TEE evidence refused", false},
+		{"init server down", runDeviceInit, []string{"--state", p("x"), "--server", "http://127.0.0.1:1", "--allow-simulated"}, "fetching attestation", false},
+		{"init existing device", runDeviceInit, []string{"--state", p("a"), "--server", b.url, "--allow-simulated"}, "already holds a device", false},
+		{"meet no state", runDeviceMeet, []string{"--peer", p("c"), "--at", at, "--minutes", "10"}, "--state is required", true},
+		{"meet no peer", runDeviceMeet, []string{"--state", p("a"), "--at", at, "--minutes", "10"}, "--peer is required", true},
+		{"meet no at", runDeviceMeet, []string{"--state", p("a"), "--peer", p("c"), "--minutes", "10"}, "--at is required", true},
+		{"meet no minutes", runDeviceMeet, []string{"--state", p("a"), "--peer", p("c"), "--at", at}, "--minutes must be in 1..1440, got 0", true},
+		{"meet too long", runDeviceMeet, meet("--minutes", "1441"), "--minutes must be in 1..1440, got 1441", true},
+		{"meet bad time", runDeviceMeet, meet("--at", "2026-03-01 10:00"), "want an RFC 3339 time", true},
+		{"meet no zone", runDeviceMeet, meet("--at", "2026-03-01T10:00:00"), "want an RFC 3339 time", true},
+		{"meet loud", runDeviceMeet, meet("--attenuation", "256"), "--attenuation must be in 0..255, got 256", true},
+		{"meet negative", runDeviceMeet, meet("--attenuation", "-1"), "--attenuation must be in 0..255", true},
+		{"meet peer loud", runDeviceMeet, meet("--peer-attenuation", "300"), "--peer-attenuation must be in 0..255", true},
+		{"meet peer not a number", runDeviceMeet, meet("--peer-attenuation", "12x"), "invalid value", true},
+		{"meet peer negative", runDeviceMeet, meet("--peer-attenuation", "-1"), "--peer-attenuation must be in 0..255", true},
+		{"meet itself", runDeviceMeet, meet("--peer", p("a")), "cannot meet itself", false},
+		{"meet no such peer", runDeviceMeet, meet("--peer", p("none")), "run device init first", false},
+		{"log no state", runDeviceLog, nil, "--state is required", true},
+		{"log not a device", runDeviceLog, []string{"--state", p("empty")}, "no device in", false},
+		{"register no state", runDeviceRegisterTest, nil, "--state is required", true},
+		{"register not a device", runDeviceRegisterTest, []string{"--state", p("none")}, "no device in", false},
+		{"check-result no state", runDeviceCheckResult, nil, "--state is required", true},
+		{"check-result no test", runDeviceCheckResult, []string{"--state", p("a")}, "no test registered", false},
+		{"upload no state", runDeviceUpload, nil, "--state is required", true},
+		{"upload no test", runDeviceUpload, []string{"--state", p("a")}, errNoAuthorization.Error(), false},
+		{"check-exposure no state", runDeviceCheckExposure, nil, "--state is required", true},
+		{"check-exposure not a device", runDeviceCheckExposure, []string{"--state", p("empty")}, "no device in", false},
+		{"stray argument", runDeviceLog, []string{"--state", p("a"), "extra"}, "unexpected argument", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _, err := cliRun(t, tt.fn, tt.args...)
+			checkErr(t, err, tt.want, tt.usage)
+			if out != "" {
+				t.Errorf("printed %q on stdout despite the error", out)
+			}
+		})
+	}
+	if _, err := os.Stat(p("x")); err == nil {
+		t.Error("a failed device init left a device state behind")
+	}
+}
+
+// The device commands verify the backend with the expectations saved at
+// init, every time.
+func TestDeviceUsesSavedExpectations(t *testing.T) {
+	b := newTestBackend(t)
+	a := filepath.Join(t.TempDir(), "a")
+	mustRun(t, runDeviceInit, "--state", a, "--server", b.url, "--allow-simulated")
+	cfgFile := filepath.Join(a, "config.json")
+	orig, err := os.ReadFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setConfig := func(cfg device.Config) {
+		t.Helper()
+		js, _ := json.Marshal(cfg)
+		if err := os.WriteFile(cfgFile, js, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setConfig(device.Config{Server: b.url, AllowSimulated: true, Measurements: []string{strings.Repeat("11", 32)}})
+	_, _, err = cliRun(t, runDeviceCheckExposure, "--state", a)
+	var me *attest.MismatchError
+	if !errors.As(err, &me) || me.Field != "measurement" {
+		t.Errorf("check-exposure with another saved measurement: %v, want a measurement mismatch", err)
+	}
+	setConfig(device.Config{Server: b.url})
+	if _, _, err := cliRun(t, runDeviceCheckExposure, "--state", a); !errors.Is(err, attest.ErrSimulated) {
+		t.Errorf("check-exposure without allow_simulated: %v, want attest.ErrSimulated", err)
+	}
+	setConfig(device.Config{Server: b.url, AllowSimulated: true, Measurements: []string{"zz"}})
+	if _, _, err := cliRun(t, runDeviceCheckExposure, "--state", a); err == nil || !strings.Contains(err.Error(), "not valid hex") {
+		t.Errorf("check-exposure with a corrupt saved measurement: %v", err)
+	}
+	os.WriteFile(cfgFile, orig, 0o600)
+	if out := mustRun(t, runDeviceCheckExposure, "--state", a); out != "not exposed\n" {
+		t.Errorf("check-exposure printed %q, want not exposed", out)
+	}
+}
+
+func TestDeviceNegativeAndEmpty(t *testing.T) {
+	b := newTestBackend(t)
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a")
+	mustRun(t, runDeviceInit, "--state", a, "--server", b.url, "--allow-simulated")
+
+	// A negative result authorizes nothing.
+	code := strings.TrimSpace(mustRun(t, runDeviceRegisterTest, "--state", a))
+	mustRun(t, runAuthorityResult, "--server", b.url, "--key", b.key, "--code", code, "--negative", "--allow-simulated")
+	if out := mustRun(t, runDeviceCheckResult, "--state", a); out != "negative\n" {
+		t.Errorf("check-result printed %q, want negative", out)
+	}
+	if _, _, err := cliRun(t, runDeviceUpload, "--state", a); !errors.Is(err, errNoAuthorization) {
+		t.Errorf("upload after a negative result: %v, want %v", err, errNoAuthorization)
+	}
+
+	// A positive device with no contacts keeps its authorization.
+	code = strings.TrimSpace(mustRun(t, runDeviceRegisterTest, "--state", a))
+	mustRun(t, runAuthorityResult, "--server", b.url, "--key", b.key, "--code", code, "--positive", "--allow-simulated")
+	if out := mustRun(t, runDeviceCheckResult, "--state", a); out != "positive\n" {
+		t.Errorf("check-result printed %q, want positive", out)
+	}
+	_, _, err := cliRun(t, runDeviceUpload, "--state", a)
+	checkErr(t, err, "nothing to upload", false)
+	d, err := device.Open(t.Context(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tst, err := d.Test()
+	if err != nil || tst.Result != api.Positive || len(tst.UploadAuthorization) == 0 || tst.Uploaded || tst.ExpiresAt.Before(time.Now()) {
+		t.Errorf("saved test %+v (%v): want positive with an unused, unexpired authorization", tst, err)
+	}
+
+	// Contacts older than the retention window are not sent: the backend
+	// would refuse the whole upload.
+	c := filepath.Join(dir, "c")
+	mustRun(t, runDeviceInit, "--state", c, "--server", b.url, "--allow-simulated")
+	old := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -14).Add(23 * time.Hour)
+	mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", old.Format(time.RFC3339), "--minutes", "10")
+	_, _, err = cliRun(t, runDeviceUpload, "--state", a)
+	checkErr(t, err, "nothing to upload: no contacts logged in the last 14 days", false)
+	recent := time.Now().Truncate(10 * time.Minute).Add(-time.Hour) // one interval: one tuple
+	mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", recent.Format(time.RFC3339), "--minutes", "5")
+	if out := mustRun(t, runDeviceUpload, "--state", a); out != "accepted 1\n" {
+		t.Errorf("upload printed %q, want accepted 1 (the recent contact only)", out)
+	}
+
+	// check-exposure --json prints the backend's whole answer.
+	var resp map[string]any
+	if err := json.Unmarshal([]byte(mustRun(t, runDeviceCheckExposure, "--state", c, "--json")), &resp); err != nil {
+		t.Fatal(err)
+	}
+	days, _ := resp["days"].([]any)
+	if resp["exposed"] != false || len(days) != 14 {
+		t.Errorf("--json answer %v: want exposed false (5 minutes) and 14 days", resp)
+	}
+	var total float64
+	for _, d := range days {
+		day, _ := d.(map[string]any)
+		m, _ := day["minutes"].(float64)
+		total += m
+		if m != 0 && day["date"] != recent.UTC().Format(api.DateLayout) {
+			t.Errorf("--json: %v minutes on %v, want them on %s", m, day["date"], recent.UTC().Format(api.DateLayout))
+		}
+	}
+	if total != 5 {
+		t.Errorf("--json: %v minutes in all, want 5", total)
+	}
+}
+
+func TestDeviceCommandsHelp(t *testing.T) {
+	cmds := map[string]cmdFunc{
+		"device init": runDeviceInit, "device meet": runDeviceMeet, "device log": runDeviceLog,
+		"device register-test": runDeviceRegisterTest, "device check-result": runDeviceCheckResult,
+		"device upload": runDeviceUpload, "device check-exposure": runDeviceCheckExposure,
+		"authority keygen": runAuthorityKeygen, "authority result": runAuthorityResult,
+		"policy init": runPolicyInit, "verify": runVerify,
+	}
+	for name, fn := range cmds {
+		out, stderr, err := cliRun(t, fn, "--help")
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s --help returned %v, want flag.ErrHelp", name, err)
+		}
+		if out != "" || !strings.Contains(stderr, "usage: conftrace "+name+" ") {
+			t.Errorf("%s --help: stdout %q, stderr %q; want the usage on stderr", name, out, stderr)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/policy"
+)
+
+func TestPolicyInit(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	mustRun(t, runAuthorityKeygen, "--out", p("lab.key"))
+	mustRun(t, runAuthorityKeygen, "--out", p("clinic.key"))
+	// A public key without the name header, as openssl writes it.
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	os.WriteFile(p("plain.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+
+	out := mustRun(t, runPolicyInit, "--authority", "lab="+p("lab.key.pub"), "--authority", "clinic="+p("clinic.key.pub"),
+		"--authority", "hospital="+p("plain.pub"), "--out", p("policy.json"), "--retention-days", "21")
+	doc, err := os.ReadFile(p("policy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := policy.Parse(doc)
+	if err != nil {
+		t.Fatalf("policy init wrote a policy that policy.Parse refuses: %v", err)
+	}
+	want := policy.Default()
+	want.RetentionDays = 21
+	for _, name := range []string{"lab", "clinic"} {
+		b, _ := os.ReadFile(p(name + ".key.pub"))
+		_, pk, _ := authority.ParsePublicKeyPEM(b)
+		want.Authorities = append(want.Authorities, policy.Authority{Name: name, PublicKey: pk})
+	}
+	want.Authorities = append(want.Authorities, policy.Authority{Name: "hospital", PublicKey: pub})
+	gotC, _ := got.Canonical()
+	wantC, _ := want.Canonical()
+	if string(gotC) != string(wantC) {
+		t.Errorf("policy = %s\nwant %s", gotC, wantC)
+	}
+	if !strings.Contains(out, fmt.Sprintf("policy sha256 %x", sha256.Sum256(wantC))) {
+		t.Errorf("policy init printed %q, want the SHA-256 of the canonical policy", out)
+	}
+	if !strings.Contains(string(doc), "\n  ") {
+		t.Error("policy file is not indented for people to read")
+	}
+
+	// An existing file is replaced only with --force.
+	args := []string{"--authority", "lab=" + p("lab.key.pub"), "--out", p("policy.json")}
+	_, _, err = cliRun(t, runPolicyInit, args...)
+	checkErr(t, err, "use --force", false)
+	if now, _ := os.ReadFile(p("policy.json")); string(now) != string(doc) {
+		t.Error("policy init without --force changed the existing file")
+	}
+	mustRun(t, runPolicyInit, append(args, "--force")...)
+	doc, _ = os.ReadFile(p("policy.json"))
+	if got, err := policy.Parse(doc); err != nil || len(got.Authorities) != 1 || got.RetentionDays != 14 {
+		t.Errorf("--force: policy %+v, %v; want lab only with 14 days", got, err)
+	}
+}
+
+func TestPolicyInitErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	mustRun(t, runAuthorityKeygen, "--out", p("lab.key"))
+	os.WriteFile(p("junk.pub"), []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), 0o644)
+	out := p("policy.json")
+	lab := "lab=" + p("lab.key.pub")
+	tests := []struct {
+		name  string
+		args  []string
+		want  string
+		usage bool
+	}{
+		{"no out", []string{"--authority", lab}, "--out is required", true},
+		{"no authority", []string{"--out", out}, "at least one --authority", true},
+		{"no equals", []string{"--authority", p("lab.key.pub"), "--out", out}, "want NAME=FILE", true},
+		{"empty name", []string{"--authority", "=" + p("lab.key.pub"), "--out", out}, "want NAME=FILE", true},
+		{"empty file", []string{"--authority", "lab=", "--out", out}, "want NAME=FILE", true},
+		{"name differs from key", []string{"--authority", "clinic=" + p("lab.key.pub"), "--out", out}, `is the key of authority "lab"`, false},
+		{"unreadable key", []string{"--authority", "lab=" + p("none.pub"), "--out", out}, "no such file", false},
+		{"private key given", []string{"--authority", "lab=" + p("lab.key"), "--out", out}, "no PEM PUBLIC KEY block", false},
+		{"not a key", []string{"--authority", "lab=" + p("junk.pub"), "--out", out}, "authority: public key", false},
+		{"listed twice", []string{"--authority", lab, "--authority", lab, "--out", out}, "listed twice", true},
+		{"retention zero", []string{"--authority", lab, "--out", out, "--retention-days", "0"}, "retention_days 0 outside 1..60", true},
+		{"retention too long", []string{"--authority", lab, "--out", out, "--retention-days", "61"}, "retention_days 61 outside 1..60", true},
+		{"retention not a number", []string{"--authority", lab, "--out", out, "--retention-days", "two"}, "invalid value", true},
+		{"no directory", []string{"--authority", lab, "--out", p("none/policy.json")}, "no such file", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, _, err := cliRun(t, runPolicyInit, tt.args...)
+			checkErr(t, err, tt.want, tt.usage)
+			if stdout != "" {
+				t.Errorf("printed %q despite the error", stdout)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("a policy file was written despite the error")
+			}
+		})
+	}
+}

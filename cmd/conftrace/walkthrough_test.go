@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/attest"
+)
+
+// TestWalkthrough runs the README's scenario through the commands: a
+// backend, a health authority, and devices A, B, C and D. C meets A, B
+// meets A, C tests positive and uploads; A is exposed, B is not, and stays
+// so across a restart of the backend.
+func TestWalkthrough(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+
+	mustRun(t, runAuthorityKeygen, "--out", p("lab.key"))
+	mustRun(t, runPolicyInit, "--authority", "lab="+p("lab.key.pub"), "--out", p("policy.json"))
+	serveArgs := []string{"--listen", "127.0.0.1:0", "--data", p("data"), "--policy", p("policy.json")}
+	srv := startServer(t, runServe, serveArgs...)
+	url := "http://" + srv.addr
+
+	// An auditor verifies the backend; without --allow-simulated it fails.
+	var v struct {
+		TEE         string `json:"tee"`
+		Measurement string `json:"measurement"`
+		ReportData  string `json:"report_data"`
+		Policy      struct {
+			Authorities []struct{ Name string } `json:"authorities"`
+		} `json:"policy"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, runVerify, "--server", url, "--allow-simulated", "--json")), &v); err != nil {
+		t.Fatalf("verify --json: %v", err)
+	}
+	if v.TEE != "sim" || v.Measurement != logLine(srv.stderr.String(), "listening")["measurement"] {
+		t.Errorf("verify says tee %s measurement %s; serve logged %s", v.TEE, v.Measurement, srv.stderr)
+	}
+	if len(v.Policy.Authorities) != 1 || v.Policy.Authorities[0].Name != "lab" {
+		t.Errorf("verify: attested authorities %+v, want [lab]", v.Policy.Authorities)
+	}
+	if _, _, err := cliRun(t, runVerify, "--server", url); !errors.Is(err, attest.ErrSimulated) {
+		t.Errorf("verify without --allow-simulated: %v, want attest.ErrSimulated", err)
+	}
+
+	// A device pinned to another measurement refuses the backend at init.
+	wrong := strings.Repeat("ab", 32)
+	_, _, err := cliRun(t, runDeviceInit, "--state", p("X"), "--server", url, "--allow-simulated", "--measurement", wrong)
+	var me *attest.MismatchError
+	if !errors.As(err, &me) || me.Field != "measurement" || !strings.Contains(err.Error(), "measurement") {
+		t.Errorf("device init with a wrong measurement: %v, want a measurement mismatch", err)
+	}
+	if _, err := os.Stat(p("X")); err == nil {
+		t.Error("device init with a wrong measurement left a device state behind")
+	}
+
+	// A pins the real measurement; the others accept any simulated backend.
+	mustRun(t, runDeviceInit, "--state", p("A"), "--server", url, "--allow-simulated", "--measurement", v.Measurement)
+	for _, d := range []string{"B", "C", "D"} {
+		mustRun(t, runDeviceInit, "--state", p(d), "--server", url, "--allow-simulated")
+	}
+
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	ac := today.AddDate(0, 0, -2).Add(10 * time.Hour)
+	ba := today.AddDate(0, 0, -3).Add(14 * time.Hour)
+	if out := mustRun(t, runDeviceMeet, "--state", p("A"), "--peer", p("C"), "--at", ac.Format(time.RFC3339), "--minutes", "20"); out != "logged 2 tuples on each device\n" {
+		t.Errorf("meet A-C printed %q", out)
+	}
+	mustRun(t, runDeviceMeet, "--state", p("B"), "--peer", p("A"), "--at", ba.Format(time.RFC3339), "--minutes", "15", "--attenuation", "60")
+
+	code := strings.TrimSpace(mustRun(t, runDeviceRegisterTest, "--state", p("C")))
+	if _, err := api.NormalizeTestCode(code); err != nil {
+		t.Fatalf("register-test printed %q: %v", code, err)
+	}
+	if out := mustRun(t, runDeviceCheckResult, "--state", p("C")); out != "pending\n" {
+		t.Errorf("check-result before the authority's result printed %q, want pending", out)
+	}
+	mustRun(t, runAuthorityResult, "--server", url, "--key", p("lab.key"), "--code", code, "--positive", "--allow-simulated")
+	if out, stderr, err := cliRun(t, runDeviceCheckResult, "--state", p("C")); err != nil || out != "positive\n" || !strings.Contains(stderr, "upload authorized until") {
+		t.Errorf("C check-result: %q, %q, %v; want positive and the authorization's expiry", out, stderr, err)
+	}
+	cLog := parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", p("C")))
+	if len(cLog) != 2 {
+		t.Fatalf("C logged %d tuples, want 2", len(cLog))
+	}
+	if out := mustRun(t, runDeviceUpload, "--state", p("C")); out != "accepted 2\n" {
+		t.Errorf("C upload printed %q, want accepted 2", out)
+	}
+	if out, stderr, err := cliRun(t, runDeviceCheckResult, "--state", p("C")); err != nil || out != "positive\n" || !strings.Contains(stderr, "already uploaded") {
+		t.Errorf("C check-result after the upload: %q, %q, %v; want positive and a note that it was uploaded", out, stderr, err)
+	}
+
+	checkExposure := func(dev, want string) {
+		t.Helper()
+		if out := mustRun(t, runDeviceCheckExposure, "--state", p(dev)); out != want+"\n" {
+			t.Errorf("%s check-exposure printed %q, want %s", dev, out, want)
+		}
+	}
+	checkExposure("A", "exposed")
+	checkExposure("B", "not exposed")
+	var resp api.ExposureResponse
+	if err := json.Unmarshal([]byte(mustRun(t, runDeviceCheckExposure, "--state", p("A"), "--json")), &resp); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range resp.Days {
+		wantMinutes := 0
+		if d.Date == ac.Format(api.DateLayout) {
+			wantMinutes = 20
+		}
+		if d.Minutes != wantMinutes || d.Exposed != (wantMinutes > 0) {
+			t.Errorf("A's exposure on %s: %d minutes, exposed %t; want %d minutes", d.Date, d.Minutes, d.Exposed, wantMinutes)
+		}
+	}
+	if !resp.Exposed || len(resp.Days) != 14 {
+		t.Errorf("A's --json answer: exposed %t over %d days, want exposed over 14", resp.Exposed, len(resp.Days))
+	}
+
+	// Restart on the same data directory and address: the sealed upload
+	// survives.
+	if err := srv.stop(t); err != nil {
+		t.Fatalf("serve returned %v on shutdown", err)
+	}
+	serveArgs[1] = srv.addr
+	startServer(t, runServe, serveArgs...)
+	checkExposure("A", "exposed")
+	checkExposure("B", "not exposed")
+
+	// D has a test but no result: nothing authorizes an upload.
+	mustRun(t, runDeviceMeet, "--state", p("D"), "--peer", p("B"), "--at", ac.Format(time.RFC3339), "--minutes", "10")
+	mustRun(t, runDeviceRegisterTest, "--state", p("D"))
+	if out := mustRun(t, runDeviceCheckResult, "--state", p("D")); out != "pending\n" {
+		t.Errorf("D check-result printed %q, want pending", out)
+	}
+	if _, _, err := cliRun(t, runDeviceUpload, "--state", p("D")); !errors.Is(err, errNoAuthorization) {
+		t.Errorf("D upload without authorization: %v, want %v", err, errNoAuthorization)
+	}
+	// C's authorization was single-use.
+	_, _, err = cliRun(t, runDeviceUpload, "--state", p("C"))
+	if !errors.Is(err, &api.Error{Code: api.CodeAlreadyUsed}) || !strings.Contains(err.Error(), "already_used") {
+		t.Errorf("C's second upload: %v, want the backend's already_used refusal", err)
+	}
+
+	// Nothing C uploaded is in the clear on the backend's disk.
+	var files int
+	err = filepath.WalkDir(p("data"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, tp := range cLog {
+			if bytes.Contains(b, tp.own) || bytes.Contains(b, tp.heard) {
+				t.Errorf("%s holds an RPI that C uploaded in the clear", path)
+			}
+		}
+		return nil
+	})
+	if err != nil || files == 0 {
+		t.Fatalf("walking the data directory: %v (%d files)", err, files)
+	}
+}
+
+type logTuple struct {
+	interval           uint64
+	own, heard         []byte
+	minutes, attenuate int
+}
+
+// parseDeviceLog reads device log output, checking its format.
+func parseDeviceLog(t *testing.T, out string) []logTuple {
+	t.Helper()
+	var ts []logTuple
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) != 5 {
+			t.Fatalf("device log line %q: want 5 fields", l)
+		}
+		var tp logTuple
+		var errs [5]error
+		tp.interval, errs[0] = strconv.ParseUint(f[0], 10, 32)
+		tp.own, errs[1] = hex.DecodeString(f[1])
+		tp.heard, errs[2] = hex.DecodeString(f[2])
+		tp.minutes, errs[3] = strconv.Atoi(f[3])
+		tp.attenuate, errs[4] = strconv.Atoi(f[4])
+		if err := errors.Join(errs[:]...); err != nil || len(tp.own) != 16 || len(tp.heard) != 16 || l != strings.ToLower(l) {
+			t.Fatalf("device log line %q: want <interval> <own-rpi-hex> <heard-rpi-hex> <minutes> <attenuation> in lowercase (%v)", l, err)
+		}
+		ts = append(ts, tp)
+	}
+	return ts
+}
+
+// TestShellWalkthrough runs testdata/walkthrough.sh, the README's
+// walk-through, which builds the binary and runs it as a user would.
+func TestShellWalkthrough(t *testing.T) {
+	if os.Getenv("CONFTRACE_SHELL_WALKTHROUGH") != "1" {
+		t.Skip("set CONFTRACE_SHELL_WALKTHROUGH=1 to run testdata/walkthrough.sh (needs bash and go)")
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash:", err)
+	}
+	cmd := exec.CommandContext(t.Context(), bash, filepath.Join("cmd", "conftrace", "testdata", "walkthrough.sh"))
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walkthrough.sh: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "walkthrough: all steps behaved as expected") {
+		t.Errorf("walkthrough.sh did not finish:\n%s", out)
+	}
+}
