@@ -38,7 +38,10 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/attest/sgx"
 	"github.com/conftrace/conftrace/attest/sim"
+	"github.com/conftrace/conftrace/attest/snp"
+	"github.com/conftrace/conftrace/attest/tdx"
 	"github.com/conftrace/conftrace/bhttp"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/ohttp"
@@ -62,12 +65,20 @@ type Config struct {
 }
 
 // DefaultVerifiers returns a verifier for every kind of TEE conftrace runs
-// in. The simulated TEE's verifier accepts evidence only when exp allows
+// in, checking at the current time against the pinned Intel and AMD roots.
+// The simulated TEE's verifier accepts evidence only when exp allows
 // simulated evidence.
-func DefaultVerifiers(exp attest.Expectations) []attest.Verifier {
+func DefaultVerifiers(exp attest.Expectations) ([]attest.Verifier, error) {
+	snpV, err := snp.NewVerifier(snp.VerifierOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	return []attest.Verifier{
 		sim.NewVerifier(sim.VerifierOptions{AllowSimulated: exp.AllowSimulated}),
-	}
+		sgx.NewVerifier(sgx.VerifierOptions{}),
+		tdx.NewVerifier(tdx.VerifierOptions{}),
+		snpV,
+	}, nil
 }
 
 // Client talks to one attested backend. It is safe for concurrent use.
@@ -97,7 +108,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	verifiers := cfg.Verifiers
 	if verifiers == nil {
-		verifiers = DefaultVerifiers(cfg.Expectations)
+		var err error
+		if verifiers, err = DefaultVerifiers(cfg.Expectations); err != nil {
+			return nil, err
+		}
 	}
 	body, err := get(ctx, hc, base+api.PathAttestation, maxBundleSize)
 	if err != nil {

@@ -18,7 +18,10 @@ import (
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/service"
 	"github.com/conftrace/conftrace/internal/tee"
+	"github.com/conftrace/conftrace/internal/tee/gramine"
 	teesim "github.com/conftrace/conftrace/internal/tee/sim"
+	teesnp "github.com/conftrace/conftrace/internal/tee/snp"
+	teetdx "github.com/conftrace/conftrace/internal/tee/tdx"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -84,8 +87,12 @@ func runServe(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
+	m := hex.EncodeToString(measurement)
+	if measurement == nil {
+		m = "(in the attestation bundle: conftrace verify --server)"
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "tee", t.TEE(),
-		"measurement", hex.EncodeToString(measurement),
+		"measurement", m,
 		"policy_sha256", fmt.Sprintf("%x", sha256.Sum256(svc.Bundle.Policy)))
 	if t.TEE() == attest.Sim {
 		log.Warn("simulated TEE: it protects nothing, and clients refuse it unless they allow simulated evidence; for development, tests and demos only")
@@ -117,8 +124,27 @@ func teeOpener(name string) (func(dataDir string) (tee.TEE, []byte, error), erro
 			}
 			return t, t.Measurement(), nil
 		}, nil
-	case attest.SGX, attest.TDX, attest.SNP:
-		return nil, fmt.Errorf("--tee %s: not available yet", name)
+	case attest.SGX:
+		// Under Gramine-SGX; see deploy/gramine.
+		return func(string) (tee.TEE, []byte, error) {
+			t, err := gramine.New(gramine.Options{})
+			if err != nil {
+				return nil, nil, err
+			}
+			return t, t.Measurement(), nil
+		}, nil
+	case attest.TDX:
+		// In a TDX confidential VM. The measurement (MRTD) is read back
+		// from the evidence by verifiers, not by the guest.
+		return func(string) (tee.TEE, []byte, error) {
+			t, err := teetdx.New(teetdx.Options{})
+			return t, nil, err
+		}, nil
+	case attest.SNP:
+		return func(string) (tee.TEE, []byte, error) {
+			t, err := teesnp.New(teesnp.Options{})
+			return t, nil, err
+		}, nil
 	default:
 		return nil, usagef("--tee %q: want sim, sgx, tdx or snp", name)
 	}

@@ -9,9 +9,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/attest/sgx"
+	"github.com/conftrace/conftrace/attest/sim"
+	"github.com/conftrace/conftrace/attest/snp"
+	"github.com/conftrace/conftrace/attest/tdx"
 	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/device"
 	"github.com/conftrace/conftrace/policy"
@@ -21,11 +28,23 @@ import (
 // the auditor's expectations and prints what it proves: the identity of the
 // code and the policy it enforces. It fails when anything does not match.
 func runVerify(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "verify", "verify --server URL [--measurement HEX ...] [--allow-simulated] [--json]\n\n"+
-		"Fetches the backend's attestation bundle, verifies the TEE evidence against the\n"+
-		"expectations and that it binds the served keys and policy, and prints the\n"+
-		"attested identity and policy. Exits non-zero when anything does not match.")
+	fs := newFlags(cio, "verify", "verify --server URL [--measurement HEX ...] [--allow-simulated] [--json]\n"+
+		"       conftrace verify --evidence FILE --tee sgx|tdx|snp [--collateral DIR] [--at UNIX] [--forbid-debug] [--json]\n\n"+
+		"With --server: fetches the backend's attestation bundle, verifies the TEE evidence\n"+
+		"against the expectations and that it binds the served keys and policy, and prints\n"+
+		"the attested identity and policy.\n\n"+
+		"With --evidence: verifies raw evidence offline (an SGX DCAP quote, a TDX quote, or\n"+
+		"an SNP report followed by its certificate table) against the pinned Intel and AMD\n"+
+		"roots and prints the identity it proves. For SGX, --collateral names a directory\n"+
+		"holding the PCS collateral (tcb_info*.json, qe_identity*.json and the TCB signing\n"+
+		"chain *.pem) so that the platform's TCB status is judged.\n\n"+
+		"Exits non-zero when anything does not match.")
 	server := fs.String("server", "", "the backend's base `URL`")
+	evidenceFile := fs.String("evidence", "", "verify the evidence in `FILE` offline instead of a running backend")
+	teeName := fs.String("tee", "", "with --evidence: the `kind` of evidence: sgx, tdx or snp")
+	collateralDir := fs.String("collateral", "", "with --evidence --tee sgx: the `directory` of PCS collateral")
+	at := fs.Int64("at", 0, "with --evidence: verify as of this Unix `time` (default now)")
+	forbidDebug := fs.Bool("forbid-debug", false, "with --evidence: refuse evidence from a debug-mode TEE")
 	var exp expectFlags
 	exp.register(fs)
 	asJSON := fs.Bool("json", false, "print the identity and policy as one JSON object")
@@ -40,6 +59,17 @@ func runVerify(ctx context.Context, cio cmdIO, args []string) error {
 		policyDoc []byte
 	)
 	switch {
+	case *server != "" && *evidenceFile != "":
+		return usagef("--server and --evidence exclude each other")
+	case *evidenceFile != "":
+		var err error
+		id, err = verifyEvidenceFile(ctx, *evidenceFile, *teeName, *collateralDir, *at, exp.expectations())
+		if err != nil {
+			return err
+		}
+		if *forbidDebug && id.Debug {
+			return &attest.MismatchError{Field: "debug", Got: "true", Want: "false (--forbid-debug)"}
+		}
 	case *server != "":
 		c, err := client.New(ctx, client.Config{Server: *server, Expectations: exp.expectations()})
 		if err != nil {
@@ -47,7 +77,7 @@ func runVerify(ctx context.Context, cio cmdIO, args []string) error {
 		}
 		id, policyDoc = c.Identity(), c.PolicyDocument()
 	default:
-		return usagef("--server is required")
+		return usagef("--server or --evidence is required")
 	}
 	if *asJSON {
 		return printIdentityJSON(cio.stdout, id, policyDoc)
@@ -225,4 +255,95 @@ func deviceClient(ctx context.Context, d *device.Device) (*client.Client, error)
 		exp.Measurements = append(exp.Measurements, m)
 	}
 	return client.New(ctx, client.Config{Server: cfg.Server, Relay: cfg.Relay, Expectations: exp})
+}
+
+// verifyEvidenceFile verifies raw evidence offline and returns the identity
+// it proves. Debug evidence and any TCB status are reported, not refused
+// (--forbid-debug refuses debug); measurements and simulation are checked
+// against exp; revoked platforms are always refused by the verifiers.
+func verifyEvidenceFile(ctx context.Context, path, teeName, collateralDir string, at int64, exp attest.Expectations) (attest.Identity, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return attest.Identity{}, fmt.Errorf("reading evidence: %w", err)
+	}
+	now := time.Now()
+	if at != 0 {
+		now = time.Unix(at, 0)
+	}
+	clock := func() time.Time { return now }
+	ev := attest.Evidence{TEE: attest.TEE(teeName), Data: data}
+	var v attest.Verifier
+	switch ev.TEE {
+	case attest.SGX:
+		opts := sgx.VerifierOptions{Time: now}
+		if collateralDir != "" {
+			c, err := readSGXCollateral(collateralDir)
+			if err != nil {
+				return attest.Identity{}, err
+			}
+			opts.Collateral = c
+		}
+		v = sgx.NewVerifier(opts)
+	case attest.TDX:
+		v = tdx.NewVerifier(tdx.VerifierOptions{Now: clock})
+	case attest.SNP:
+		if v, err = snp.NewVerifier(snp.VerifierOptions{Now: clock}); err != nil {
+			return attest.Identity{}, err
+		}
+	case attest.Sim:
+		v = sim.NewVerifier(sim.VerifierOptions{AllowSimulated: exp.AllowSimulated})
+	default:
+		return attest.Identity{}, usagef("--tee %q: want sgx, tdx or snp with --evidence", teeName)
+	}
+	if collateralDir != "" && ev.TEE != attest.SGX {
+		return attest.Identity{}, usagef("--collateral applies to --tee sgx only")
+	}
+	if ev.TEE == attest.Sim && !exp.AllowSimulated {
+		return attest.Identity{}, attest.ErrSimulated
+	}
+	id, err := v.Verify(ctx, ev)
+	if err != nil {
+		return attest.Identity{}, fmt.Errorf("%s evidence does not verify: %w", ev.TEE, err)
+	}
+	// Offline, the auditor wants to see the TCB status and the debug bit
+	// rather than have them refused; everything else is checked.
+	check := id
+	check.TCBStatus, check.Debug = "", false
+	if err := exp.Check(check); err != nil {
+		return attest.Identity{}, err
+	}
+	return id, nil
+}
+
+// readSGXCollateral reads the PCS collateral files in dir: the TCB info
+// (tcb_info*.json), the QE identity (qe_identity*.json) and the TCB
+// signing chain (the one *.pem file).
+func readSGXCollateral(dir string) (*sgx.Collateral, error) {
+	one := func(pattern string) ([]byte, error) {
+		m, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return nil, err
+		}
+		if len(m) != 1 {
+			return nil, fmt.Errorf("collateral directory %s: want exactly one %s file, found %d", dir, pattern, len(m))
+		}
+		return os.ReadFile(m[0])
+	}
+	tcb, err := one("tcb_info*.json")
+	if err != nil {
+		return nil, err
+	}
+	qe, err := one("qe_identity*.json")
+	if err != nil {
+		return nil, err
+	}
+	chain, err := one("*.pem")
+	if err != nil {
+		return nil, err
+	}
+	c, err := sgx.NewCollateral(tcb, qe, chain)
+	if err != nil {
+		return nil, fmt.Errorf("collateral: %w", err)
+	}
+	return c, nil
 }
