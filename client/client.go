@@ -34,6 +34,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
@@ -83,8 +84,13 @@ func DefaultVerifiers(exp attest.Expectations) ([]attest.Verifier, error) {
 
 // Client talks to one attested backend. It is safe for concurrent use.
 type Client struct {
-	http     *http.Client
-	gateway  string
+	http      *http.Client
+	base      string
+	gateway   string
+	exp       attest.Expectations
+	verifiers []attest.Verifier
+
+	mu       sync.RWMutex // guards what the bundle vouches for
 	verified *attest.VerifiedBundle
 	keyCfg   ohttp.KeyConfig
 	policy   policy.Policy
@@ -113,41 +119,66 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
-	body, err := get(ctx, hc, base+api.PathAttestation, maxBundleSize)
-	if err != nil {
-		return nil, fmt.Errorf("client: fetching attestation: %w", err)
-	}
-	var b attest.Bundle
-	if err := json.Unmarshal(body, &b); err != nil {
-		return nil, fmt.Errorf("client: attestation bundle: %w", err)
-	}
-	vb, err := attest.VerifyBundle(ctx, b, cfg.Expectations, verifiers...)
-	if err != nil {
-		return nil, fmt.Errorf("client: backend at %s is not trusted: %w", base, err)
-	}
-	p, err := policy.Parse(vb.Policy)
-	if err != nil {
-		return nil, fmt.Errorf("client: attested policy: %w", err)
-	}
-	kc, err := ohttp.SelectKeyConfig(vb.KeyConfigs)
-	if err != nil {
-		return nil, fmt.Errorf("client: attested key configurations: %w", err)
-	}
 	gw := base + api.PathGateway
 	if cfg.Relay != "" {
 		gw = cfg.Relay
 	}
-	return &Client{http: hc, gateway: gw, verified: vb, keyCfg: kc, policy: p}, nil
+	c := &Client{http: hc, base: base, gateway: gw, exp: cfg.Expectations, verifiers: verifiers}
+	if err := c.attest(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// attest fetches and verifies the attestation bundle and adopts the keys
+// and policy it vouches for.
+func (c *Client) attest(ctx context.Context) error {
+	body, err := get(ctx, c.http, c.base+api.PathAttestation, maxBundleSize)
+	if err != nil {
+		return fmt.Errorf("client: fetching attestation: %w", err)
+	}
+	var b attest.Bundle
+	if err := json.Unmarshal(body, &b); err != nil {
+		return fmt.Errorf("client: attestation bundle: %w", err)
+	}
+	vb, err := attest.VerifyBundle(ctx, b, c.exp, c.verifiers...)
+	if err != nil {
+		return fmt.Errorf("client: backend at %s is not trusted: %w", c.base, err)
+	}
+	p, err := policy.Parse(vb.Policy)
+	if err != nil {
+		return fmt.Errorf("client: attested policy: %w", err)
+	}
+	kc, err := ohttp.SelectKeyConfig(vb.KeyConfigs)
+	if err != nil {
+		return fmt.Errorf("client: attested key configurations: %w", err)
+	}
+	c.mu.Lock()
+	c.verified, c.keyCfg, c.policy = vb, kc, p
+	c.mu.Unlock()
+	return nil
 }
 
 // Identity returns what the backend's evidence proved.
-func (c *Client) Identity() attest.Identity { return c.verified.Identity }
+func (c *Client) Identity() attest.Identity {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.verified.Identity
+}
 
 // Policy returns the attested policy the backend enforces.
-func (c *Client) Policy() policy.Policy { return c.policy }
+func (c *Client) Policy() policy.Policy {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.policy
+}
 
 // PolicyDocument returns the attested policy's canonical bytes.
-func (c *Client) PolicyDocument() []byte { return c.verified.Policy }
+func (c *Client) PolicyDocument() []byte {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.verified.Policy
+}
 
 // SubmitResult sends a health authority's signed test result.
 func (c *Client) SubmitResult(ctx context.Context, r api.SignedResult) error {
@@ -201,13 +232,30 @@ func (c *Client) Decoy(ctx context.Context, size int) error {
 	return c.call(ctx, api.PathDecoy, api.DecoyRequest{Filler: make([]byte, size)}, &resp)
 }
 
+// errStaleKey reports that the gateway no longer knows the key the request
+// was encrypted to (it restarted with fresh keys).
+var errStaleKey = errors.New("client: the gateway does not know the attested key")
+
 // call sends req as JSON to an inner path through the gateway and decodes
-// the answer into resp, or returns the backend's *api.Error.
+// the answer into resp, or returns the backend's *api.Error. When the
+// gateway has rotated its keys, call verifies the new attestation bundle,
+// with the same expectations, and sends once more.
 func (c *Client) call(ctx context.Context, path string, req, resp any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("client: encoding request: %w", err)
 	}
+	err = c.send(ctx, path, body, resp)
+	if !errors.Is(err, errStaleKey) {
+		return err
+	}
+	if err := c.attest(ctx); err != nil {
+		return err
+	}
+	return c.send(ctx, path, body, resp)
+}
+
+func (c *Client) send(ctx context.Context, path string, body []byte, resp any) error {
 	inner := &bhttp.Request{
 		Method:    http.MethodPost,
 		Scheme:    "https",
@@ -220,7 +268,10 @@ func (c *Client) call(ctx context.Context, path string, req, resp any) error {
 	if err != nil {
 		return fmt.Errorf("client: %s: %w", path, err)
 	}
-	enc, rc, err := ohttp.EncapsulateRequest(c.keyCfg, plain)
+	c.mu.RLock()
+	keyCfg := c.keyCfg
+	c.mu.RUnlock()
+	enc, rc, err := ohttp.EncapsulateRequest(keyCfg, plain)
 	if err != nil {
 		return fmt.Errorf("client: %s: %w", path, err)
 	}
@@ -237,6 +288,9 @@ func (c *Client) call(ctx context.Context, path string, req, resp any) error {
 	encResp, err := io.ReadAll(io.LimitReader(hresp.Body, bhttp.MaxSize+4096))
 	if err != nil {
 		return fmt.Errorf("client: %s: reading response: %w", path, err)
+	}
+	if hresp.StatusCode == http.StatusUnprocessableEntity {
+		return fmt.Errorf("%w: %s", errStaleKey, strings.TrimSpace(string(encResp)))
 	}
 	if hresp.StatusCode != http.StatusOK {
 		return fmt.Errorf("client: %s: gateway answered %s: %s", path, hresp.Status, strings.TrimSpace(string(encResp)))

@@ -15,6 +15,7 @@ import (
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/enclave"
 	"github.com/conftrace/conftrace/internal/server"
+	"github.com/conftrace/conftrace/internal/store"
 	"github.com/conftrace/conftrace/internal/store/sqlite"
 	"github.com/conftrace/conftrace/internal/tee"
 	"github.com/conftrace/conftrace/ohttp"
@@ -76,11 +77,15 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	hybrid, err := ohttp.GenerateKey(1, ohttp.KEMMLKEM768X25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES256GCM})
+	hybridID, classicID, err := nextKeyIDs(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	hybrid, err := ohttp.GenerateKey(hybridID, ohttp.KEMMLKEM768X25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES256GCM})
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	classic, err := ohttp.GenerateKey(2, ohttp.KEMX25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES128GCM})
+	classic, err := ohttp.GenerateKey(classicID, ohttp.KEMX25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES128GCM})
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
@@ -102,6 +107,29 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	opened = true
 	return &Service{Enclave: enc, Handler: srv, Bundle: bundle, store: st, log: log}, nil
+}
+
+// nextKeyIDs returns OHTTP key identifiers that differ from the previous
+// start's, so that a client holding keys from before a restart hears
+// "unknown key" (and fetches the new bundle) rather than a decryption
+// failure. The start counter is not secret; it is stored as is.
+func nextKeyIDs(ctx context.Context, st store.Store) (hybrid, classic uint8, err error) {
+	var gen uint8
+	rec, err := st.Get(ctx, "ohttp_keys", []byte("generation"))
+	switch {
+	case err == nil && len(rec.Value) == 1:
+		gen = rec.Value[0] + 1
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return 0, 0, fmt.Errorf("service: key generation: %w", err)
+	}
+	var b store.Batch
+	b.Put("ohttp_keys", []byte("generation"), store.NoDay, []byte{gen})
+	if err := st.Apply(ctx, &b); err != nil {
+		return 0, 0, fmt.Errorf("service: key generation: %w", err)
+	}
+	// Two identifiers per generation, cycling through 0..253.
+	g := gen % 127
+	return 2 * g, 2*g + 1, nil
 }
 
 // RunRetention expires days past the retention window every interval until

@@ -22,6 +22,7 @@ import (
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/device"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/relay"
 	simtee "github.com/conftrace/conftrace/internal/tee/sim"
 	"github.com/conftrace/conftrace/policy"
 )
@@ -268,4 +269,78 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestThroughRelay(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	var gatewayPeers []string
+	var mu sync.Mutex
+	// The backend behind a recorder of who reaches its gateway.
+	backend := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == api.PathGateway {
+			mu.Lock()
+			gatewayPeers = append(gatewayPeers, r.Header.Get("User-Agent"))
+			mu.Unlock()
+		}
+		w.svc.Handler.ServeHTTP(rw, r)
+	}))
+	defer backend.Close()
+	rl, err := relay.New(backend.URL+api.PathGateway, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(rl)
+	defer front.Close()
+
+	c, err := client.New(ctx, client.Config{Server: backend.URL, Relay: front.URL, Expectations: w.expectations()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := w.device("d")
+	resp, err := c.CheckExposure(ctx, w.window(d))
+	if err != nil || resp.Exposed {
+		t.Fatalf("check through the relay: %+v, %v", resp, err)
+	}
+	if err := c.Decoy(ctx, 2000); err != nil {
+		t.Fatalf("decoy through the relay: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(gatewayPeers) != 2 || gatewayPeers[0] != "conftrace-relay" {
+		t.Fatalf("gateway saw %q; want two requests, all from the relay", gatewayPeers)
+	}
+}
+
+// After a restart the gateway has fresh keys; a client made before it
+// verifies the new bundle and carries on.
+func TestClientFollowsKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	var mu sync.Mutex
+	stable := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		h := w.svc.Handler
+		mu.Unlock()
+		h.ServeHTTP(rw, r)
+	}))
+	defer stable.Close()
+	c, err := client.New(ctx, client.Config{Server: stable.URL, Expectations: w.expectations()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := w.device("d")
+	if _, err := c.CheckExposure(ctx, w.window(d)); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Identity().ReportData
+	mu.Lock()
+	w.restart()
+	mu.Unlock()
+	if _, err := c.CheckExposure(ctx, w.window(d)); err != nil {
+		t.Fatalf("after the gateway rotated its keys: %v", err)
+	}
+	if c.Identity().ReportData == before {
+		t.Fatal("the client did not adopt the new attested keys")
+	}
 }
