@@ -110,7 +110,7 @@ func TestVerifyErrors(t *testing.T) {
 		usage  bool
 		target error
 	}{
-		{"no server", []string{"--allow-simulated"}, "--server is required", true, nil},
+		{"no server", []string{"--allow-simulated"}, "--server or --evidence is required", true, nil},
 		{"bad measurement", []string{"--server", b.url, "--measurement", "nothex"}, "not valid hex", true, nil},
 		{"odd measurement", []string{"--server", b.url, "--measurement", "abc"}, "not valid hex", true, nil},
 		{"simulated not allowed", []string{"--server", b.url}, "simulated", false, attest.ErrSimulated},

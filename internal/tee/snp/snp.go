@@ -43,21 +43,20 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/conftrace/conftrace/attest"
 	attestsnp "github.com/conftrace/conftrace/attest/snp"
 	"github.com/conftrace/conftrace/internal/tee"
+	"github.com/conftrace/conftrace/internal/tee/tsm"
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-configfs-tsm/report"
 	"github.com/google/go-sev-guest/client"
 )
 
 // DefaultConfigfsRoot is where Linux mounts configfs-tsm.
-const DefaultConfigfsRoot = configfsi.TsmPrefix
+const DefaultConfigfsRoot = tsm.DefaultRoot
 
 // DefaultDevicePath is the SEV guest device that derives keys.
 const DefaultDevicePath = "/dev/sev-guest"
@@ -122,35 +121,17 @@ func New(opts Options) (*TEE, error) {
 	if t.devicePath == "" {
 		t.devicePath = DefaultDevicePath
 	}
-	if t.tsm == nil {
-		dir := filepath.Join(t.root, "report")
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("%w: no configfs-tsm at %s (not running in an SEV-SNP confidential VM?)", ErrNotFound, dir)
-		}
-		t.tsm = dirClient{root: t.root}
-	}
-	p, err := t.readOption("provider")
+	c, err := tsm.Open(t.root, opts.TSM, provider, "an SEV-SNP", ErrNotFound)
 	if err != nil {
 		return nil, err
 	}
-	if got := strings.TrimSpace(string(p)); got != provider {
-		return nil, fmt.Errorf("%w: configfs-tsm at %s is provided by %q, not %q (not running in an SEV-SNP confidential VM?)", ErrNotFound, t.root, got, provider)
-	}
+	t.tsm = c
 	return t, nil
 }
 
 // readOption reads an attribute of a fresh configfs-tsm report entry.
 func (t *TEE) readOption(name string) ([]byte, error) {
-	r, err := report.Create(t.tsm, &report.Request{})
-	if err != nil {
-		return nil, fmt.Errorf("%w: cannot open a configfs-tsm report under %s: %v", ErrNotFound, t.root, err)
-	}
-	defer r.Destroy()
-	b, err := r.ReadOption(name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: cannot read configfs-tsm %s under %s: %v", ErrNotFound, name, t.root, err)
-	}
-	return b, nil
+	return tsm.ReadOption(t.tsm, t.root, name, ErrNotFound)
 }
 
 // TEE returns [attest.SNP].
@@ -160,34 +141,17 @@ func (t *TEE) TEE() attest.TEE { return attest.SNP }
 // report and the certificate table the host provisioned. If ctx ends first,
 // Attest returns ctx's error and the request finishes in the background.
 func (t *TEE) Attest(ctx context.Context, reportData attest.ReportData) (attest.Evidence, error) {
-	type result struct {
-		resp *report.Response
-		err  error
+	resp, err := tsm.Get(ctx, t.tsm, &report.Request{InBlob: reportData[:], GetAuxBlob: true}, provider, ErrNotFound)
+	if err != nil {
+		return attest.Evidence{}, fmt.Errorf("tee/snp: attest: %w", err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := report.Get(t.tsm, &report.Request{InBlob: reportData[:], GetAuxBlob: true})
-		done <- result{resp, err}
-	}()
-	var res result
-	select {
-	case <-ctx.Done():
-		return attest.Evidence{}, fmt.Errorf("tee/snp: attest: %w", ctx.Err())
-	case res = <-done:
-	}
-	if res.err != nil {
-		return attest.Evidence{}, fmt.Errorf("tee/snp: attest: configfs-tsm report: %w", res.err)
-	}
-	if got := strings.TrimSpace(res.resp.Provider); got != provider {
-		return attest.Evidence{}, fmt.Errorf("%w: configfs-tsm report made by %q, not %q", ErrNotFound, got, provider)
-	}
-	rep := res.resp.OutBlob
+	rep := resp.OutBlob
 	// A report for other report data would fail verification anyway; catch
 	// it here, where the cause (a confused kernel or a racing writer) is known.
 	if len(rep) < reportDataEnd || !bytes.Equal(rep[reportDataStart:reportDataEnd], reportData[:]) {
 		return attest.Evidence{}, fmt.Errorf("tee/snp: attest: configfs-tsm returned a %d-byte report that does not carry the requested report data", len(rep))
 	}
-	ev, err := attestsnp.NewEvidence(rep, res.resp.AuxBlob)
+	ev, err := attestsnp.NewEvidence(rep, resp.AuxBlob)
 	if err != nil {
 		return attest.Evidence{}, fmt.Errorf("tee/snp: attest: %w", err)
 	}

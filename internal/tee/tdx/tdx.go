@@ -21,18 +21,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/tee"
+	"github.com/conftrace/conftrace/internal/tee/tsm"
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-configfs-tsm/report"
 )
 
 // DefaultConfigfsRoot is where Linux mounts configfs-tsm.
-const DefaultConfigfsRoot = configfsi.TsmPrefix
+const DefaultConfigfsRoot = tsm.DefaultRoot
 
 // provider is what configfs-tsm's provider attribute says in a TDX guest.
 const provider = "tdx_guest"
@@ -79,37 +77,11 @@ func New(opts Options) (*TEE, error) {
 	if root == "" {
 		root = DefaultConfigfsRoot
 	}
-	t := &TEE{client: opts.TSM, root: root}
-	if t.client == nil {
-		dir := filepath.Join(root, "report")
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("%w: no configfs-tsm at %s (not running in a TDX confidential VM?)", ErrNotFound, dir)
-		}
-		t.client = dirClient{root: root}
-	}
-	if err := t.checkProvider(); err != nil {
+	c, err := tsm.Open(root, opts.TSM, provider, "a TDX", ErrNotFound)
+	if err != nil {
 		return nil, err
 	}
-	return t, nil
-}
-
-// checkProvider makes sure configfs-tsm is served by the TDX guest driver,
-// so that a VM of another kind fails at start rather than at the first
-// attestation.
-func (t *TEE) checkProvider() error {
-	r, err := report.Create(t.client, &report.Request{})
-	if err != nil {
-		return fmt.Errorf("%w: cannot open a configfs-tsm report under %s: %v", ErrNotFound, t.root, err)
-	}
-	defer r.Destroy()
-	p, err := r.ReadOption("provider")
-	if err != nil {
-		return fmt.Errorf("%w: cannot read the configfs-tsm provider under %s: %v", ErrNotFound, t.root, err)
-	}
-	if got := strings.TrimSpace(string(p)); got != provider {
-		return fmt.Errorf("%w: configfs-tsm at %s is provided by %q, not %q (not running in a TDX confidential VM?)", ErrNotFound, t.root, got, provider)
-	}
-	return nil
+	return &TEE{client: c, root: root}, nil
 }
 
 // TEE returns [attest.TDX].
@@ -119,28 +91,11 @@ func (t *TEE) TEE() attest.TEE { return attest.TDX }
 // the host's quoting service and may take a while; if ctx ends first,
 // Attest returns ctx's error and the request finishes in the background.
 func (t *TEE) Attest(ctx context.Context, reportData attest.ReportData) (attest.Evidence, error) {
-	type result struct {
-		resp *report.Response
-		err  error
+	resp, err := tsm.Get(ctx, t.client, &report.Request{InBlob: reportData[:]}, provider, ErrNotFound)
+	if err != nil {
+		return attest.Evidence{}, fmt.Errorf("tee/tdx: attest: %w", err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := report.Get(t.client, &report.Request{InBlob: reportData[:]})
-		done <- result{resp, err}
-	}()
-	var res result
-	select {
-	case <-ctx.Done():
-		return attest.Evidence{}, fmt.Errorf("tee/tdx: attest: %w", ctx.Err())
-	case res = <-done:
-	}
-	if res.err != nil {
-		return attest.Evidence{}, fmt.Errorf("tee/tdx: attest: configfs-tsm report: %w", res.err)
-	}
-	if got := strings.TrimSpace(res.resp.Provider); got != provider {
-		return attest.Evidence{}, fmt.Errorf("%w: configfs-tsm report made by %q, not %q", ErrNotFound, got, provider)
-	}
-	quote := res.resp.OutBlob
+	quote := resp.OutBlob
 	// A quote for other report data would fail verification anyway; catch it
 	// here, where the cause (a confused kernel or a racing writer) is known.
 	if len(quote) < quoteReportDataEnd || !bytes.Equal(quote[quoteReportDataStart:quoteReportDataEnd], reportData[:]) {
