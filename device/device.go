@@ -309,6 +309,26 @@ func (d *Device) Test() (Test, error) {
 	return *d.test, nil
 }
 
+// RecordPoll records the answer to a result poll in the test's state and
+// returns the new state.
+func (d *Device) RecordPoll(resp api.PollResultResponse) (Test, error) {
+	t, err := d.Test()
+	if err != nil {
+		return t, err
+	}
+	t.Result = resp.Result
+	// The backend stops returning the authorization once it is used or
+	// expired; keep the one saved so that the state still records it.
+	if resp.UploadAuthorization != nil {
+		t.UploadAuthorization = resp.UploadAuthorization
+	}
+	if resp.ExpiresAt != 0 {
+		t.ExpiresAt = time.Unix(resp.ExpiresAt, 0).UTC()
+	}
+	t.Uploaded = t.Uploaded || resp.Uploaded
+	return t, d.SaveTest(t)
+}
+
 // SaveTest records the test's new state.
 func (d *Device) SaveTest(t Test) error {
 	d.mu.Lock()

@@ -117,3 +117,28 @@ func TestPruneForgetsOldKeys(t *testing.T) {
 		t.Fatal("a daily key older than the retention window survived Prune")
 	}
 }
+
+func TestRecordPollKeepsTheAuthorization(t *testing.T) {
+	d := newDevice(t, "d")
+	if _, err := d.RecordPoll(api.PollResultResponse{Result: api.Positive}); !errors.Is(err, ErrNoTest) {
+		t.Fatalf("poll without a test: %v", err)
+	}
+	d.RegisterTest(time.Now())
+	auth := []byte("token")
+	if _, err := d.RecordPoll(api.PollResultResponse{Result: api.Positive, UploadAuthorization: auth, ExpiresAt: 1e9}); err != nil {
+		t.Fatal(err)
+	}
+	// Once used, the backend no longer returns the authorization.
+	tst, err := d.RecordPoll(api.PollResultResponse{Result: api.Positive, Uploaded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(tst.UploadAuthorization) != "token" || !tst.Uploaded || tst.ExpiresAt.Unix() != 1e9 {
+		t.Fatalf("state after the upload: %+v", tst)
+	}
+	if again, _ := Open(context.Background(), d.Dir()); again != nil {
+		if got, _ := again.Test(); !got.Uploaded {
+			t.Fatal("the recorded poll was not saved")
+		}
+	}
+}

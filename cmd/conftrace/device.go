@@ -188,17 +188,7 @@ func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return refused("the result poll", err)
 	}
-	t.Result = resp.Result
-	// The backend stops returning the authorization once it is used or
-	// expired; keep the one saved so that the state still records it.
-	if resp.UploadAuthorization != nil {
-		t.UploadAuthorization = resp.UploadAuthorization
-	}
-	if resp.ExpiresAt != 0 {
-		t.ExpiresAt = time.Unix(resp.ExpiresAt, 0).UTC()
-	}
-	t.Uploaded = t.Uploaded || resp.Uploaded
-	if err := d.SaveTest(t); err != nil {
+	if t, err = d.RecordPoll(resp); err != nil {
 		return err
 	}
 	fmt.Fprintln(cio.stdout, resp.Result)
