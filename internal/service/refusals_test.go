@@ -298,3 +298,48 @@ func TestTamperedRowsAreNeverMatched(t *testing.T) {
 		t.Errorf("%d tampered rows reported, want 2; logs:\n%s", n, logs.String())
 	}
 }
+
+func TestRetentionDeletesTheDay(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	c := w.client()
+	a, x := w.device("a"), w.device("x")
+	at := w.now.Add(-3 * 24 * time.Hour).Truncate(time.Hour)
+	device.Meet(ctx, a, x, at, 20*time.Minute, 50, 50)
+	if _, err := c.Upload(ctx, w.positive(c, x), w.window(x)); err != nil {
+		t.Fatal(err)
+	}
+	countDay := func(day int64) (n int) {
+		db, err := sql.Open("sqlite", filepath.Join(w.dataDir, "conftrace.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if err := db.QueryRow(`SELECT count(*) FROM records WHERE day = ?`, day).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	day := at.Unix() / 86400
+	if n := countDay(day); n < 2 {
+		t.Fatalf("%d records of the encounter's day, want its upload and its day key", n)
+	}
+	// Twelve days later the encounter's day leaves the 14-day window.
+	w.now = w.now.Add(12 * 24 * time.Hour)
+	if err := w.svc.Enclave.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := countDay(day); n != 0 {
+		t.Fatalf("%d records of the expired day remain", n)
+	}
+	// A's tuples of that day are now outside the window; those within it
+	// never met an upload.
+	tuples := a.Log().Tuples(0, enid.IntervalOf(w.now)+1)
+	if e, err := c.CheckExposure(ctx, tuples); err != nil || e.Exposed {
+		t.Fatalf("after retention: %+v, %v", e, err)
+	}
+	w.restart()
+	if e, err := w.client().CheckExposure(ctx, tuples); err != nil || e.Exposed {
+		t.Fatalf("after retention and a restart: %+v, %v", e, err)
+	}
+}
