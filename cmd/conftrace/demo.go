@@ -2,12 +2,164 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conftrace/conftrace/atomicfile"
+	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/internal/population"
+	"github.com/conftrace/conftrace/internal/service"
+	teesim "github.com/conftrace/conftrace/internal/tee/sim"
+	"github.com/conftrace/conftrace/policy"
 )
 
-// runDemo will run the whole system on a simulated population. Until the
-// backend and the simulator land it says so and fails, so that nobody
-// mistakes silence for a result.
+// runDemo runs the whole system on a simulated population: a real backend
+// (simulated TEE, SQLite in a temporary directory) on loopback, whose clock
+// follows the simulation, driven by simulated phones and a health authority
+// through the client SDK over Oblivious HTTP.
 func runDemo(ctx context.Context, cio cmdIO, args []string) error {
-	return errors.New("the demo arrives with the backend and simulator (issues 3 and 4); today conftrace ships the protocol core: try \"conftrace enid derive --help\" or \"go test ./...\"")
+	fs := newFlags(cio, "demo", "demo [--people N] [--days N] [--seed N] [--json] [--out DIR]\n\n"+
+		"Runs the whole system on a simulated population and reports what it did beside\n"+
+		"the ground truth. Fails if any exposure answer differs from the protocol's.")
+	people := fs.Int("people", 2000, "the population `size`")
+	days := fs.Int("days", 21, "the simulated `days`")
+	seed := fs.Uint64("seed", 1, "the random `seed`; the same seed gives the same summary (apart from timing)")
+	adoption := fs.Float64("adoption", 0.6, "the `fraction` of people running the app")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	out := fs.String("out", "", "write summary.json and report.html to this `directory`")
+	server := fs.String("server", "", "drive an already running backend at this `URL` (not supported yet)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *server != "":
+		return usagef("--server is not supported yet: the demo needs to move the backend's clock with the simulation")
+	case *people < 2 || *people > 1_000_000:
+		return usagef("--people %d: want 2 to 1000000", *people)
+	case *days < 1 || *days > 365:
+		return usagef("--days %d: want 1 to 365", *days)
+	case *adoption <= 0 || *adoption > 1:
+		return usagef("--adoption %v: want more than 0, at most 1", *adoption)
+	}
+	s, err := demo(ctx, population.Config{People: *people, Days: *days, Seed: *seed, Adoption: *adoption}, progressBar(cio.stderr))
+	if err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := writeDemoOutput(*out, s); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(s, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cio.stdout, "%s\n", b)
+	} else {
+		population.WriteTable(cio.stdout, s)
+		if *out != "" {
+			fmt.Fprintf(cio.stdout, "\nreport: %s\n", filepath.Join(*out, "report.html"))
+		}
+	}
+	if err := s.Check(); err != nil {
+		fmt.Fprintf(cio.stderr, "\n!!! PROTOCOL MISMATCH: %d missed and %d false notifications. The backend did not answer as the protocol requires. This is a bug. !!!\n\n", s.MissedNotifications, s.FalseNotifications)
+		return err
+	}
+	return nil
+}
+
+// demo starts a backend on loopback and runs the simulation against it.
+func demo(ctx context.Context, cfg population.Config, progress func(day, days int)) (*population.Summary, error) {
+	dir, err := os.MkdirTemp("", "conftrace-demo-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	lab, err := authority.GenerateKey("demo-lab")
+	if err != nil {
+		return nil, err
+	}
+	pol := policy.Default()
+	pol.Authorities = []policy.Authority{{Name: lab.Name, PublicKey: lab.PublicKey()}}
+	tee, err := teesim.New(teesim.Options{})
+	if err != nil {
+		return nil, err
+	}
+	var (
+		mu  sync.Mutex
+		now = population.DefaultStart
+	)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := service.Open(ctx, service.Config{DataDir: filepath.Join(dir, "data"), Policy: pol, TEE: tee, Logger: quiet, Now: clock})
+	if err != nil {
+		return nil, err
+	}
+	defer svc.Close()
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: svc.Handler, ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	wg.Go(func() { hs.Serve(ln) })
+	defer func() { hs.Close(); wg.Wait() }()
+
+	cfg.Server = "http://" + ln.Addr().String()
+	cfg.Expectations = attest.Expectations{Measurements: [][]byte{tee.Measurement()}, AllowSimulated: true}
+	cfg.Authority = lab
+	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	cfg.Daily = svc.Enclave.Expire
+	cfg.Progress = progress
+	return population.Run(ctx, cfg)
+}
+
+// progressBar draws the simulated days on w when w is a terminal, and
+// nothing otherwise.
+func progressBar(w io.Writer) func(day, days int) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	return func(day, days int) {
+		const width = 30
+		n := day * width / days
+		fmt.Fprintf(w, "\rsimulating [%s%s] day %d/%d", strings.Repeat("#", n), strings.Repeat(".", width-n), day, days)
+		if day == days {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+func writeDemoOutput(dir string, s *population.Summary) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	var html strings.Builder
+	if err := population.WriteHTML(&html, s); err != nil {
+		return err
+	}
+	return errors.Join(
+		atomicfile.Write(filepath.Join(dir, "summary.json"), append(b, '\n'), 0o644),
+		atomicfile.Write(filepath.Join(dir, "report.html"), []byte(html.String()), 0o644),
+	)
 }

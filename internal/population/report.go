@@ -1,0 +1,175 @@
+package population
+
+import (
+	"fmt"
+	"html"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteTable writes the summary as a plain-text table.
+func WriteTable(w io.Writer, s *Summary) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	exact := "YES: every exposure answer was exactly what the protocol requires"
+	if !s.ProtocolExact {
+		exact = "NO: THE BACKEND'S ANSWERS DIFFER FROM THE PROTOCOL'S"
+	}
+	rows := [][2]string{
+		{"population", fmt.Sprintf("%d people, %d with the app, %d days, seed %d", s.People, s.AppUsers, s.Days, s.Seed)},
+		{"infections", fmt.Sprint(s.Infections)},
+		{"tests (positive)", fmt.Sprintf("%d (%d)", s.Tests, s.PositiveTests)},
+		{"uploads", fmt.Sprint(s.Uploads)},
+		{"exposure checks", fmt.Sprint(s.Checks)},
+		{"", ""},
+		{"protocol exact", exact},
+		{"notified devices", fmt.Sprintf("%d (protocol says %d)", s.Notified, s.ShouldBeNotified)},
+		{"missed / false answers", fmt.Sprintf("%d / %d", s.MissedNotifications, s.FalseNotifications)},
+		{"", ""},
+		{"true close contacts", fmt.Sprintf("%d of uploading cases (%d with the app)", s.TrueContacts, s.TrueContactsWithApp)},
+		{"epi recall", fmt.Sprintf("%.1f%% of all, %.1f%% of app users", 100*s.EpiRecall, 100*s.EpiRecallAppUsers)},
+		{"epi precision", fmt.Sprintf("%.1f%%", 100*s.EpiPrecision)},
+		{"test to notification", fmt.Sprintf("median %.0f days", s.MedianDelayDays)},
+		{"", ""},
+		{"bytes/device/day", fmt.Sprintf("%.0f (GAEN-style: %.0f)", s.BytesPerDeviceDay, s.GAENBytesPerDeviceDay)},
+		{"requests", fmt.Sprint(s.Requests)},
+		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (client-side, loopback)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms)},
+		{"wall time", fmt.Sprintf("%.1f s", s.Timing.TotalSeconds)},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	return tw.Flush()
+}
+
+// WriteHTML writes a self-contained report page with SVG charts.
+func WriteHTML(w io.Writer, s *Summary) error {
+	var b strings.Builder
+	b.WriteString(`<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>conftrace demo</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #ddd}
+.ok{color:#070;font-weight:bold}.bad{color:#b00;font-weight:bold}svg{display:block;margin:1rem 0}
+.note{color:#555;font-size:13px}</style></head><body>
+<h1>conftrace demo</h1>`)
+	if s.ProtocolExact {
+		b.WriteString(`<p class="ok">Protocol exact: every exposure answer was what the protocol requires (0 missed, 0 false).</p>`)
+	} else {
+		fmt.Fprintf(&b, `<p class="bad">PROTOCOL MISMATCH: %d missed and %d false answers.</p>`, s.MissedNotifications, s.FalseNotifications)
+	}
+	b.WriteString("<table>")
+	var tbl strings.Builder
+	WriteTable(&tbl, s)
+	for _, line := range strings.Split(strings.TrimRight(tbl.String(), "\n"), "\n") {
+		k, v, _ := strings.Cut(line, "  ")
+		fmt.Fprintf(&b, "<tr><td>%s</td><td>%s</td></tr>", html.EscapeString(strings.TrimSpace(k)), html.EscapeString(strings.TrimSpace(v)))
+	}
+	b.WriteString("</table>")
+
+	series := []struct {
+		name, color string
+		v           func(Day) int
+	}{
+		{"infections", "#d62728", func(d Day) int { return d.Infections }},
+		{"tests", "#1f77b4", func(d Day) int { return d.Tests }},
+		{"uploads", "#ff7f0e", func(d Day) int { return d.Uploads }},
+		{"newly notified", "#2ca02c", func(d Day) int { return d.NewlyNotified }},
+	}
+	b.WriteString("<h2>Per day</h2>")
+	lineChart(&b, s.Daily, series)
+	b.WriteString("<h2>Test to notification</h2>")
+	labels := make([]string, len(s.NotificationDelayDays))
+	for i := range labels {
+		labels[i] = fmt.Sprintf("%d d", i)
+	}
+	barChart(&b, labels, toFloat(s.NotificationDelayDays), "#2ca02c")
+	b.WriteString(`<p class="note">Devices by days from the test of the case that exposed them to their first notification.</p>`)
+	b.WriteString("<h2>Bandwidth per device and day</h2>")
+	barChart(&b, []string{"conftrace", "GAEN-style"}, []float64{s.BytesPerDeviceDay, s.GAENBytesPerDeviceDay}, "#1f77b4")
+	b.WriteString("<h2>Definitions</h2><dl>")
+	for _, k := range sortedKeys(s.Definitions) {
+		fmt.Fprintf(&b, "<dt><code>%s</code></dt><dd>%s</dd>", html.EscapeString(k), html.EscapeString(s.Definitions[k]))
+	}
+	b.WriteString("</dl></body></html>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+const chartW, chartH, pad = 720, 260, 40
+
+func lineChart(b *strings.Builder, days []Day, series []struct {
+	name, color string
+	v           func(Day) int
+}) {
+	top := 1
+	for _, d := range days {
+		for _, s := range series {
+			top = max(top, s.v(d))
+		}
+	}
+	n := max(1, len(days)-1)
+	x := func(i int) float64 { return pad + float64(i)*float64(chartW-2*pad)/float64(n) }
+	y := func(v int) float64 { return chartH - pad - float64(v)*float64(chartH-2*pad)/float64(top) }
+	fmt.Fprintf(b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img">`, chartW, chartH+20*len(series), chartW, chartH+20*len(series))
+	axes(b, fmt.Sprint(top))
+	for i, d := range days {
+		if i%7 == 0 {
+			fmt.Fprintf(b, `<text x="%.0f" y="%d" font-size="11" text-anchor="middle">%s</text>`, x(i), chartH-pad+15, d.Date)
+		}
+	}
+	for k, s := range series {
+		var pts []string
+		for i, d := range days {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(i), y(s.v(d))))
+		}
+		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, s.color, strings.Join(pts, " "))
+		ly := chartH + 20*k
+		fmt.Fprintf(b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d" font-size="13">%s</text>`, pad, ly, s.color, pad+18, ly+11, s.name)
+	}
+	b.WriteString("</svg>")
+}
+
+func barChart(b *strings.Builder, labels []string, vals []float64, color string) {
+	top := 1.0
+	for _, v := range vals {
+		top = max(top, v)
+	}
+	fmt.Fprintf(b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img">`, chartW, chartH, chartW, chartH)
+	axes(b, fmt.Sprintf("%.0f", top))
+	if len(vals) == 0 {
+		fmt.Fprintf(b, `<text x="%d" y="%d">no data</text></svg>`, chartW/2, chartH/2)
+		return
+	}
+	slot := float64(chartW-2*pad) / float64(len(vals))
+	for i, v := range vals {
+		h := v * float64(chartH-2*pad) / top
+		x := pad + float64(i)*slot
+		fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s: %.0f</title></rect>`, x+slot*0.1, chartH-pad-h, slot*0.8, h, color, html.EscapeString(labels[i]), v)
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" font-size="11" text-anchor="middle">%s</text>`, x+slot/2, chartH-pad+15, html.EscapeString(labels[i]))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle">%.0f</text>`, x+slot/2, chartH-pad-h-4, v)
+	}
+	b.WriteString("</svg>")
+}
+
+func axes(b *strings.Builder, top string) {
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, pad, chartH-pad, chartW-pad, chartH-pad)
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, pad, pad, pad, chartH-pad)
+	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11" text-anchor="end">%s</text><text x="%d" y="%d" font-size="11" text-anchor="end">0</text>`, pad-4, pad+4, top, pad-4, chartH-pad)
+}
+
+func toFloat(v []int) []float64 {
+	f := make([]float64, len(v))
+	for i, x := range v {
+		f[i] = float64(x)
+	}
+	return f
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
