@@ -39,6 +39,9 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 func commands() map[string]command {
 	return map[string]command{
+		"bench": {summary: "benchmarks", sub: map[string]command{
+			"gps": {summary: "GPS index against brute force on synthetic city traces", run: runBenchGPS},
+		}},
 		"demo":   {summary: "run the whole system on a simulated population", run: runDemo},
 		"serve":  {summary: "run the backend", run: runServe},
 		"relay":  {summary: "run an Oblivious HTTP relay in front of a backend", run: runRelay},

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestBenchGPS(t *testing.T) {
+	var out, errOut bytes.Buffer
+	cio := cmdIO{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut}
+	err := runBenchGPS(context.Background(), cio, []string{"--sizes", "2e3,3e4", "--checks", "4", "--brute-max", "2e3", "--brute-checks", "2"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) < 3 || !strings.Contains(lines[0], "index checks/s") || !strings.Contains(lines[0], "brute-force checks/s") {
+		t.Fatalf("no table header:\n%s", out.String())
+	}
+	small, large := strings.Fields(lines[1]), strings.Fields(lines[2])
+	if small[0] != "2e+03" || large[0] != "3e+04" {
+		t.Errorf("rows are not the sizes asked for:\n%s", out.String())
+	}
+	// The brute force is timed up to --brute-max and not beyond.
+	if small[4] == "—" || large[4] != "—" {
+		t.Errorf("brute-force column: %q at 2e3, %q at 3e4", small[4], large[4])
+	}
+}
+
+func TestBenchGPSUsage(t *testing.T) {
+	for _, args := range [][]string{{"--sizes", "lots"}, {"--sizes", "5"}, {"--checks", "0"}, {"extra"}} {
+		var out bytes.Buffer
+		err := runBenchGPS(context.Background(), cmdIO{stdout: &out, stderr: &out}, args)
+		if _, ok := err.(usageError); !ok {
+			t.Errorf("%q: error %v, want a usage error", args, err)
+		}
+	}
+}

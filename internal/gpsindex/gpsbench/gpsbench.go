@@ -1,0 +1,341 @@
+// Package gpsbench measures the GPS index on synthetic but realistic
+// traces: the numbers behind "conftrace bench gps" and the gpsindex
+// benchmarks.
+//
+// The synthetic city is 6 km across. Everyone lives somewhere in it, works
+// in one of 300 workplaces clustered in a 2 km centre (so that at the
+// national scale, thousands of patients a day, dozens share a building),
+// sometimes stops at one of 200 shops on the way home, and travels on
+// foot, by bicycle or by car in straight lines. Fixes carry 4 m of GPS
+// noise. Patients' traces are sampled every minute for a whole day;
+// devices' traces every 5 minutes for 14 days (4,032 points). The indexed
+// points are spread evenly over 14 days, and each day is added in one
+// call, as the backend does when it loads its sealed days at start-up.
+package gpsbench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/gpsindex"
+)
+
+// Epoch is the start of the first synthetic day: 2024-03-01T00:00:00Z.
+const Epoch = 1_709_251_200
+
+// Days is the number of days the synthetic data spans.
+const Days = 14
+
+// Sampling of the synthetic traces.
+const (
+	PatientStep = 60  // seconds
+	DeviceStep  = 300 // seconds
+	// DevicePoints is the length of a device trace: 14 days every 5 minutes.
+	DevicePoints = Days * 86400 / DeviceStep
+	patientDay   = 86400 / PatientStep
+)
+
+const (
+	cityHalf   = 3000.0 // metres
+	centreHalf = 1000.0
+	workplaces = 300
+	shops      = 200
+	building   = 20.0 // half-width of a workplace, metres
+	gpsNoise   = 4.0  // metres, standard deviation per axis
+	lat0, lon0 = 46.52, 6.63
+	mPerDegLat = 111_195.08
+)
+
+// City is the synthetic population.
+type City struct {
+	seed   uint64
+	places [workplaces + shops][2]float64 // east, north in metres
+}
+
+// NewCity returns the city of a seed.
+func NewCity(seed uint64) *City {
+	c := &City{seed: seed}
+	r := rand.New(rand.NewPCG(seed, 0))
+	for i := range c.places {
+		h := centreHalf
+		if i >= workplaces {
+			h = cityHalf
+		}
+		c.places[i] = [2]float64{(r.Float64()*2 - 1) * h, (r.Float64()*2 - 1) * h}
+	}
+	return c
+}
+
+// person is where someone spends their days.
+type person struct {
+	home, work, shop [2]float64
+	speed            float64 // metres per second
+}
+
+func (c *City) person(id uint64) person {
+	r := rand.New(rand.NewPCG(c.seed, id+1))
+	w := c.places[r.IntN(workplaces)]
+	return person{
+		home:  [2]float64{(r.Float64()*2 - 1) * cityHalf, (r.Float64()*2 - 1) * cityHalf},
+		work:  [2]float64{w[0] + (r.Float64()*2-1)*building, w[1] + (r.Float64()*2-1)*building},
+		shop:  c.places[workplaces+r.IntN(shops)],
+		speed: []float64{1.4, 4, 10}[r.IntN(3)],
+	}
+}
+
+// leg is a part of a day: from a to b between times t0 and t1 (seconds of
+// the day); a == b when staying.
+type leg struct {
+	t0, t1 float64
+	a, b   [2]float64
+}
+
+// day appends p's fixes on day d, every step seconds, to tr.
+func (c *City) day(tr gps.Trace, p person, r *rand.Rand, d int, step int) gps.Trace {
+	var legs []leg
+	t := 7*3600 + r.Float64()*2*3600
+	legs = append(legs, leg{0, t, p.home, p.home})
+	move := func(to [2]float64, stay float64) {
+		from := legs[len(legs)-1].b
+		dt := math.Hypot(to[0]-from[0], to[1]-from[1]) / p.speed
+		legs = append(legs, leg{t, t + dt, from, to}, leg{t + dt, t + dt + stay, to, to})
+		t += dt + stay
+	}
+	move(p.work, 8*3600+r.Float64()*2*3600)
+	if r.IntN(2) == 0 {
+		move(p.shop, 1200+r.Float64()*2400)
+	}
+	move(p.home, 0)
+	legs[len(legs)-1].t1 = 86400
+	k := 0
+	for s := 0; s < 86400; s += step {
+		for k < len(legs)-1 && float64(s) >= legs[k].t1 {
+			k++
+		}
+		l := legs[k]
+		f := 0.0
+		if l.t1 > l.t0 {
+			f = min(max((float64(s)-l.t0)/(l.t1-l.t0), 0), 1)
+		}
+		e := l.a[0] + f*(l.b[0]-l.a[0]) + r.NormFloat64()*gpsNoise
+		n := l.a[1] + f*(l.b[1]-l.a[1]) + r.NormFloat64()*gpsNoise
+		lat := lat0 + n/mPerDegLat
+		pos := gps.Point{Lat: lat, Lon: lon0 + e/(mPerDegLat*math.Cos(lat0*math.Pi/180))}.Position()
+		tr = append(tr, gps.Point{
+			Time: Epoch + int64(d)*86400 + int64(s),
+			Lat:  float64(pos.Lat) / 1e7,
+			Lon:  float64(pos.Lon) / 1e7,
+		})
+	}
+	return tr
+}
+
+// PatientDay returns patient i's trace on day d: one fix a minute.
+func (c *City) PatientDay(d, i int) gps.Trace {
+	id := uint64(d)<<32 | uint64(i)
+	r := rand.New(rand.NewPCG(c.seed^0x9a7, id))
+	return c.day(make(gps.Trace, 0, patientDay), c.person(id), r, d, PatientStep)
+}
+
+// Device returns device i's trace: 14 days, one fix every 5 minutes.
+func (c *City) Device(i int) gps.Trace {
+	id := uint64(1)<<63 | uint64(i)
+	p := c.person(id)
+	r := rand.New(rand.NewPCG(c.seed^0xde5, id))
+	tr := make(gps.Trace, 0, DevicePoints)
+	for d := range Days {
+		tr = c.day(tr, p, r, d, DeviceStep)
+	}
+	return tr
+}
+
+// Infected returns the traces of day d that make up n indexed points over
+// 14 days, concatenated in time order of each patient (the index does not
+// need the whole in order); the last patient of a day may be cut short.
+func (c *City) Infected(d, n int) gps.Trace {
+	perDay := n / Days
+	if d < n%Days {
+		perDay++
+	}
+	tr := make(gps.Trace, 0, perDay)
+	for i := 0; len(tr) < perDay; i++ {
+		pd := c.PatientDay(d, i)
+		tr = append(tr, pd[:min(len(pd), perDay-len(tr))]...)
+	}
+	return tr
+}
+
+// Build makes an index of n points of the city for p, one Add per day.
+func (c *City) Build(ctx context.Context, n int, p gps.Params) (*gpsindex.Index, error) {
+	x, err := gpsindex.New(p)
+	if err != nil {
+		return nil, err
+	}
+	for d := range Days {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := x.Add(gpsindex.DayOf(Epoch+int64(d)*86400), c.Infected(d, n)); err != nil {
+			return nil, err
+		}
+	}
+	return x, nil
+}
+
+// Config is what Run measures.
+type Config struct {
+	// Points is the number of indexed points.
+	Points int
+	// Checks is the number of device checks timed on the index; at least
+	// one per worker.
+	Checks int
+	// BruteForceMax is the largest number of points at which the brute
+	// force is timed too (it takes about 4 s a check at 10^6).
+	BruteForceMax int
+	// BruteForceChecks is the number of brute-force checks timed.
+	BruteForceChecks int
+	// Seed makes the city.
+	Seed uint64
+	// Params are the matching parameters; zero means gps.DefaultParams.
+	Params gps.Params
+}
+
+// Result is one row of measurements.
+type Result struct {
+	// Points is the number of indexed points.
+	Points int
+	// HeapBytesPerPoint is the growth of the Go heap over the build,
+	// divided by Points: what the index really costs.
+	HeapBytesPerPoint float64
+	// BytesPerPoint is the index's own account of its arrays.
+	BytesPerPoint float64
+	// Build is the time to build the index (including generating the
+	// synthetic traces).
+	Build time.Duration
+	// IndexRate is device checks (Query, Episodes, Exposed) a second, on
+	// all CPUs.
+	IndexRate float64
+	// BruteRate is brute-force checks a second on all CPUs; 0 when not
+	// measured.
+	BruteRate float64
+	// Exposed is the fraction of the checked devices found exposed, to
+	// show the data is not trivially empty.
+	Exposed float64
+	// Workers is the number of goroutines that ran checks.
+	Workers int
+}
+
+// devicePool is how many distinct device traces the checks cycle through.
+const devicePool = 64
+
+// Run builds an index of cfg.Points points and measures it, and the brute
+// force if cfg.Points <= cfg.BruteForceMax, in this one run.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	p := cfg.Params
+	if p == (gps.Params{}) {
+		p = gps.DefaultParams()
+	}
+	if cfg.Points < Days {
+		return Result{}, fmt.Errorf("gpsbench: %d points, want at least %d", cfg.Points, Days)
+	}
+	c := NewCity(cfg.Seed)
+	devices := make([]gps.Trace, devicePool)
+	for i := range devices {
+		devices[i] = c.Device(i)
+	}
+	workers := runtime.GOMAXPROCS(0)
+	res := Result{Points: cfg.Points, Workers: workers}
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	x, err := c.Build(ctx, cfg.Points, p)
+	if err != nil {
+		return Result{}, err
+	}
+	res.Build = time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	res.HeapBytesPerPoint = (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(cfg.Points)
+	st := x.Stats()
+	res.BytesPerPoint = float64(st.Bytes) / float64(st.Points)
+
+	var exposed atomic.Int64
+	check := func(i int) error {
+		m, err := x.Query(devices[i%devicePool], p)
+		if err != nil {
+			return err
+		}
+		if gps.Exposed(gps.Episodes(devices[i%devicePool], m, p), p) {
+			exposed.Add(1)
+		}
+		return nil
+	}
+	checks := max(cfg.Checks, workers)
+	elapsed, err := parallel(ctx, workers, checks, check)
+	if err != nil {
+		return Result{}, err
+	}
+	res.IndexRate = float64(checks) / elapsed.Seconds()
+	res.Exposed = float64(exposed.Load()) / float64(checks)
+
+	if cfg.Points <= cfg.BruteForceMax {
+		var infected []gps.Trace
+		for d := range Days {
+			infected = append(infected, c.Infected(d, cfg.Points))
+		}
+		n := max(cfg.BruteForceChecks, workers)
+		elapsed, err := parallel(ctx, workers, n, func(i int) error {
+			m := gps.BruteForceMatches(devices[i%devicePool], infected, p)
+			gps.Exposed(gps.Episodes(devices[i%devicePool], m, p), p)
+			return nil
+		})
+		if err != nil {
+			return Result{}, err
+		}
+		res.BruteRate = float64(n) / elapsed.Seconds()
+	}
+	runtime.KeepAlive(x)
+	return res, nil
+}
+
+// parallel runs f(0..n-1) on workers goroutines and returns the time taken.
+func parallel(ctx context.Context, workers, n int, f func(int) error) (time.Duration, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	start := time.Now()
+	for w := range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	for _, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return elapsed, nil
+}
