@@ -37,6 +37,8 @@ const (
 	PathPollResult    = "/v1/results/poll"
 	PathUpload        = "/v1/uploads"
 	PathCheckExposure = "/v1/exposure"
+	PathSubmitTrace   = "/v1/authority/traces"
+	PathCheckTrace    = "/v1/gps/check"
 	// PathDecoy is answered and discarded; see DecoyRequest.
 	PathDecoy = "/v1/decoy"
 )
@@ -180,6 +182,66 @@ type ExposureDay struct {
 	MinAttenuation int `json:"min_attenuation_db"`
 	// Exposed is true when WeightedMinutes reaches the policy's threshold.
 	Exposed bool `json:"exposed"`
+}
+
+// SignedTrace is a health authority's upload of an infected patient's GPS
+// trace, sent to PathSubmitTrace.
+type SignedTrace struct {
+	Authority string `json:"authority"`
+	// Trace is the trace in package gps's binary form.
+	Trace []byte `json:"trace"`
+	// IssuedAt is when the authority signed, Unix seconds.
+	IssuedAt int64 `json:"issued_at"`
+	// Nonce makes every statement unique, so a replay is recognisable.
+	Nonce []byte `json:"nonce"`
+	// Signature is the authority's Ed25519 signature over SignedBytes.
+	Signature []byte `json:"signature"`
+}
+
+// SignedBytes returns the bytes the authority signs.
+func (t SignedTrace) SignedBytes() []byte {
+	b := []byte("conftrace signed trace v1\x00")
+	b = binary.BigEndian.AppendUint32(b, uint32(len(t.Authority)))
+	b = append(b, t.Authority...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(t.Trace)))
+	b = append(b, t.Trace...)
+	b = binary.BigEndian.AppendUint64(b, uint64(t.IssuedAt))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(t.Nonce)))
+	return append(b, t.Nonce...)
+}
+
+// SubmitTraceResponse acknowledges a durable trace upload.
+type SubmitTraceResponse struct {
+	Points int `json:"points"`
+}
+
+// TraceCheckRequest carries a device's own trace, in package gps's binary
+// form. The backend never stores it.
+type TraceCheckRequest struct {
+	Trace []byte `json:"trace"`
+}
+
+// MaxEpisodes is the most episodes a trace check answer lists.
+const MaxEpisodes = 64
+
+// TraceCheckResponse answers a trace check. Its padded size does not
+// depend on the answer.
+type TraceCheckResponse struct {
+	Exposed bool `json:"exposed"`
+	// Episodes lists the first MaxEpisodes episodes, in time order.
+	Episodes []TraceEpisode `json:"episodes"`
+	// Truncated is true when there were more episodes than listed.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// TraceEpisode is a stretch of time the device spent near infected people.
+type TraceEpisode struct {
+	// Start and End are Unix seconds.
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+	// ClosestMeters is the smallest distance to an infected person's fix.
+	ClosestMeters float64 `json:"closest_m"`
+	Minutes       float64 `json:"minutes"`
 }
 
 // DecoyRequest is a request that the backend answers and forgets. A client

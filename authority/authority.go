@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/gps"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -107,6 +108,22 @@ func ParsePublicKeyPEM(b []byte) (name string, pub ed25519.PublicKey, err error)
 		return "", nil, fmt.Errorf("authority: public key is %T, want Ed25519", k)
 	}
 	return blk.Headers[nameHeader], pub, nil
+}
+
+// SignTrace signs an infected patient's GPS trace for upload. now is the
+// signing time the backend checks for freshness.
+func (k *Key) SignTrace(tr gps.Trace, now time.Time) (api.SignedTrace, error) {
+	wire, err := tr.MarshalBinary()
+	if err != nil {
+		return api.SignedTrace{}, fmt.Errorf("authority: %w", err)
+	}
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
+		return api.SignedTrace{}, fmt.Errorf("authority: nonce: %w", err)
+	}
+	t := api.SignedTrace{Authority: k.Name, Trace: wire, IssuedAt: now.Unix(), Nonce: nonce}
+	t.Signature = ed25519.Sign(k.priv, t.SignedBytes())
+	return t, nil
 }
 
 // SignResult signs a test result for the given test code. symptomOnset may

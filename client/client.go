@@ -45,6 +45,7 @@ import (
 	"github.com/conftrace/conftrace/attest/tdx"
 	"github.com/conftrace/conftrace/bhttp"
 	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/gps"
 	"github.com/conftrace/conftrace/ohttp"
 	"github.com/conftrace/conftrace/policy"
 )
@@ -218,6 +219,29 @@ func (c *Client) CheckExposure(ctx context.Context, tuples []contactlog.Tuple) (
 	}
 	var resp api.ExposureResponse
 	err = c.call(ctx, api.PathCheckExposure, api.ExposureRequest{Tuples: batch}, &resp)
+	return resp, err
+}
+
+// SubmitTrace sends a health authority's signed GPS trace of an infected
+// patient and returns how many points the backend stored.
+func (c *Client) SubmitTrace(ctx context.Context, t api.SignedTrace) (int, error) {
+	var resp api.SubmitTraceResponse
+	if err := c.call(ctx, api.PathSubmitTrace, t, &resp); err != nil {
+		return 0, err
+	}
+	return resp.Points, nil
+}
+
+// CheckTrace sends the device's own GPS trace and returns whether, and
+// when, it came within the policy's thresholds of an infected patient. The
+// backend does not keep the trace.
+func (c *Client) CheckTrace(ctx context.Context, tr gps.Trace) (api.TraceCheckResponse, error) {
+	wire, err := tr.MarshalBinary()
+	if err != nil {
+		return api.TraceCheckResponse{}, fmt.Errorf("client: %w", err)
+	}
+	var resp api.TraceCheckResponse
+	err = c.call(ctx, api.PathCheckTrace, api.TraceCheckRequest{Trace: wire}, &resp)
 	return resp, err
 }
 

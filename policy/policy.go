@@ -28,6 +28,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/conftrace/conftrace/gps"
 )
 
 // Version is the policy format this package reads and writes.
@@ -49,6 +51,42 @@ type Policy struct {
 	Risk Risk `json:"risk"`
 	// Limits bound what one request may carry.
 	Limits Limits `json:"limits"`
+	// GPS holds the thresholds of GPS trace matching.
+	GPS GPS `json:"gps"`
+}
+
+// GPS holds the thresholds of GPS trace matching (see package gps for the
+// exact rule and why the defaults are what they are), in integers so that
+// the policy has one canonical form.
+type GPS struct {
+	// DistanceMeters is the largest great-circle distance at which two
+	// fixes count as together.
+	DistanceMeters int `json:"distance_meters"`
+	// TimeToleranceSeconds is the largest time difference at which two
+	// fixes count as simultaneous.
+	TimeToleranceSeconds int `json:"time_tolerance_seconds"`
+	// MinimumMinutes is how many minutes of episodes within 24 hours make
+	// an exposure.
+	MinimumMinutes int `json:"minimum_minutes"`
+	// MaxGapSeconds is the longest gap between matched fixes inside one
+	// episode.
+	MaxGapSeconds int `json:"max_gap_seconds"`
+	// MaxTracePoints bounds a trace, a patient's or a device's.
+	MaxTracePoints int `json:"max_trace_points"`
+}
+
+// MaxTracePointsPerRequest is the most points one trace can carry within
+// the largest padded message, at the worst case of the binary trace form.
+const MaxTracePointsPerRequest = 60_000
+
+// Params returns the thresholds as package gps takes them.
+func (g GPS) Params() gps.Params {
+	return gps.Params{
+		DistanceMeters: float64(g.DistanceMeters),
+		TimeTolerance:  time.Duration(g.TimeToleranceSeconds) * time.Second,
+		MinMinutes:     float64(g.MinimumMinutes),
+		MaxGap:         time.Duration(g.MaxGapSeconds) * time.Second,
+	}
 }
 
 // Authority is a health authority allowed to declare tests positive.
@@ -116,6 +154,21 @@ func Default() Policy {
 			MaxCheckTuples:  16_000,
 			MaxTupleMinutes: 10,
 		},
+		GPS: defaultGPS(),
+	}
+}
+
+// defaultGPS mirrors gps.DefaultParams: 10 m, 5 minutes, 15 minutes in 24
+// hours, 10-minute gaps; traces of up to 50,000 fixes (14 days at one fix
+// every 25 seconds).
+func defaultGPS() GPS {
+	d := gps.DefaultParams()
+	return GPS{
+		DistanceMeters:       int(d.DistanceMeters),
+		TimeToleranceSeconds: int(d.TimeTolerance / time.Second),
+		MinimumMinutes:       int(d.MinMinutes),
+		MaxGapSeconds:        int(d.MaxGap / time.Second),
+		MaxTracePoints:       50_000,
 	}
 }
 
@@ -218,6 +271,15 @@ func (p Policy) Validate() error {
 	}
 	if l.MaxTupleMinutes < 1 || l.MaxTupleMinutes > 60 {
 		return invalidf("limits: max_tuple_minutes %d outside 1..60", l.MaxTupleMinutes)
+	}
+	if err := p.GPS.Params().Validate(); err != nil {
+		return invalidf("gps: %v", err)
+	}
+	if p.GPS.MinimumMinutes < 1 {
+		return invalidf("gps: minimum_minutes %d, want at least 1", p.GPS.MinimumMinutes)
+	}
+	if p.GPS.MaxTracePoints < 1 || p.GPS.MaxTracePoints > MaxTracePointsPerRequest {
+		return invalidf("gps: max_trace_points %d outside 1..%d", p.GPS.MaxTracePoints, MaxTracePointsPerRequest)
 	}
 	return nil
 }

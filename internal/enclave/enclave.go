@@ -41,6 +41,7 @@ import (
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/gpsindex"
 	"github.com/conftrace/conftrace/internal/matchindex"
 	"github.com/conftrace/conftrace/internal/seal"
 	"github.com/conftrace/conftrace/internal/store"
@@ -81,6 +82,7 @@ type Enclave struct {
 	keys   *seal.Keyring
 	macKey []byte
 	index  matchindex.Index
+	gps    *gpsindex.Index
 	now    func() time.Time
 	log    *slog.Logger
 
@@ -104,6 +106,11 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if e.index == nil {
 		e.index = matchindex.NewCompact()
 	}
+	gi, err := gpsindex.New(cfg.Policy.GPS.Params())
+	if err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
+	e.gps = gi
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -130,6 +137,9 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	}
 	if err := e.rebuildIndex(ctx); err != nil {
 		return nil, err
+	}
+	if err := e.rebuildGPS(ctx); err != nil {
+		return nil, fmt.Errorf("enclave: rebuilding GPS index: %w", err)
 	}
 	return e, nil
 }
@@ -244,11 +254,12 @@ func (e *Enclave) Expire(ctx context.Context) error {
 		}
 		e.keys.Forget(seal.Day(d))
 		dropped := e.index.Drop(matchindex.Day(d))
+		dropped += e.gps.Drop(gpsindex.Day(d))
 		n, err := e.store.DeleteDay(ctx, d)
 		if err != nil {
 			return fmt.Errorf("enclave: deleting day %d: %w", d, err)
 		}
-		e.log.Info("day expired", "day", time.Unix(int64(d)*86400, 0).UTC().Format(api.DateLayout), "records", n, "tuples", dropped)
+		e.log.Info("day expired", "day", time.Unix(int64(d)*86400, 0).UTC().Format(api.DateLayout), "records", n, "tuples_and_points", dropped)
 	}
 	for _, d := range e.keys.Days() {
 		if d < first {
@@ -338,16 +349,36 @@ const (
 	maxClockAhead = 5 * time.Minute
 )
 
+// checkStatement verifies that a health authority the policy lists signed
+// a statement, and that it is fresh.
+func (e *Enclave) checkStatement(authority string, signed, signature []byte, issuedAt int64, nonce []byte) error {
+	auth, ok := e.policy.Authority(authority)
+	if !ok {
+		return api.Errorf(api.CodeUnknownAuthority, "authority %q is not in the policy", authority)
+	}
+	if !ed25519.Verify(auth.PublicKey, signed, signature) {
+		return api.Errorf(api.CodeBadSignature, "signature does not verify with %q's key", authority)
+	}
+	if len(nonce) < 16 {
+		return api.Errorf(api.CodeMalformed, "nonce of %d bytes, want at least 16", len(nonce))
+	}
+	now := e.now()
+	issued := time.Unix(issuedAt, 0)
+	if issued.After(now.Add(maxClockAhead)) {
+		return api.Errorf(api.CodeMalformed, "issued_at is %s in the future", issued.Sub(now).Round(time.Second))
+	}
+	if now.Sub(issued) > maxResultAge {
+		return api.Errorf(api.CodeExpired, "statement signed %s ago; the limit is %s", now.Sub(issued).Round(time.Hour), maxResultAge)
+	}
+	return nil
+}
+
 // SubmitResult stores a health authority's signed result. A result for a
 // code that already has one is refused as a replay: a new test gets a new
 // code.
 func (e *Enclave) SubmitResult(ctx context.Context, r api.SignedResult) (api.SubmitResultResponse, error) {
-	auth, ok := e.policy.Authority(r.Authority)
-	if !ok {
-		return api.SubmitResultResponse{}, api.Errorf(api.CodeUnknownAuthority, "authority %q is not in the policy", r.Authority)
-	}
-	if !ed25519.Verify(auth.PublicKey, r.SignedBytes(), r.Signature) {
-		return api.SubmitResultResponse{}, api.Errorf(api.CodeBadSignature, "signature does not verify with %q's key", r.Authority)
+	if err := e.checkStatement(r.Authority, r.SignedBytes(), r.Signature, r.IssuedAt, r.Nonce); err != nil {
+		return api.SubmitResultResponse{}, err
 	}
 	code, err := api.NormalizeTestCode(r.TestCode)
 	if err != nil || code != r.TestCode {
@@ -356,17 +387,7 @@ func (e *Enclave) SubmitResult(ctx context.Context, r api.SignedResult) (api.Sub
 	if r.Result != api.Positive && r.Result != api.Negative {
 		return api.SubmitResultResponse{}, api.Errorf(api.CodeMalformed, "result %q: want positive or negative", r.Result)
 	}
-	if len(r.Nonce) < 16 {
-		return api.SubmitResultResponse{}, api.Errorf(api.CodeMalformed, "nonce of %d bytes, want at least 16", len(r.Nonce))
-	}
 	now := e.now()
-	issued := time.Unix(r.IssuedAt, 0)
-	if issued.After(now.Add(maxClockAhead)) {
-		return api.SubmitResultResponse{}, api.Errorf(api.CodeMalformed, "issued_at is %s in the future", issued.Sub(now).Round(time.Second))
-	}
-	if now.Sub(issued) > maxResultAge {
-		return api.SubmitResultResponse{}, api.Errorf(api.CodeExpired, "statement signed %s ago; the limit is %s", now.Sub(issued).Round(time.Hour), maxResultAge)
-	}
 	testDate, err := time.Parse(api.DateLayout, r.TestDate)
 	if err != nil || testDate.After(now) {
 		return api.SubmitResultResponse{}, api.Errorf(api.CodeMalformed, "test_date %q: want a past YYYY-MM-DD date", r.TestDate)

@@ -36,6 +36,10 @@ type Backend interface {
 	// ExposureResponseBound is an upper bound on the encoded size of any
 	// exposure answer, so that every answer can be padded to one size.
 	ExposureResponseBound() int
+	SubmitTrace(ctx context.Context, t api.SignedTrace) (api.SubmitTraceResponse, error)
+	CheckTrace(ctx context.Context, r api.TraceCheckRequest) (api.TraceCheckResponse, error)
+	// TraceResponseBound bounds the encoded size of any trace check answer.
+	TraceResponseBound() int
 }
 
 // Config wires a Server.
@@ -84,6 +88,8 @@ func New(cfg Config) (*Server, error) {
 		api.PathPollResult:    handle(b.PollResult),
 		api.PathUpload:        handle(b.Upload),
 		api.PathCheckExposure: handle(b.CheckExposure),
+		api.PathSubmitTrace:   handle(b.SubmitTrace),
+		api.PathCheckTrace:    handle(b.CheckTrace),
 		api.PathDecoy: handle(func(context.Context, api.DecoyRequest) (api.DecoyResponse, error) {
 			return api.DecoyResponse{}, nil
 		}),
@@ -183,10 +189,13 @@ func (s *Server) serveInner(ctx context.Context, plain []byte) []byte {
 			status, body = http.StatusNotFound, &api.Error{Code: api.CodeNotFound, Message: "no inner endpoint " + req.Path}
 			break
 		}
-		if req.Path == api.PathCheckExposure || req.Path == api.PathDecoy {
+		switch req.Path {
+		case api.PathCheckExposure, api.PathDecoy:
 			// Exposed or not, every answer pads to the same size; decoys
 			// look like exposure answers.
 			floor = s.backend.ExposureResponseBound()
+		case api.PathCheckTrace:
+			floor = s.backend.TraceResponseBound()
 		}
 		out, err := h(ctx, req.Content)
 		if err != nil {

@@ -26,6 +26,13 @@ func (fakeBackend) CheckExposure(context.Context, api.ExposureRequest) (api.Expo
 	return api.ExposureResponse{Exposed: true}, nil
 }
 func (fakeBackend) ExposureResponseBound() int { return 3000 }
+func (fakeBackend) SubmitTrace(context.Context, api.SignedTrace) (api.SubmitTraceResponse, error) {
+	return api.SubmitTraceResponse{Points: 1}, nil
+}
+func (fakeBackend) CheckTrace(context.Context, api.TraceCheckRequest) (api.TraceCheckResponse, error) {
+	return api.TraceCheckResponse{}, nil
+}
+func (fakeBackend) TraceResponseBound() int { return 9000 }
 
 func newTestServer(t testing.TB) *Server {
 	key, err := ohttp.GenerateKey(1, ohttp.KEMX25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES128GCM})
@@ -62,6 +69,7 @@ func TestServeInner(t *testing.T) {
 	}{
 		{"exposure pads to the bound's class", inner(t, api.PathCheckExposure, `{"tuples":""}`), http.StatusOK, 4096},
 		{"decoy pads like an exposure answer", inner(t, api.PathDecoy, `{"filler":""}`), http.StatusOK, 4096},
+		{"trace check pads to its bound's class", inner(t, api.PathCheckTrace, `{"trace":""}`), http.StatusOK, 16384},
 		{"upload", inner(t, api.PathUpload, `{"authorization":"","tuples":""}`), http.StatusOK, 1024},
 		{"backend refusal", inner(t, api.PathPollResult, `{"secret":""}`), http.StatusBadRequest, 0},
 		{"unknown field", inner(t, api.PathUpload, `{"x":1}`), http.StatusBadRequest, 0},

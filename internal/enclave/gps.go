@@ -1,0 +1,171 @@
+package enclave
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"math"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/gpsindex"
+	"github.com/conftrace/conftrace/internal/seal"
+	"github.com/conftrace/conftrace/internal/store"
+)
+
+// GPS tables of the store.
+const (
+	tableTraces    = "traces"     // patients' trace parts by trace id and day
+	tableTraceSeen = "trace_seen" // hashes of accepted trace statements
+)
+
+// gpsLimits bounds traces as the policy says, against the enclave's clock.
+func (e *Enclave) gpsLimits() gps.Limits {
+	return gps.Limits{MaxPoints: e.policy.GPS.MaxTracePoints, Now: e.now}
+}
+
+// SubmitTrace stores an infected patient's GPS trace that a health
+// authority signed: sealed per day of its fixes, so that each day leaves
+// with the retention window, and indexed once durable.
+func (e *Enclave) SubmitTrace(ctx context.Context, t api.SignedTrace) (api.SubmitTraceResponse, error) {
+	if err := e.checkStatement(t.Authority, t.SignedBytes(), t.Signature, t.IssuedAt, t.Nonce); err != nil {
+		return api.SubmitTraceResponse{}, err
+	}
+	tr, err := gps.ParseBinary(t.Trace, e.gpsLimits())
+	if err != nil {
+		return api.SubmitTraceResponse{}, traceError(err)
+	}
+	if len(tr) == 0 {
+		return api.SubmitTraceResponse{}, api.Errorf(api.CodeMalformed, "an empty trace")
+	}
+	now := e.now()
+	if start := e.policy.WindowStart(now).Unix(); tr[0].Time < start {
+		return api.SubmitTraceResponse{}, api.Errorf(api.CodeOutOfWindow, "the trace begins before the %d-day retention window", e.policy.RetentionDays)
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	seen := sha256.Sum256(t.Signature)
+	var b store.Batch
+	b.MustNotExist(tableTraceSeen, seen[:16])
+	b.Put(tableTraceSeen, seen[:16], store.Day(seal.DayOf(now)), []byte{1})
+	id := make([]byte, 16)
+	rand.Read(id)
+	type part struct {
+		day gpsindex.Day
+		tr  gps.Trace
+	}
+	var parts []part
+	for d, p := range gpsindex.Days(tr) {
+		wire, err := p.MarshalBinary()
+		if err != nil {
+			return api.SubmitTraceResponse{}, e.internal("encoding trace", err)
+		}
+		key := binary.BigEndian.AppendUint32(append([]byte{}, id...), uint32(d))
+		if err := e.sealPutBytes(&b, seal.Day(d), tableTraces, key, wire); err != nil {
+			return api.SubmitTraceResponse{}, e.internal("sealing trace", err)
+		}
+		parts = append(parts, part{d, p})
+	}
+	if err := e.store.Apply(ctx, &b); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return api.SubmitTraceResponse{}, api.Errorf(api.CodeReplayed, "this trace statement was already submitted")
+		}
+		return api.SubmitTraceResponse{}, e.internal("storing trace", err)
+	}
+	for _, p := range parts {
+		if err := e.gps.Add(p.day, p.tr); err != nil {
+			return api.SubmitTraceResponse{}, e.internal("indexing trace", err)
+		}
+	}
+	return api.SubmitTraceResponse{Points: len(tr)}, nil
+}
+
+// CheckTrace answers whether the device's trace came within the policy's
+// distance and time thresholds of an infected patient's, with the
+// episodes. The trace is neither stored nor logged, and is overwritten
+// once answered.
+func (e *Enclave) CheckTrace(ctx context.Context, r api.TraceCheckRequest) (api.TraceCheckResponse, error) {
+	tr, err := gps.ParseBinary(r.Trace, e.gpsLimits())
+	clear(r.Trace)
+	if err != nil {
+		return api.TraceCheckResponse{}, traceError(err)
+	}
+	defer clear(tr)
+	params := e.policy.GPS.Params()
+	matches, err := e.gps.Query(tr, params)
+	if err != nil {
+		return api.TraceCheckResponse{}, e.internal("querying GPS index", err)
+	}
+	eps := gps.Episodes(tr, matches, params)
+	clear(matches)
+	resp := api.TraceCheckResponse{Exposed: gps.Exposed(eps, params), Episodes: []api.TraceEpisode{}}
+	for i, ep := range eps {
+		if i == api.MaxEpisodes {
+			resp.Truncated = true
+			break
+		}
+		resp.Episodes = append(resp.Episodes, api.TraceEpisode{
+			Start:         ep.Start,
+			End:           ep.End,
+			ClosestMeters: math.Round(ep.Closest*10) / 10,
+			Minutes:       math.Round(ep.Minutes*10) / 10,
+		})
+	}
+	clear(eps)
+	return resp, nil
+}
+
+// TraceResponseBound returns the encoded size of the largest trace check
+// answer, so the HTTP layer can pad every answer to it.
+func (e *Enclave) TraceResponseBound() int {
+	resp := api.TraceCheckResponse{Exposed: true, Truncated: true, Episodes: make([]api.TraceEpisode, api.MaxEpisodes)}
+	for i := range resp.Episodes {
+		resp.Episodes[i] = api.TraceEpisode{Start: math.MinInt64, End: math.MinInt64, ClosestMeters: 99999.9, Minutes: 999999.9}
+	}
+	b, _ := json.Marshal(resp)
+	return len(b) + 64
+}
+
+// traceError turns a trace decoding error into the refusal the client sees.
+func traceError(err error) error {
+	switch {
+	case errors.Is(err, gps.ErrTooManyPoints), errors.Is(err, gps.ErrTooLarge):
+		return api.Errorf(api.CodeTooLarge, "trace: %v", err)
+	case errors.Is(err, gps.ErrFuture):
+		return api.Errorf(api.CodeOutOfWindow, "trace: %v", err)
+	default:
+		return api.Errorf(api.CodeMalformed, "trace: %v", err)
+	}
+}
+
+func (e *Enclave) rebuildGPS(ctx context.Context) error {
+	var points, bad int
+	err := e.store.Scan(ctx, tableTraces, func(r store.Record) error {
+		plain, err := e.keys.Open(seal.Day(r.Day), tableTraces, r.Key, r.Value)
+		if err != nil {
+			bad++
+			e.log.Error("stored trace does not open; ignored (tampered, swapped or replayed)", "table", tableTraces, "day", r.Day, "err", err)
+			return nil
+		}
+		// Stored traces were validated on upload; time has moved on since,
+		// so only their shape is checked again.
+		tr, err := gps.ParseBinary(plain, gps.Limits{MaxPoints: gps.DefaultMaxPoints, Now: func() time.Time { return time.Unix(math.MaxInt32, 0) }})
+		if err != nil {
+			bad++
+			e.log.Error("stored trace does not decode; ignored", "day", r.Day, "err", err)
+			return nil
+		}
+		points += len(tr)
+		return e.gps.Add(gpsindex.Day(r.Day), tr)
+	})
+	if err != nil {
+		return err
+	}
+	e.log.Info("GPS index rebuilt", "points", points, "refused_records", bad)
+	return nil
+}
