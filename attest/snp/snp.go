@@ -15,7 +15,10 @@
 // [attest.Identity] it proves; [attest.Verify] then checks it against the
 // caller's [attest.Expectations]:
 //
-//	v, err := snp.NewVerifier(snp.VerifierOptions{})
+//	v, err := snp.NewVerifier(snp.VerifierOptions{
+//		// The lowest TCB that AMD's bulletins still consider safe.
+//		MinimumTCB: snp.TCB{Bootloader: 3, TEE: 0, SNP: 8, Microcode: 115},
+//	})
 //	...
 //	id, err := attest.Verify(ctx, ev, reportData, attest.Expectations{Measurements: want}, v)
 //
@@ -49,6 +52,10 @@
 //     package): its reported TCB equals the TCB the certificate was issued
 //     for, the committed TCB equals the current TCB (no provisional
 //     firmware), and a non-zero CHIP_ID matches the VCEK's hardware ID.
+//   - When [VerifierOptions.MinimumTCB] or [VerifierOptions.MinimumLaunchTCB]
+//     is set, every component of the reported (or launch) TCB is at least
+//     the minimum's (go-sev-guest's validate package); evidence below it
+//     fails with [ErrTCBTooLow], naming the components that are too low.
 //
 // Verification never touches the network: certificate fetching from AMD's
 // key distribution service is disabled and the HTTP getter handed to the
@@ -62,9 +69,13 @@
 //   - Revocation: AMD's certificate revocation lists are not consulted.
 //   - Whether the platform's TCB (firmware and microcode versions) is
 //     current: the identity's TCBStatus is left empty, which
-//     [attest.Expectations] treats as "not judged". Minimum TCB versions are
-//     not enforced; [Report] exposes the reported TCB for callers that want
-//     to.
+//     [attest.Expectations] treats as "not judged". AMD publishes no
+//     collateral saying which TCB is current that could be checked
+//     offline, so by default any TCB is accepted, including firmware with
+//     published vulnerabilities. Deployments should set
+//     [VerifierOptions.MinimumTCB] to the lowest TCB that AMD's security
+//     bulletins still consider safe, and raise it as bulletins appear;
+//     [Report.TCB] shows the reported TCB.
 //   - The guest policy beyond its DEBUG bit, which becomes
 //     [attest.Identity.Debug]: whether SMT or a migration agent are allowed
 //     is visible in [Report.Policy] but not judged.
@@ -78,7 +89,8 @@
 // The identity's Measurement is the 48-byte launch measurement, Signer is
 // the digest of the ID key that signed the VM's ID block (nil when the VM
 // was launched without one), SVN is the guest SVN (saturated at 65535) and
-// ProductID is zero.
+// ProductID is zero. A minimum guest SVN is set with
+// [attest.Expectations.MinSVN].
 package snp
 
 import (
@@ -95,6 +107,7 @@ import (
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	"github.com/google/go-sev-guest/validate"
 	"github.com/google/go-sev-guest/verify"
@@ -120,7 +133,72 @@ var (
 	// is not valid at the verification time, or a report inconsistent with
 	// its certificate.
 	ErrVerification = errors.New("snp: evidence does not verify")
+	// ErrTCBTooLow is returned for evidence that verifies but whose reported
+	// or launch TCB is below [VerifierOptions.MinimumTCB] or
+	// [VerifierOptions.MinimumLaunchTCB] in at least one component: the
+	// platform runs firmware or microcode older than the caller accepts.
+	// It does not wrap [ErrVerification].
+	ErrTCBTooLow = errors.New("snp: platform TCB is below the minimum")
 )
+
+// TCB is an SEV-SNP platform TCB version: the security patch levels (SPLs)
+// of the platform's firmware and microcode, which AMD raises when it fixes
+// a vulnerability. A report packs them into a 64-bit TCB_VERSION; the
+// fields here follow the Milan and Genoa layout that go-sev-guest v0.15.0
+// decodes (bootloader in byte 0, TEE in byte 1, SNP in byte 6, microcode
+// in byte 7). TCBs are compared component by component: one is at least
+// another if every one of its components is.
+//
+// Turin (Zen 5) packs its TCB_VERSION differently (a FMC level in byte 0,
+// the others shifted), which go-sev-guest v0.15.0 does not know: on Turin
+// the components decoded here are misnamed, and a minimum is compared with
+// the wrong bytes except for Microcode.
+type TCB struct {
+	// Bootloader is BL_SPL, the level of the secure processor's bootloader.
+	Bootloader uint8
+	// TEE is TEE_SPL, the level of the secure processor's operating system.
+	TEE uint8
+	// SNP is SNP_SPL, the level of the SEV-SNP firmware.
+	SNP uint8
+	// Microcode is UCODE_SPL, the level of the CPU microcode.
+	Microcode uint8
+}
+
+// String returns the TCB as "bl=B tee=T snp=S ucode=U", in decimal.
+func (t TCB) String() string {
+	return fmt.Sprintf("bl=%d tee=%d snp=%d ucode=%d", t.Bootloader, t.TEE, t.SNP, t.Microcode)
+}
+
+// splitTCB decodes a packed TCB_VERSION. The reserved bytes are dropped:
+// they are zero on Milan and Genoa, and a minimum leaves them at zero.
+func splitTCB(v uint64) TCB {
+	p := kds.DecomposeTCBVersion(kds.TCBVersion(v))
+	return TCB{Bootloader: p.BlSpl, TEE: p.TeeSpl, SNP: p.SnpSpl, Microcode: p.UcodeSpl}
+}
+
+func (t TCB) parts() kds.TCBParts {
+	return kds.TCBParts{BlSpl: t.Bootloader, TeeSpl: t.TEE, SnpSpl: t.SNP, UcodeSpl: t.Microcode}
+}
+
+// below describes the components of t that are lower than min's, as
+// "snp 5 < 6, ucode 68 < 70"; it is empty when t is at least min.
+func (t TCB) below(min TCB) string {
+	var low []string
+	for _, c := range []struct {
+		name      string
+		got, want uint8
+	}{
+		{"bl", t.Bootloader, min.Bootloader},
+		{"tee", t.TEE, min.TEE},
+		{"snp", t.SNP, min.SNP},
+		{"ucode", t.Microcode, min.Microcode},
+	} {
+		if c.got < c.want {
+			low = append(low, fmt.Sprintf("%s %d < %d", c.name, c.got, c.want))
+		}
+	}
+	return strings.Join(low, ", ")
+}
 
 // Report holds the fields of a verified SEV-SNP attestation report that an
 // auditor or operator may want to see. Byte slices are copies.
@@ -153,9 +231,15 @@ type Report struct {
 	SigningKey string
 	// CurrentTCB, ReportedTCB, CommittedTCB and LaunchTCB are the platform
 	// TCB versions (security versions of the bootloader, TEE, SNP firmware
-	// and microcode, packed as the firmware ABI defines).
+	// and microcode, packed as the firmware ABI defines). [Report.TCB]
+	// decodes ReportedTCB.
 	CurrentTCB, ReportedTCB, CommittedTCB, LaunchTCB uint64
 }
+
+// TCB returns the reported TCB split into its components. It is the TCB
+// the VCEK was issued for, and the one [VerifierOptions.MinimumTCB] is
+// compared with.
+func (r *Report) TCB() TCB { return splitTCB(r.ReportedTCB) }
 
 // Debug reports whether the guest policy allows the host to debug the VM,
 // that is, to read its memory.
@@ -188,14 +272,27 @@ type VerifierOptions struct {
 	// VCEK intermediate) or ASVK (the VLEK intermediate) that it signed.
 	// Tests use it to trust a fake AMD.
 	Roots map[string][][]byte
+	// MinimumTCB, when not zero, is the lowest acceptable reported TCB,
+	// component by component: evidence from a platform whose bootloader,
+	// TEE, SNP firmware or microcode is older fails with [ErrTCBTooLow].
+	// The zero value accepts any TCB, because offline there is no AMD
+	// collateral to say which TCB is current; deployments should set it
+	// (see the package documentation).
+	MinimumTCB TCB
+	// MinimumLaunchTCB, when not zero, is the lowest acceptable TCB at the
+	// time the VM was launched. Firmware can be updated under a running VM;
+	// a VM launched on older firmware may have been exposed to its flaws
+	// before the update.
+	MinimumLaunchTCB TCB
 }
 
 // Verifier checks SEV-SNP evidence. It implements [attest.Verifier] for
 // [attest.SNP]. The zero Verifier trusts AMD's roots as go-sev-guest embeds
 // them and verifies at the current time.
 type Verifier struct {
-	now   func() time.Time
-	roots map[string][]*trust.AMDRootCerts
+	now                  func() time.Time
+	roots                map[string][]*trust.AMDRootCerts
+	minTCB, minLaunchTCB TCB
 }
 
 var _ attest.Verifier = (*Verifier)(nil)
@@ -212,7 +309,7 @@ func NewVerifier(opts VerifierOptions) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{now: opts.Now, roots: roots}, nil
+	return &Verifier{now: opts.Now, roots: roots, minTCB: opts.MinimumTCB, minLaunchTCB: opts.MinimumLaunchTCB}, nil
 }
 
 // TEE returns [attest.SNP].
@@ -282,13 +379,54 @@ func (v *Verifier) VerifyReport(ctx context.Context, ev attest.Evidence) (*Repor
 	if err := verify.SnpAttestationContext(ctx, att, opts); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrVerification, err)
 	}
-	// The policy given to validate is the most permissive one: this package
-	// judges nothing about the policy but surfaces DEBUG in the identity.
-	permissive := abi.SnpPolicy{SMT: true, MigrateMA: true, Debug: true, CXLAllowed: true}
-	if err := validate.SnpAttestation(att, &validate.Options{GuestPolicy: permissive}); err != nil {
+	if err := validate.SnpAttestation(att, &validate.Options{GuestPolicy: permissivePolicy}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrVerification, err)
 	}
+	if err := v.checkMinimumTCB(att); err != nil {
+		return nil, err
+	}
 	return reportFromProto(att.Report, info.SigningKey), nil
+}
+
+// permissivePolicy is the guest policy given to go-sev-guest's validate
+// package: the most permissive one, since this package judges nothing about
+// the policy but surfaces DEBUG in the identity.
+var permissivePolicy = abi.SnpPolicy{SMT: true, MigrateMA: true, Debug: true, CXLAllowed: true}
+
+// checkMinimumTCB enforces the verifier's minimum TCBs on a report that
+// passed validation without them. Each minimum is validated on its own, so
+// that a failure is known to be that minimum's.
+func (v *Verifier) checkMinimumTCB(att *spb.Attestation) error {
+	var errs []error
+	for _, c := range []struct {
+		name string
+		min  TCB
+		got  uint64
+		set  func(*validate.Options, kds.TCBParts)
+	}{
+		{"reported", v.minTCB, att.Report.GetReportedTcb(), func(o *validate.Options, p kds.TCBParts) { o.MinimumTCB = p }},
+		{"launch", v.minLaunchTCB, att.Report.GetLaunchTcb(), func(o *validate.Options, p kds.TCBParts) { o.MinimumLaunchTCB = p }},
+	} {
+		if c.min == (TCB{}) {
+			continue
+		}
+		opts := &validate.Options{GuestPolicy: permissivePolicy}
+		c.set(opts, c.min.parts())
+		err := validate.SnpAttestation(att, opts)
+		if err == nil {
+			continue
+		}
+		got := splitTCB(c.got)
+		low := got.below(c.min)
+		if low == "" {
+			// Not the minimum's fault; the report passed validation
+			// without it, so this should not happen.
+			errs = append(errs, fmt.Errorf("%w: %v", ErrVerification, err))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w: %s TCB %v, minimum %v (%s)", ErrTCBTooLow, c.name, got, c.min, low))
+	}
+	return errors.Join(errs...)
 }
 
 func reportFromProto(p *spb.Report, key abi.ReportSigner) *Report {

@@ -16,7 +16,10 @@
 // [attest.Identity] it proves; [attest.Verify] then checks it against the
 // caller's [attest.Expectations]:
 //
-//	v := tdx.NewVerifier(tdx.VerifierOptions{})
+//	v := tdx.NewVerifier(tdx.VerifierOptions{
+//		MinimumTEETCBSVN: minSVN,                            // from Intel's advisories
+//		RTMRs:            [tdx.RTMRCount]*[48]byte{1: &kernel}, // reproduced by the auditor
+//	})
 //	id, err := attest.Verify(ctx, ev, reportData, attest.Expectations{Measurements: want}, v)
 //
 // [Verifier.VerifyQuote] returns all the quote's measurements (RTMRs,
@@ -46,6 +49,12 @@
 //   - The quote's signature over its header and TD report body verifies
 //     with the attestation key.
 //   - The TD attributes and XFAM have no bits set that TDX reserves.
+//   - When [VerifierOptions.MinimumTEETCBSVN] is set, every byte of the
+//     quote's TEE_TCB_SVN (the security version of the TDX module) is at
+//     least the minimum's; evidence below it fails with [ErrTCBTooLow].
+//   - When [VerifierOptions.RTMRs], MRConfigID or MROwner are set, the
+//     quote's registers equal them; evidence that differs fails with
+//     [ErrMismatch].
 //
 // Verification never touches the network: collateral fetching is disabled
 // and the HTTP getter handed to the library refuses every request.
@@ -57,14 +66,16 @@
 //     enclave are up to date) is not judged and the identity's TCBStatus is
 //     empty, which [attest.Expectations] treats as "not judged". Neither is
 //     the identity of the quoting enclave compared with Intel's published
-//     one.
+//     one. By default any TDX module version is accepted; deployments
+//     should set [VerifierOptions.MinimumTEETCBSVN] to the lowest one
+//     Intel's security advisories still consider safe.
 //   - Revocation: Intel's certificate revocation lists are not consulted.
-//   - The RTMRs, MRCONFIGID, MROWNER and MROWNERCONFIG. The identity's
-//     Measurement is MRTD alone, which covers only the TD's virtual
-//     firmware; what the firmware then booted is in the RTMRs, which
-//     [Verifier.VerifyQuote] returns for the auditor who reproduces them.
-//     A deployment that pins the conftrace binary by RTMR must compare them
-//     itself.
+//   - MROWNERCONFIG, and the RTMRs, MRCONFIGID and MROWNER unless they are
+//     set in [VerifierOptions]. The identity's Measurement is MRTD alone, which covers only the TD's
+//     virtual firmware; what the firmware then booted is in the RTMRs,
+//     which [Verifier.VerifyQuote] returns for the auditor who reproduces
+//     them. A deployment that pins the conftrace binary by RTMR sets
+//     [VerifierOptions.RTMRs].
 //   - The TDX module (MRSEAM, MRSIGNERSEAM, SEAM attributes), beyond
 //     returning them.
 //
@@ -82,6 +93,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/conftrace/conftrace/attest"
@@ -110,7 +122,24 @@ var (
 	// trusted root or is not valid at the verification time, or reserved
 	// attribute bits.
 	ErrVerification = errors.New("tdx: evidence does not verify")
+	// ErrTCBTooLow is returned for evidence that verifies but whose
+	// TEE_TCB_SVN is below [VerifierOptions.MinimumTEETCBSVN] in at least
+	// one byte: the TD runs on a TDX module older than the caller accepts.
+	// It does not wrap [ErrVerification].
+	ErrTCBTooLow = errors.New("tdx: TEE TCB SVN is below the minimum")
+	// ErrMismatch is returned for evidence that verifies but whose RTMRs,
+	// MRCONFIGID or MROWNER differ from the values in [VerifierOptions]:
+	// the TD booted or was configured with something other than what the
+	// caller expects. It does not wrap [ErrVerification].
+	ErrMismatch = errors.New("tdx: quote differs from the expected values")
 )
+
+// TEETCBSVNSize is the size of a TEE_TCB_SVN, the security version of the
+// TDX module that a quote reports.
+const TEETCBSVNSize = 16
+
+// MeasurementSize is the size of MRTD, the RTMRs, MRCONFIGID and MROWNER.
+const MeasurementSize = 48
 
 // RTMRCount is the number of runtime measurement registers in a TD.
 const RTMRCount = 4
@@ -166,6 +195,21 @@ type VerifierOptions struct {
 	// Roots, when not nil, replaces the pinned Intel SGX root CA with the
 	// PEM certificates it holds. Tests use it to trust a fake Intel.
 	Roots []byte
+	// MinimumTEETCBSVN, when not zero, is the lowest acceptable TEE_TCB_SVN,
+	// byte by byte: evidence from a TD on an older TDX module fails with
+	// [ErrTCBTooLow]. The zero value accepts any, because offline there is
+	// no collateral to say which is current; deployments should set it
+	// (see the package documentation).
+	MinimumTEETCBSVN [TEETCBSVNSize]byte
+	// RTMRs holds the expected value of each runtime measurement register;
+	// a nil entry accepts any value. Evidence that differs in a register
+	// that is set fails with [ErrMismatch].
+	RTMRs [RTMRCount]*[MeasurementSize]byte
+	// MRConfigID and MROwner, when not nil, are the expected MRCONFIGID
+	// and MROWNER, which the host sets when it creates the TD (for example
+	// to the hash of a configuration it passes to the TD). Evidence that
+	// differs fails with [ErrMismatch].
+	MRConfigID, MROwner *[MeasurementSize]byte
 }
 
 // Verifier checks TDX evidence. It implements [attest.Verifier] for
@@ -174,6 +218,10 @@ type VerifierOptions struct {
 type Verifier struct {
 	now   func() time.Time
 	roots *x509.CertPool
+	// minTCB and expect are the TCB minimum and the exact-match fields of
+	// the validate options, each checked on its own.
+	minTCB []byte
+	expect validate.TdQuoteBodyOptions
 }
 
 var _ attest.Verifier = (*Verifier)(nil)
@@ -182,6 +230,27 @@ var _ attest.Verifier = (*Verifier)(nil)
 // certificate, the verifier trusts nothing and refuses all evidence.
 func NewVerifier(opts VerifierOptions) *Verifier {
 	v := &Verifier{now: opts.Now, roots: x509.NewCertPool()}
+	if opts.MinimumTEETCBSVN != ([TEETCBSVNSize]byte{}) {
+		v.minTCB = bytes.Clone(opts.MinimumTEETCBSVN[:])
+	}
+	// Copies, so that later changes to opts do not change the verifier.
+	clone := func(m *[MeasurementSize]byte) []byte {
+		if m == nil {
+			return nil
+		}
+		return bytes.Clone(m[:])
+	}
+	for i, r := range opts.RTMRs {
+		if r != nil {
+			if v.expect.Rtmrs == nil {
+				// go-tdx-guest wants all four entries, nil for "any".
+				v.expect.Rtmrs = make([][]byte, RTMRCount)
+			}
+			v.expect.Rtmrs[i] = clone(r)
+		}
+	}
+	v.expect.MrConfigID = clone(opts.MRConfigID)
+	v.expect.MrOwner = clone(opts.MROwner)
 	if opts.Roots != nil {
 		v.roots.AppendCertsFromPEM(opts.Roots)
 	} else {
@@ -244,7 +313,43 @@ func (v *Verifier) VerifyQuote(ctx context.Context, ev attest.Evidence) (*Quote,
 	if err := validate.TdxQuote(quote, &validate.Options{}); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrVerification, err)
 	}
+	if err := v.checkPolicy(quote); err != nil {
+		return nil, err
+	}
 	return quoteFromProto(quote), nil
+}
+
+// checkPolicy enforces the verifier's minimum TEE_TCB_SVN and expected
+// registers on a quote that passed validation without them. Each is
+// validated on its own, so that a failure is known to be that option's.
+func (v *Verifier) checkPolicy(quote *pb.QuoteV4) error {
+	var errs []error
+	if v.minTCB != nil {
+		opts := &validate.Options{TdQuoteBodyOptions: validate.TdQuoteBodyOptions{MinimumTeeTcbSvn: v.minTCB}}
+		if err := validate.TdxQuote(quote, opts); err != nil {
+			got := quote.GetTdQuoteBody().GetTeeTcbSvn()
+			var low []string
+			for i := range v.minTCB {
+				if got[i] < v.minTCB[i] {
+					low = append(low, fmt.Sprintf("byte %d is %d < %d", i, got[i], v.minTCB[i]))
+				}
+			}
+			if low == nil {
+				// The quote passed validation without the minimum, so
+				// this should not happen.
+				errs = append(errs, fmt.Errorf("%w: %v", ErrVerification, err))
+			} else {
+				errs = append(errs, fmt.Errorf("%w: TEE_TCB_SVN %x, minimum %x (%s)", ErrTCBTooLow, got, v.minTCB, strings.Join(low, ", ")))
+			}
+		}
+	}
+	if v.expect.Rtmrs != nil || v.expect.MrConfigID != nil || v.expect.MrOwner != nil {
+		// go-tdx-guest names the field that differs and both values.
+		if err := validate.TdxQuote(quote, &validate.Options{TdQuoteBodyOptions: v.expect}); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %v", ErrMismatch, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // quoteFromProto copies the fields of a quote that passed abi.CheckQuoteV4,

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +30,8 @@ import (
 // code and the policy it enforces. It fails when anything does not match.
 func runVerify(ctx context.Context, cio cmdIO, args []string) error {
 	fs := newFlags(cio, "verify", "verify --server URL [--measurement HEX ...] [--allow-simulated] [--json]\n"+
-		"       conftrace verify --evidence FILE --tee sgx|tdx|snp [--collateral DIR] [--at UNIX] [--forbid-debug] [--json]\n\n"+
+		"       conftrace verify --evidence FILE --tee sgx|tdx|snp [--collateral DIR] [--at UNIX] [--forbid-debug]\n"+
+		"                        [--min-tcb TCB] [--rtmr INDEX=HEX ...] [--json]\n\n"+
 		"With --server: fetches the backend's attestation bundle, verifies the TEE evidence\n"+
 		"against the expectations and that it binds the served keys and policy, and prints\n"+
 		"the attested identity and policy.\n\n"+
@@ -37,7 +39,9 @@ func runVerify(ctx context.Context, cio cmdIO, args []string) error {
 		"an SNP report followed by its certificate table) against the pinned Intel and AMD\n"+
 		"roots and prints the identity it proves. For SGX, --collateral names a directory\n"+
 		"holding the PCS collateral (tcb_info*.json, qe_identity*.json and the TCB signing\n"+
-		"chain *.pem) so that the platform's TCB status is judged.\n\n"+
+		"chain *.pem) so that the platform's TCB status is judged. For TDX and SNP, whose\n"+
+		"TCB status cannot be judged offline, --min-tcb refuses platforms whose firmware is\n"+
+		"older than the given minimum, and for TDX --rtmr pins runtime measurement registers.\n\n"+
 		"Exits non-zero when anything does not match.")
 	server := fs.String("server", "", "the backend's base `URL`")
 	evidenceFile := fs.String("evidence", "", "verify the evidence in `FILE` offline instead of a running backend")
@@ -45,6 +49,8 @@ func runVerify(ctx context.Context, cio cmdIO, args []string) error {
 	collateralDir := fs.String("collateral", "", "with --evidence --tee sgx: the `directory` of PCS collateral")
 	at := fs.Int64("at", 0, "with --evidence: verify as of this Unix `time` (default now)")
 	forbidDebug := fs.Bool("forbid-debug", false, "with --evidence: refuse evidence from a debug-mode TEE")
+	var plat platformFlags
+	plat.register(fs)
 	var exp expectFlags
 	exp.register(fs)
 	asJSON := fs.Bool("json", false, "print the identity and policy as one JSON object")
@@ -63,7 +69,7 @@ func runVerify(ctx context.Context, cio cmdIO, args []string) error {
 		return usagef("--server and --evidence exclude each other")
 	case *evidenceFile != "":
 		var err error
-		id, err = verifyEvidenceFile(ctx, *evidenceFile, *teeName, *collateralDir, *at, exp.expectations())
+		id, err = verifyEvidenceFile(ctx, *evidenceFile, *teeName, *collateralDir, *at, plat, exp.expectations())
 		if err != nil {
 			return err
 		}
@@ -261,7 +267,13 @@ func deviceClient(ctx context.Context, d *device.Device) (*client.Client, error)
 // it proves. Debug evidence and any TCB status are reported, not refused
 // (--forbid-debug refuses debug); measurements and simulation are checked
 // against exp; revoked platforms are always refused by the verifiers.
-func verifyEvidenceFile(ctx context.Context, path, teeName, collateralDir string, at int64, exp attest.Expectations) (attest.Identity, error) {
+func verifyEvidenceFile(ctx context.Context, path, teeName, collateralDir string, at int64, plat platformFlags, exp attest.Expectations) (attest.Identity, error) {
+	if plat.minTCB != "" && teeName != string(attest.TDX) && teeName != string(attest.SNP) {
+		return attest.Identity{}, usagef("--min-tcb applies to --tee tdx or snp only")
+	}
+	if len(plat.rtmrs) != 0 && teeName != string(attest.TDX) {
+		return attest.Identity{}, usagef("--rtmr applies to --tee tdx only")
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return attest.Identity{}, fmt.Errorf("reading evidence: %w", err)
@@ -285,9 +297,21 @@ func verifyEvidenceFile(ctx context.Context, path, teeName, collateralDir string
 		}
 		v = sgx.NewVerifier(opts)
 	case attest.TDX:
-		v = tdx.NewVerifier(tdx.VerifierOptions{Now: clock})
+		opts := tdx.VerifierOptions{Now: clock, RTMRs: plat.rtmrs.registers()}
+		if plat.minTCB != "" {
+			if opts.MinimumTEETCBSVN, err = parseTDXMinTCB(plat.minTCB); err != nil {
+				return attest.Identity{}, err
+			}
+		}
+		v = tdx.NewVerifier(opts)
 	case attest.SNP:
-		if v, err = snp.NewVerifier(snp.VerifierOptions{Now: clock}); err != nil {
+		opts := snp.VerifierOptions{Now: clock}
+		if plat.minTCB != "" {
+			if opts.MinimumTCB, err = parseSNPMinTCB(plat.minTCB); err != nil {
+				return attest.Identity{}, err
+			}
+		}
+		if v, err = snp.NewVerifier(opts); err != nil {
 			return attest.Identity{}, err
 		}
 	case attest.Sim:
@@ -346,4 +370,90 @@ func readSGXCollateral(dir string) (*sgx.Collateral, error) {
 		return nil, fmt.Errorf("collateral: %w", err)
 	}
 	return c, nil
+}
+
+// platformFlags are the TEE-specific requirements of verify --evidence:
+// a minimum TCB (TDX, SNP) and expected RTMRs (TDX).
+type platformFlags struct {
+	minTCB string
+	rtmrs  rtmrsFlag
+}
+
+func (p *platformFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.minTCB, "min-tcb", "", "with --evidence: the lowest acceptable platform `TCB`; for snp the decimal\n"+
+		"security patch levels \"bootloader,tee,snp,microcode\", for tdx the 16-byte TEE_TCB_SVN\n"+
+		"in hex (compared byte by byte)")
+	fs.Var(&p.rtmrs, "rtmr", "with --evidence --tee tdx: the expected value of a runtime measurement\n"+
+		"register as `INDEX=HEX` (index 0 to 3, 48 bytes of hex; repeatable)")
+}
+
+// parseSNPMinTCB parses "bl,tee,snp,ucode", four decimal numbers 0 to 255.
+func parseSNPMinTCB(s string) (snp.TCB, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 4 {
+		return snp.TCB{}, usagef("--min-tcb %q: want bootloader,tee,snp,microcode for snp", s)
+	}
+	var n [4]uint8
+	for i, p := range parts {
+		v, err := strconv.ParseUint(strings.TrimSpace(p), 10, 8)
+		if err != nil {
+			return snp.TCB{}, usagef("--min-tcb %q: component %d is not a number from 0 to 255", s, i+1)
+		}
+		n[i] = uint8(v)
+	}
+	return snp.TCB{Bootloader: n[0], TEE: n[1], SNP: n[2], Microcode: n[3]}, nil
+}
+
+// parseTDXMinTCB parses a TEE_TCB_SVN in hex.
+func parseTDXMinTCB(s string) ([tdx.TEETCBSVNSize]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != tdx.TEETCBSVNSize {
+		return [tdx.TEETCBSVNSize]byte{}, usagef("--min-tcb %q: want %d bytes of hex for tdx", s, tdx.TEETCBSVNSize)
+	}
+	return [tdx.TEETCBSVNSize]byte(b), nil
+}
+
+// rtmrsFlag is the repeatable --rtmr INDEX=HEX flag.
+type rtmrsFlag map[int][]byte
+
+func (r *rtmrsFlag) String() string {
+	if r == nil {
+		return ""
+	}
+	var s []string
+	for i := range tdx.RTMRCount {
+		if b, ok := (*r)[i]; ok {
+			s = append(s, fmt.Sprintf("%d=%x", i, b))
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+func (r *rtmrsFlag) Set(s string) error {
+	idx, val, ok := strings.Cut(s, "=")
+	i, err := strconv.Atoi(idx)
+	if !ok || err != nil || i < 0 || i >= tdx.RTMRCount {
+		return fmt.Errorf("%q: want INDEX=HEX with INDEX 0 to %d", s, tdx.RTMRCount-1)
+	}
+	b, err := hex.DecodeString(val)
+	if err != nil || len(b) != tdx.MeasurementSize {
+		return fmt.Errorf("%q: want %d bytes of hex after %d=", s, tdx.MeasurementSize, i)
+	}
+	if _, dup := (*r)[i]; dup {
+		return fmt.Errorf("%q: RTMR%d given twice", s, i)
+	}
+	if *r == nil {
+		*r = make(rtmrsFlag)
+	}
+	(*r)[i] = b
+	return nil
+}
+
+// registers returns the expected RTMRs as tdx.VerifierOptions takes them.
+func (r rtmrsFlag) registers() [tdx.RTMRCount]*[tdx.MeasurementSize]byte {
+	var out [tdx.RTMRCount]*[tdx.MeasurementSize]byte
+	for i, b := range r {
+		out[i] = (*[tdx.MeasurementSize]byte)(b)
+	}
+	return out
 }
