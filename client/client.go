@@ -240,6 +240,10 @@ func (c *Client) CheckTrace(ctx context.Context, tr gps.Trace) (api.TraceCheckRe
 	if err != nil {
 		return api.TraceCheckResponse{}, fmt.Errorf("client: %w", err)
 	}
+	// The device's trace leaves the phone only encrypted; the plaintext
+	// copies made here are overwritten once sent (best effort: the JSON
+	// encoder's buffers are the runtime's).
+	defer clear(wire)
 	var resp api.TraceCheckResponse
 	err = c.call(ctx, api.PathCheckTrace, api.TraceCheckRequest{Trace: wire}, &resp)
 	return resp, err

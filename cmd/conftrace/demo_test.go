@@ -64,12 +64,40 @@ func TestDemoTable(t *testing.T) {
 	}
 }
 
+func TestDemoGPS(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	cio := cmdIO{stdout: &stdout, stderr: &stderr}
+	if err := runDemo(context.Background(), cio, []string{"--people", "100", "--days", "8", "--seed", "9", "--gps", "--gps-check-every", "2", "--json"}); err != nil {
+		t.Fatalf("demo --gps: %v\n%s", err, stderr.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("--json output: %v", err)
+	}
+	for _, k := range []string{"gps_checks", "gps_notified", "gps_should_be_notified", "gps_missed", "gps_false", "gps_protocol_exact", "protocol_exact"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("summary lacks %q", k)
+		}
+	}
+	if got["gps_protocol_exact"] != true || got["protocol_exact"] != true {
+		t.Fatalf("demo --gps: gps_protocol_exact %v, protocol_exact %v", got["gps_protocol_exact"], got["protocol_exact"])
+	}
+	if n, _ := got["gps_notified"].(float64); n == 0 || got["gps_should_be_notified"] != n {
+		t.Fatalf("gps_notified %v, gps_should_be_notified %v: the demo did not exercise GPS matching", got["gps_notified"], got["gps_should_be_notified"])
+	}
+	if got["gps_check_every_days"] != 2.0 {
+		t.Errorf("gps_check_every_days %v, want the flag's 2", got["gps_check_every_days"])
+	}
+}
+
 func TestDemoUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"--people", "1"},
 		{"--days", "0"},
 		{"--adoption", "0"},
 		{"--server", "http://127.0.0.1:1"},
+		{"--gps-check-every", "2"},
+		{"--gps", "--gps-check-every", "0"},
 		{"stray"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

@@ -52,6 +52,7 @@ func commands() map[string]command {
 		"authority": {summary: "health authority tools", sub: map[string]command{
 			"keygen": {summary: "make an authority's signing key pair", run: runAuthorityKeygen},
 			"result": {summary: "sign a test result and submit it", run: runAuthorityResult},
+			"gps":    {summary: "upload an infected patient's GPS trace", run: runAuthorityGPS},
 		}},
 		"device": {summary: "a simulated phone", sub: map[string]command{
 			"init":           {summary: "verify a backend and create a device for it", run: runDeviceInit},
@@ -61,6 +62,7 @@ func commands() map[string]command {
 			"check-result":   {summary: "poll the registered test's result", run: runDeviceCheckResult},
 			"upload":         {summary: "upload contacts after a positive result", run: runDeviceUpload},
 			"check-exposure": {summary: "ask whether an encounter was with an infected user", run: runDeviceCheckExposure},
+			"gps-check":      {summary: "check the device's GPS trace against infected patients'", run: runDeviceGPSCheck},
 		}},
 		"enid": {summary: "Exposure Notification identifiers", sub: map[string]command{
 			"derive": {summary: "print the RPIs (and AEMs) of a daily key", run: runEnidDerive},

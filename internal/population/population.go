@@ -28,10 +28,17 @@
 //   - the delay from a positive test to the contacts' notification, bytes per
 //     device and day beside a GAEN-style design, and request latencies.
 //
+// With Config.GPS, people also have GPS traces drawn from the same
+// encounter model; the authority uploads positive patients' traces and
+// devices check their own, and every answer is compared, episodes
+// included, with gps.BruteForce (Summary.GPSSummary). The Bluetooth side
+// of the run is unchanged by it.
+//
 // Everything but Summary.Timing is a deterministic function of Config.Seed
 // and the population parameters: randomness comes from one seeded PCG
-// generator consumed in a fixed order, and the backend's own randomness
-// (keys, tokens) does not reach the counts.
+// generator consumed in a fixed order (GPS from generators of its own,
+// seeded from the same seed), and the backend's own randomness (keys,
+// tokens) does not reach the counts.
 package population
 
 import (
@@ -40,6 +47,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -109,6 +117,15 @@ type Config struct {
 	Workers int
 	// Progress, if set, is called after each simulated day.
 	Progress func(day, days int)
+
+	// GPS adds GPS traces: the health authority uploads positive
+	// patients' traces and app users' devices check their own against
+	// them; see gps.go for the model. It does not change the Bluetooth
+	// side of the run.
+	GPS bool
+	// GPSCheckEvery is how many days apart each device checks its trace
+	// (default 3, to keep a run of the default size to about a minute).
+	GPSCheckEvery int
 }
 
 // Summary is what a run did, beside the ground truth.
@@ -162,6 +179,10 @@ type Summary struct {
 	// Timing holds every wall-clock figure; it is the only part of a
 	// Summary that differs between two runs with the same seed.
 	Timing Timing `json:"timing"`
+
+	// GPSSummary is set when Config.GPS was; its fields are inlined in
+	// the JSON, and absent without GPS.
+	*GPSSummary
 }
 
 // Day is one simulated day's events.
@@ -185,12 +206,16 @@ type Timing struct {
 	LatencyMaxMs float64 `json:"latency_max_ms"`
 }
 
-// Check returns an error wrapping ErrNotExact unless the protocol was exact.
+// Check returns an error wrapping ErrNotExact unless the protocol was
+// exact, for GPS too when the run had GPS.
 func (s *Summary) Check() error {
-	if s.ProtocolExact {
-		return nil
+	if !s.ProtocolExact {
+		return fmt.Errorf("%w: %d missed and %d false notifications", ErrNotExact, s.MissedNotifications, s.FalseNotifications)
 	}
-	return fmt.Errorf("%w: %d missed and %d false notifications", ErrNotExact, s.MissedNotifications, s.FalseNotifications)
+	if g := s.GPSSummary; g != nil && !g.GPSProtocolExact {
+		return fmt.Errorf("%w: GPS: %d missed and %d false notifications, %d answers with other episodes", ErrNotExact, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)
+	}
+	return nil
 }
 
 // rec is one tuple a phone logged, with what the simulator knows about it.
@@ -244,6 +269,7 @@ type world struct {
 	meter  *meter
 	should []bool
 	sum    *Summary
+	gps    *gpsWorld // nil without Config.GPS
 }
 
 // Run simulates cfg.Days days and returns the summary. It fails on a
@@ -294,6 +320,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, fmt.Errorf("sim: the backend's policy does not list authority %q", cfg.Authority.Name)
 	}
 	w.populate()
+	if cfg.GPS {
+		w.gps = newGPSWorld(w)
+	}
 	for d := range cfg.Days {
 		if err := w.day(ctx, d); err != nil {
 			return nil, err
@@ -420,7 +449,17 @@ type encounter struct {
 	a, b          int
 	start, length int // minutes
 	dist          float64
+	kind          encounterKind
 }
+
+// encounterKind says where an encounter happens, for the GPS traces.
+type encounterKind uint8
+
+const (
+	atHome encounterKind = iota
+	atGroup
+	inCommunity
+)
 
 // encounters draws day d's encounters in a fixed order.
 func (w *world) encounters(d int) []encounter {
@@ -435,7 +474,7 @@ func (w *world) encounters(d int) []encounter {
 		}
 		for a := i; a < j; a++ {
 			for b := a + 1; b < j; b++ {
-				es = append(es, encounter{a, b, 17*60 + r.IntN(120), 30 + r.IntN(150), 0.5 + 1.5*r.Float64()})
+				es = append(es, encounter{a, b, 17*60 + r.IntN(120), 30 + r.IntN(150), 0.5 + 1.5*r.Float64(), atHome})
 			}
 		}
 		i = j
@@ -462,7 +501,7 @@ func (w *world) encounters(d int) []encounter {
 				for range 1 + r.IntN(3) {
 					b := m[r.IntN(len(m))]
 					if b != a {
-						es = append(es, encounter{a, b, 9*60 + r.IntN(420), 10 + r.IntN(50), 1 + 2*r.Float64()})
+						es = append(es, encounter{a, b, 9*60 + r.IntN(420), 10 + r.IntN(50), 1 + 2*r.Float64(), atGroup})
 					}
 				}
 			}
@@ -473,7 +512,7 @@ func (w *world) encounters(d int) []encounter {
 		for range r.IntN(3) {
 			b := r.IntN(n)
 			if b != a {
-				es = append(es, encounter{a, b, 8*60 + r.IntN(720), 5 + r.IntN(26), 1 + 5*r.Float64()})
+				es = append(es, encounter{a, b, 8*60 + r.IntN(720), 5 + r.IntN(26), 1 + 5*r.Float64(), inCommunity})
 			}
 		}
 	}
@@ -566,7 +605,11 @@ func (w *world) day(ctx context.Context, d int) error {
 			return fmt.Errorf("sim: day %d: %w", d, err)
 		}
 	}
-	w.play(d, w.encounters(d))
+	es := w.encounters(d)
+	w.play(d, es)
+	if w.gps != nil {
+		w.gps.plan(d, es)
+	}
 
 	// Testing: symptomatic infected people a day after onset (80%),
 	// people with other illnesses (0.2% a day), and notified app users
@@ -621,6 +664,11 @@ func (w *world) day(ctx context.Context, d int) error {
 			}
 			s.Requests++
 			t.submitted = true
+		}
+	}
+	if w.gps != nil {
+		if err := w.gps.upload(ctx, d); err != nil {
+			return err
 		}
 	}
 	w.cfg.SetClock(w.at(d, 23*60+10))
@@ -708,6 +756,9 @@ func (w *world) day(ctx context.Context, d int) error {
 			w.should[i] = true
 			s.ShouldBeNotified++
 		}
+	}
+	if w.gps != nil {
+		return w.gps.check(ctx, d)
 	}
 	return nil
 }
@@ -811,6 +862,12 @@ func (w *world) finish() {
 	s.BytesPerDeviceDay = math.Round(float64(w.meter.deviceBytes.Load()) / deviceDays)
 	s.GAENBytesPerDeviceDay = math.Round(float64(s.GAENKeysPublished*GAENBytesPerKey) / float64(s.Days))
 	s.Definitions = definitions
+	if w.gps != nil {
+		w.gps.finish()
+		s.GPSSummary = w.gps.sum
+		s.Definitions = maps.Clone(definitions)
+		maps.Copy(s.Definitions, gpsDefinitions)
+	}
 }
 
 var definitions = map[string]string{

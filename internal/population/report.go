@@ -37,6 +37,18 @@ func WriteTable(w io.Writer, s *Summary) error {
 		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (client-side, loopback)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms)},
 		{"wall time", fmt.Sprintf("%.1f s", s.Timing.TotalSeconds)},
 	}
+	if g := s.GPSSummary; g != nil {
+		exact := "YES: every GPS answer and episode was exactly the brute force's"
+		if !g.GPSProtocolExact {
+			exact = "NO: THE BACKEND'S GPS ANSWERS DIFFER FROM THE BRUTE FORCE'S"
+		}
+		rows = append(rows[:len(rows)-4:len(rows)-4], append([][2]string{
+			{"GPS exact", exact},
+			{"GPS traces", fmt.Sprintf("%d uploaded (%d fixes), %d checks (%d fixes, every %d days)", g.GPSUploads, g.GPSUploadedPoints, g.GPSChecks, g.GPSCheckedPoints, g.GPSCheckEvery)},
+			{"GPS notified", fmt.Sprintf("%d (brute force says %d); missed / false / other episodes %d / %d / %d", g.GPSNotified, g.GPSShouldBeNotified, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)},
+			{"", ""},
+		}, rows[len(rows)-4:]...)...)
+	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}
@@ -56,6 +68,13 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 		b.WriteString(`<p class="ok">Protocol exact: every exposure answer was what the protocol requires (0 missed, 0 false).</p>`)
 	} else {
 		fmt.Fprintf(&b, `<p class="bad">PROTOCOL MISMATCH: %d missed and %d false answers.</p>`, s.MissedNotifications, s.FalseNotifications)
+	}
+	if g := s.GPSSummary; g != nil {
+		if g.GPSProtocolExact {
+			fmt.Fprintf(&b, `<p class="ok">GPS exact: every one of %d trace checks was answered as the brute force requires, episodes included.</p>`, g.GPSChecks)
+		} else {
+			fmt.Fprintf(&b, `<p class="bad">GPS MISMATCH: %d missed, %d false, %d answers with other episodes.</p>`, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)
+		}
 	}
 	b.WriteString("<table>")
 	var tbl strings.Builder
