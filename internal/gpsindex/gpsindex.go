@@ -273,7 +273,7 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	// computed distance could be within the threshold.
 	delta := (p.DistanceMeters*(1+1e-9) + 0.01) / gps.EarthRadius
 	latBound := int64(math.Ceil(delta/radPerE7)) + 1
-	lastBand, lastBound := int32(-1), int64(-1)
+	lastBand, lastBound, lastCos2 := int32(-1), int64(-1), 0.0
 	for i, d := range device {
 		if !(d.Lat >= -90 && d.Lat <= 90 && d.Lon >= -180 && d.Lon <= 180) {
 			clear(out)
@@ -291,9 +291,13 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 		// poleward edge of the point's 0.01° band, once per band.
 		if band := abs32(q.pos.Lat) / lonBand; band != lastBand {
 			lastBand = band
-			lastBound = lonBound(min((band+1)*lonBand, 90*e7), delta, latBound)
+			edge := min((band+1)*lonBand, 90*e7)
+			lastBound = lonBound(edge, delta, latBound)
+			lastCos2 = cosFar2(edge, latBound)
 		}
 		q.lonBound = lastBound
+		q.cos2 = lastCos2
+		q.setSkip(p.DistanceMeters)
 		ux, uy, uz := unit(q.pos)
 		q.lo = [3]int64{x.cell(ux - delta), x.cell(uy - delta), x.cell(uz - delta)}
 		q.hi = [3]int64{x.cell(ux + delta), x.cell(uy + delta), x.cell(uz + delta)}
@@ -323,6 +327,58 @@ type query struct {
 	lonBound int64 // E7 units, or -1 for no bound
 	lo, hi   [3]int64
 	best     float64
+	// cos2 and skip2 let the search skip, with two multiplications, a
+	// point that cannot be closer than min(best, maxDist); see lowerBound2.
+	cos2  float64
+	skip2 float64
+}
+
+// Lower bound on the distance, to skip the haversine for points that
+// cannot improve the answer. For angles of at most smallAngle (radians),
+// sin x ≥ x(1 − x²/6), so with hav(d) = hav(Δφ) + cos φ1 cos φ2 hav(Δλ) and
+// cos φ1 cos φ2 ≥ cos2:
+//
+//	d² ≥ (1 − boundSlack)·(Δφ² + cos2·Δλ²)
+//
+// The skip test adds skipMargin metres for the rounding of the haversine
+// that Query would otherwise compute, so a point is skipped only when its
+// computed distance could not have been within min(best, maxDist).
+const (
+	smallAngle = 0.01 // radians, about 64 km
+	boundSlack = 1e-4
+	skipMargin = 1e-3 // metres
+)
+
+// setSkip sets the squared bound above which lowerBound2 skips a point.
+func (q *query) setSkip(bound float64) {
+	r := (bound + skipMargin) / gps.EarthRadius
+	q.skip2 = r * r / (1 - boundSlack)
+}
+
+// lowerBound2 returns a value whose square root, times
+// sqrt(1 − boundSlack), is at most the angular distance from q to a point
+// dLat and dLon (E7 units, dLon already wrapped) away.
+func (q *query) lowerBound2(dLat, dLon int64) float64 {
+	a := float64(dLat) * radPerE7
+	b := float64(dLon) * radPerE7
+	if a > smallAngle || a < -smallAngle {
+		return 0 // outside the small-angle bound: never skip
+	}
+	if b > smallAngle || b < -smallAngle {
+		return a * a
+	}
+	return a*a + q.cos2*b*b
+}
+
+// cosFar2 returns cos² of the most poleward latitude a point at most
+// latBound E7 units from the band edge can have, or 0 past the pole.
+func cosFar2(edge int32, latBound int64) float64 {
+	far := float64(int64(edge)+latBound) * radPerE7
+	if far >= math.Pi/2 {
+		return 0
+	}
+	c := math.Cos(far)
+	return c * c
 }
 
 // search visits global slots g0..g1 of sg.
@@ -350,23 +406,26 @@ func (x *Index) search(sg *segment, q *query, g0, g1 int64) {
 						if sg.base+int64(pt.t)-q.t > q.tol {
 							break
 						}
-						if dl := int64(pt.lat) - int64(q.pos.Lat); dl > q.latBound || dl < -q.latBound {
+						dLat := int64(pt.lat) - int64(q.pos.Lat)
+						if dLat > q.latBound || dLat < -q.latBound {
 							continue
 						}
-						if q.lonBound >= 0 {
-							dl := int64(pt.lon) - int64(q.pos.Lon)
-							if dl < 0 {
-								dl = -dl
-							}
-							if dl > 180*e7 {
-								dl = 360*e7 - dl
-							}
-							if dl > q.lonBound {
-								continue
-							}
+						dLon := int64(pt.lon) - int64(q.pos.Lon)
+						if dLon < 0 {
+							dLon = -dLon
+						}
+						if dLon > 180*e7 {
+							dLon = 360*e7 - dLon
+						}
+						if q.lonBound >= 0 && dLon > q.lonBound {
+							continue
+						}
+						if q.lowerBound2(dLat, dLon) > q.skip2 {
+							continue
 						}
 						if dist := q.pos.Distance(gps.Position{Lat: pt.lat, Lon: pt.lon}); dist <= q.maxDist && dist < q.best {
 							q.best = dist
+							q.setSkip(dist)
 						}
 					}
 				}
