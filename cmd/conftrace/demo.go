@@ -26,30 +26,44 @@ import (
 
 // runDemo runs the whole system on a simulated population: a real backend
 // (simulated TEE, SQLite in a temporary directory) on loopback, whose clock
-// follows the simulation, driven by simulated phones and a health authority
-// through the client SDK over Oblivious HTTP.
+// follows the simulation, or a running one (--server), driven by simulated
+// phones and a health authority through the client SDK over Oblivious HTTP.
 func runDemo(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "demo", "demo [--people N] [--days N] [--seed N] [--gps [--gps-check-every N]] [--json] [--out DIR]\n\n"+
+	fs := newFlags(cio, "demo", "demo [--people N] [--days N] [--seed N] [--gps [--gps-check-every N]] [--json] [--out DIR]\n"+
+		"       conftrace demo --server URL --authority-key FILE [--measurement HEX ...] [--allow-simulated] [flags as above]\n\n"+
 		"Runs the whole system on a simulated population and reports what it did beside\n"+
 		"the ground truth. Fails if any exposure answer differs from the protocol's.\n\n"+
 		"With --gps, the health authority also uploads positive patients' GPS traces and\n"+
 		"app users' phones check their own traces; every answer is compared with the\n"+
-		"brute-force matching rule. The Bluetooth figures stay the same.")
+		"brute-force matching rule. The Bluetooth figures stay the same.\n\n"+
+		"With --server, the demo drives a backend that is already running, whose policy\n"+
+		"lists the authority of --authority-key. Its clock is real, so the simulated days\n"+
+		"end yesterday and must fit in its retention window (at most retention_days-1;\n"+
+		"that is the default). Every identifier the backend sees is drawn from the seed\n"+
+		"and a fresh random run nonce, so that runs do not see each other's data. The\n"+
+		"counts of --server runs are not reproducible from the seed: the dates follow the\n"+
+		"calendar, and the GPS city moves with the nonce. The demo adds data to that\n"+
+		"backend: use a test one.")
 	people := fs.Int("people", 2000, "the population `size`")
-	days := fs.Int("days", 21, "the simulated `days`")
-	seed := fs.Uint64("seed", 1, "the random `seed`; the same seed gives the same summary (apart from timing)")
+	days := fs.Int("days", 21, "the simulated `days` (with --server: default and most the backend's retention_days-1)")
+	seed := fs.Uint64("seed", 1, "the random `seed`; the same seed gives the same summary (apart from timing; not with --server)")
 	adoption := fs.Float64("adoption", 0.6, "the `fraction` of people running the app")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	out := fs.String("out", "", "write summary.json and report.html to this `directory`")
-	server := fs.String("server", "", "drive an already running backend at this `URL` (not supported yet)")
+	server := fs.String("server", "", "drive an already running backend at this `URL` instead of starting one")
+	keyFile := fs.String("authority-key", "", "with --server: the health authority's private key `file` (authority keygen), listed in the backend's policy")
+	var exp expectFlags
+	exp.register(fs)
 	withGPS := fs.Bool("gps", false, "add GPS traces: patients' uploads and devices' trace checks")
 	gpsEvery := fs.Int("gps-check-every", 3, "with --gps: each phone checks its GPS trace every `N` days")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
-	case *server != "":
-		return usagef("--server is not supported yet: the demo needs to move the backend's clock with the simulation")
+	case *server != "" && *keyFile == "":
+		return usagef("--server needs --authority-key: the running backend's policy must list that authority")
+	case *server == "" && (*keyFile != "" || isSet(fs, "measurement") || isSet(fs, "allow-simulated")):
+		return usagef("--authority-key, --measurement and --allow-simulated need --server")
 	case *people < 2 || *people > 1_000_000:
 		return usagef("--people %d: want 2 to 1000000", *people)
 	case *days < 1 || *days > 365:
@@ -62,7 +76,18 @@ func runDemo(ctx context.Context, cio cmdIO, args []string) error {
 		return usagef("--gps-check-every needs --gps")
 	}
 	cfg := population.Config{People: *people, Days: *days, Seed: *seed, Adoption: *adoption, GPS: *withGPS, GPSCheckEvery: *gpsEvery}
-	s, err := demo(ctx, cfg, progressBar(cio.stderr))
+	var (
+		s   *population.Summary
+		err error
+	)
+	if *server != "" {
+		if !isSet(fs, "days") {
+			cfg.Days = 0 // as many as the backend's retention window holds
+		}
+		s, err = demoServer(ctx, cfg, *server, *keyFile, exp.expectations(), progressBar(cio.stderr))
+	} else {
+		s, err = demo(ctx, cfg, progressBar(cio.stderr))
+	}
 	if err != nil {
 		return err
 	}
@@ -132,6 +157,25 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	cfg.Authority = lab
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
 	cfg.Daily = svc.Enclave.Expire
+	cfg.Progress = progress
+	return population.Run(ctx, cfg)
+}
+
+// demoServer runs the simulation against a backend that is already
+// running and keeps real time; it has no clock to move and runs its own
+// retention, so neither SetClock nor Daily is set.
+func demoServer(ctx context.Context, cfg population.Config, server, keyFile string, exp attest.Expectations, progress func(day, days int)) (*population.Summary, error) {
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--authority-key: %w", err)
+	}
+	key, err := authority.ParsePrivateKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("--authority-key %s: %w", keyFile, err)
+	}
+	cfg.Server = server
+	cfg.Expectations = exp
+	cfg.Authority = key
 	cfg.Progress = progress
 	return population.Run(ctx, cfg)
 }

@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/internal/population"
 )
 
 func TestDemo(t *testing.T) {
@@ -96,6 +100,9 @@ func TestDemoUsage(t *testing.T) {
 		{"--days", "0"},
 		{"--adoption", "0"},
 		{"--server", "http://127.0.0.1:1"},
+		{"--authority-key", "lab.key"},
+		{"--allow-simulated"},
+		{"--measurement", strings.Repeat("ab", 32)},
 		{"--gps-check-every", "2"},
 		{"--gps", "--gps-check-every", "0"},
 		{"stray"},
@@ -106,6 +113,74 @@ func TestDemoUsage(t *testing.T) {
 			var ue usageError
 			if !errors.As(err, &ue) {
 				t.Fatalf("got %v, want a usage error", err)
+			}
+		})
+	}
+}
+
+// TestDemoServer drives a running backend twice with the same seed: the
+// simulation ends at the present inside its retention window, both runs
+// are exact, and the second neither matches the first's uploads (which
+// would show as false notifications) nor replays its test codes.
+func TestDemoServer(t *testing.T) {
+	b := newTestBackend(t)
+	// Seed 8 uploads whatever the weekday of the start, which a --server
+	// run takes from the calendar.
+	args := []string{"--server", b.url, "--authority-key", b.key, "--allow-simulated", "--people", "150", "--days", "10", "--seed", "8", "--json"}
+	var nonces []string
+	uploads := 0.0
+	for run := range 2 {
+		stdout, stderr, err := cliRun(t, runDemo, args...)
+		if err != nil {
+			t.Fatalf("run %d: demo --server: %v\n%s", run+1, err, stderr)
+		}
+		var got map[string]any
+		if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+			t.Fatalf("run %d: --json output: %v", run+1, err)
+		}
+		if got["protocol_exact"] != true || got["live_backend"] != true || got["days"] != 10.0 {
+			t.Fatalf("run %d: protocol_exact %v, live_backend %v, days %v", run+1, got["protocol_exact"], got["live_backend"], got["days"])
+		}
+		n, _ := got["uploads"].(float64)
+		uploads += n
+		nonce, _ := got["run_nonce"].(string)
+		nonces = append(nonces, nonce)
+	}
+	if uploads == 0 {
+		t.Fatal("no uploads in either run: the test did not exercise matching")
+	}
+	if nonces[0] == "" || nonces[0] == nonces[1] {
+		t.Fatalf("run nonces %q: want two different ones", nonces)
+	}
+}
+
+// TestDemoServerRefuses checks what --server refuses before simulating:
+// more days than the backend's window holds, an authority its policy does
+// not list, a simulated backend not explicitly allowed, a bad key file.
+func TestDemoServerRefuses(t *testing.T) {
+	b := newTestBackend(t)
+	other := filepath.Join(t.TempDir(), "other.key")
+	mustRun(t, runAuthorityKeygen, "--out", other)
+	garbage := filepath.Join(t.TempDir(), "garbage.key")
+	if err := os.WriteFile(garbage, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+		is   error
+	}{
+		{"too many days", []string{"--authority-key", b.key, "--allow-simulated", "--days", "14"}, "at most 13", population.ErrTooManyDays},
+		{"unlisted authority", []string{"--authority-key", other, "--allow-simulated"}, "does not list authority", nil},
+		{"simulated not allowed", []string{"--authority-key", b.key}, "", attest.ErrSimulated},
+		{"no key file", []string{"--authority-key", filepath.Join(t.TempDir(), "none"), "--allow-simulated"}, "--authority-key", fs.ErrNotExist},
+		{"bad key file", []string{"--authority-key", garbage, "--allow-simulated"}, "PRIVATE KEY", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := cliRun(t, runDemo, append([]string{"--server", b.url, "--people", "10"}, tc.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.is != nil && !errors.Is(err, tc.is)) {
+				t.Fatalf("got %v, want an error with %q (%v)", err, tc.want, tc.is)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package population
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -32,6 +33,10 @@ import (
 // GPS draws its randomness from a generator of its own and its answers
 // change nobody's behaviour, so the Bluetooth side of a run, and every
 // figure of it, is the same with and without GPS.
+//
+// With a Config.Nonce the city lies at a place on Earth drawn from the
+// nonce, so that the traces of runs against one live backend, which cover
+// the same real days, never come near each other.
 
 // Where the simulated city lies and how big it is: an 8 km square, so
 // that even the farthest jump between two fixes a minute apart stays
@@ -109,6 +114,7 @@ type gpsWorld struct {
 	rng    *rand.Rand
 	params gps.Params
 	every  int
+	city   latLon
 
 	home, desk []latLon         // by person
 	stays      []map[int][]stay // by day, then person; old days freed
@@ -136,10 +142,10 @@ func newGPSWorld(w *world) *gpsWorld {
 		notified:    make([]bool, len(w.people)),
 		should:      make([]bool, len(w.people)),
 		sum:         &GPSSummary{GPSCheckEvery: every},
+		city:        cityOf(w.cfg.Nonce),
 	}
-	city := latLon{cityLat, cityLon}
 	place := func() latLon {
-		return city.move((2*g.rng.Float64()-1)*cityHalfMeters, (2*g.rng.Float64()-1)*cityHalfMeters)
+		return g.city.move((2*g.rng.Float64()-1)*cityHalfMeters, (2*g.rng.Float64()-1)*cityHalfMeters)
 	}
 	households, groups := 0, 0
 	for _, p := range w.people {
@@ -162,6 +168,19 @@ func newGPSWorld(w *world) *gpsWorld {
 	return g
 }
 
+// cityOf returns the city's centre: the default one without a nonce, and
+// otherwise a place drawn from the nonce within 50 degrees of the equator
+// and 170 of the prime meridian, where the truth's plain latitude and
+// longitude grid works (far from the poles and the antimeridian).
+func cityOf(nonce []byte) latLon {
+	if nonce == nil {
+		return latLon{cityLat, cityLon}
+	}
+	h := sha256.Sum256(append([]byte("conftrace sim GPS city\x00"), nonce...))
+	u := func(b []byte) float64 { return float64(binary.BigEndian.Uint64(b)>>11) / (1 << 53) }
+	return latLon{lat: round7(-50 + 100*u(h[:8])), lon: round7(-170 + 340*u(h[8:16]))}
+}
+
 // inDisc returns a uniformly random point within radius metres of c.
 func (g *gpsWorld) inDisc(c latLon, radius float64) latLon {
 	r, a := radius*math.Sqrt(g.rng.Float64()), 2*math.Pi*g.rng.Float64()
@@ -172,7 +191,7 @@ func (g *gpsWorld) inDisc(c latLon, radius float64) latLon {
 // place, with the two people dist metres apart. A person in two
 // overlapping encounters is at the later one's place.
 func (g *gpsWorld) plan(d int, es []encounter) {
-	city := latLon{cityLat, cityLon}
+	city := g.city
 	day := map[int][]stay{}
 	for _, e := range es {
 		if e.kind != inCommunity {
@@ -230,8 +249,8 @@ func round7(deg float64) float64 { return math.Round(deg*1e7) / 1e7 }
 // of the people whose positive result it signed today and who consent.
 func (g *gpsWorld) upload(ctx context.Context, d int) error {
 	w := g.w
-	now := w.at(d, gpsUploadMinute)
-	first := max(0, w.dayOf(w.pol.WindowStart(now)))
+	now := w.advance(d, gpsUploadMinute)
+	first := w.uploadFirst(now)
 	for i := range w.people {
 		p := &w.people[i]
 		for _, t := range p.pending {
@@ -284,17 +303,22 @@ type gpsAnswer struct {
 
 // check has the app users whose turn it is check their traces at 23:40 of
 // day d, and compares every answer with the brute force.
+//
+// A live backend expires old days on a timer of its own, so when its
+// window moves during a run, the simulator cannot know whether the fixes
+// of the day that left are still there. Live devices therefore leave out
+// their fixes within the time tolerance of the window's start: no fix
+// from before the window can then match theirs, present or not.
 func (g *gpsWorld) check(ctx context.Context, d int) error {
 	w := g.w
-	checkAt := w.at(d, gpsCheckMinute)
-	w.cfg.SetClock(checkAt)
-	first := max(0, w.dayOf(w.pol.WindowStart(checkAt)))
+	checkAt := w.advance(d, gpsCheckMinute)
+	first := w.firstDay(checkAt)
 	for k := range g.patientDays {
 		if k < first {
 			delete(g.patientDays, k) // expired on the backend too
 		}
 	}
-	truth := newTruth(g.params, g.patientDays, first)
+	truth := newTruth(g.params, g.patientDays, first, g.city.lat)
 	var users []int
 	for i, p := range w.people {
 		if p.app && !g.uploaded[i] && (d+i)%g.every == 0 {
@@ -319,18 +343,35 @@ func (g *gpsWorld) check(ctx context.Context, d int) error {
 					return
 				}
 				i := users[j]
-				tr = tr[:0]
-				for k := first; k <= d; k++ {
-					last := 24*60 - 1
-					if k == d {
-						last = gpsCheckMinute
+				var resp api.TraceCheckResponse
+				for {
+					now := checkAt
+					if w.live {
+						now = time.Now()
 					}
-					tr = g.appendDay(tr, i, k, deviceFixMinutes, last)
-				}
-				resp, e := w.c.CheckTrace(ctx, tr)
-				if e != nil {
-					errOnce.Do(func() { err = fmt.Errorf("sim: day %d: checking a GPS trace: %w", d, e); cancel() })
-					return
+					tr = tr[:0]
+					for k := w.firstDay(now); k <= d; k++ {
+						last := 24*60 - 1
+						if k == d {
+							last = gpsCheckMinute
+						}
+						tr = g.appendDay(tr, i, k, deviceFixMinutes, last)
+					}
+					if w.live {
+						edge := w.pol.WindowStart(now).Unix() + g.params.ToleranceSeconds()
+						tr = slices.DeleteFunc(tr, func(p gps.Point) bool { return p.Time <= edge })
+					}
+					var e error
+					resp, e = w.c.CheckTrace(ctx, tr)
+					if e != nil {
+						errOnce.Do(func() { err = fmt.Errorf("sim: day %d: checking a GPS trace: %w", d, e); cancel() })
+						return
+					}
+					if w.live && !w.sameWindow(now, time.Now()) {
+						w.retries.Add(1) // the backend's day changed meanwhile: ask again
+						continue
+					}
+					break
 				}
 				eps := truth.episodes(tr)
 				answers[j] = gpsAnswer{
@@ -417,11 +458,13 @@ type truth struct {
 // metresPerE7 is the length of 1e-7 degree of latitude, in metres.
 const metresPerE7 = metresPerDegree / 1e7
 
-func newTruth(params gps.Params, days map[int][]gps.Point, first int) *truth {
+// newTruth indexes the fixes of days first and later, for a city around
+// latitude lat.
+func newTruth(params gps.Params, days map[int][]gps.Point, first int, lat float64) *truth {
 	t := &truth{params: params, tol: params.ToleranceSeconds(), cells: map[[2]int64][]gps.Point{}}
 	t.latHalf = (params.DistanceMeters*1.001 + 0.01) / metresPerE7
 	t.latCell = int64(math.Ceil(4 * t.latHalf))
-	t.lonCell = int64(math.Ceil(4 * t.lonHalf(cityLat)))
+	t.lonCell = int64(math.Ceil(4 * t.lonHalf(lat)))
 	for k, pts := range days {
 		if k < first {
 			continue

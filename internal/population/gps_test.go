@@ -101,7 +101,7 @@ func TestTruthIsBruteForce(t *testing.T) {
 		for i := range days[-1] {
 			days[-1][i].Time -= 24 * 60 * 60
 		}
-		truth := newTruth(params, days, 0)
+		truth := newTruth(params, days, 0, cityLat)
 		matched := 0
 		for range 8 {
 			dev := trace(200, c, spread, 120)
@@ -204,5 +204,24 @@ func TestGPSReports(t *testing.T) {
 	WriteTable(&tbl, s)
 	if strings.Contains(tbl.String(), "GPS") {
 		t.Error("table of a run without GPS has GPS lines")
+	}
+}
+
+// TestCityOf checks that a nonce moves the city, to a place the truth's
+// grid handles, and that no nonce keeps the default city.
+func TestCityOf(t *testing.T) {
+	if c := cityOf(nil); c != (latLon{cityLat, cityLon}) {
+		t.Fatalf("no nonce: city %v, want the default", c)
+	}
+	seen := map[latLon]bool{}
+	for i := range 100 {
+		c := cityOf([]byte{byte(i), 1, 2, 3})
+		if math.Abs(c.lat) > 50 || math.Abs(c.lon) > 170 || seen[c] {
+			t.Fatalf("nonce %d: city %v outside the grid's range or seen before", i, c)
+		}
+		seen[c] = true
+	}
+	if cityOf([]byte{7}) != cityOf([]byte{7}) {
+		t.Fatal("one nonce gave two cities")
 	}
 }

@@ -9,7 +9,8 @@
 // positive upload their contact tuples if they consent. Every app user asks
 // the backend once a simulated day whether it was exposed. All of this goes
 // through the real client SDK, so over attested Oblivious HTTP, to a real
-// backend whose clock follows the simulation (Config.SetClock).
+// backend whose clock follows the simulation (Config.SetClock), or to a
+// live backend that keeps real time (see below).
 //
 // Phones are modelled with Bluetooth loss: each side of an encounter hears
 // the other in a 10-minute interval only with some probability, measures its
@@ -39,17 +40,35 @@
 // generator consumed in a fixed order (GPS from generators of its own,
 // seeded from the same seed), and the backend's own randomness (keys,
 // tokens) does not reach the counts.
+//
+// # Live backends
+//
+// A backend that is already running (conftrace serve) keeps real time, and
+// nothing can move its clock. Leave Config.SetClock nil to drive one: the
+// simulated period then ends at the present (day 0 is Config.Days days
+// before today's UTC midnight, the last day is yesterday), so it must fit
+// in the backend's retention window, at most RetentionDays-1 days. Every
+// request happens at real time, while the tuples, test dates and GPS fixes
+// carry the simulated past; the ground truth of each check uses the window
+// at the real time of that check, as the backend does. A live backend keeps
+// what earlier runs uploaded, so every identifier that reaches it (daily
+// keys, test secrets, the GPS city's location) mixes a fresh random
+// Config.Nonce into the seed: a second run neither matches the first's
+// uploads nor replays its test codes. The counts of live runs are not
+// reproducible: the dates, and so the weekdays, follow the calendar.
 package population
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net/http"
 	"sort"
 	"sync"
@@ -79,6 +98,16 @@ const GAENBytesPerKey = 28
 // answers differed from what the protocol requires.
 var ErrNotExact = errors.New("sim: the backend's exposure answers differ from the protocol's")
 
+// ErrTooManyDays is returned (wrapped) by Run when the simulated period
+// does not fit in a live backend's retention window.
+var ErrTooManyDays = errors.New("sim: the simulated days do not fit in the live backend's retention window")
+
+// liveSkew is how far ahead of the real clock a live run computes the
+// retention window of an upload, so that an upload sent just before UTC
+// midnight holds no day that the backend's window left by the time the
+// request arrives.
+const liveSkew = time.Minute
+
 // Config describes one simulation.
 type Config struct {
 	// People is the population size; Days the number of simulated days.
@@ -94,7 +123,8 @@ type Config struct {
 	// encounter in a 10-minute interval (default 0.85).
 	Detection float64
 	// Start is the simulated time of day 0 (midnight UTC); zero means
-	// DefaultStart.
+	// DefaultStart, or with a live backend (SetClock nil) Days days before
+	// today's UTC midnight, which is the only start a live backend allows.
 	Start time.Time
 
 	// Server is the backend's base URL.
@@ -106,12 +136,19 @@ type Config struct {
 	Verifiers []attest.Verifier
 	// Authority signs test results; the backend's policy must list it.
 	Authority *authority.Key
-	// SetClock moves the backend's clock to the simulated time. It is
-	// required: results, uploads and the retention window follow it.
+	// SetClock moves the backend's clock to the simulated time: results,
+	// uploads and the retention window follow it. Nil means a live backend
+	// that keeps real time (see the package documentation); then Days may
+	// be 0, for the most that fit: the policy's RetentionDays-1.
 	SetClock func(time.Time)
+	// Nonce is mixed with Seed into every identifier that reaches the
+	// backend. Nil keeps the identifiers a function of Seed alone; with a
+	// live backend Run draws a fresh random nonce when Nonce is nil, so
+	// that runs against one backend never see each other's data.
+	Nonce []byte
 	// Daily, if set, is called at the start of every simulated day, after
 	// the clock moved; the demo expires the backend's old days there, as a
-	// deployed backend does on a timer.
+	// deployed backend does on a timer. A live backend runs its own.
 	Daily func(ctx context.Context) error
 	// Workers bounds the concurrent exposure checks (default 8).
 	Workers int
@@ -134,6 +171,10 @@ type Summary struct {
 	Days     int    `json:"days"`
 	Seed     uint64 `json:"seed"`
 	AppUsers int    `json:"app_users"`
+	// Live is set when the run drove a backend that keeps real time;
+	// Nonce is the run's nonce in hex, when it had one.
+	Live  bool   `json:"live_backend,omitempty"`
+	Nonce string `json:"run_nonce,omitempty"`
 
 	Infections    int `json:"infections"`
 	Tests         int `json:"tests"`
@@ -177,7 +218,8 @@ type Summary struct {
 	Definitions map[string]string `json:"definitions"`
 
 	// Timing holds every wall-clock figure; it is the only part of a
-	// Summary that differs between two runs with the same seed.
+	// Summary that differs between two runs with the same seed, unless
+	// the runs drove a live backend.
 	Timing Timing `json:"timing"`
 
 	// GPSSummary is set when Config.GPS was; its fields are inlined in
@@ -240,6 +282,7 @@ type person struct {
 	pending []test
 
 	uploaded    bool
+	uploadAt    time.Time // when the backend acknowledged the upload
 	uploadDay   int
 	uploadFirst int // first day of the upload's window
 	testDay     int // day the uploading case's test was taken
@@ -257,7 +300,7 @@ type test struct {
 
 type world struct {
 	cfg    Config
-	rng    *rand.Rand
+	rng    *mrand.Rand
 	pol    policy.Policy
 	c      *client.Client
 	people []person
@@ -270,6 +313,11 @@ type world struct {
 	should []bool
 	sum    *Summary
 	gps    *gpsWorld // nil without Config.GPS
+	// live is set when the backend keeps real time (Config.SetClock nil).
+	live bool
+	// retries counts checks asked again because the backend's day
+	// changed while they were under way (live backends only).
+	retries atomic.Int64
 }
 
 // Run simulates cfg.Days days and returns the summary. It fails on a
@@ -277,11 +325,19 @@ type world struct {
 // (see Summary.Check), not as an error.
 func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	began := time.Now()
-	if cfg.People < 2 || cfg.Days < 1 {
+	live := cfg.SetClock == nil
+	if cfg.People < 2 || cfg.Days < 0 || (cfg.Days == 0 && !live) {
 		return nil, fmt.Errorf("sim: need at least 2 people and 1 day, got %d and %d", cfg.People, cfg.Days)
 	}
-	if cfg.SetClock == nil || cfg.Authority == nil {
-		return nil, errors.New("sim: Config.SetClock and Config.Authority are required")
+	if cfg.Authority == nil {
+		return nil, errors.New("sim: Config.Authority is required")
+	}
+	if live && !cfg.Start.IsZero() {
+		return nil, errors.New("sim: a live backend (Config.SetClock nil) keeps real time, so the run ends at the present and Config.Start must be zero")
+	}
+	if live && cfg.Nonce == nil {
+		cfg.Nonce = make([]byte, 16)
+		rand.Read(cfg.Nonce)
 	}
 	if cfg.Adoption == 0 {
 		cfg.Adoption = 0.6
@@ -299,7 +355,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if start.IsZero() {
 		start = DefaultStart
 	}
-	cfg.SetClock(start)
+	if !live {
+		cfg.SetClock(start)
+	}
 	m := newMeter(cfg.Workers)
 	c, err := client.New(ctx, client.Config{
 		Server:       cfg.Server,
@@ -310,14 +368,30 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sim: connecting to the backend: %w", err)
 	}
-	w := &world{
-		cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x636f6e6674726163)),
-		pol: c.Policy(), c: c, start: start,
-		keys: map[[2]int]*enid.Key{}, close: map[[2]int32]int{}, meter: m,
-		sum: &Summary{People: cfg.People, Days: cfg.Days, Seed: cfg.Seed, NotificationDelayDays: []int{}},
+	pol := c.Policy()
+	if a, ok := pol.Authority(cfg.Authority.Name); !ok || !a.PublicKey.Equal(cfg.Authority.PublicKey()) {
+		return nil, fmt.Errorf("sim: the backend's policy does not list authority %q with this key", cfg.Authority.Name)
 	}
-	if _, ok := w.pol.Authority(cfg.Authority.Name); !ok {
-		return nil, fmt.Errorf("sim: the backend's policy does not list authority %q", cfg.Authority.Name)
+	if live {
+		// Every simulated day must lie in the backend's window, which
+		// holds today and the RetentionDays-1 days before it.
+		most := pol.RetentionDays - 1
+		if cfg.Days == 0 {
+			cfg.Days = most
+		}
+		if cfg.Days < 1 || cfg.Days > most {
+			return nil, fmt.Errorf("%w: %d days asked, the backend keeps %d days (today included), so at most %d simulated days end yesterday inside it", ErrTooManyDays, cfg.Days, pol.RetentionDays, most)
+		}
+		start = time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -cfg.Days)
+	}
+	w := &world{
+		cfg: cfg, rng: mrand.New(mrand.NewPCG(cfg.Seed, 0x636f6e6674726163)),
+		pol: pol, c: c, start: start, live: live,
+		keys: map[[2]int]*enid.Key{}, close: map[[2]int32]int{}, meter: m,
+		sum: &Summary{People: cfg.People, Days: cfg.Days, Seed: cfg.Seed, Live: live, NotificationDelayDays: []int{}},
+	}
+	if cfg.Nonce != nil {
+		w.sum.Nonce = hex.EncodeToString(cfg.Nonce)
 	}
 	w.populate()
 	if cfg.GPS {
@@ -340,6 +414,53 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 // at returns the simulated time of minute min of day d.
 func (w *world) at(d, min int) time.Time {
 	return w.start.Add(time.Duration(d)*24*time.Hour + time.Duration(min)*time.Minute)
+}
+
+// advance returns the backend's time for what the simulation does at
+// minute min of day d: the simulated time, to which it moves the
+// backend's clock, or the real time with a live backend.
+func (w *world) advance(d, min int) time.Time {
+	if w.live {
+		return time.Now()
+	}
+	t := w.at(d, min)
+	w.cfg.SetClock(t)
+	return t
+}
+
+// firstDay returns the first simulation day (at least 0) of the backend's
+// retention window at now.
+func (w *world) firstDay(now time.Time) int {
+	return max(0, w.dayOf(w.pol.WindowStart(now)))
+}
+
+// uploadFirst returns the first day an upload sent at now may hold; with
+// a live backend it allows for the request crossing UTC midnight.
+func (w *world) uploadFirst(now time.Time) int {
+	if w.live {
+		now = now.Add(liveSkew)
+	}
+	return w.firstDay(now)
+}
+
+// sameWindow reports whether the backend's retention window was the same
+// at a and b: then it was the same all the time between.
+func (w *world) sameWindow(a, b time.Time) bool {
+	return w.pol.WindowStart(a).Equal(w.pol.WindowStart(b))
+}
+
+// mix returns b unchanged without a nonce, and otherwise a hash of the
+// nonce and b, so that identifiers are fresh for every live run.
+func (w *world) mix(label string, b []byte) []byte {
+	if w.cfg.Nonce == nil {
+		return b
+	}
+	h := sha256.New()
+	h.Write([]byte(label))
+	h.Write([]byte{byte(len(w.cfg.Nonce))})
+	h.Write(w.cfg.Nonce)
+	h.Write(b)
+	return h.Sum(nil)
 }
 
 // dayOf returns the simulation day of t (may be negative).
@@ -425,8 +546,8 @@ func (w *world) infect(i, d int) bool {
 
 func (p *person) infectious(d int) bool { return p.ever && d >= p.infFrom && d < p.infTo }
 
-// tek derives person i's daily key of day d from the seed, so that the
-// identifiers are reproducible.
+// key derives person i's daily key of day d from the seed (and the
+// nonce), so that the identifiers are reproducible.
 func (w *world) key(i, d int) *enid.Key {
 	if k, ok := w.keys[[2]int{i, d}]; ok {
 		return k
@@ -435,7 +556,7 @@ func (w *world) key(i, d int) *enid.Key {
 	binary.BigEndian.PutUint64(b[:], w.cfg.Seed)
 	binary.BigEndian.PutUint64(b[8:], uint64(i))
 	binary.BigEndian.PutUint64(b[16:], uint64(d))
-	h := sha256.Sum256(append([]byte("conftrace sim TEK"), b[:]...))
+	h := sha256.Sum256(append([]byte("conftrace sim TEK"), w.mix("conftrace sim TEK nonce", b[:])...))
 	start := enid.IntervalOf(w.at(d, 0))
 	k, err := enid.NewKey(enid.TEK(h[:16]), start, 144)
 	if err != nil {
@@ -599,7 +720,7 @@ func (w *world) play(d int, es []encounter) {
 func (w *world) day(ctx context.Context, d int) error {
 	s := w.sum
 	s.Daily = append(s.Daily, Day{Date: w.at(d, 0).Format(api.DateLayout)})
-	w.cfg.SetClock(w.at(d, 8*60))
+	w.advance(d, 8*60)
 	if w.cfg.Daily != nil {
 		if err := w.cfg.Daily(ctx); err != nil {
 			return fmt.Errorf("sim: day %d: %w", d, err)
@@ -633,6 +754,7 @@ func (w *world) day(ctx context.Context, d int) error {
 		for j := range secret {
 			secret[j] = byte(w.rng.Uint32())
 		}
+		secret = w.mix("conftrace sim test secret", secret)[:api.TestSecretSize]
 		positive := p.ever && d >= p.infected+1 && d < p.infTo+3
 		p.pending = append(p.pending, test{day: d, resultDay: d + 1 + w.rng.IntN(2), positive: positive, secret: secret})
 		s.Tests++
@@ -641,7 +763,7 @@ func (w *world) day(ctx context.Context, d int) error {
 
 	// The authority signs today's results in the evening, phones poll
 	// them, and positive app users upload if they consent.
-	w.cfg.SetClock(w.at(d, 23*60))
+	w.advance(d, 23*60)
 	for i := range w.people {
 		p := &w.people[i]
 		for j := range p.pending {
@@ -655,7 +777,7 @@ func (w *world) day(ctx context.Context, d int) error {
 				s.PositiveTests++
 				s.Daily[d].PositiveTests++
 			}
-			sr, err := w.cfg.Authority.SignResult(api.TestCode(t.secret), res, w.at(t.day, 10*60), time.Time{}, w.at(d, 23*60))
+			sr, err := w.cfg.Authority.SignResult(api.TestCode(t.secret), res, w.at(t.day, 10*60), time.Time{}, w.advance(d, 23*60))
 			if err != nil {
 				return fmt.Errorf("sim: signing a result: %w", err)
 			}
@@ -671,8 +793,7 @@ func (w *world) day(ctx context.Context, d int) error {
 			return err
 		}
 	}
-	w.cfg.SetClock(w.at(d, 23*60+10))
-	now := w.at(d, 23*60+10)
+	w.advance(d, 23*60+10)
 	for i := range w.people {
 		p := &w.people[i]
 		keep := p.pending[:0]
@@ -693,7 +814,7 @@ func (w *world) day(ctx context.Context, d int) error {
 			if pr.Result != api.Positive || p.uploaded || w.rng.Float64() >= w.cfg.Consent {
 				continue
 			}
-			first := max(0, w.dayOf(w.pol.WindowStart(now)))
+			first := w.uploadFirst(w.advance(d, 23*60+10))
 			var ts []contactlog.Tuple
 			for k := first; k <= d; k++ {
 				for _, r := range p.tuples[k] {
@@ -707,7 +828,7 @@ func (w *world) day(ctx context.Context, d int) error {
 				return fmt.Errorf("sim: day %d: uploading: %w", d, err)
 			}
 			s.Requests++
-			p.uploaded, p.uploadDay, p.uploadFirst, p.testDay = true, d, first, t.day
+			p.uploaded, p.uploadAt, p.uploadDay, p.uploadFirst, p.testDay = true, w.advance(d, 23*60+10), d, first, t.day
 			s.Uploads++
 			s.Daily[d].Uploads++
 			s.GAENKeysPublished += d - first + 1
@@ -716,9 +837,7 @@ func (w *world) day(ctx context.Context, d int) error {
 	}
 
 	// Every app user checks for exposure.
-	checkAt := w.at(d, 23*60+30)
-	w.cfg.SetClock(checkAt)
-	first := max(0, w.dayOf(w.pol.WindowStart(checkAt)))
+	checkAt := w.advance(d, 23*60+30)
 	var users []int
 	for i := range w.people {
 		if w.people[i].app {
@@ -726,12 +845,13 @@ func (w *world) day(ctx context.Context, d int) error {
 		}
 	}
 	got := make([]bool, len(w.people))
-	if err := w.checkAll(ctx, users, first, d, got); err != nil {
+	at := make([]time.Time, len(w.people))
+	if err := w.checkAll(ctx, users, checkAt, d, got, at); err != nil {
 		return err
 	}
 	for _, i := range users {
 		p := &w.people[i]
-		want, cause := w.expected(i, first, d)
+		want, cause := w.expected(i, d, at[i])
 		s.Checks++
 		s.Requests++
 		switch {
@@ -763,7 +883,11 @@ func (w *world) day(ctx context.Context, d int) error {
 	return nil
 }
 
-func (w *world) checkAll(ctx context.Context, users []int, first, d int, got []bool) error {
+// checkAll has every user check its tuples of the retention window at
+// checkAt, or, with a live backend, at the real time of each check, and
+// sets got[i] to the answer and at[i] to the time the check's window
+// follows.
+func (w *world) checkAll(ctx context.Context, users []int, checkAt time.Time, d int, got []bool, at []time.Time) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -780,18 +904,31 @@ func (w *world) checkAll(ctx context.Context, users []int, first, d int, got []b
 					return
 				}
 				i := users[j]
-				var ts []contactlog.Tuple
-				for k := first; k <= d; k++ {
-					for _, r := range w.people[i].tuples[k] {
-						ts = append(ts, r.t)
+				for {
+					now := checkAt
+					if w.live {
+						now = time.Now()
 					}
+					var ts []contactlog.Tuple
+					for k := w.firstDay(now); k <= d; k++ {
+						for _, r := range w.people[i].tuples[k] {
+							ts = append(ts, r.t)
+						}
+					}
+					resp, e := w.c.CheckExposure(withDevice(ctx, i), ts)
+					if e != nil {
+						errOnce.Do(func() { err = fmt.Errorf("sim: day %d: checking exposure: %w", d, e); cancel() })
+						return
+					}
+					if w.live && !w.sameWindow(now, time.Now()) {
+						// The backend's day changed during the request, so
+						// which window it answered for is unknown: ask again.
+						w.retries.Add(1)
+						continue
+					}
+					got[i], at[i] = resp.Exposed, now
+					break
 				}
-				resp, e := w.c.CheckExposure(withDevice(ctx, i), ts)
-				if e != nil {
-					errOnce.Do(func() { err = fmt.Errorf("sim: day %d: checking exposure: %w", d, e); cancel() })
-					return
-				}
-				got[i] = resp.Exposed
 			}
 		})
 	}
@@ -800,19 +937,23 @@ func (w *world) checkAll(ctx context.Context, users []int, first, d int, got []b
 }
 
 // expected computes, from the simulator's own record, whether the protocol
-// requires the backend to answer "exposed" to device i checking on day d
-// with the tuples of days first..d, and which uploading case (the one
-// tested earliest) contributed to an exposed day, or -1.
-func (w *world) expected(i, first, d int) (bool, int) {
+// requires the backend to answer "exposed" to device i, which holds the
+// tuples of days up to d, checking at the backend's time checkAt: the
+// tuples of the retention window at checkAt, against the uploads the
+// backend acknowledged by then. It also returns which uploading case (the
+// one tested earliest) contributed to an exposed day, or -1. Both the
+// simulated and the live clock come through checkAt, so one rule serves
+// both.
+func (w *world) expected(i, d int, checkAt time.Time) (bool, int) {
 	risk := w.pol.Risk
 	p := &w.people[i]
 	exposed, cause := false, -1
-	for k := first; k <= d; k++ {
+	for k := w.firstDay(checkAt); k <= d; k++ {
 		sum := 0
 		dayCause := -1
 		for _, r := range p.tuples[k] {
 			q := &w.people[r.partner]
-			if !q.uploaded || r.mirror == 0 || k < q.uploadFirst || k > q.uploadDay {
+			if !q.uploaded || q.uploadAt.After(checkAt) || r.mirror == 0 || k < q.uploadFirst || k > q.uploadDay {
 				continue
 			}
 			sum += risk.WeightedMinutes(int(min(r.t.Duration, r.mirror)), int(r.t.Attenuation))
@@ -832,6 +973,7 @@ func (w *world) expected(i, first, d int) (bool, int) {
 
 func (w *world) finish() {
 	s := w.sum
+	s.Requests += int(w.retries.Load())
 	s.ProtocolExact = s.MissedNotifications == 0 && s.FalseNotifications == 0
 	for i := range w.people {
 		if w.people[i].app {
@@ -862,12 +1004,23 @@ func (w *world) finish() {
 	s.BytesPerDeviceDay = math.Round(float64(w.meter.deviceBytes.Load()) / deviceDays)
 	s.GAENBytesPerDeviceDay = math.Round(float64(s.GAENKeysPublished*GAENBytesPerKey) / float64(s.Days))
 	s.Definitions = definitions
+	if w.gps != nil || w.live {
+		s.Definitions = maps.Clone(definitions)
+	}
 	if w.gps != nil {
 		w.gps.finish()
 		s.GPSSummary = w.gps.sum
-		s.Definitions = maps.Clone(definitions)
 		maps.Copy(s.Definitions, gpsDefinitions)
 	}
+	if w.live {
+		maps.Copy(s.Definitions, liveDefinitions)
+	}
+}
+
+// liveDefinitions explain the figures of a run against a live backend.
+var liveDefinitions = map[string]string{
+	"live_backend": "the run drove a running backend that keeps real time: the simulated days end yesterday inside its retention window, every request happened at real time while tuples, test dates and GPS fixes carry the simulated past, and each check's truth uses the window at the real time of that check; the counts are not reproducible across runs (the dates, so the weekdays, follow the calendar, and the GPS city moves with run_nonce)",
+	"run_nonce":    "random per run and mixed with the seed into every identifier the backend sees (daily keys, test secrets, the GPS city's location), so that a run never matches, nor replays, what earlier runs left on the same backend",
 }
 
 var definitions = map[string]string{

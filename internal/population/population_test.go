@@ -2,6 +2,7 @@ package population
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/contactlog"
@@ -27,7 +29,31 @@ import (
 // drives.
 func run(t *testing.T, cfg Config) *Summary {
 	t.Helper()
-	ctx := context.Background()
+	var mu sync.Mutex
+	now := DefaultStart
+	b := startBackend(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	b.configure(&cfg)
+	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	cfg.Daily = b.svc.Enclave.Expire
+	s, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// backend is a backend on loopback with one health authority.
+type backend struct {
+	url string
+	svc *service.Service
+	tee *teesim.TEE
+	lab *authority.Key
+}
+
+// startBackend starts a backend on loopback with the clock now; nil means
+// real time, as a deployed backend keeps.
+func startBackend(t *testing.T, now func() time.Time) *backend {
+	t.Helper()
 	lab, err := authority.GenerateKey("lab")
 	if err != nil {
 		t.Fatal(err)
@@ -38,12 +64,10 @@ func run(t *testing.T, cfg Config) *Summary {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	now := DefaultStart
-	svc, err := service.Open(ctx, service.Config{
+	svc, err := service.Open(context.Background(), service.Config{
 		DataDir: filepath.Join(t.TempDir(), "data"), Policy: pol, TEE: tee,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now:    func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+		Now:    now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -55,17 +79,14 @@ func run(t *testing.T, cfg Config) *Summary {
 	hs := &http.Server{Handler: svc.Handler}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close(); svc.Close() })
+	return &backend{url: "http://" + ln.Addr().String(), svc: svc, tee: tee, lab: lab}
+}
 
-	cfg.Server = "http://" + ln.Addr().String()
-	cfg.Expectations = attest.Expectations{Measurements: [][]byte{tee.Measurement()}, AllowSimulated: true}
-	cfg.Authority = lab
-	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
-	cfg.Daily = svc.Enclave.Expire
-	s, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+// configure points cfg at the backend.
+func (b *backend) configure(cfg *Config) {
+	cfg.Server = b.url
+	cfg.Expectations = attest.Expectations{Measurements: [][]byte{b.tee.Measurement()}, AllowSimulated: true}
+	cfg.Authority = b.lab
 }
 
 func TestProtocolExact(t *testing.T) {
@@ -123,8 +144,9 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	}{
 		{"one person", Config{People: 1, Days: 3, Authority: lab, SetClock: set}},
 		{"no days", Config{People: 10, Days: 0, Authority: lab, SetClock: set}},
-		{"no clock", Config{People: 10, Days: 3, Authority: lab}},
 		{"no authority", Config{People: 10, Days: 3, SetClock: set}},
+		{"negative days live", Config{People: 10, Days: -1, Authority: lab}},
+		{"start with a live backend", Config{People: 10, Days: 3, Authority: lab, Start: DefaultStart}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Run(context.Background(), tc.cfg); err == nil {
@@ -140,11 +162,13 @@ func TestRunRefusesBadConfig(t *testing.T) {
 // attenuation, summed per day.
 func TestExpected(t *testing.T) {
 	pol := policy.Default() // 15 weighted minutes; 50% weight in (63, 73] dB
-	w := &world{pol: pol, people: make([]person, 3)}
+	w := &world{pol: pol, people: make([]person, 3), start: DefaultStart}
 	for i := range w.people {
 		w.people[i].tuples = make([][]rec, 5)
 	}
-	w.people[1] = person{uploaded: true, uploadDay: 3, uploadFirst: 1, testDay: 2, tuples: w.people[1].tuples}
+	uploadAt := w.at(3, 23*60+10)
+	w.people[1] = person{uploaded: true, uploadAt: uploadAt, uploadDay: 3, uploadFirst: 1, testDay: 2, tuples: w.people[1].tuples}
+	checkAt := w.at(4, 23*60+30)
 	tuple := func(minutes uint16, att uint8) contactlog.Tuple {
 		return contactlog.Tuple{Interval: enid.Interval(1), Duration: minutes, Attenuation: att}
 	}
@@ -174,16 +198,32 @@ func TestExpected(t *testing.T) {
 					add(d, r)
 				}
 			}
-			got, cause := w.expected(0, 0, 4)
+			got, cause := w.expected(0, 4, checkAt)
 			if got != tc.want || (got && cause != 1) || (!got && cause != -1) {
 				t.Fatalf("expected() = %v, cause %d; want %v", got, cause, tc.want)
 			}
 		})
 	}
-	// The check's window excludes what lies before it.
 	w.people[0].tuples[2] = []rec{{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 10}}
-	if got, _ := w.expected(0, 3, 4); got {
+	if got, _ := w.expected(0, 4, checkAt); !got {
+		t.Fatal("a 20-minute mirrored exposure did not count")
+	}
+	// The window at the check's time excludes the days before it: a
+	// check 15 days after day 0 sees days 2 and later; 16 days, 3 and
+	// later.
+	if got, _ := w.expected(0, 4, w.at(15, 12*60)); !got {
+		t.Fatal("a day inside the check's window did not count")
+	}
+	if got, _ := w.expected(0, 4, w.at(16, 0)); got {
 		t.Fatal("a day before the check's window counted")
+	}
+	// An upload the backend acknowledged after the check does not count,
+	// whatever simulated day it belongs to.
+	if got, _ := w.expected(0, 4, uploadAt.Add(-time.Second)); got {
+		t.Fatal("an upload made after the check counted")
+	}
+	if got, _ := w.expected(0, 4, uploadAt); !got {
+		t.Fatal("an upload acknowledged at the check's time did not count")
 	}
 }
 
@@ -213,10 +253,75 @@ func TestReports(t *testing.T) {
 	if strings.Count(h, "<svg") != 3 || strings.Count(h, "<svg") != strings.Count(h, "</svg>") || !strings.HasSuffix(h, "</html>\n") {
 		t.Fatalf("report page does not hold three complete charts")
 	}
+	if strings.Contains(tbl.String(), "nonce") {
+		t.Fatalf("table of an in-process run speaks of a nonce:\n%s", tbl.String())
+	}
+	live := *s
+	live.Live, live.Nonce = true, "00112233"
+	tbl.Reset()
+	WriteTable(&tbl, &live)
+	if !strings.Contains(tbl.String(), "run nonce 00112233 (counts not reproducible)") || strings.Contains(tbl.String(), "loopback") {
+		t.Fatalf("table of a live run does not say so:\n%s", tbl.String())
+	}
 	s.ProtocolExact, s.FalseNotifications = false, 2
 	page.Reset()
 	WriteHTML(&page, s)
 	if !strings.Contains(page.String(), "PROTOCOL MISMATCH") {
 		t.Fatal("report of an inexact run does not say so")
+	}
+}
+
+// TestLive drives a backend that keeps real time, as a running server
+// does: the run ends yesterday inside its retention window and is exact,
+// GPS included. Reusing its nonce replays its test codes, which shows that
+// the nonce, not luck, keeps runs apart; a further run with a fresh nonce
+// is fine. (cmd/conftrace's TestDemoServer runs two full runs on one
+// backend.)
+func TestLive(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, nil)
+	// Seed 8 uploads and notifies, over Bluetooth and GPS, whatever the
+	// weekday of the start, which a live run takes from the calendar.
+	cfg := Config{People: 150, Days: 10, Seed: 8, GPS: true}
+	b.configure(&cfg)
+	ctx := context.Background()
+	yesterday := func() string { return time.Now().UTC().AddDate(0, 0, -1).Format(api.DateLayout) }
+	before := yesterday()
+	s, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Uploads == 0 || s.Notified == 0 || s.Notified != s.ShouldBeNotified {
+		t.Fatalf("uploads %d, notified %d, should be notified %d: the live run did not exercise matching", s.Uploads, s.Notified, s.ShouldBeNotified)
+	}
+	if g := s.GPSSummary; g.GPSUploads == 0 || g.GPSNotified == 0 || g.GPSNotified != g.GPSShouldBeNotified {
+		t.Fatalf("GPS: %d uploads, notified %d, should be notified %d: the live run did not exercise matching", g.GPSUploads, g.GPSNotified, g.GPSShouldBeNotified)
+	}
+	if last := s.Daily[len(s.Daily)-1].Date; last != before && last != yesterday() {
+		t.Fatalf("the live run's last day is %s, want yesterday (%s)", last, before)
+	}
+	if !s.Live || len(s.Nonce) != 32 || s.Definitions["run_nonce"] == "" || s.Definitions["live_backend"] == "" || s.Definitions["gps_checks"] == "" {
+		t.Fatalf("live %v, nonce %q, definitions %v: the summary does not say the run was live", s.Live, s.Nonce, s.Definitions)
+	}
+
+	again := cfg
+	again.GPS = false
+	again.Nonce, _ = hex.DecodeString(s.Nonce)
+	if _, err := Run(ctx, again); !errors.Is(err, &api.Error{Code: api.CodeReplayed}) {
+		t.Fatalf("a live run reusing a nonce: %v, want the backend's replayed refusal", err)
+	}
+
+	cfg.GPS = false
+	cfg.Days = 14
+	if _, err := Run(ctx, cfg); !errors.Is(err, ErrTooManyDays) {
+		t.Fatalf("14 days on a 14-day backend: %v, want ErrTooManyDays", err)
+	}
+	cfg.Days, cfg.People = 0, 20
+	small, err := Run(ctx, cfg)
+	if err != nil || small.Days != 13 || small.Nonce == s.Nonce || small.Check() != nil {
+		t.Fatalf("Days 0 on a live 14-day backend: %v, %d days, nonce %s (first %s); want 13 days, a fresh nonce, exact", err, small.Days, small.Nonce, s.Nonce)
 	}
 }

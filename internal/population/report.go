@@ -12,12 +12,21 @@ import (
 // WriteTable writes the summary as a plain-text table.
 func WriteTable(w io.Writer, s *Summary) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	network := "client-side, loopback"
+	if s.Live {
+		network = "client-side, to the running backend"
+	}
 	exact := "YES: every exposure answer was exactly what the protocol requires"
 	if !s.ProtocolExact {
 		exact = "NO: THE BACKEND'S ANSWERS DIFFER FROM THE PROTOCOL'S"
 	}
 	rows := [][2]string{
 		{"population", fmt.Sprintf("%d people, %d with the app, %d days, seed %d", s.People, s.AppUsers, s.Days, s.Seed)},
+	}
+	if s.Live {
+		rows = append(rows, [2]string{"backend", fmt.Sprintf("running, real clock; days end yesterday; run nonce %s (counts not reproducible)", s.Nonce)})
+	}
+	rows = append(rows, [][2]string{
 		{"infections", fmt.Sprint(s.Infections)},
 		{"tests (positive)", fmt.Sprintf("%d (%d)", s.Tests, s.PositiveTests)},
 		{"uploads", fmt.Sprint(s.Uploads)},
@@ -34,9 +43,9 @@ func WriteTable(w io.Writer, s *Summary) error {
 		{"", ""},
 		{"bytes/device/day", fmt.Sprintf("%.0f (GAEN-style: %.0f)", s.BytesPerDeviceDay, s.GAENBytesPerDeviceDay)},
 		{"requests", fmt.Sprint(s.Requests)},
-		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (client-side, loopback)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms)},
+		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (%s)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms, network)},
 		{"wall time", fmt.Sprintf("%.1f s", s.Timing.TotalSeconds)},
-	}
+	}...)
 	if g := s.GPSSummary; g != nil {
 		exact := "YES: every GPS answer and episode was exactly the brute force's"
 		if !g.GPSProtocolExact {
