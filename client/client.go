@@ -64,6 +64,9 @@ type Config struct {
 	Verifiers []attest.Verifier
 	// HTTPClient sends the requests; nil means a client with a 30 s timeout.
 	HTTPClient *http.Client
+	// Now is the clock the client trims old data by; nil means time.Now.
+	// Simulations whose backend keeps simulated time set it.
+	Now func() time.Time
 }
 
 // DefaultVerifiers returns a verifier for every kind of TEE conftrace runs
@@ -90,6 +93,7 @@ type Client struct {
 	gateway   string
 	exp       attest.Expectations
 	verifiers []attest.Verifier
+	now       func() time.Time
 
 	mu       sync.RWMutex // guards what the bundle vouches for
 	verified *attest.VerifiedBundle
@@ -124,7 +128,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Relay != "" {
 		gw = cfg.Relay
 	}
-	c := &Client{http: hc, base: base, gateway: gw, exp: cfg.Expectations, verifiers: verifiers}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	c := &Client{http: hc, base: base, gateway: gw, exp: cfg.Expectations, verifiers: verifiers, now: now}
 	if err := c.attest(ctx); err != nil {
 		return nil, err
 	}
@@ -232,10 +240,25 @@ func (c *Client) SubmitTrace(ctx context.Context, t api.SignedTrace) (int, error
 	return resp.Points, nil
 }
 
+// ErrNoRecentFixes is returned by CheckTrace for a trace with no fix inside
+// the backend's retention window.
+var ErrNoRecentFixes = errors.New("client: no fix within the backend's retention window")
+
 // CheckTrace sends the device's own GPS trace and returns whether, and
 // when, it came within the policy's thresholds of an infected patient. The
-// backend does not keep the trace.
+// backend does not keep the trace. Fixes older than the attested policy's
+// retention window cannot match anything the backend still holds, so they
+// are not sent: they would only tell it more about the device.
 func (c *Client) CheckTrace(ctx context.Context, tr gps.Trace) (api.TraceCheckResponse, error) {
+	start := c.Policy().WindowStart(c.now()).Unix()
+	i := 0
+	for i < len(tr) && tr[i].Time < start {
+		i++
+	}
+	tr = tr[i:]
+	if len(tr) == 0 {
+		return api.TraceCheckResponse{}, fmt.Errorf("%w (%d days)", ErrNoRecentFixes, c.Policy().RetentionDays)
+	}
 	wire, err := tr.MarshalBinary()
 	if err != nil {
 		return api.TraceCheckResponse{}, fmt.Errorf("client: %w", err)

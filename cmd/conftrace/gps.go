@@ -193,21 +193,10 @@ func runDeviceGPSCheck(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Older fixes cannot match anything the backend still holds: sending
-	// them would only tell it more about the device.
-	start := c.Policy().WindowStart(time.Now()).Unix()
-	i := 0
-	for i < len(tr) && tr[i].Time < start {
-		i++
+	resp, err := c.CheckTrace(ctx, tr)
+	if errors.Is(err, client.ErrNoRecentFixes) {
+		return fmt.Errorf("%s: %w", trace.file, err)
 	}
-	recent := tr[i:]
-	if len(recent) == 0 {
-		return fmt.Errorf("%s: %w within the backend's %d-day retention window", trace.file, errEmptyTrace, c.Policy().RetentionDays)
-	}
-	if err := checkTraceSize(c, recent); err != nil {
-		return err
-	}
-	resp, err := c.CheckTrace(ctx, recent)
 	if err != nil {
 		return refused("the trace check", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/gps"
 	"github.com/conftrace/conftrace/policy"
 )
@@ -212,7 +213,7 @@ func TestGPSCommandErrors(t *testing.T) {
 		{"device: unknown --format", check("--trace", good, "--format", "json"), usage, "json"},
 		{"device: missing file", check("--trace", p("nonexistent.gpx")), is(fs.ErrNotExist), "nonexistent.gpx"},
 		{"device: unordered timestamps", check("--trace", p("unordered.csv")), is(gps.ErrOrder), "line 3"},
-		{"device: no fix in the retention window", check("--trace", old), is(errEmptyTrace), "retention window"},
+		{"device: no fix in the retention window", check("--trace", old), is(client.ErrNoRecentFixes), "retention window"},
 		{"device: no --state", func() error {
 			_, _, err := cliRun(t, runDeviceGPSCheck, "--trace", good)
 			return err

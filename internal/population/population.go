@@ -299,6 +299,9 @@ type test struct {
 }
 
 type world struct {
+	// simNow is the backend's simulated time (Unix nanoseconds), which the
+	// client also follows; unused with a live backend.
+	simNow *atomic.Int64
 	cfg    Config
 	rng    *mrand.Rand
 	pol    policy.Policy
@@ -359,11 +362,18 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		cfg.SetClock(start)
 	}
 	m := newMeter(cfg.Workers)
+	simNow := new(atomic.Int64)
+	simNow.Store(start.UnixNano())
+	var clientNow func() time.Time // real time with a live backend
+	if !live {
+		clientNow = func() time.Time { return time.Unix(0, simNow.Load()).UTC() }
+	}
 	c, err := client.New(ctx, client.Config{
 		Server:       cfg.Server,
 		Expectations: cfg.Expectations,
 		Verifiers:    cfg.Verifiers,
 		HTTPClient:   &http.Client{Transport: m, Timeout: 60 * time.Second},
+		Now:          clientNow,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sim: connecting to the backend: %w", err)
@@ -385,7 +395,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		start = time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -cfg.Days)
 	}
 	w := &world{
-		cfg: cfg, rng: mrand.New(mrand.NewPCG(cfg.Seed, 0x636f6e6674726163)),
+		simNow: simNow,
+		cfg:    cfg, rng: mrand.New(mrand.NewPCG(cfg.Seed, 0x636f6e6674726163)),
 		pol: pol, c: c, start: start, live: live,
 		keys: map[[2]int]*enid.Key{}, close: map[[2]int32]int{}, meter: m,
 		sum: &Summary{People: cfg.People, Days: cfg.Days, Seed: cfg.Seed, Live: live, NotificationDelayDays: []int{}},
@@ -424,6 +435,7 @@ func (w *world) advance(d, min int) time.Time {
 		return time.Now()
 	}
 	t := w.at(d, min)
+	w.simNow.Store(t.UnixNano())
 	w.cfg.SetClock(t)
 	return t
 }
