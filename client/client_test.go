@@ -31,7 +31,7 @@ func TestNewRefuses(t *testing.T) {
 	down.Close()
 	for _, tc := range []struct {
 		name, url, want string
-		exp            attest.Expectations
+		exp             attest.Expectations
 	}{
 		{"no URL", "", "no server URL", attest.Expectations{}},
 		{"unreachable", down.URL, "fetching attestation", attest.Expectations{}},
