@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -147,7 +148,8 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: svc.Handler, ReadHeaderTimeout: 10 * time.Second}
+	timed := &timedHandler{h: svc.Handler}
+	hs := &http.Server{Handler: timed, ReadHeaderTimeout: 10 * time.Second}
 	var wg sync.WaitGroup
 	wg.Go(func() { hs.Serve(ln) })
 	defer func() { hs.Close(); wg.Wait() }()
@@ -158,7 +160,33 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
 	cfg.Daily = svc.Enclave.Expire
 	cfg.Progress = progress
-	return population.Run(ctx, cfg)
+	s, err := population.Run(ctx, cfg)
+	if s != nil {
+		s.Timing.SetBackendLatencies(timed.durations())
+	}
+	return s, err
+}
+
+// timedHandler measures how long the backend takes to serve each request.
+type timedHandler struct {
+	h  http.Handler
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (t *timedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	t.h.ServeHTTP(w, r)
+	d := time.Since(start)
+	t.mu.Lock()
+	t.d = append(t.d, d)
+	t.mu.Unlock()
+}
+
+func (t *timedHandler) durations() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.d)
 }
 
 // demoServer runs the simulation against a backend that is already

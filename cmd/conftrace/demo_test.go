@@ -39,8 +39,14 @@ func TestDemo(t *testing.T) {
 	if n, _ := got["uploads"].(float64); n == 0 {
 		t.Fatal("no uploads: the demo did not exercise matching")
 	}
-	if _, ok := got["timing"].(map[string]any)["total_seconds"]; !ok {
+	timing := got["timing"].(map[string]any)
+	if _, ok := timing["total_seconds"]; !ok {
 		t.Error("timing lacks total_seconds")
+	}
+	// The backend's own latencies are measured around its handler: it
+	// served at least every request the phones and the authority made.
+	if served, _ := timing["backend_requests"].(float64); served < got["requests"].(float64) || timing["backend_p99_ms"] == nil {
+		t.Errorf("backend timing: %v requests served for %v made, p99 %v", served, got["requests"], timing["backend_p99_ms"])
 	}
 	file, err := os.ReadFile(filepath.Join(out, "summary.json"))
 	if err != nil {

@@ -76,12 +76,5 @@ func (m *meter) timing() Timing {
 	defer m.mu.Unlock()
 	l := slices.Clone(m.latencies)
 	slices.Sort(l)
-	q := func(f float64) float64 {
-		if len(l) == 0 {
-			return 0
-		}
-		i := min(len(l)-1, int(f*float64(len(l))))
-		return float64(l[i].Microseconds()) / 1000
-	}
-	return Timing{LatencyP50Ms: q(0.5), LatencyP90Ms: q(0.9), LatencyP99Ms: q(0.99), LatencyMaxMs: q(1)}
+	return Timing{LatencyP50Ms: quantileMs(l, 0.5), LatencyP90Ms: quantileMs(l, 0.9), LatencyP99Ms: quantileMs(l, 0.99), LatencyMaxMs: quantileMs(l, 1)}
 }

@@ -70,6 +70,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -246,6 +247,32 @@ type Timing struct {
 	LatencyP90Ms float64 `json:"latency_p90_ms"`
 	LatencyP99Ms float64 `json:"latency_p99_ms"`
 	LatencyMaxMs float64 `json:"latency_max_ms"`
+	// Requests the backend served and how long it took to answer them
+	// (from the request's arrival to the last byte of the answer), in
+	// milliseconds; known only when the backend runs in-process.
+	BackendRequests int     `json:"backend_requests,omitempty"`
+	BackendP50Ms    float64 `json:"backend_p50_ms,omitempty"`
+	BackendP90Ms    float64 `json:"backend_p90_ms,omitempty"`
+	BackendP99Ms    float64 `json:"backend_p99_ms,omitempty"`
+	BackendMaxMs    float64 `json:"backend_max_ms,omitempty"`
+}
+
+// SetBackendLatencies records the durations of the requests the backend
+// served, as measured around its HTTP handler.
+func (t *Timing) SetBackendLatencies(d []time.Duration) {
+	l := slices.Clone(d)
+	slices.Sort(l)
+	t.BackendRequests = len(l)
+	t.BackendP50Ms, t.BackendP90Ms, t.BackendP99Ms, t.BackendMaxMs = quantileMs(l, 0.5), quantileMs(l, 0.9), quantileMs(l, 0.99), quantileMs(l, 1)
+}
+
+// quantileMs returns the q quantile of sorted durations, in milliseconds.
+func quantileMs(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := min(len(sorted)-1, int(q*float64(len(sorted))))
+	return float64(sorted[i].Microseconds()) / 1000
 }
 
 // Check returns an error wrapping ErrNotExact unless the protocol was

@@ -44,8 +44,11 @@ func WriteTable(w io.Writer, s *Summary) error {
 		{"bytes/device/day", fmt.Sprintf("%.0f (GAEN-style: %.0f)", s.BytesPerDeviceDay, s.GAENBytesPerDeviceDay)},
 		{"requests", fmt.Sprint(s.Requests)},
 		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (%s)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms, network)},
-		{"wall time", fmt.Sprintf("%.1f s", s.Timing.TotalSeconds)},
 	}...)
+	if s.Timing.BackendRequests > 0 {
+		rows = append(rows, [2]string{"backend p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms over %d requests served (in the backend's handler)", s.Timing.BackendP50Ms, s.Timing.BackendP90Ms, s.Timing.BackendP99Ms, s.Timing.BackendRequests)})
+	}
+	rows = append(rows, [2]string{"wall time", fmt.Sprintf("%.1f s", s.Timing.TotalSeconds)})
 	if g := s.GPSSummary; g != nil {
 		exact := "YES: every GPS answer and episode was exactly the brute force's"
 		if !g.GPSProtocolExact {
