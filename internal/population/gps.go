@@ -9,8 +9,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
@@ -326,65 +324,34 @@ func (g *gpsWorld) check(ctx context.Context, d int) error {
 		}
 	}
 	answers := make([]gpsAnswer, len(users))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		err     error
-	)
-	for range w.cfg.Workers {
-		wg.Go(func() {
-			var tr gps.Trace
-			for {
-				j := int(next.Add(1)) - 1
-				if j >= len(users) || ctx.Err() != nil {
-					return
-				}
-				i := users[j]
-				var resp api.TraceCheckResponse
-				for {
-					now := checkAt
-					if w.live {
-						now = time.Now()
-					}
-					tr = tr[:0]
-					for k := w.firstDay(now); k <= d; k++ {
-						last := 24*60 - 1
-						if k == d {
-							last = gpsCheckMinute
-						}
-						tr = g.appendDay(tr, i, k, deviceFixMinutes, last)
-					}
-					if w.live {
-						edge := w.pol.WindowStart(now).Unix() + g.params.ToleranceSeconds()
-						tr = slices.DeleteFunc(tr, func(p gps.Point) bool { return p.Time <= edge })
-					}
-					var e error
-					resp, e = w.c.CheckTrace(ctx, tr)
-					if e != nil {
-						errOnce.Do(func() { err = fmt.Errorf("sim: day %d: checking a GPS trace: %w", d, e); cancel() })
-						return
-					}
-					if w.live && !w.sameWindow(now, time.Now()) {
-						w.retries.Add(1) // the backend's day changed meanwhile: ask again
-						continue
-					}
-					break
-				}
-				eps := truth.episodes(tr)
-				answers[j] = gpsAnswer{
-					checked:        true,
-					points:         len(tr),
-					got:            resp.Exposed,
-					want:           gps.Exposed(eps, g.params),
-					episodesDiffer: !sameEpisodes(resp, eps),
-				}
+	err := w.checkEach(ctx, len(users), checkAt, func(ctx context.Context, j int, now time.Time) error {
+		i := users[j]
+		var tr gps.Trace
+		for k := w.firstDay(now); k <= d; k++ {
+			last := 24*60 - 1
+			if k == d {
+				last = gpsCheckMinute
 			}
-		})
-	}
-	wg.Wait()
+			tr = g.appendDay(tr, i, k, deviceFixMinutes, last)
+		}
+		if w.live {
+			edge := w.pol.WindowStart(now).Unix() + g.params.ToleranceSeconds()
+			tr = slices.DeleteFunc(tr, func(p gps.Point) bool { return p.Time <= edge })
+		}
+		resp, err := w.c.CheckTrace(ctx, tr)
+		if err != nil {
+			return fmt.Errorf("sim: day %d: checking a GPS trace: %w", d, err)
+		}
+		eps := truth.episodes(tr)
+		answers[j] = gpsAnswer{
+			checked:        true,
+			points:         len(tr),
+			got:            resp.Exposed,
+			want:           gps.Exposed(eps, g.params),
+			episodesDiffer: !sameEpisodes(resp, eps),
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

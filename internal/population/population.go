@@ -927,6 +927,29 @@ func (w *world) day(ctx context.Context, d int) error {
 // sets got[i] to the answer and at[i] to the time the check's window
 // follows.
 func (w *world) checkAll(ctx context.Context, users []int, checkAt time.Time, d int, got []bool, at []time.Time) error {
+	return w.checkEach(ctx, len(users), checkAt, func(ctx context.Context, j int, now time.Time) error {
+		i := users[j]
+		var ts []contactlog.Tuple
+		for k := w.firstDay(now); k <= d; k++ {
+			for _, r := range w.people[i].tuples[k] {
+				ts = append(ts, r.t)
+			}
+		}
+		resp, err := w.c.CheckExposure(withDevice(ctx, i), ts)
+		if err != nil {
+			return fmt.Errorf("sim: day %d: checking exposure: %w", d, err)
+		}
+		got[i], at[i] = resp.Exposed, now
+		return nil
+	})
+}
+
+// checkEach runs check(ctx, j, now) for every j in [0, n) on cfg.Workers
+// goroutines and returns the first error, after which it stops. now is
+// checkAt, or with a live backend the real time of the check; a live check
+// during which the backend's day changed is run again, since which window
+// the backend answered for is then unknown.
+func (w *world) checkEach(ctx context.Context, n int, checkAt time.Time, check func(ctx context.Context, j int, now time.Time) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -939,33 +962,22 @@ func (w *world) checkAll(ctx context.Context, users []int, checkAt time.Time, d 
 		wg.Go(func() {
 			for {
 				j := int(next.Add(1)) - 1
-				if j >= len(users) || ctx.Err() != nil {
+				if j >= n || ctx.Err() != nil {
 					return
 				}
-				i := users[j]
 				for {
 					now := checkAt
 					if w.live {
 						now = time.Now()
 					}
-					var ts []contactlog.Tuple
-					for k := w.firstDay(now); k <= d; k++ {
-						for _, r := range w.people[i].tuples[k] {
-							ts = append(ts, r.t)
-						}
-					}
-					resp, e := w.c.CheckExposure(withDevice(ctx, i), ts)
-					if e != nil {
-						errOnce.Do(func() { err = fmt.Errorf("sim: day %d: checking exposure: %w", d, e); cancel() })
+					if e := check(ctx, j, now); e != nil {
+						errOnce.Do(func() { err = e; cancel() })
 						return
 					}
 					if w.live && !w.sameWindow(now, time.Now()) {
-						// The backend's day changed during the request, so
-						// which window it answered for is unknown: ask again.
 						w.retries.Add(1)
 						continue
 					}
-					got[i], at[i] = resp.Exposed, now
 					break
 				}
 			}
