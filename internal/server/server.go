@@ -60,6 +60,9 @@ type Server struct {
 	log        *slog.Logger
 	mux        *http.ServeMux
 	inner      map[string]innerHandler
+	// The sizes answers pad to, computed once: the policy does not change
+	// while the server runs.
+	exposureFloor, traceFloor int
 }
 
 type innerHandler func(ctx context.Context, body []byte) (any, error)
@@ -81,7 +84,11 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{backend: cfg.Backend, gateway: cfg.Gateway, bundleJSON: bundle, keys: keys, log: log, mux: http.NewServeMux()}
+	s := &Server{
+		backend: cfg.Backend, gateway: cfg.Gateway, bundleJSON: bundle, keys: keys, log: log, mux: http.NewServeMux(),
+		exposureFloor: cfg.Backend.ExposureResponseBound(),
+		traceFloor:    cfg.Backend.TraceResponseBound(),
+	}
 	b := cfg.Backend
 	s.inner = map[string]innerHandler{
 		api.PathSubmitResult:  handle(b.SubmitResult),
@@ -193,9 +200,9 @@ func (s *Server) serveInner(ctx context.Context, plain []byte) []byte {
 		case api.PathCheckExposure, api.PathDecoy:
 			// Exposed or not, every answer pads to the same size; decoys
 			// look like exposure answers.
-			floor = s.backend.ExposureResponseBound()
+			floor = s.exposureFloor
 		case api.PathCheckTrace:
-			floor = s.backend.TraceResponseBound()
+			floor = s.traceFloor
 		}
 		out, err := h(ctx, req.Content)
 		if err != nil {
