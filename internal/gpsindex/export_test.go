@@ -2,4 +2,6 @@ package gpsindex
 
 // NewGrid makes an index with a given slot width (seconds) and cell size
 // (metres), for benchmarks that compare grids.
-var NewGrid = newIndex
+func NewGrid(slotWidth int64, cellSize float64, denseMin int) *Index {
+	return newIndex(slotWidth, cellSize, denseMin)
+}

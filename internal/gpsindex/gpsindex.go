@@ -23,17 +23,24 @@
 // made for: an hour by default) and stores each point in 12 bytes: latitude
 // and longitude as int32 in 1e-7 degree (the resolution at which the gps
 // package compares positions, so nothing is lost) and the time as a uint32
-// offset in seconds from the segment's start. Points are sorted by (slot,
-// spatial cell, time), so the points of one cell in one slot form a run,
-// and an open-addressing hash table (16 bytes an entry, at most 70 % full)
-// maps (slot, cell) to its run. Cells are cubes of a 3D grid over the unit
-// vectors of positions, 8 times the distance threshold wide (at least
-// 64 m): unlike a latitude/longitude grid, it has no special cases at the
-// poles or the antimeridian. A point costs 12 bytes plus its share of the
-// run table, which depends on how many points share a cell in a slot;
-// BenchmarkQuery reports it (13 to 15 bytes a point on the synthetic city
-// traces of package gpsbench). Within a run, points are in time order, so
-// a query binary-searches the start of its time window.
+// offset in seconds from the segment's start. Cells are cubes of a 3D grid
+// over the unit vectors of positions, 8 times the distance threshold wide
+// (at least 64 m): unlike a latitude/longitude grid, it has no special
+// cases at the poles or the antimeridian. The points of one cell in one
+// slot form a run, sorted by time, and an open-addressing hash table (16
+// bytes an entry, at most 70 % full) maps (slot, cell) to its run.
+//
+// A dense run (128 points or more: a busy building, a station) is split
+// further into 8×8×8 leaves (10 m wide at the default grid) and sorted by leaf, then time; a 72-byte directory per dense
+// run tells which leaves hold points and where each starts. A query reads
+// the leaf it falls in first, which usually holds a close point, and then
+// only the neighbouring leaves whose box is still closer than the best
+// distance found: a few fixes instead of every fix of the hour.
+//
+// A point costs 12 bytes plus its share of the table and directories,
+// which depends on how many points share a cell in a slot; BenchmarkQuery
+// reports it (12.5 to 15 bytes a point on the synthetic city traces of
+// package gpsbench).
 //
 // Adding a trace builds new segments; segments of the same day are merged
 // when the older is less than twice the newer's size, so a day holds a
@@ -45,20 +52,25 @@
 // # Exactness
 //
 // For each device point p the query visits the slots that overlap
-// [p.Time − tolerance, p.Time + tolerance] and the cells that overlap a
-// cube around p's unit vector whose half-width is the threshold angle plus
-// a centimetre; a candidate passes cheap integer checks on its latitude and
-// longitude difference (bounds derived from the haversine formula with the
-// same centimetre of margin) before the exact comparison, which calls
-// [gps.Position.Distance] on the same integer coordinates the brute force
-// uses. Every pruning step only discards points whose true distance
-// exceeds the threshold by at least a centimetre, while the floating-point
-// error of the computed distances is below a nanometre at these scales, so
-// no point that the brute force would accept is skipped, and the accepted
-// ones are decided by the very same function. Property tests compare Query
-// with gps.BruteForceMatches on random and adversarial traces (poles, the
-// antimeridian, dense clusters, duplicate timestamps, the same place at
-// different times, distances at the threshold to the centimetre).
+// [p.Time − tolerance, p.Time + tolerance], the cells, and in dense runs
+// the leaves, that can hold a point within the threshold, and the points
+// of those runs and leaves within the time window. For each such point it
+// computes a lower bound of the distance in a few multiplications (see
+// lowerBound2) and keeps the point as a candidate if the bound does not
+// exclude it; the exact distance, [gps.Position.Distance] on the same
+// integer coordinates the brute force uses, is then computed for the
+// candidate with the least bound and for any other whose bound does not
+// exclude it from beating the best. Every pruning step (cells, leaves,
+// bounds) only discards points whose distance exceeds the threshold, or
+// the best distance found, by at least a millimetre, while the
+// floating-point error of the computed distances and unit vectors is
+// below a micrometre at these scales; so no point the brute force would
+// pick is skipped, and the distance reported is computed by the very same
+// function. Property tests compare Query with gps.BruteForceMatches on
+// random and adversarial traces (poles, the antimeridian, dense clusters,
+// duplicate timestamps, the same place at different times, distances at
+// the threshold to the centimetre), on grids where every run is dense and
+// where none is.
 //
 // # Side channels
 //
@@ -116,7 +128,8 @@ var ErrPoint = errors.New("gpsindex: invalid point")
 // Index holds infected points. It is safe for concurrent use.
 type Index struct {
 	slotWidth int64   // seconds
-	cellAngle float64 // cell edge on the unit sphere
+	perCell   float64 // cells per unit of the unit vectors' components
+	denseMin  int     // runs of at least this many points are split by leaf
 	mu        sync.Mutex
 	snap      atomic.Pointer[snapshot]
 }
@@ -153,11 +166,15 @@ func New(p gps.Params) (*Index, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("gpsindex: %w", err)
 	}
-	return newIndex(max(12*p.ToleranceSeconds(), minSlotWidth), max(8*p.DistanceMeters, minCellSize)), nil
+	return newIndex(max(12*p.ToleranceSeconds(), minSlotWidth), max(8*p.DistanceMeters, minCellSize), defaultDenseMin), nil
 }
 
-func newIndex(slotWidth int64, cellSize float64) *Index {
-	x := &Index{slotWidth: slotWidth, cellAngle: cellSize / gps.EarthRadius}
+// defaultDenseMin is the length from which a run is split by leaf, the
+// best of those BenchmarkGrid compares on city traces at 10^8 points.
+const defaultDenseMin = 128
+
+func newIndex(slotWidth int64, cellSize float64, denseMin int) *Index {
+	x := &Index{slotWidth: slotWidth, perCell: gps.EarthRadius / cellSize, denseMin: max(denseMin, 1)}
 	x.snap.Store(&snapshot{days: map[Day][][]*segment{}})
 	return x
 }
@@ -167,6 +184,9 @@ func newIndex(slotWidth int64, cellSize float64) *Index {
 // 2^40 s); otherwise Add adds nothing and returns an error wrapping
 // [ErrPoint].
 func (x *Index) Add(day Day, t gps.Trace) error {
+	if len(t) > maxSegment {
+		return fmt.Errorf("gpsindex: %d points in one Add, at most %d", len(t), maxSegment)
+	}
 	items := make([]item, len(t))
 	for i, p := range t {
 		if !(p.Lat >= -90 && p.Lat <= 90 && p.Lon >= -180 && p.Lon <= 180) || p.Time < 0 || p.Time >= 1<<40 {
@@ -179,8 +199,10 @@ func (x *Index) Add(day Day, t gps.Trace) error {
 	defer x.mu.Unlock()
 	old := x.snap.Load()
 	gens := append(slices.Clone(old.days[day]), segs)
-	// Merge while the older generation is less than twice the newer.
-	for len(gens) >= 2 && points(gens[len(gens)-2]) < 2*points(gens[len(gens)-1]) {
+	// Merge while the older generation is less than twice the newer (and
+	// the result fits a segment).
+	for len(gens) >= 2 && points(gens[len(gens)-2]) < 2*points(gens[len(gens)-1]) &&
+		points(gens[len(gens)-2])+points(gens[len(gens)-1]) <= maxSegment {
 		merged := x.merge(gens[len(gens)-2], gens[len(gens)-1])
 		gens = append(gens[:len(gens)-2], merged)
 	}
@@ -260,7 +282,7 @@ func points(g []*segment) int {
 // Query returns, for each point of device, whether an indexed point is
 // within p's thresholds and the closest such distance: exactly
 // gps.BruteForceMatches(device, indexed traces, p). It keeps no copy of
-// device.
+// device beyond the call, and clears its own scratch space.
 func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("gpsindex: %w", err)
@@ -268,39 +290,39 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	s := x.snap.Load()
 	out := make([]gps.Match, len(device))
 	tol := p.ToleranceSeconds()
-	// The threshold plus a centimetre, as an angle: every pruning bound is
-	// derived from it, so that pruning never discards a point whose
-	// computed distance could be within the threshold.
-	delta := (p.DistanceMeters*(1+1e-9) + 0.01) / gps.EarthRadius
+	q := &query{maxDist: p.DistanceMeters, tol: tol, perLeaf: leavesPerAxis * x.perCell}
+	// delta bounds, as an angle, how far a candidate can be and still
+	// pass the lower bound (see lowerBound2): the cells to visit and the
+	// latitude band's cos² are derived from it.
+	delta := math.Sqrt(skip2For(p.DistanceMeters)) * (1 + 1e-9)
 	latBound := int64(math.Ceil(delta/radPerE7)) + 1
-	lastBand, lastBound, lastCos2 := int32(-1), int64(-1), 0.0
+	leafDelta := delta*q.perLeaf*(1+1e-9) + leafMargin
+	q.leafDelta = leafDelta
+	lastBand := int32(-1)
+	defer clear(q.cands[:cap(q.cands)])
 	for i, d := range device {
 		if !(d.Lat >= -90 && d.Lat <= 90 && d.Lon >= -180 && d.Lon <= 180) {
 			clear(out)
 			return nil, fmt.Errorf("%w: device point %d: (%v, %v)", ErrPoint, i, d.Lat, d.Lon)
 		}
-		q := query{
-			pos:      d.Position(),
-			t:        d.Time,
-			tol:      tol,
-			maxDist:  p.DistanceMeters,
-			latBound: latBound,
-			best:     math.Inf(1),
-		}
-		// The longitude bound grows with latitude: compute it at the
-		// poleward edge of the point's 0.01° band, once per band.
+		q.pos, q.t = d.Position(), d.Time
+		// cos² in the lower bound is taken at the poleward edge of the
+		// point's 0.01° band, once per band.
 		if band := abs32(q.pos.Lat) / lonBand; band != lastBand {
 			lastBand = band
-			edge := min((band+1)*lonBand, 90*e7)
-			lastBound = lonBound(edge, delta, latBound)
-			lastCos2 = cosFar2(edge, latBound)
+			q.cos2 = cosFar2(min((band+1)*lonBand, 90*e7), latBound)
 		}
-		q.lonBound = lastBound
-		q.cos2 = lastCos2
-		q.setSkip(p.DistanceMeters)
-		ux, uy, uz := unit(q.pos)
-		q.lo = [3]int64{x.cell(ux - delta), x.cell(uy - delta), x.cell(uz - delta)}
-		q.hi = [3]int64{x.cell(ux + delta), x.cell(uy + delta), x.cell(uz + delta)}
+		q.cands = q.cands[:0]
+		q.best = math.Inf(1)
+		q.setBound(p.DistanceMeters)
+		u := q.unit()
+		for a := range 3 {
+			// The cells follow from the leaf coordinates exactly, as
+			// dividing by leavesPerAxis is exact.
+			q.leaf[a] = u[a] * x.perCell * leavesPerAxis
+			q.lo[a] = int64(math.Floor((q.leaf[a] - leafDelta) / leavesPerAxis))
+			q.hi[a] = int64(math.Floor((q.leaf[a] + leafDelta) / leavesPerAxis))
+		}
 		gLo, gHi := floorDiv(d.Time-tol, x.slotWidth), floorDiv(d.Time+tol, x.slotWidth)
 		for _, sg := range s.segs {
 			if sg.minT > d.Time+tol {
@@ -309,8 +331,9 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 			if sg.maxT < d.Time-tol {
 				continue
 			}
-			x.search(sg, &q, max(gLo, sg.g0), min(gHi, sg.g0+slotsPerSegment-1))
+			x.search(sg, q, max(gLo, sg.g0), min(gHi, sg.g0+slotsPerSegment-1))
 		}
+		q.settle()
 		if q.best <= p.DistanceMeters {
 			out[i] = gps.Match{Matched: true, Distance: q.best}
 		}
@@ -320,54 +343,160 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 
 // query is the state of the search for one device point.
 type query struct {
-	pos      gps.Position
-	t, tol   int64
-	maxDist  float64
-	latBound int64 // E7 units; farther in latitude is farther than the threshold
-	lonBound int64 // E7 units, or -1 for no bound
-	lo, hi   [3]int64
-	best     float64
-	// cos2 and skip2 let the search skip, with two multiplications, a
-	// point that cannot be closer than min(best, maxDist); see lowerBound2.
-	cos2  float64
-	skip2 float64
+	pos     gps.Position
+	t, tol  int64
+	maxDist float64
+	lo, hi  [3]int64 // cells to visit
+	cos2    float64  // see lowerBound2
+	// leaf is the point's unit vector in leaf edges (see dir), leafDelta
+	// the largest distance of interest in leaf edges, and perLeaf the
+	// number of leaf edges in a unit of the unit sphere.
+	leaf               [3]float64
+	leafDelta, perLeaf float64
+	// A candidate is kept only while its lower bound is at most skip2,
+	// and a leaf is visited only while its squared distance in leaf
+	// edges is at most chord2; both follow min(best, maxDist), where
+	// best is the closest exact distance so far.
+	skip2, chord2 float64
+	best          float64
+	cands         []candidate
+	runs          runCache
+	lat, lon      angle
 }
 
-// Lower bound on the distance, to skip the haversine for points that
-// cannot improve the answer. For angles of at most smallAngle (radians),
-// sin x ≥ x(1 − x²/6), so with hav(d) = hav(Δφ) + cos φ1 cos φ2 hav(Δλ) and
-// cos φ1 cos φ2 ≥ cos2:
+// unit returns the unit vector of q.pos, within a few times 1e-16 of
+// what unit(q.pos) returns: the leaf margin covers the difference.
+func (q *query) unit() [3]float64 {
+	sl, cl := q.lat.sincos(q.pos.Lat)
+	so, co := q.lon.sincos(q.pos.Lon)
+	return [3]float64{cl * co, cl * so, sl}
+}
+
+// angle computes sines and cosines of angles near the last one it
+// computed exactly, from that one by the angle-addition formulas: a
+// device's consecutive fixes are close, and math.Sincos was a fifth of
+// the cost of a query.
+type angle struct {
+	e7    int32
+	valid bool
+	s, c  float64
+}
+
+// maxStep is the largest difference, in E7 units (0.05°, under 1e-3
+// radians), that angle bridges with a series: the terms it drops are
+// below h⁶/720 ≈ 1e-21.
+const maxStep = 500_000
+
+func (a *angle) sincos(v int32) (s, c float64) {
+	d := int64(v) - int64(a.e7)
+	if !a.valid || d > maxStep || d < -maxStep {
+		a.e7, a.valid = v, true
+		a.s, a.c = math.Sincos(float64(v) * radPerE7)
+		return a.s, a.c
+	}
+	h := float64(d) * radPerE7
+	h2 := h * h
+	sh := h * (1 - h2/6*(1-h2/20)) // h − h³/6 + h⁵/120
+	ch := 1 - h2/2*(1-h2/12)       // 1 − h²/2 + h⁴/24
+	return a.s*ch + a.c*sh, a.c*ch - a.s*sh
+}
+
+// candidate is an indexed point that passed the lower bound.
+type candidate struct {
+	m        float64 // lowerBound2
+	lat, lon int32
+}
+
+// maxCandidates bounds the scratch space of a query: when that many
+// candidates are waiting, they are settled before the scan goes on.
+const maxCandidates = 1024
+
+// The exact distance (a haversine: four trigonometric functions, a square
+// root and an arcsine) is the expensive step, so the scan computes only a
+// lower bound for each point, in a few multiplications and without
+// unpredictable branches, and keeps the points that pass. For angles of
+// at most smallAngle (radians), sin x ≥ x(1 − x²/6), so with
+// hav(d) = hav(Δφ) + cos φ1 cos φ2 hav(Δλ), cos φ1 cos φ2 ≥ cos2, and
+// hav increasing on [0, π] (which allows clamping Δφ and Δλ at
+// smallAngle):
 //
-//	d² ≥ (1 − boundSlack)·(Δφ² + cos2·Δλ²)
+//	d² ≥ (1 − boundSlack)·(min(Δφ, smallAngle)² + cos2·min(Δλ, smallAngle)²)
 //
-// The skip test adds skipMargin metres for the rounding of the haversine
-// that Query would otherwise compute, so a point is skipped only when its
-// computed distance could not have been within min(best, maxDist).
+// settle then computes the exact distance of the candidate with the least
+// bound first, which is almost always the closest, and of the others only
+// when their bound does not exclude them: usually none. The skip test adds
+// skipMargin metres for the rounding of the haversine, so a point is
+// dropped only when its computed distance could not have been within
+// min(best, maxDist).
 const (
 	smallAngle = 0.01 // radians, about 64 km
 	boundSlack = 1e-4
 	skipMargin = 1e-3 // metres
 )
 
-// setSkip sets the squared bound above which lowerBound2 skips a point.
-func (q *query) setSkip(bound float64) {
+// skip2For returns the squared bound above which lowerBound2 excludes a
+// point from being within bound metres.
+func skip2For(bound float64) float64 {
 	r := (bound + skipMargin) / gps.EarthRadius
-	q.skip2 = r * r / (1 - boundSlack)
+	return r * r / (1 - boundSlack)
 }
+
+// setBound sets skip2 and chord2 for points within bound metres. A leaf
+// is skipped when the straight-line distance between unit vectors (the
+// chord, never longer than the arc) from the point to the leaf's box
+// exceeds the bound plus skipMargin plus leafMargin, which is far more
+// than the rounding of unit vectors and leaf coordinates (about 1e-16
+// and 1e-11 leaf edges).
+func (q *query) setBound(bound float64) {
+	q.skip2 = skip2For(bound)
+	r := (bound+skipMargin)/gps.EarthRadius*q.perLeaf + leafMargin
+	q.chord2 = r * r
+}
+
+// leafMargin is a distance in leaf edges (about 1e-7 m at the default
+// grid) that absorbs the rounding of unit vectors and leaf coordinates:
+// at most a few times 1e-10 leaf edges, as leaf coordinates are below
+// 10^6 and computed with relative errors of about 1e-16.
+const leafMargin = 1e-8
 
 // lowerBound2 returns a value whose square root, times
 // sqrt(1 − boundSlack), is at most the angular distance from q to a point
-// dLat and dLon (E7 units, dLon already wrapped) away.
+// dLat and dLon (E7 units, dLon wrapped into [0, 180°]) away, provided
+// the point's latitude is within the band cos2 was computed for; a point
+// outside it has a bound above skip2 through its latitude alone.
 func (q *query) lowerBound2(dLat, dLon int64) float64 {
 	a := float64(dLat) * radPerE7
 	b := float64(dLon) * radPerE7
-	if a > smallAngle || a < -smallAngle {
-		return 0 // outside the small-angle bound: never skip
+	return min(a*a, smallAngle*smallAngle) + q.cos2*min(b*b, smallAngle*smallAngle)
+}
+
+// settle computes the exact distances the waiting candidates need and
+// updates best and the bounds.
+func (q *query) settle() {
+	if len(q.cands) == 0 {
+		return
 	}
-	if b > smallAngle || b < -smallAngle {
-		return a * a
+	first := 0
+	for i, c := range q.cands {
+		if c.m < q.cands[first].m {
+			first = i
+		}
 	}
-	return a*a + q.cos2*b*b
+	q.exact(q.cands[first])
+	for i, c := range q.cands {
+		if i != first && c.m <= q.skip2 {
+			q.exact(c)
+		}
+	}
+	q.cands = q.cands[:0]
+}
+
+// exact computes a candidate's distance as the brute force does.
+func (q *query) exact(c candidate) {
+	if dist := q.pos.Distance(gps.Position{Lat: c.lat, Lon: c.lon}); dist <= q.maxDist && dist < q.best {
+		q.best = dist
+		q.setBound(dist)
+	}
 }
 
 // cosFar2 returns cos² of the most poleward latitude a point at most
@@ -383,50 +512,17 @@ func cosFar2(edge int32, latBound int64) float64 {
 
 // search visits global slots g0..g1 of sg.
 func (x *Index) search(sg *segment, q *query, g0, g1 int64) {
+	from, to := q.t-q.tol-sg.base, q.t+q.tol-sg.base
 	for g := g0; g <= g1; g++ {
 		slot := uint64(g - sg.g0)
 		for cx := q.lo[0]; cx <= q.hi[0]; cx++ {
 			for cy := q.lo[1]; cy <= q.hi[1]; cy++ {
 				for cz := q.lo[2]; cz <= q.hi[2]; cz++ {
-					start, end := sg.find(slot<<cellBits | cellKey(cx, cy, cz))
-					run := sg.pts[start:end]
-					// A run is sorted by time: skip to the window's start
-					// and stop at its end.
-					from := q.t - q.tol - sg.base
-					lo, hi := 0, len(run)
-					for lo < hi {
-						m := int(uint(lo+hi) >> 1)
-						if int64(run[m].t) < from {
-							lo = m + 1
-						} else {
-							hi = m
-						}
-					}
-					for _, pt := range run[lo:] {
-						if sg.base+int64(pt.t)-q.t > q.tol {
-							break
-						}
-						dLat := int64(pt.lat) - int64(q.pos.Lat)
-						if dLat > q.latBound || dLat < -q.latBound {
-							continue
-						}
-						dLon := int64(pt.lon) - int64(q.pos.Lon)
-						if dLon < 0 {
-							dLon = -dLon
-						}
-						if dLon > 180*e7 {
-							dLon = 360*e7 - dLon
-						}
-						if q.lonBound >= 0 && dLon > q.lonBound {
-							continue
-						}
-						if q.lowerBound2(dLat, dLon) > q.skip2 {
-							continue
-						}
-						if dist := q.pos.Distance(gps.Position{Lat: pt.lat, Lon: pt.lon}); dist <= q.maxDist && dist < q.best {
-							q.best = dist
-							q.setSkip(dist)
-						}
+					r := q.runs.get(sg, slot<<cellBits|cellKey(cx, cy, cz))
+					if r.dir < 0 {
+						q.scan(r.window(sg, from), to)
+					} else {
+						q.searchDense(sg, &sg.dirs[r.dir], [3]int64{cx, cy, cz}, from, to)
 					}
 				}
 			}
@@ -434,35 +530,163 @@ func (x *Index) search(sg *segment, q *query, g0, g1 int64) {
 	}
 }
 
+// scan adds the points of pts up to time to that pass the lower bound to
+// the candidates.
+func (q *query) scan(pts []point, to int64) {
+	lat, lon := int64(q.pos.Lat), int64(q.pos.Lon)
+	for _, pt := range pts {
+		if int64(pt.t) > to {
+			break
+		}
+		dLon := abs64(int64(pt.lon) - lon)
+		dLon = min(dLon, 360*e7-dLon)
+		m := q.lowerBound2(int64(pt.lat)-lat, dLon)
+		if m > q.skip2 {
+			continue
+		}
+		q.cands = append(q.cands, candidate{m: m, lat: pt.lat, lon: pt.lon})
+		if len(q.cands) == maxCandidates {
+			q.settle()
+		}
+	}
+}
+
+// searchDense visits the leaves of a dense run of cell c that can hold a
+// point within the bound: the point's own leaf first, which usually holds
+// a close point and so shrinks the bound, then the others whose box is
+// still close enough.
+func (q *query) searchDense(sg *segment, d *dir, c [3]int64, from, to int64) {
+	var lo, hi, own [3]int64
+	inside := true
+	for a := range 3 {
+		base := float64(c[a] * leavesPerAxis)
+		rel := q.leaf[a] - base
+		lo[a] = max(int64(math.Floor(rel-q.leafDelta)), 0)
+		hi[a] = min(int64(math.Floor(rel+q.leafDelta)), leavesPerAxis-1)
+		own[a] = int64(math.Floor(rel))
+		inside = inside && own[a] >= 0 && own[a] < leavesPerAxis
+	}
+	if inside {
+		q.visitLeaf(sg, d, own, c, from, to)
+		// The bound usually shrank: narrow the leaves to visit.
+		r := math.Sqrt(q.chord2)
+		for a := range 3 {
+			rel := q.leaf[a] - float64(c[a]*leavesPerAxis)
+			lo[a] = max(int64(math.Floor(rel-r)), 0)
+			hi[a] = min(int64(math.Floor(rel+r)), leavesPerAxis-1)
+		}
+	}
+	for lx := lo[0]; lx <= hi[0]; lx++ {
+		for ly := lo[1]; ly <= hi[1]; ly++ {
+			for lz := lo[2]; lz <= hi[2]; lz++ {
+				if l := [3]int64{lx, ly, lz}; !inside || l != own {
+					q.visitLeaf(sg, d, l, c, from, to)
+				}
+			}
+		}
+	}
+}
+
+// visitLeaf scans leaf l of a dense run of cell c if it holds points and
+// its box is within the bound.
+func (q *query) visitLeaf(sg *segment, d *dir, l, c [3]int64, from, to int64) {
+	i := leafIndex(l[0], l[1], l[2])
+	if d.bits[i/64]&(1<<(i%64)) == 0 {
+		return
+	}
+	var gap2 float64
+	for a := range 3 {
+		edge := float64(c[a]*leavesPerAxis + l[a])
+		g := max(edge-q.leaf[a], q.leaf[a]-(edge+1), 0)
+		gap2 += g * g
+	}
+	if gap2 > q.chord2 {
+		return
+	}
+	lo, end := d.leaf(sg, i)
+	for hi := end; lo < hi; {
+		m := lo + (hi-lo)/2
+		if int64(sg.pts[m].t) < from {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	q.scan(sg.pts[lo:end], to)
+	q.settle()
+}
+
+// runCache remembers the runs a query visited and, for a run that is not
+// split by leaf, where in it its last time window started. A device stays
+// in the same few cells for hours while its fixes are minutes apart, so
+// the next fix usually looks up the same runs with a window that starts
+// inside the part just read: the cache saves the hash lookup and the
+// binary search.
+type runCache [runCacheSize]runRef
+
+const runCacheSize = 64 // a power of two
+
+// runRef is a run of sg: its directory if it is dense, else -1 and the
+// run's points, and the first index in it whose time is at least at.
+type runRef struct {
+	sg         *segment
+	key        uint64
+	start, end uint32 // the run in sg.pts
+	dir        int32  // index in sg.dirs, or -1
+	pos        uint32 // sg.pts index, start ≤ pos ≤ end
+	at         int64  // seconds from sg.base
+}
+
+// get returns the run of key in sg.
+func (c *runCache) get(sg *segment, key uint64) *runRef {
+	r := &c[(key*0x9e3779b97f4a7c15)>>(64-6)]
+	if r.sg != sg || r.key != key {
+		start, end := sg.find(key)
+		dir := int32(-1)
+		if end == denseEntry {
+			dir, start, end = int32(start), 0, 0
+		}
+		*r = runRef{sg: sg, key: key, start: start, end: end, dir: dir, pos: start, at: math.MinInt64}
+	}
+	return r
+}
+
+// window returns the points of r (not dense) from the first whose time
+// (seconds from sg.base) is at least from to the run's end.
+func (r *runRef) window(sg *segment, from int64) []point {
+	lo, hi := r.start, r.end
+	if r.at <= from {
+		// Gallop forward from the last position, whose predecessors are
+		// all earlier than from: the window usually moved by minutes.
+		lo = r.pos
+		step := uint32(1)
+		for lo+step < r.end && int64(sg.pts[lo+step-1].t) < from {
+			lo += step
+			step *= 2
+		}
+		if lo+step < r.end {
+			hi = lo + step - 1 // sg.pts[hi].t ≥ from
+		}
+	}
+	for lo < hi {
+		m := lo + (hi-lo)/2
+		if int64(sg.pts[m].t) < from {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	r.pos, r.at = lo, from
+	return sg.pts[lo:r.end]
+}
+
 const (
 	e7       = 1e7
 	radPerE7 = math.Pi / 180 / e7
 )
 
-// lonBound returns the largest longitude difference, in E7 units, at which
-// a point at most latBound E7 units away in latitude from latitude lat can
-// be within the angle delta, or -1 if there is none (near the poles).
-//
-// By the haversine formula, hav(d) = hav(Δφ) + cos φ1 cos φ2 hav(Δλ) ≥
-// cos φ1 cos φ2 hav(Δλ), and |φ2| ≤ |φ1| + latBound; so d ≤ delta implies
-// hav(Δλ) ≤ hav(delta) / (cos φ1 cos(|φ1| + latBound)).
-func lonBound(lat int32, delta float64, latBound int64) int64 {
-	phi := math.Abs(float64(lat) * radPerE7) // lat is the band's poleward edge
-	far := phi + float64(latBound)*radPerE7
-	if far >= math.Pi/2-1e-6 {
-		return -1
-	}
-	s := math.Sin(delta / 2)
-	h := s * s / (math.Cos(phi) * math.Cos(far))
-	if h >= 0.25 { // Δλ ≥ 60°: not worth bounding
-		return -1
-	}
-	dLon := 2 * math.Asin(math.Sqrt(h))
-	return int64(math.Ceil(dLon/radPerE7*(1+1e-9))) + 1
-}
-
 // lonBand is the width, in E7 units, of the latitude bands over which
-// Query shares one longitude bound.
+// Query shares one cos².
 const lonBand = 100_000
 
 func abs32(v int32) int32 {
@@ -472,12 +696,19 @@ func abs32(v int32) int32 {
 	return v
 }
 
+func abs64(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
 // unit returns the unit vector of a position.
-func unit(p gps.Position) (x, y, z float64) {
+func unit(p gps.Position) [3]float64 {
 	lat, lon := float64(p.Lat)*radPerE7, float64(p.Lon)*radPerE7
 	sl, cl := math.Sincos(lat)
 	so, co := math.Sincos(lon)
-	return cl * co, cl * so, sl
+	return [3]float64{cl * co, cl * so, sl}
 }
 
 // Cell keys pack three 18-bit cell coordinates; the slot takes the
@@ -488,9 +719,6 @@ const (
 	slotsPerSegment = 1 << (64 - cellBits)
 	coordBias       = 1 << (coordBits - 1)
 )
-
-// cell returns the grid coordinate of a unit-vector component.
-func (x *Index) cell(v float64) int64 { return int64(math.Floor(v / x.cellAngle)) }
 
 func cellKey(cx, cy, cz int64) uint64 {
 	const m = 1<<coordBits - 1
@@ -511,16 +739,25 @@ type item struct {
 	key   uint64 // slot within the chunk << cellBits | cell key
 	t     int64
 	pos   gps.Position
+	leaf  uint16 // leafIndex within the cell
 }
 
 func (x *Index) item(t int64, pos gps.Position) item {
 	g := floorDiv(t, x.slotWidth)
-	ux, uy, uz := unit(pos)
+	u := unit(pos)
+	var c, l [3]int64
+	for a := range 3 {
+		// The query computes u * perCell * leavesPerAxis the same way.
+		w := u[a] * x.perCell
+		c[a] = int64(math.Floor(w))
+		l[a] = int64(math.Floor(w*leavesPerAxis)) - c[a]*leavesPerAxis
+	}
 	chunk := floorDiv(g, slotsPerSegment)
 	return item{
 		chunk: chunk,
-		key:   uint64(g-chunk*slotsPerSegment)<<cellBits | cellKey(x.cell(ux), x.cell(uy), x.cell(uz)),
+		key:   uint64(g-chunk*slotsPerSegment)<<cellBits | cellKey(c[0], c[1], c[2]),
 		t:     t,
 		pos:   pos,
+		leaf:  uint16(leafIndex(l[0], l[1], l[2])),
 	}
 }

@@ -237,7 +237,7 @@ func TestQueryExactOtherGrids(t *testing.T) {
 		if s.params.DistanceMeters > 100 {
 			s.params.DistanceMeters = 100 // keeps the finest grid's cube small
 		}
-		for _, x := range []*Index{newIndex(minSlotWidth, minCellSize), newIndex(7200, 5000), mustNew(t, gps.DefaultParams())} {
+		for _, x := range []*Index{newIndex(minSlotWidth, minCellSize, defaultDenseMin), newIndex(7200, 5000, defaultDenseMin), newIndex(minSlotWidth, minCellSize, 1), newIndex(3600, 80, 3), mustNew(t, gps.DefaultParams())} {
 			addAll(t, x, s.infected)
 			checkExact(t, x, s)
 		}
@@ -387,4 +387,62 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// TestAngleSeries checks that the angle-addition shortcut stays within
+// 1e-15 of math.Sincos, far inside the leaf margin, for every step it
+// takes and around the poles and the antimeridian.
+func TestAngleSeries(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	for range 20000 {
+		anchor := int32(r.Int64N(360*e7+1) - 180*e7)
+		var a angle
+		a.sincos(anchor)
+		for range 8 {
+			v := anchor + int32(r.Int64N(2*maxStep+1)-maxStep)
+			s, c := a.sincos(v)
+			ws, wc := math.Sincos(float64(v) * radPerE7)
+			if math.Abs(s-ws) > 1e-15 || math.Abs(c-wc) > 1e-15 {
+				t.Fatalf("anchor %d, v %d: got (%v, %v), want (%v, %v)", anchor, v, s, c, ws, wc)
+			}
+			if a.e7 != anchor && (v-anchor <= maxStep && anchor-v <= maxStep) {
+				t.Fatalf("anchor moved from %d to %d within a step", anchor, a.e7)
+			}
+		}
+	}
+}
+
+// TestDenseRuns checks that dense runs are built and queried: an index
+// that splits every run and one that splits none give the brute force's
+// answers on a crowd, and the splitting one holds directories.
+func TestDenseRuns(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	p := gps.DefaultParams()
+	c := mkPoint(t0, 51.5, -0.12)
+	var crowd []gps.Trace
+	for range 60 {
+		crowd = append(crowd, walk(r, offset(c, r.Float64()*40, r.Float64()*2*math.Pi), 120, 3, 30, 90))
+	}
+	device := walk(r, c, 150, 4, 30, 60)
+	s := scenario{name: "crowd", device: device, infected: crowd, params: p}
+	matched := 0
+	for _, dense := range []int{1, 50, 1 << 30} {
+		x := newIndex(3600, 80, dense)
+		addAll(t, x, crowd)
+		for _, m := range checkExact(t, x, s) {
+			if m.Matched {
+				matched++
+			}
+		}
+		dirs := 0
+		for _, sg := range x.snap.Load().segs {
+			dirs += len(sg.dirs)
+		}
+		if (dirs > 0) != (dense < 1<<30) {
+			t.Errorf("denseMin %d: %d directories", dense, dirs)
+		}
+	}
+	if matched == 0 {
+		t.Error("the crowd never matched")
+	}
 }

@@ -9,8 +9,9 @@ import (
 	"github.com/conftrace/conftrace/internal/gpsindex/gpsbench"
 )
 
-// BenchmarkGrid compares slot widths (seconds) and cell sizes (metres) on
-// one core, at the first -size; New's defaults come from it.
+// BenchmarkGrid compares slot widths (seconds), cell sizes (metres) and
+// the length from which runs are split by leaf, on one core, at the first
+// -size; New's defaults come from it.
 func BenchmarkGrid(b *testing.B) {
 	p := gps.DefaultParams()
 	n := float64(sizes(b)[0])
@@ -23,24 +24,31 @@ func BenchmarkGrid(b *testing.B) {
 	for i := range devices {
 		devices[i] = city.Device(i)
 	}
-	for _, slot := range []int64{600, 1800, 3600, 7200} {
-		for _, cell := range []float64{64, 80, 128} {
-			b.Run(fmt.Sprintf("slot=%d/cell=%v", slot, cell), func(b *testing.B) {
-				x := gpsindex.NewGrid(slot, cell)
-				for d, tr := range days {
-					if err := x.Add(gpsindex.Day(d), tr); err != nil {
-						b.Fatal(err)
-					}
+	type grid struct {
+		slot     int64
+		cell     float64
+		denseMin int
+	}
+	grids := []grid{{1800, 80, 128}, {7200, 80, 128}, {3600, 64, 128}, {3600, 128, 128}}
+	for _, dense := range []int{32, 64, 128, 256, 1 << 30} {
+		grids = append(grids, grid{3600, 80, dense})
+	}
+	for _, g := range grids {
+		b.Run(fmt.Sprintf("slot=%d/cell=%v/dense=%d", g.slot, g.cell, g.denseMin), func(b *testing.B) {
+			x := gpsindex.NewGrid(g.slot, g.cell, g.denseMin)
+			for d, tr := range days {
+				if err := x.Add(gpsindex.Day(d), tr); err != nil {
+					b.Fatal(err)
 				}
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if _, err := x.Query(devices[i%16], p); err != nil {
-						b.Fatal(err)
-					}
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := x.Query(devices[i%16], p); err != nil {
+					b.Fatal(err)
 				}
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
-				b.ReportMetric(float64(x.Stats().Bytes)/n, "B/point")
-			})
-		}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
+			b.ReportMetric(float64(x.Stats().Bytes)/n, "B/point")
+		})
 	}
 }

@@ -2,6 +2,7 @@ package gpsindex
 
 import (
 	"cmp"
+	"math"
 	"math/bits"
 	"slices"
 	"unsafe"
@@ -16,11 +17,18 @@ type point struct {
 }
 
 // entry maps a (slot, cell) key to its run of points; end == 0 marks an
-// empty entry (runs are never empty).
+// empty entry (runs are never empty), and end == denseEntry a dense run
+// whose directory is dirs[start].
 type entry struct {
 	key        uint64
 	start, end uint32
 }
+
+const denseEntry = math.MaxUint32
+
+// maxSegment bounds the points of a segment, so that their indexes fit
+// in an entry's uint32 without reaching denseEntry.
+const maxSegment = 1<<31 - 1
 
 // segment is an immutable set of points within slotsPerSegment slots.
 type segment struct {
@@ -29,6 +37,36 @@ type segment struct {
 	minT, maxT int64
 	pts        []point
 	table      []entry
+	dirs       []dir    // of the dense runs
+	leafOffs   []uint32 // see dir
+}
+
+// Leaves split the cell of a dense run (a run of at least the index's
+// denseMin points) into leavesPerAxis³ cubes. A dense run's points are
+// sorted by leaf, then time, so each leaf is a slice of the run, and a
+// query reads only the leaves near the point, nearest first: in a busy
+// building, a handful of fixes instead of every fix of the hour.
+const leavesPerAxis = 8
+
+func leafIndex(lx, ly, lz int64) int64 {
+	return (lx*leavesPerAxis+ly)*leavesPerAxis + lz
+}
+
+// dir is the directory of a dense run: which leaves hold points, and
+// where each starts. The run's k-th non-empty leaf (in leafIndex order)
+// is sg.pts[sg.leafOffs[first+k]:sg.leafOffs[first+k+1]].
+type dir struct {
+	first uint32
+	bits  [leavesPerAxis * leavesPerAxis * leavesPerAxis / 64]uint64
+}
+
+// leaf returns the points of the non-empty leaf i.
+func (d *dir) leaf(sg *segment, i int64) (start, end uint32) {
+	k := uint32(bits.OnesCount64(d.bits[i/64] & (1<<(i%64) - 1)))
+	for _, w := range d.bits[:i/64] {
+		k += uint32(bits.OnesCount64(w))
+	}
+	return sg.leafOffs[d.first+k], sg.leafOffs[d.first+k+1]
 }
 
 // maxLoad is the hash table's largest fill ratio.
@@ -36,9 +74,22 @@ const maxLoad = 0.7
 
 // build makes segments of items, which it sorts.
 func (x *Index) build(items []item) []*segment {
+	// The order is total, so that a build does not depend on the order
+	// of its input. Early returns: cmp.Or would compare every field.
 	slices.SortFunc(items, func(a, b item) int {
-		return cmp.Or(cmp.Compare(a.chunk, b.chunk), cmp.Compare(a.key, b.key), cmp.Compare(a.t, b.t),
-			cmp.Compare(a.pos.Lat, b.pos.Lat), cmp.Compare(a.pos.Lon, b.pos.Lon))
+		if a.chunk != b.chunk {
+			return cmp.Compare(a.chunk, b.chunk)
+		}
+		if a.key != b.key {
+			return cmp.Compare(a.key, b.key)
+		}
+		if a.t != b.t {
+			return cmp.Compare(a.t, b.t)
+		}
+		if a.pos.Lat != b.pos.Lat {
+			return cmp.Compare(a.pos.Lat, b.pos.Lat)
+		}
+		return cmp.Compare(a.pos.Lon, b.pos.Lon)
 	})
 	var segs []*segment
 	for i := 0; i < len(items); {
@@ -62,13 +113,22 @@ func (x *Index) segment(items []item) *segment {
 		maxT: items[0].t,
 		pts:  make([]point, len(items)),
 	}
+	// Dense runs are sorted by leaf, keeping time order within a leaf.
 	runs := 0
+	for i := 0; i < len(items); {
+		j := i + 1
+		for j < len(items) && items[j].key == items[i].key {
+			j++
+		}
+		if j-i >= x.denseMin {
+			slices.SortStableFunc(items[i:j], func(a, b item) int { return cmp.Compare(a.leaf, b.leaf) })
+		}
+		runs++
+		i = j
+	}
 	for i, it := range items {
 		s.minT, s.maxT = min(s.minT, it.t), max(s.maxT, it.t)
 		s.pts[i] = point{lat: it.pos.Lat, lon: it.pos.Lon, t: uint32(it.t - s.base)}
-		if i == 0 || it.key != items[i-1].key {
-			runs++
-		}
 	}
 	s.table = make([]entry, int(float64(runs)/maxLoad)+1)
 	for i := 0; i < len(items); {
@@ -76,10 +136,29 @@ func (x *Index) segment(items []item) *segment {
 		for j < len(items) && items[j].key == items[i].key {
 			j++
 		}
-		s.insert(entry{key: items[i].key, start: uint32(i), end: uint32(j)})
+		e := entry{key: items[i].key, start: uint32(i), end: uint32(j)}
+		if j-i >= x.denseMin {
+			e.start, e.end = uint32(len(s.dirs)), denseEntry
+			s.addDir(uint32(i), items[i:j])
+		}
+		s.insert(e)
 		i = j
 	}
 	return s
+}
+
+// addDir records the directory of a dense run, sorted by leaf, that
+// starts at start.
+func (s *segment) addDir(start uint32, run []item) {
+	d := dir{first: uint32(len(s.leafOffs))}
+	for k, it := range run {
+		if k == 0 || it.leaf != run[k-1].leaf {
+			d.bits[it.leaf/64] |= 1 << (it.leaf % 64)
+			s.leafOffs = append(s.leafOffs, start+uint32(k))
+		}
+	}
+	s.leafOffs = append(s.leafOffs, start+uint32(len(run)))
+	s.dirs = append(s.dirs, d)
 }
 
 func (s *segment) home(key uint64) int {
@@ -99,7 +178,7 @@ func (s *segment) insert(e entry) {
 	s.table[i] = e
 }
 
-// find returns the run of key, empty if there is none.
+// find returns the entry of key: start == end if there is none.
 func (s *segment) find(key uint64) (start, end uint32) {
 	i := s.home(key)
 	for {
@@ -117,7 +196,8 @@ func (s *segment) find(key uint64) (start, end uint32) {
 }
 
 func (s *segment) bytes() int {
-	return int(unsafe.Sizeof(*s)) + len(s.pts)*int(unsafe.Sizeof(point{})) + len(s.table)*int(unsafe.Sizeof(entry{}))
+	return int(unsafe.Sizeof(*s)) + len(s.pts)*int(unsafe.Sizeof(point{})) + len(s.table)*int(unsafe.Sizeof(entry{})) +
+		len(s.dirs)*int(unsafe.Sizeof(dir{})) + len(s.leafOffs)*4
 }
 
 // merge rebuilds two generations of segments as one.
