@@ -31,8 +31,9 @@
 // bytes an entry, at most 70 % full) maps (slot, cell) to its run.
 //
 // A dense run (128 points or more: a busy building, a station) is split
-// further into 8×8×8 leaves (10 m wide at the default grid) and sorted by leaf, then time; a 72-byte directory per dense
-// run tells which leaves hold points and where each starts. A query reads
+// further into 8×8×8 leaves (10 m wide at the default grid) and sorted by
+// leaf, then time; a 72-byte directory per dense run tells which leaves
+// hold points and where each starts. A query reads
 // the leaf it falls in first, which usually holds a close point, and then
 // only the neighbouring leaves whose box is still closer than the best
 // distance found: a few fixes instead of every fix of the hour.
@@ -320,6 +321,7 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 			// The cells follow from the leaf coordinates exactly, as
 			// dividing by leavesPerAxis is exact.
 			q.leaf[a] = u[a] * x.perCell * leavesPerAxis
+			q.own[a] = int64(math.Floor(q.leaf[a]))
 			q.lo[a] = int64(math.Floor((q.leaf[a] - leafDelta) / leavesPerAxis))
 			q.hi[a] = int64(math.Floor((q.leaf[a] + leafDelta) / leavesPerAxis))
 		}
@@ -361,6 +363,8 @@ type query struct {
 	best          float64
 	cands         []candidate
 	runs          runCache
+	leaves        leafCache
+	own           [3]int64 // the leaf the point is in, in global leaf coordinates
 	lat, lon      angle
 }
 
@@ -510,23 +514,51 @@ func cosFar2(edge int32, latBound int64) float64 {
 	return c * c
 }
 
-// search visits global slots g0..g1 of sg.
+// search visits global slots g0..g1 of sg: the point's own cell first,
+// so that the bound shrinks, then the neighbouring cells whose box is
+// still within it.
 func (x *Index) search(sg *segment, q *query, g0, g1 int64) {
 	from, to := q.t-q.tol-sg.base, q.t+q.tol-sg.base
+	own := [3]int64{floorDiv(q.own[0], leavesPerAxis), floorDiv(q.own[1], leavesPerAxis), floorDiv(q.own[2], leavesPerAxis)}
 	for g := g0; g <= g1; g++ {
-		slot := uint64(g - sg.g0)
-		for cx := q.lo[0]; cx <= q.hi[0]; cx++ {
-			for cy := q.lo[1]; cy <= q.hi[1]; cy++ {
-				for cz := q.lo[2]; cz <= q.hi[2]; cz++ {
-					r := q.runs.get(sg, slot<<cellBits|cellKey(cx, cy, cz))
-					if r.dir < 0 {
-						q.scan(r.window(sg, from), to)
-					} else {
-						q.searchDense(sg, &sg.dirs[r.dir], [3]int64{cx, cy, cz}, from, to)
-					}
+		q.searchRun(sg, uint64(g-sg.g0), own, from, to)
+	}
+	for cx := q.lo[0]; cx <= q.hi[0]; cx++ {
+		for cy := q.lo[1]; cy <= q.hi[1]; cy++ {
+			for cz := q.lo[2]; cz <= q.hi[2]; cz++ {
+				c := [3]int64{cx, cy, cz}
+				if c == own || q.boxGap2(c, leavesPerAxis) > q.chord2 {
+					continue
+				}
+				for g := g0; g <= g1; g++ {
+					q.searchRun(sg, uint64(g-sg.g0), c, from, to)
 				}
 			}
 		}
+	}
+}
+
+// boxGap2 returns the squared distance, in leaf edges, from the point to
+// the box of n×n×n leaves whose lowest corner is n·b in leaf coordinates:
+// cell b for n = leavesPerAxis, leaf b for n = 1.
+func (q *query) boxGap2(b [3]int64, n int64) float64 {
+	var gap2 float64
+	for a := range 3 {
+		edge := float64(b[a] * n)
+		g := max(edge-q.leaf[a], q.leaf[a]-(edge+float64(n)), 0)
+		gap2 += g * g
+	}
+	return gap2
+}
+
+// searchRun visits the run of cell c in a slot of sg.
+func (q *query) searchRun(sg *segment, slot uint64, c [3]int64, from, to int64) {
+	key := slot<<cellBits | cellKey(c[0], c[1], c[2])
+	r := q.runs.get(sg, key)
+	if r.dir < 0 {
+		q.scan(sg.pts[r.window(sg.pts, from):r.end], to)
+	} else {
+		q.searchDense(sg, key, &sg.dirs[r.dir], c, from, to)
 	}
 }
 
@@ -551,90 +583,114 @@ func (q *query) scan(pts []point, to int64) {
 	}
 }
 
-// searchDense visits the leaves of a dense run of cell c that can hold a
-// point within the bound: the point's own leaf first, which usually holds
-// a close point and so shrinks the bound, then the others whose box is
-// still close enough.
-func (q *query) searchDense(sg *segment, d *dir, c [3]int64, from, to int64) {
+// searchDense visits the leaves of the dense run key, of cell c, that can
+// hold a point within the bound: the point's own leaf first, which
+// usually holds a close point and so shrinks the bound, then the others
+// whose box is still close enough.
+func (q *query) searchDense(sg *segment, key uint64, d *dir, c [3]int64, from, to int64) {
 	var lo, hi, own [3]int64
 	inside := true
 	for a := range 3 {
-		base := float64(c[a] * leavesPerAxis)
-		rel := q.leaf[a] - base
-		lo[a] = max(int64(math.Floor(rel-q.leafDelta)), 0)
-		hi[a] = min(int64(math.Floor(rel+q.leafDelta)), leavesPerAxis-1)
-		own[a] = int64(math.Floor(rel))
+		own[a] = q.own[a] - c[a]*leavesPerAxis
 		inside = inside && own[a] >= 0 && own[a] < leavesPerAxis
 	}
+	r := q.leafDelta
 	if inside {
-		q.visitLeaf(sg, d, own, c, from, to)
+		q.visitLeaf(sg, key, d, own, c, from, to)
 		// The bound usually shrank: narrow the leaves to visit.
-		r := math.Sqrt(q.chord2)
-		for a := range 3 {
-			rel := q.leaf[a] - float64(c[a]*leavesPerAxis)
-			lo[a] = max(int64(math.Floor(rel-r)), 0)
-			hi[a] = min(int64(math.Floor(rel+r)), leavesPerAxis-1)
-		}
+		r = math.Sqrt(q.chord2)
+	}
+	for a := range 3 {
+		rel := q.leaf[a] - float64(c[a]*leavesPerAxis)
+		lo[a] = max(int64(math.Floor(rel-r)), 0)
+		hi[a] = min(int64(math.Floor(rel+r)), leavesPerAxis-1)
 	}
 	for lx := lo[0]; lx <= hi[0]; lx++ {
 		for ly := lo[1]; ly <= hi[1]; ly++ {
 			for lz := lo[2]; lz <= hi[2]; lz++ {
-				if l := [3]int64{lx, ly, lz}; !inside || l != own {
-					q.visitLeaf(sg, d, l, c, from, to)
+				if l := [3]int64{lx, ly, lz}; l != own {
+					q.visitLeaf(sg, key, d, l, c, from, to)
 				}
 			}
 		}
 	}
 }
 
-// visitLeaf scans leaf l of a dense run of cell c if it holds points and
-// its box is within the bound.
-func (q *query) visitLeaf(sg *segment, d *dir, l, c [3]int64, from, to int64) {
+// visitLeaf scans leaf l of the dense run key, of cell c, if it holds
+// points and its box is within the bound.
+func (q *query) visitLeaf(sg *segment, key uint64, d *dir, l, c [3]int64, from, to int64) {
 	i := leafIndex(l[0], l[1], l[2])
 	if d.bits[i/64]&(1<<(i%64)) == 0 {
 		return
 	}
-	var gap2 float64
-	for a := range 3 {
-		edge := float64(c[a]*leavesPerAxis + l[a])
-		g := max(edge-q.leaf[a], q.leaf[a]-(edge+1), 0)
-		gap2 += g * g
-	}
-	if gap2 > q.chord2 {
+	if q.boxGap2([3]int64{c[0]*leavesPerAxis + l[0], c[1]*leavesPerAxis + l[1], c[2]*leavesPerAxis + l[2]}, 1) > q.chord2 {
 		return
 	}
-	lo, end := d.leaf(sg, i)
-	for hi := end; lo < hi; {
+	lr := q.leaves.get(sg, key, d, i)
+	q.scan(sg.pts[lr.window(sg.pts, from):lr.end], to)
+	q.settle()
+}
+
+// A device stays in the same few cells for hours while its fixes are
+// minutes apart, so the next fix usually reads the same runs and leaves
+// with a time window that starts inside the part just read. runCache and
+// leafCache remember them, and where the last window started, which
+// saves the hash lookups, the binary searches and their cache misses.
+type (
+	runCache  [cacheSize]runRef
+	leafCache [cacheSize]leafRef
+)
+
+const cacheSize = 64 // a power of two
+
+// span is a slice of a segment's points sorted by time, and the first
+// index in it whose time is at least at.
+type span struct {
+	start, end uint32
+	pos        uint32 // start ≤ pos ≤ end
+	at         int64  // seconds from the segment's base
+}
+
+func newSpan(start, end uint32) span {
+	return span{start: start, end: end, pos: start, at: math.MinInt64}
+}
+
+// window returns the index of the span's first point whose time (seconds
+// from the segment's base) is at least from, or its end.
+func (s *span) window(pts []point, from int64) uint32 {
+	lo, hi := s.start, s.end
+	if s.at <= from {
+		// Gallop forward from the last position, whose predecessors are
+		// all earlier than from: the window usually moved by minutes.
+		lo = s.pos
+		step := uint32(1)
+		for lo+step < s.end && int64(pts[lo+step-1].t) < from {
+			lo += step
+			step *= 2
+		}
+		if lo+step < s.end {
+			hi = lo + step - 1 // pts[hi].t ≥ from
+		}
+	}
+	for lo < hi {
 		m := lo + (hi-lo)/2
-		if int64(sg.pts[m].t) < from {
+		if int64(pts[m].t) < from {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	q.scan(sg.pts[lo:end], to)
-	q.settle()
+	s.pos, s.at = lo, from
+	return lo
 }
 
-// runCache remembers the runs a query visited and, for a run that is not
-// split by leaf, where in it its last time window started. A device stays
-// in the same few cells for hours while its fixes are minutes apart, so
-// the next fix usually looks up the same runs with a window that starts
-// inside the part just read: the cache saves the hash lookup and the
-// binary search.
-type runCache [runCacheSize]runRef
-
-const runCacheSize = 64 // a power of two
-
-// runRef is a run of sg: its directory if it is dense, else -1 and the
-// run's points, and the first index in it whose time is at least at.
+// runRef is the run of key in sg: its directory if it is dense, else -1
+// and its points.
 type runRef struct {
-	sg         *segment
-	key        uint64
-	start, end uint32 // the run in sg.pts
-	dir        int32  // index in sg.dirs, or -1
-	pos        uint32 // sg.pts index, start ≤ pos ≤ end
-	at         int64  // seconds from sg.base
+	sg  *segment
+	key uint64
+	dir int32
+	span
 }
 
 // get returns the run of key in sg.
@@ -646,38 +702,28 @@ func (c *runCache) get(sg *segment, key uint64) *runRef {
 		if end == denseEntry {
 			dir, start, end = int32(start), 0, 0
 		}
-		*r = runRef{sg: sg, key: key, start: start, end: end, dir: dir, pos: start, at: math.MinInt64}
+		*r = runRef{sg: sg, key: key, dir: dir, span: newSpan(start, end)}
 	}
 	return r
 }
 
-// window returns the points of r (not dense) from the first whose time
-// (seconds from sg.base) is at least from to the run's end.
-func (r *runRef) window(sg *segment, from int64) []point {
-	lo, hi := r.start, r.end
-	if r.at <= from {
-		// Gallop forward from the last position, whose predecessors are
-		// all earlier than from: the window usually moved by minutes.
-		lo = r.pos
-		step := uint32(1)
-		for lo+step < r.end && int64(sg.pts[lo+step-1].t) < from {
-			lo += step
-			step *= 2
-		}
-		if lo+step < r.end {
-			hi = lo + step - 1 // sg.pts[hi].t ≥ from
-		}
+// leafRef is leaf i of the dense run key in sg.
+type leafRef struct {
+	sg   *segment
+	key  uint64
+	leaf int64
+	span
+}
+
+// get returns leaf i, which holds points, of the dense run key in sg,
+// whose directory is d.
+func (c *leafCache) get(sg *segment, key uint64, d *dir, i int64) *leafRef {
+	r := &c[((key+uint64(i))*0x9e3779b97f4a7c15)>>(64-6)]
+	if r.sg != sg || r.key != key || r.leaf != i {
+		start, end := d.leaf(sg, i)
+		*r = leafRef{sg: sg, key: key, leaf: i, span: newSpan(start, end)}
 	}
-	for lo < hi {
-		m := lo + (hi-lo)/2
-		if int64(sg.pts[m].t) < from {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	r.pos, r.at = lo, from
-	return sg.pts[lo:r.end]
+	return r
 }
 
 const (
