@@ -11,19 +11,24 @@ import (
 )
 
 // runBenchGPS measures the GPS index against the brute force on synthetic
-// city traces and prints one table row per index size.
+// traces, in one city or spread over a country, and prints one table row
+// per index size.
 func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "bench gps", "bench gps [--sizes 1e6,1e7] [--checks N] [--seed N]\n\n"+
+	fs := newFlags(cio, "bench gps", "bench gps [--sizes 1e6,1e7] [--checks N] [--seed N] [--towns N]\n\n"+
 		"Builds GPS indexes of the given sizes (indexed points of synthetic patients in a\n"+
 		"city, spread over 14 days) and times device checks (14-day traces, one fix every\n"+
 		"5 minutes: 4,032 points) on all CPUs, beside the brute force where it finishes.\n"+
 		"10^8 points take about 2 GB and several minutes to build:\n"+
-		"  conftrace bench gps --sizes 1e6,1e7,1e8")
+		"  conftrace bench gps --sizes 1e6,1e7,1e8\n\n"+
+		"By default everyone lives in one dense 6 km city, the worst case for the index.\n"+
+		"--towns N spreads patients and devices over N such towns across a France-sized\n"+
+		"region instead, town k weighted 1/(k+1) (Zipf), closer to a national epidemic.")
 	sizesFlag := fs.String("sizes", "1e6,1e7", "comma-separated index `sizes` in points")
 	checks := fs.Int("checks", 400, "device checks timed on each index")
 	bruteMax := fs.Float64("brute-max", 1e5, "largest size at which the brute force is timed too")
 	bruteChecks := fs.Int("brute-checks", 4, "brute-force checks timed")
-	seed := fs.Uint64("seed", 1, "seed of the synthetic city")
+	seed := fs.Uint64("seed", 1, "seed of the synthetic city or country")
+	towns := fs.Int("towns", 1, "`number` of towns people are spread over; 1 is a single dense city")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -38,6 +43,13 @@ func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
 	if *checks < 1 || *bruteChecks < 1 {
 		return usagef("--checks and --brute-checks must be positive")
 	}
+	if *towns < 1 || *towns > gpsbench.MaxTowns {
+		return usagef("--towns: %d is not a number of towns in 1..%d", *towns, gpsbench.MaxTowns)
+	}
+	spread := "one city"
+	if *towns > 1 {
+		spread = fmt.Sprintf("%d towns (Zipf)", *towns)
+	}
 	// Fixed widths rather than a tabwriter: rows are printed as they are
 	// measured, minutes apart at large sizes.
 	const row = "%14s  %11s  %8s  %14s  %20s  %8s  %7s\n"
@@ -49,6 +61,7 @@ func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
 			BruteForceMax:    int(*bruteMax),
 			BruteForceChecks: *bruteChecks,
 			Seed:             *seed,
+			Towns:            *towns,
 		})
 		if err != nil {
 			return fmt.Errorf("%d points: %w", n, err)
@@ -62,7 +75,7 @@ func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
 			fmt.Sprintf("%.1fs", r.Build.Seconds()), fmt.Sprintf("%.0f", r.IndexRate), brute, ratio,
 			fmt.Sprintf("%.0f%%", 100*r.Exposed))
 	}
-	fmt.Fprintf(cio.stdout, "\n%d CPUs; devices: %d-point traces; bytes/point: heap growth over the build.\n",
-		runtime.GOMAXPROCS(0), gpsbench.DevicePoints)
+	fmt.Fprintf(cio.stdout, "\n%d CPUs; spread: %s; devices: %d-point traces; bytes/point: heap growth over the build.\n",
+		runtime.GOMAXPROCS(0), spread, gpsbench.DevicePoints)
 	return nil
 }

@@ -26,10 +26,29 @@ func TestBenchGPS(t *testing.T) {
 	if small[4] == "—" || large[4] != "—" {
 		t.Errorf("brute-force column: %q at 2e3, %q at 3e4", small[4], large[4])
 	}
+	if !strings.Contains(lines[len(lines)-1], "spread: one city") {
+		t.Errorf("footer does not name the spread: %q", lines[len(lines)-1])
+	}
+}
+
+func TestBenchGPSTowns(t *testing.T) {
+	var out, errOut bytes.Buffer
+	cio := cmdIO{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut}
+	err := runBenchGPS(context.Background(), cio, []string{"--sizes", "2e3,3e4", "--checks", "4", "--brute-max", "2e3", "--brute-checks", "2", "--towns", "5"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) < 3 || strings.Fields(lines[1])[0] != "2e+03" || strings.Fields(lines[2])[0] != "3e+04" {
+		t.Fatalf("rows are not the sizes asked for:\n%s", out.String())
+	}
+	if !strings.Contains(lines[len(lines)-1], "spread: 5 towns (Zipf)") {
+		t.Errorf("footer does not name the spread: %q", lines[len(lines)-1])
+	}
 }
 
 func TestBenchGPSUsage(t *testing.T) {
-	for _, args := range [][]string{{"--sizes", "lots"}, {"--sizes", "5"}, {"--checks", "0"}, {"extra"}} {
+	for _, args := range [][]string{{"--sizes", "lots"}, {"--sizes", "5"}, {"--checks", "0"}, {"--towns", "0"}, {"--towns", "1001"}, {"extra"}} {
 		var out bytes.Buffer
 		err := runBenchGPS(context.Background(), cmdIO{stdout: &out, stderr: &out}, args)
 		if _, ok := err.(usageError); !ok {

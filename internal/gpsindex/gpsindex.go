@@ -298,9 +298,13 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	delta := math.Sqrt(skip2For(p.DistanceMeters)) * (1 + 1e-9)
 	latBound := int64(math.Ceil(delta/radPerE7)) + 1
 	leafDelta := delta*q.perLeaf*(1+1e-9) + leafMargin
-	q.leafDelta = leafDelta
 	lastBand := int32(-1)
-	defer clear(q.cands[:cap(q.cands)])
+	// The scratch space holds the device's positions (and cells, sines
+	// and cosines derived from them): overwrite it all when done.
+	defer func() {
+		clear(q.cands[:cap(q.cands)])
+		*q = query{}
+	}()
 	for i, d := range device {
 		if !(d.Lat >= -90 && d.Lat <= 90 && d.Lon >= -180 && d.Lon <= 180) {
 			clear(out)
@@ -350,11 +354,10 @@ type query struct {
 	maxDist float64
 	lo, hi  [3]int64 // cells to visit
 	cos2    float64  // see lowerBound2
-	// leaf is the point's unit vector in leaf edges (see dir), leafDelta
-	// the largest distance of interest in leaf edges, and perLeaf the
-	// number of leaf edges in a unit of the unit sphere.
-	leaf               [3]float64
-	leafDelta, perLeaf float64
+	// leaf is the point's unit vector in leaf edges (see dir), and
+	// perLeaf the number of leaf edges in a unit of the unit sphere.
+	leaf    [3]float64
+	perLeaf float64
 	// A candidate is kept only while its lower bound is at most skip2,
 	// and a leaf is visited only while its squared distance in leaf
 	// edges is at most chord2; both follow min(best, maxDist), where
@@ -594,12 +597,12 @@ func (q *query) searchDense(sg *segment, key uint64, d *dir, c [3]int64, from, t
 		own[a] = q.own[a] - c[a]*leavesPerAxis
 		inside = inside && own[a] >= 0 && own[a] < leavesPerAxis
 	}
-	r := q.leafDelta
 	if inside {
 		q.visitLeaf(sg, key, d, own, c, from, to)
-		// The bound usually shrank: narrow the leaves to visit.
-		r = math.Sqrt(q.chord2)
 	}
+	// The bound (which the own leaf, or the own cell, usually shrank)
+	// limits the leaves to visit.
+	r := math.Sqrt(q.chord2)
 	for a := range 3 {
 		rel := q.leaf[a] - float64(c[a]*leavesPerAxis)
 		lo[a] = max(int64(math.Floor(rel-r)), 0)

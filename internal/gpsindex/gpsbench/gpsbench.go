@@ -2,15 +2,22 @@
 // traces: the numbers behind "conftrace bench gps" and the gpsindex
 // benchmarks.
 //
-// The synthetic city is 6 km across. Everyone lives somewhere in it, works
-// in one of 300 workplaces clustered in a 2 km centre (so that at the
-// national scale, thousands of patients a day, dozens share a building),
-// sometimes stops at one of 200 shops on the way home, and travels on
-// foot, by bicycle or by car in straight lines. Fixes carry 4 m of GPS
-// noise. Patients' traces are sampled every minute for a whole day;
-// devices' traces every 5 minutes for 14 days (4,032 points). The indexed
-// points are spread evenly over 14 days, and each day is added in one
-// call, as the backend does when it loads its sealed days at start-up.
+// A synthetic town is 6 km across. Everyone lives somewhere in their town,
+// works in one of its 300 workplaces clustered in a 2 km centre, sometimes
+// stops at one of its 200 shops on the way home, and travels on foot, by
+// bicycle or by car in straight lines. Fixes carry 4 m of GPS noise.
+// Patients' traces are sampled every minute for a whole day; devices'
+// traces every 5 minutes for 14 days (4,032 points). The indexed points
+// are spread evenly over 14 days, and each day is added in one call, as
+// the backend does when it loads its sealed days at start-up.
+//
+// There are two spreads. [NewCity] puts everyone in one town: the worst
+// case for the index, every indexed fix in the same few kilometres, so
+// that at the national scale, thousands of patients a day, dozens share a
+// building. [NewCountry] spreads people over many towns in a France-sized
+// region, the biggest towns the most crowded (Zipf), which is closer to a
+// national epidemic: as many patients, but most of the country far from
+// most of them.
 package gpsbench
 
 import (
@@ -19,6 +26,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,39 +61,135 @@ const (
 	mPerDegLat = 111_195.08
 )
 
-// City is the synthetic population.
+// The country of [NewCountry].
+const (
+	// MaxTowns is the most towns [NewCountry] makes: centres drawn at
+	// random 20 km apart grow slow to place not far beyond it.
+	MaxTowns                 = 1000
+	countryLat0, countryLat1 = 43.0, 51.0
+	countryLon0, countryLon1 = -1.0, 9.0
+	townGap                  = 20_000.0 // metres between centres, at least
+	townSalt, centreSalt     = 0x7042, 0xce7
+	maxCentreTries           = 1_000_000
+)
+
+// City is the synthetic population: one town, or a country of them.
 type City struct {
-	seed   uint64
-	places [workplaces + shops][2]float64 // east, north in metres
+	seed  uint64
+	towns []town
+	// zipf holds the cumulative weights 1/(k+1) of the towns; nil with a
+	// single town.
+	zipf []float64
 }
 
-// NewCity returns the city of a seed.
-func NewCity(seed uint64) *City {
-	c := &City{seed: seed}
-	r := rand.New(rand.NewPCG(seed, 0))
-	for i := range c.places {
+// town is one 6 km town.
+type town struct {
+	lat, lon   float64                        // centre, degrees
+	mPerDegLon float64                        // at the centre's latitude
+	places     [workplaces + shops][2]float64 // east, north of the centre in metres
+}
+
+// newTown lays out a town centred at lat, lon from r.
+func newTown(lat, lon, mPerDegLon float64, r *rand.Rand) town {
+	t := town{lat: lat, lon: lon, mPerDegLon: mPerDegLon}
+	for i := range t.places {
 		h := centreHalf
 		if i >= workplaces {
 			h = cityHalf
 		}
-		c.places[i] = [2]float64{(r.Float64()*2 - 1) * h, (r.Float64()*2 - 1) * h}
+		t.places[i] = [2]float64{(r.Float64()*2 - 1) * h, (r.Float64()*2 - 1) * h}
+	}
+	return t
+}
+
+// NewCity returns the city of a seed: everyone in one dense town.
+func NewCity(seed uint64) *City {
+	// lat0*math.Pi/180 stays a constant expression, as it was before there
+	// were countries: computed in float64 it could differ in the last bit,
+	// and so could the traces.
+	return &City{seed: seed, towns: []town{
+		newTown(lat0, lon0, mPerDegLat*math.Cos(lat0*math.Pi/180), rand.New(rand.NewPCG(seed, 0))),
+	}}
+}
+
+// NewCountry returns the country of a seed: towns towns, each laid out
+// like the city of [NewCity], with centres drawn uniformly over latitudes
+// 43..51 and longitudes -1..9 at least 20 km apart, and everyone living
+// and working in town k with a probability proportional to 1/(k+1). With
+// towns <= 1 it is NewCity(seed). It panics if towns > [MaxTowns].
+func NewCountry(seed uint64, towns int) *City {
+	if towns <= 1 {
+		return NewCity(seed)
+	}
+	if towns > MaxTowns {
+		panic(fmt.Sprintf("gpsbench: %d towns, at most %d", towns, MaxTowns))
+	}
+	c := &City{seed: seed, towns: make([]town, 0, towns), zipf: make([]float64, towns)}
+	r := rand.New(rand.NewPCG(seed^centreSalt, 0))
+	for tries := 0; len(c.towns) < towns; tries++ {
+		if tries == maxCentreTries {
+			// MaxTowns takes about 12,000 tries: a guard against an
+			// endless loop, not a limit.
+			panic(fmt.Sprintf("gpsbench: no room for %d towns 20 km apart", towns))
+		}
+		centre := gps.Point{
+			Lat: countryLat0 + r.Float64()*(countryLat1-countryLat0),
+			Lon: countryLon0 + r.Float64()*(countryLon1-countryLon0),
+		}
+		if !c.farFromTowns(centre) {
+			continue
+		}
+		// Each town has its own stream, so that its layout does not depend
+		// on how many towns there are; salted so as not to share a person's.
+		tr := rand.New(rand.NewPCG(seed^townSalt, uint64(len(c.towns))))
+		c.towns = append(c.towns, newTown(centre.Lat, centre.Lon, mPerDegLat*math.Cos(centre.Lat*math.Pi/180), tr))
+	}
+	sum := 0.0
+	for k := range c.zipf {
+		sum += 1 / float64(k+1)
+		c.zipf[k] = sum
 	}
 	return c
 }
 
+// farFromTowns reports whether p is at least townGap from every town.
+func (c *City) farFromTowns(p gps.Point) bool {
+	for i := range c.towns {
+		t := &c.towns[i] // not a copy of its places
+		// A great circle is no shorter than its difference in latitude
+		// (1 m covers rounding): most haversines are skipped.
+		if math.Abs(p.Lat-t.lat)*mPerDegLat > townGap+1 {
+			continue
+		}
+		if gps.Distance(p, gps.Point{Lat: t.lat, Lon: t.lon}) < townGap {
+			return false
+		}
+	}
+	return true
+}
+
 // person is where someone spends their days.
 type person struct {
-	home, work, shop [2]float64
-	speed            float64 // metres per second
+	town             int
+	home, work, shop [2]float64 // east, north of the town's centre in metres
+	speed            float64    // metres per second
 }
 
 func (c *City) person(id uint64) person {
 	r := rand.New(rand.NewPCG(c.seed, id+1))
-	w := c.places[r.IntN(workplaces)]
+	k := 0
+	if len(c.zipf) > 1 {
+		// Only with several towns, so that a single city draws what it
+		// always has.
+		k = sort.SearchFloat64s(c.zipf, r.Float64()*c.zipf[len(c.zipf)-1])
+	}
+	t := &c.towns[k]
+	w := t.places[r.IntN(workplaces)]
 	return person{
+		town:  k,
 		home:  [2]float64{(r.Float64()*2 - 1) * cityHalf, (r.Float64()*2 - 1) * cityHalf},
 		work:  [2]float64{w[0] + (r.Float64()*2-1)*building, w[1] + (r.Float64()*2-1)*building},
-		shop:  c.places[workplaces+r.IntN(shops)],
+		shop:  t.places[workplaces+r.IntN(shops)],
 		speed: []float64{1.4, 4, 10}[r.IntN(3)],
 	}
 }
@@ -99,6 +203,7 @@ type leg struct {
 
 // day appends p's fixes on day d, every step seconds, to tr.
 func (c *City) day(tr gps.Trace, p person, r *rand.Rand, d int, step int) gps.Trace {
+	tw := &c.towns[p.town]
 	var legs []leg
 	t := 7*3600 + r.Float64()*2*3600
 	legs = append(legs, leg{0, t, p.home, p.home})
@@ -126,8 +231,8 @@ func (c *City) day(tr gps.Trace, p person, r *rand.Rand, d int, step int) gps.Tr
 		}
 		e := l.a[0] + f*(l.b[0]-l.a[0]) + r.NormFloat64()*gpsNoise
 		n := l.a[1] + f*(l.b[1]-l.a[1]) + r.NormFloat64()*gpsNoise
-		lat := lat0 + n/mPerDegLat
-		pos := gps.Point{Lat: lat, Lon: lon0 + e/(mPerDegLat*math.Cos(lat0*math.Pi/180))}.Position()
+		lat := tw.lat + n/mPerDegLat
+		pos := gps.Point{Lat: lat, Lon: tw.lon + e/tw.mPerDegLon}.Position()
 		tr = append(tr, gps.Point{
 			Time: Epoch + int64(d)*86400 + int64(s),
 			Lat:  float64(pos.Lat) / 1e7,
@@ -144,9 +249,12 @@ func (c *City) PatientDay(d, i int) gps.Trace {
 	return c.day(make(gps.Trace, 0, patientDay), c.person(id), r, d, PatientStep)
 }
 
+// deviceID is device i's person.
+func deviceID(i int) uint64 { return uint64(1)<<63 | uint64(i) }
+
 // Device returns device i's trace: 14 days, one fix every 5 minutes.
 func (c *City) Device(i int) gps.Trace {
-	id := uint64(1)<<63 | uint64(i)
+	id := deviceID(i)
 	p := c.person(id)
 	r := rand.New(rand.NewPCG(c.seed^0xde5, id))
 	tr := make(gps.Trace, 0, DevicePoints)
@@ -203,6 +311,9 @@ type Config struct {
 	BruteForceChecks int
 	// Seed makes the city.
 	Seed uint64
+	// Towns is the number of towns of a [NewCountry] spread, at most
+	// [MaxTowns]; 0 or 1 means the single dense city of [NewCity].
+	Towns int
 	// Params are the matching parameters; zero means gps.DefaultParams.
 	Params gps.Params
 }
@@ -245,7 +356,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Points < Days {
 		return Result{}, fmt.Errorf("gpsbench: %d points, want at least %d", cfg.Points, Days)
 	}
+	if cfg.Towns < 0 || cfg.Towns > MaxTowns {
+		return Result{}, fmt.Errorf("gpsbench: %d towns, want 0..%d", cfg.Towns, MaxTowns)
+	}
 	c := NewCity(cfg.Seed)
+	if cfg.Towns > 1 {
+		c = NewCountry(cfg.Seed, cfg.Towns)
+	}
 	devices := make([]gps.Trace, devicePool)
 	for i := range devices {
 		devices[i] = c.Device(i)
