@@ -161,7 +161,7 @@ const (
 // New returns an empty index whose grid suits p: time slots 12 times
 // p.TimeTolerance wide (at least a minute; an hour by default) and cells 8
 // times p.DistanceMeters (at least 64 m; 80 m by default), the best of the
-// grids BenchmarkGrid compares at 10^7 points of city traces. Queries with
+// grids BenchmarkGrid compares at 10^8 points of city traces. Queries with
 // other parameters are exact too, only slower when they are much larger.
 func New(p gps.Params) (*Index, error) {
 	if err := p.Validate(); err != nil {
@@ -337,7 +337,7 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 			if sg.maxT < d.Time-tol {
 				continue
 			}
-			x.search(sg, q, max(gLo, sg.g0), min(gHi, sg.g0+slotsPerSegment-1))
+			q.search(sg, max(gLo, sg.g0), min(gHi, sg.g0+slotsPerSegment-1))
 		}
 		q.settle()
 		if q.best <= p.DistanceMeters {
@@ -520,7 +520,7 @@ func cosFar2(edge int32, latBound int64) float64 {
 // search visits global slots g0..g1 of sg: the point's own cell first,
 // so that the bound shrinks, then the neighbouring cells whose box is
 // still within it.
-func (x *Index) search(sg *segment, q *query, g0, g1 int64) {
+func (q *query) search(sg *segment, g0, g1 int64) {
 	from, to := q.t-q.tol-sg.base, q.t+q.tol-sg.base
 	own := [3]int64{floorDiv(q.own[0], leavesPerAxis), floorDiv(q.own[1], leavesPerAxis), floorDiv(q.own[2], leavesPerAxis)}
 	for g := g0; g <= g1; g++ {
