@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/gpsindex"
 	"github.com/conftrace/conftrace/internal/gpsindex/gpsbench"
 )
 
@@ -98,6 +99,53 @@ func BenchmarkBruteForce(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
+		})
+	}
+}
+
+// BenchmarkQueryLive compares, on one core at the first -size, an index
+// built one day at a time (as the backend does when it starts) with one
+// fed one patient-day at a time (as uploads arrive while it runs), which
+// leaves each day in several generations that every query reads.
+func BenchmarkQueryLive(b *testing.B) {
+	p := gps.DefaultParams()
+	n := sizes(b)[0]
+	city := gpsbench.NewCity(1)
+	whole, err := city.Build(context.Background(), n, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	live, err := gpsindex.New(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for d := range gpsbench.Days {
+		per := n / gpsbench.Days
+		for i, got := 0, 0; got < per; i++ {
+			tr := city.PatientDay(d, i)
+			tr = tr[:min(len(tr), per-got)]
+			got += len(tr)
+			if err := live.Add(gpsindex.DayOf(gpsbench.Epoch+int64(d)*86400), tr); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	devices := make([]gps.Trace, 16)
+	for i := range devices {
+		devices[i] = city.Device(i)
+	}
+	for _, c := range []struct {
+		name string
+		x    *gpsindex.Index
+	}{{"whole-days", whole}, {"uploads", live}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := c.x.Query(devices[i%16], p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
+			b.ReportMetric(float64(c.x.Stats().Segments), "segments")
 		})
 	}
 }
