@@ -446,3 +446,44 @@ func TestDenseRuns(t *testing.T) {
 		t.Error("the crowd never matched")
 	}
 }
+
+// TestCompact checks that compacting a day fed one trace at a time leaves
+// one generation per day and the same answers.
+func TestCompact(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	p := gps.DefaultParams()
+	c := mkPoint(t0, 40.4, -3.7)
+	x := mustNew(t, p)
+	var all []gps.Trace
+	for range 40 {
+		tr := walk(r, offset(c, r.Float64()*200, r.Float64()*2*math.Pi), 50, 20, 30, 90)
+		all = append(all, tr)
+		addAll(t, x, []gps.Trace{tr})
+	}
+	device := walk(r, c, 200, 30, 30, 90)
+	s := scenario{name: "compact", device: device, infected: all, params: p}
+	before := checkExact(t, x, s)
+	if !slices.ContainsFunc(before, func(m gps.Match) bool { return m.Matched }) {
+		t.Fatal("the device never matched: the test proves little")
+	}
+	gens := func() (n int) {
+		for _, g := range x.snap.Load().days {
+			n += len(g)
+		}
+		return n
+	}
+	days := len(x.Days())
+	if gens() <= days {
+		t.Fatalf("%d generations over %d days before compacting: the test proves nothing", gens(), days)
+	}
+	x.Compact()
+	if gens() != days {
+		t.Errorf("%d generations over %d days after compacting, want one a day", gens(), days)
+	}
+	if after := checkExact(t, x, s); !slices.Equal(before, after) {
+		t.Error("compacting changed the answers")
+	}
+	if x.Stats().Points != 40*50 {
+		t.Errorf("%d points after compacting, want %d", x.Stats().Points, 40*50)
+	}
+}
