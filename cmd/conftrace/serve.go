@@ -30,8 +30,9 @@ import (
 // across restarts of the same binary.
 const simKeyFile = "sim-platform.key"
 
-// retentionEvery is how often serve expires days past the retention window.
-const retentionEvery = time.Hour
+// maintenanceEvery is how often serve expires days past the retention
+// window and compacts the GPS index.
+const maintenanceEvery = time.Hour
 
 // runServe runs the backend until ctx ends (SIGINT or SIGTERM), then shuts
 // down gracefully.
@@ -98,11 +99,11 @@ func runServe(ctx context.Context, cio cmdIO, args []string) error {
 		log.Warn("simulated TEE: it protects nothing, and clients refuse it unless they allow simulated evidence; for development, tests and demos only")
 	}
 
-	rctx, stopRetention := context.WithCancel(ctx)
+	rctx, stopMaintenance := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { svc.RunRetention(rctx, retentionEvery) })
+	wg.Go(func() { svc.RunMaintenance(rctx, maintenanceEvery) })
 	err = serveHTTP(ctx, log, ln, svc.Handler, *addrFile)
-	stopRetention()
+	stopMaintenance()
 	wg.Wait()
 	if cerr := closeService(); cerr != nil && err == nil {
 		err = fmt.Errorf("closing the store: %w", cerr)

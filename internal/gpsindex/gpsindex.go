@@ -196,6 +196,9 @@ func (x *Index) Add(day Day, t gps.Trace) error {
 		items[i] = x.item(p.Time, p.Position())
 	}
 	segs := x.build(items)
+	if len(segs) == 0 {
+		return nil
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	old := x.snap.Load()
@@ -218,33 +221,54 @@ func (x *Index) Add(day Day, t gps.Trace) error {
 
 // Compact rebuilds every day held in more than one generation (as
 // uploads one at a time leave it) as one, which makes queries several
-// times faster (see BenchmarkQueryLive). It holds the index's write lock
-// meanwhile: Add and Drop wait, queries go on with the old state.
-func (x *Index) Compact() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	old := x.snap.Load()
-	days := make(map[Day][][]*segment, len(old.days))
-	changed := false
-	for d, gens := range old.days {
-		days[d] = gens
-		n := 0
-		for _, g := range gens {
-			n += points(g)
-		}
-		if len(gens) < 2 || n > maxSegment {
+// times faster (see BenchmarkQueryLive), and returns how many days it
+// rebuilt. It merges without holding the index's lock, so Add, Drop and
+// queries go on meanwhile; a day that Add or Drop changed under it is
+// left for the next call.
+func (x *Index) Compact() int {
+	n := 0
+	for d, gens := range x.snap.Load().days {
+		if len(gens) < 2 {
 			continue
 		}
 		var all []*segment
 		for _, g := range gens {
 			all = append(all, g...)
 		}
-		days[d] = [][]*segment{x.merge(all, nil)}
-		changed = true
+		if points(all) > maxSegment {
+			continue
+		}
+		if x.replace(d, gens, x.merge(all, nil)) {
+			n++
+		}
 	}
-	if changed {
-		x.snap.Store(newSnapshot(days))
+	return n
+}
+
+// replace swaps the generations old of day d for merged, if they are
+// still the day's oldest.
+func (x *Index) replace(d Day, old [][]*segment, merged []*segment) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s := x.snap.Load()
+	cur := s.days[d]
+	if len(cur) < len(old) {
+		return false
 	}
+	for i, g := range old {
+		// Generations are immutable: the same first segment and length
+		// is the same generation.
+		if len(cur[i]) != len(g) || len(g) > 0 && cur[i][0] != g[0] {
+			return false
+		}
+	}
+	days := make(map[Day][][]*segment, len(s.days))
+	for k, g := range s.days {
+		days[k] = g
+	}
+	days[d] = append([][]*segment{merged}, cur[len(old):]...)
+	x.snap.Store(newSnapshot(days))
+	return true
 }
 
 // Drop removes the points added under day and returns how many.

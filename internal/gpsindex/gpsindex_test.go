@@ -487,3 +487,41 @@ func TestCompact(t *testing.T) {
 		t.Errorf("%d points after compacting, want %d", x.Stats().Points, 40*50)
 	}
 }
+
+// TestCompactConcurrent compacts while traces are added and queried (for
+// -race) and checks that nothing added is lost.
+func TestCompactConcurrent(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 10))
+	p := gps.DefaultParams()
+	c := mkPoint(t0, 35.7, 139.7)
+	x := mustNew(t, p)
+	var traces []gps.Trace
+	for range 60 {
+		traces = append(traces, walk(r, offset(c, r.Float64()*300, r.Float64()*2*math.Pi), 30, 20, 30, 90))
+	}
+	device := walk(r, c, 100, 30, 30, 90)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for _, tr := range traces {
+			if err := x.Add(DayOf(tr[0].Time), tr); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		for range 30 {
+			x.Compact()
+			if _, err := x.Query(device, p); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	x.Compact()
+	if got := x.Stats().Points; got != 60*30 {
+		t.Fatalf("%d points after concurrent compaction, want %d", got, 60*30)
+	}
+	checkExact(t, x, scenario{name: "compacted", device: device, infected: traces, params: p})
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"math"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -78,6 +79,22 @@ func TestGPSEndToEnd(t *testing.T) {
 	c.CheckTrace(ctx, alice)
 	if after := records(); after != before {
 		t.Fatalf("a trace check wrote %d records", after-before)
+	}
+
+	// A second, shorter trace the same day, far away, leaves the day in
+	// two generations (Add merges only when the older is less than twice
+	// the newer); compacting them changes no answer.
+	other := walk(start, 20, 46.60, 6.70, 0.00001)
+	if signed, err := w.lab.SignTrace(other, w.now); err != nil {
+		t.Fatal(err)
+	} else if _, err := c.SubmitTrace(ctx, signed); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.svc.Enclave.CompactGPS(); n == 0 {
+		t.Fatal("compaction rebuilt no day after two uploads on one day")
+	}
+	if again, err := c.CheckTrace(ctx, alice); err != nil || !reflect.DeepEqual(again, ra) {
+		t.Fatalf("alice after compaction: %+v, %v; before: %+v", again, err, ra)
 	}
 
 	w.restart()

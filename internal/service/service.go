@@ -132,9 +132,9 @@ func nextKeyIDs(ctx context.Context, st store.Store) (hybrid, classic uint8, err
 	return 2 * g, 2*g + 1, nil
 }
 
-// RunRetention expires days past the retention window every interval until
-// ctx ends.
-func (s *Service) RunRetention(ctx context.Context, every time.Duration) {
+// RunMaintenance, every interval until ctx ends, expires days past the
+// retention window and compacts the GPS index that uploads fragment.
+func (s *Service) RunMaintenance(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -145,6 +145,7 @@ func (s *Service) RunRetention(ctx context.Context, every time.Duration) {
 			if err := s.Enclave.Expire(ctx); err != nil {
 				s.log.Error("retention", "err", err)
 			}
+			s.Enclave.CompactGPS()
 		}
 	}
 }
