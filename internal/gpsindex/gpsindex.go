@@ -45,10 +45,11 @@
 //
 // Adding a trace builds new segments; segments of the same day are merged
 // when the older is less than twice the newer's size, so a day holds a
-// logarithmic number of generations. Loading a whole day at once (as
-// the backend does when it starts from its sealed store) gives one.
-// Queries read an immutable snapshot without locks; Add and Drop are
-// serialized and publish a new snapshot.
+// logarithmic number of generations, which every query reads. Compact
+// rebuilds each day as one generation, beside queries and Adds (the
+// backend compacts after loading its sealed store and then hourly).
+// Queries read an immutable snapshot without locks; Add, Drop and the
+// swaps of Compact are serialized and publish a new snapshot.
 //
 // # Exactness
 //
