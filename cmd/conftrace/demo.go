@@ -158,7 +158,7 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	cfg.Expectations = attest.Expectations{Measurements: [][]byte{tee.Measurement()}, AllowSimulated: true}
 	cfg.Authority = lab
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
-	cfg.Daily = svc.Enclave.Expire
+	cfg.Daily = svc.Maintain // as serve does hourly
 	cfg.Progress = progress
 	s, err := population.Run(ctx, cfg)
 	if s != nil {

@@ -142,12 +142,19 @@ func (s *Service) RunMaintenance(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.Enclave.Expire(ctx); err != nil {
-				s.log.Error("retention", "err", err)
+			if err := s.Maintain(ctx); err != nil {
+				s.log.Error("maintenance", "err", err)
 			}
-			s.Enclave.CompactGPS()
 		}
 	}
+}
+
+// Maintain expires days past the retention window and compacts the GPS
+// index, once; RunMaintenance calls it periodically.
+func (s *Service) Maintain(ctx context.Context) error {
+	err := s.Enclave.Expire(ctx)
+	s.Enclave.CompactGPS()
+	return err
 }
 
 // Close closes the store.
