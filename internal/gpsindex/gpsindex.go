@@ -507,9 +507,8 @@ func skip2For(bound float64) float64 {
 // setBound sets skip2 and chord2 for points within bound metres. A leaf
 // is skipped when the straight-line distance between unit vectors (the
 // chord, never longer than the arc) from the point to the leaf's box
-// exceeds the bound plus skipMargin plus leafMargin, which is far more
-// than the rounding of unit vectors and leaf coordinates (about 1e-16
-// and 1e-11 leaf edges).
+// exceeds the bound plus skipMargin plus leafMargin (which covers the
+// rounding of unit vectors and leaf coordinates).
 func (q *query) setBound(bound float64) {
 	q.skip2 = skip2For(bound)
 	r := (bound+skipMargin)/gps.EarthRadius*q.perLeaf + leafMargin

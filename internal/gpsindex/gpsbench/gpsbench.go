@@ -8,8 +8,8 @@
 // bicycle or by car in straight lines. Fixes carry 4 m of GPS noise.
 // Patients' traces are sampled every minute for a whole day; devices'
 // traces every 5 minutes for 14 days (4,032 points). The indexed points
-// are spread evenly over 14 days, and each day is added in one call, as
-// the backend does when it loads its sealed days at start-up.
+// are spread evenly over 14 days, and each day is added in one call: one
+// generation a day, as the backend's index is after it compacts.
 //
 // There are two spreads. [NewCity] puts everyone in one town: the worst
 // case for the index, every indexed fix in the same few kilometres, so
@@ -359,10 +359,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Towns < 0 || cfg.Towns > MaxTowns {
 		return Result{}, fmt.Errorf("gpsbench: %d towns, want 0..%d", cfg.Towns, MaxTowns)
 	}
-	c := NewCity(cfg.Seed)
-	if cfg.Towns > 1 {
-		c = NewCountry(cfg.Seed, cfg.Towns)
-	}
+	c := NewCountry(cfg.Seed, cfg.Towns) // the city for 0 or 1 towns
 	devices := make([]gps.Trace, devicePool)
 	for i := range devices {
 		devices[i] = c.Device(i)
