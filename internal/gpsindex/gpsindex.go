@@ -139,8 +139,11 @@ type Index struct {
 // snapshot is an immutable state of the index.
 type snapshot struct {
 	days map[Day][][]*segment // each day's generations, oldest first
-	segs []*segment           // all segments, for queries
-	n    int                  // points
+	segs []*segment           // all segments by minT, for queries
+	// reach[i] is the latest maxT of segs[:i+1]: a query skips the
+	// segments before the first that reaches its time.
+	reach []int64
+	n     int // points
 }
 
 // Stats describe an index's size.
@@ -325,6 +328,13 @@ func newSnapshot(days map[Day][][]*segment) *snapshot {
 		}
 	}
 	slices.SortFunc(s.segs, func(a, b *segment) int { return int(a.minT - b.minT) })
+	s.reach = make([]int64, len(s.segs))
+	for i, sg := range s.segs {
+		s.reach[i] = sg.maxT
+		if i > 0 {
+			s.reach[i] = max(s.reach[i], s.reach[i-1])
+		}
+	}
 	return s
 }
 
@@ -348,12 +358,7 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	out := make([]gps.Match, len(device))
 	tol := p.ToleranceSeconds()
 	q := &query{maxDist: p.DistanceMeters, tol: tol, perLeaf: leavesPerAxis * x.perCell}
-	// delta bounds, as an angle, how far a candidate can be and still
-	// pass the lower bound (see lowerBound2): the cells to visit and the
-	// latitude band's cos² are derived from it.
-	delta := math.Sqrt(skip2For(p.DistanceMeters)) * (1 + 1e-9)
-	latBound := int64(math.Ceil(delta/radPerE7)) + 1
-	leafDelta := delta*q.perLeaf*(1+1e-9) + leafMargin
+	latBound := latBoundFor(p.DistanceMeters)
 	lastBand := int32(-1)
 	// The scratch space holds the device's positions (and cells, sines
 	// and cosines derived from them): overwrite it all when done.
@@ -371,7 +376,7 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 		// point's 0.01° band, once per band.
 		if band := abs32(q.pos.Lat) / lonBand; band != lastBand {
 			lastBand = band
-			q.cos2 = cosFar2(min((band+1)*lonBand, 90*e7), latBound)
+			q.cos2 = bandCos2(band, latBound)
 		}
 		q.cands = q.cands[:0]
 		q.best = math.Inf(1)
@@ -382,11 +387,11 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 			// dividing by leavesPerAxis is exact.
 			q.leaf[a] = u[a] * x.perCell * leavesPerAxis
 			q.own[a] = int64(math.Floor(q.leaf[a]))
-			q.lo[a] = int64(math.Floor((q.leaf[a] - leafDelta) / leavesPerAxis))
-			q.hi[a] = int64(math.Floor((q.leaf[a] + leafDelta) / leavesPerAxis))
+			q.cell[a] = floorDiv(q.own[a], leavesPerAxis)
 		}
 		gLo, gHi := floorDiv(d.Time-tol, x.slotWidth), floorDiv(d.Time+tol, x.slotWidth)
-		for _, sg := range s.segs {
+		first, _ := slices.BinarySearch(s.reach, d.Time-tol)
+		for _, sg := range s.segs[first:] {
 			if sg.minT > d.Time+tol {
 				break
 			}
@@ -408,8 +413,8 @@ type query struct {
 	pos     gps.Position
 	t, tol  int64
 	maxDist float64
-	lo, hi  [3]int64 // cells to visit
-	cos2    float64  // see lowerBound2
+	cell    [3]int64 // the cell the point is in
+	cos2    uint64   // see lowerBound2
 	// leaf is the point's unit vector in leaf edges (see dir), and
 	// perLeaf the number of leaf edges in a unit of the unit sphere.
 	leaf    [3]float64
@@ -418,13 +423,14 @@ type query struct {
 	// and a leaf is visited only while its squared distance in leaf
 	// edges is at most chord2; both follow min(best, maxDist), where
 	// best is the closest exact distance so far.
-	skip2, chord2 float64
-	best          float64
-	cands         []candidate
-	runs          runCache
-	leaves        leafCache
-	own           [3]int64 // the leaf the point is in, in global leaf coordinates
-	lat, lon      angle
+	skip2    uint64
+	chord2   float64
+	best     float64
+	cands    []candidate
+	runs     runCache
+	leaves   leafCache
+	own      [3]int64 // the leaf the point is in, in global leaf coordinates
+	lat, lon angle
 }
 
 // unit returns the unit vector of q.pos, within a few times 1e-16 of
@@ -466,7 +472,7 @@ func (a *angle) sincos(v int32) (s, c float64) {
 
 // candidate is an indexed point that passed the lower bound.
 type candidate struct {
-	m        float64 // lowerBound2
+	m        uint64 // lowerBound2
 	lat, lon int32
 }
 
@@ -476,7 +482,7 @@ const maxCandidates = 1024
 
 // The exact distance (a haversine: four trigonometric functions, a square
 // root and an arcsine) is the expensive step, so the scan computes only a
-// lower bound for each point, in a few multiplications and without
+// lower bound for each point, in integer arithmetic and without
 // unpredictable branches, and keeps the points that pass. For angles of
 // at most smallAngle (radians), sin x ≥ x(1 − x²/6), so with
 // hav(d) = hav(Δφ) + cos φ1 cos φ2 hav(Δλ), cos φ1 cos φ2 ≥ cos2, and
@@ -485,6 +491,10 @@ const maxCandidates = 1024
 //
 //	d² ≥ (1 − boundSlack)·(min(Δφ, smallAngle)² + cos2·min(Δλ, smallAngle)²)
 //
+// The scan computes the right-hand side's sum in units of
+// radPerE7²/boundScale, from the differences in E7 units clamped at
+// clampE7 (below smallAngle) and cos2 rounded down to a multiple of
+// 1/boundScale: a lower bound of the sum, exactly, with no rounding.
 // settle then computes the exact distance of the candidate with the least
 // bound first, which is almost always the closest, and of the others only
 // when their bound does not exclude them: usually none. The skip test adds
@@ -492,16 +502,20 @@ const maxCandidates = 1024
 // dropped only when its computed distance could not have been within
 // min(best, maxDist).
 const (
-	smallAngle = 0.01 // radians, about 64 km
+	smallAngle = 0.001 // radians, about 6.4 km: above gps.MaxDistance
 	boundSlack = 1e-4
 	skipMargin = 1e-3 // metres
+	// clampE7 is smallAngle in E7 units, rounded down.
+	clampE7 = 572_957
+	// boundScale keeps the sum within a uint64: 2·clampE7²·boundScale < 2^64.
+	boundScale = 1 << 24
 )
 
-// skip2For returns the squared bound above which lowerBound2 excludes a
-// point from being within bound metres.
-func skip2For(bound float64) float64 {
-	r := (bound + skipMargin) / gps.EarthRadius
-	return r * r / (1 - boundSlack)
+// skip2For returns the bound above which lowerBound2 excludes a point
+// from being within bound metres, rounded up.
+func skip2For(bound float64) uint64 {
+	r := (bound + skipMargin) / gps.EarthRadius / radPerE7
+	return uint64(math.Ceil(r*r/(1-boundSlack)*boundScale*(1+1e-9))) + 1
 }
 
 // setBound sets skip2 and chord2 for points within bound metres. A leaf
@@ -521,15 +535,15 @@ func (q *query) setBound(bound float64) {
 // 10^6 and computed with relative errors of about 1e-16.
 const leafMargin = 1e-8
 
-// lowerBound2 returns a value whose square root, times
-// sqrt(1 − boundSlack), is at most the angular distance from q to a point
-// dLat and dLon (E7 units, dLon wrapped into [0, 180°]) away, provided
-// the point's latitude is within the band cos2 was computed for; a point
-// outside it has a bound above skip2 through its latitude alone.
-func (q *query) lowerBound2(dLat, dLon int64) float64 {
-	a := float64(dLat) * radPerE7
-	b := float64(dLon) * radPerE7
-	return min(a*a, smallAngle*smallAngle) + q.cos2*min(b*b, smallAngle*smallAngle)
+// lowerBound2 returns the lower bound of a point dLat and dLon (E7
+// units, dLon wrapped into [0, 180°]) away from q, in units of
+// radPerE7²/boundScale, provided the point's latitude is within the band
+// cos2 was computed for; a point outside it has a bound above skip2
+// through its latitude alone.
+func (q *query) lowerBound2(dLat, dLon int64) uint64 {
+	a := uint64(min(abs64(dLat), clampE7))
+	b := uint64(min(dLon, clampE7))
+	return a*a*boundScale + q.cos2*(b*b)
 }
 
 // settle computes the exact distances the waiting candidates need and
@@ -561,6 +575,19 @@ func (q *query) exact(c candidate) {
 	}
 }
 
+// latBoundFor returns how far, in E7 units of latitude, a point can be
+// and still pass the lower bound for points within dist metres.
+func latBoundFor(dist float64) int64 {
+	delta := (dist + skipMargin) / gps.EarthRadius / math.Sqrt(1-boundSlack) * (1 + 1e-9)
+	return int64(math.Ceil(delta/radPerE7)) + 1
+}
+
+// bandCos2 returns the cos2 of lowerBound2 for points in latitude band
+// band (|latitude| / lonBand), in units of 1/boundScale rounded down.
+func bandCos2(band int32, latBound int64) uint64 {
+	return uint64(cosFar2(min((band+1)*lonBand, 90*e7), latBound) * boundScale)
+}
+
 // cosFar2 returns cos² of the most poleward latitude a point at most
 // latBound E7 units from the band edge can have, or 0 past the pole.
 func cosFar2(edge int32, latBound int64) float64 {
@@ -577,13 +604,24 @@ func cosFar2(edge int32, latBound int64) float64 {
 // still within it.
 func (q *query) search(sg *segment, g0, g1 int64) {
 	from, to := q.t-q.tol-sg.base, q.t+q.tol-sg.base
-	own := [3]int64{floorDiv(q.own[0], leavesPerAxis), floorDiv(q.own[1], leavesPerAxis), floorDiv(q.own[2], leavesPerAxis)}
+	own := q.cell
 	for g := g0; g <= g1; g++ {
 		q.searchRun(sg, uint64(g-sg.g0), own, from, to)
 	}
-	for cx := q.lo[0]; cx <= q.hi[0]; cx++ {
-		for cy := q.lo[1]; cy <= q.hi[1]; cy++ {
-			for cz := q.lo[2]; cz <= q.hi[2]; cz++ {
+	q.settle()
+	// The bound, which the own cell usually shrank, limits the cells.
+	var lo, hi [3]int64
+	r := math.Sqrt(q.chord2)
+	for a := range 3 {
+		lo[a] = int64(math.Floor((q.leaf[a] - r) / leavesPerAxis))
+		hi[a] = int64(math.Floor((q.leaf[a] + r) / leavesPerAxis))
+	}
+	if lo == hi {
+		return
+	}
+	for cx := lo[0]; cx <= hi[0]; cx++ {
+		for cy := lo[1]; cy <= hi[1]; cy++ {
+			for cz := lo[2]; cz <= hi[2]; cz++ {
 				c := [3]int64{cx, cy, cz}
 				if c == own || q.boxGap2(c, leavesPerAxis) > q.chord2 {
 					continue
@@ -591,6 +629,7 @@ func (q *query) search(sg *segment, g0, g1 int64) {
 				for g := g0; g <= g1; g++ {
 					q.searchRun(sg, uint64(g-sg.g0), c, from, to)
 				}
+				q.settle()
 			}
 		}
 	}
@@ -646,44 +685,49 @@ func (q *query) scan(pts []point, to int64) {
 // usually holds a close point and so shrinks the bound, then the others
 // whose box is still close enough.
 func (q *query) searchDense(sg *segment, key uint64, d *dir, c [3]int64, from, to int64) {
-	var lo, hi, own [3]int64
+	var rel [3]float64
+	var own [3]int64
 	inside := true
 	for a := range 3 {
+		rel[a] = q.leaf[a] - float64(c[a]*leavesPerAxis)
 		own[a] = q.own[a] - c[a]*leavesPerAxis
 		inside = inside && own[a] >= 0 && own[a] < leavesPerAxis
 	}
+	ownLeaf := int64(-1)
 	if inside {
-		q.visitLeaf(sg, key, d, own, c, from, to)
+		ownLeaf = leafIndex(own[0], own[1], own[2])
+		if d.has(ownLeaf) {
+			q.visitLeaf(sg, key, d, ownLeaf, from, to)
+		}
 	}
 	// The bound (which the own leaf, or the own cell, usually shrank)
-	// limits the leaves to visit.
+	// limits the leaves to visit; gaps[a][l] is the squared distance
+	// along axis a from the point to leaf l's slab, in leaf edges.
 	r := math.Sqrt(q.chord2)
+	var lo, hi [3]int64
+	var gaps [3][leavesPerAxis]float64
 	for a := range 3 {
-		rel := q.leaf[a] - float64(c[a]*leavesPerAxis)
-		lo[a] = max(int64(math.Floor(rel-r)), 0)
-		hi[a] = min(int64(math.Floor(rel+r)), leavesPerAxis-1)
+		lo[a] = max(int64(math.Floor(rel[a]-r)), 0)
+		hi[a] = min(int64(math.Floor(rel[a]+r)), leavesPerAxis-1)
+		for l := lo[a]; l <= hi[a]; l++ {
+			g := max(float64(l)-rel[a], rel[a]-float64(l+1), 0)
+			gaps[a][l] = g * g
+		}
 	}
 	for lx := lo[0]; lx <= hi[0]; lx++ {
 		for ly := lo[1]; ly <= hi[1]; ly++ {
+			gxy := gaps[0][lx] + gaps[1][ly]
 			for lz := lo[2]; lz <= hi[2]; lz++ {
-				if l := [3]int64{lx, ly, lz}; l != own {
-					q.visitLeaf(sg, key, d, l, c, from, to)
+				if l := leafIndex(lx, ly, lz); l != ownLeaf && d.has(l) && gxy+gaps[2][lz] <= q.chord2 {
+					q.visitLeaf(sg, key, d, l, from, to)
 				}
 			}
 		}
 	}
 }
 
-// visitLeaf scans leaf l of the dense run key, of cell c, if it holds
-// points and its box is within the bound.
-func (q *query) visitLeaf(sg *segment, key uint64, d *dir, l, c [3]int64, from, to int64) {
-	i := leafIndex(l[0], l[1], l[2])
-	if d.bits[i/64]&(1<<(i%64)) == 0 {
-		return
-	}
-	if q.boxGap2([3]int64{c[0]*leavesPerAxis + l[0], c[1]*leavesPerAxis + l[1], c[2]*leavesPerAxis + l[2]}, 1) > q.chord2 {
-		return
-	}
+// visitLeaf scans leaf i, which holds points, of the dense run key.
+func (q *query) visitLeaf(sg *segment, key uint64, d *dir, i int64, from, to int64) {
 	lr := q.leaves.get(sg, key, d, i)
 	q.scan(sg.pts[lr.window(sg.pts, from):lr.end], to)
 	q.settle()

@@ -60,6 +60,9 @@ type dir struct {
 	bits  [leavesPerAxis * leavesPerAxis * leavesPerAxis / 64]uint64
 }
 
+// has reports whether leaf i holds points.
+func (d *dir) has(i int64) bool { return d.bits[i/64]&(1<<(i%64)) != 0 }
+
 // leaf returns the points of the non-empty leaf i.
 func (d *dir) leaf(sg *segment, i int64) (start, end uint32) {
 	k := uint32(bits.OnesCount64(d.bits[i/64] & (1<<(i%64) - 1)))

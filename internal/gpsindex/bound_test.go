@@ -1,0 +1,57 @@
+package gpsindex
+
+import (
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/conftrace/conftrace/gps"
+)
+
+// TestLowerBound checks what the scan relies on: a point within d metres
+// of a device point never has a lower bound above skip2For(d), anywhere
+// on the sphere, and the integer sum cannot overflow.
+func TestLowerBound(t *testing.T) {
+	if c := smallAngle / radPerE7; !(clampE7 <= c && c < clampE7+1) {
+		t.Fatalf("clampE7 = %d, want smallAngle/radPerE7 = %v rounded down", clampE7, c)
+	}
+	if smallAngle*gps.EarthRadius < 2*gps.MaxDistance {
+		t.Fatalf("smallAngle is %v m, below twice the largest distance", smallAngle*gps.EarthRadius)
+	}
+	hi, lo := bits.Mul64(clampE7*clampE7, boundScale)
+	if _, carry := bits.Add64(lo, lo, 0); hi != 0 || carry != 0 {
+		t.Fatal("2·clampE7²·boundScale overflows a uint64")
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range 300_000 {
+		// A third near a pole, a third near the antimeridian.
+		lat := r.Float64()*180 - 90
+		lon := r.Float64()*360 - 180
+		switch i % 3 {
+		case 0:
+			lat = math.Copysign(90-r.Float64()*0.05, lat)
+		case 1:
+			lon = math.Copysign(180-r.Float64()*0.05, lon)
+		}
+		a := gps.Point{Lat: lat, Lon: lon}.Position()
+		dist := r.Float64() * gps.MaxDistance
+		// A point dist metres away in a random direction, roughly: its
+		// exact distance is what counts.
+		bearing := r.Float64() * 2 * math.Pi
+		dLat := dist * math.Cos(bearing) / gps.EarthRadius / radPerE7
+		dLon := dist * math.Sin(bearing) / gps.EarthRadius / radPerE7 / max(math.Cos(float64(a.Lat)*radPerE7), 1e-3)
+		bLat := min(max(float64(a.Lat)+dLat, -90*e7), 90*e7)
+		bLon := math.Mod(float64(a.Lon)+dLon+540*e7, 360*e7) - 180*e7
+		b := gps.Position{Lat: int32(bLat), Lon: int32(bLon)}
+		d := a.Distance(b)
+		if d > gps.MaxDistance {
+			continue
+		}
+		q := query{pos: a, cos2: bandCos2(abs32(a.Lat)/lonBand, latBoundFor(d))}
+		dl := abs64(int64(b.Lon) - int64(a.Lon))
+		if m, skip := q.lowerBound2(int64(b.Lat)-int64(a.Lat), min(dl, 360*e7-dl)), skip2For(d); m > skip {
+			t.Fatalf("%v to %v: %v m apart, bound %d above %d", a, b, d, m, skip)
+		}
+	}
+}
