@@ -118,13 +118,14 @@ func (x *Index) segment(items []item) *segment {
 	}
 	// Dense runs are sorted by leaf, keeping time order within a leaf.
 	runs := 0
+	var scratch []item
 	for i := 0; i < len(items); {
 		j := i + 1
 		for j < len(items) && items[j].key == items[i].key {
 			j++
 		}
 		if j-i >= x.denseMin {
-			slices.SortStableFunc(items[i:j], func(a, b item) int { return cmp.Compare(a.leaf, b.leaf) })
+			scratch = sortByLeaf(items[i:j], scratch)
 		}
 		runs++
 		i = j
@@ -148,6 +149,26 @@ func (x *Index) segment(items []item) *segment {
 		i = j
 	}
 	return s
+}
+
+// sortByLeaf sorts run by leaf, keeping the order of items in the same
+// leaf (a counting sort: a stable comparison sort of the dense runs took a
+// fifth of a build), with scratch space it returns for the next call.
+func sortByLeaf(run, scratch []item) []item {
+	var start [leavesPerAxis*leavesPerAxis*leavesPerAxis + 1]int
+	for _, it := range run {
+		start[it.leaf+1]++
+	}
+	for l := 1; l < len(start); l++ {
+		start[l] += start[l-1]
+	}
+	scratch = slices.Grow(scratch[:0], len(run))[:len(run)]
+	for _, it := range run {
+		scratch[start[it.leaf]] = it
+		start[it.leaf]++
+	}
+	copy(run, scratch)
+	return scratch
 }
 
 // addDir records the directory of a dense run, sorted by leaf, that
