@@ -145,6 +145,17 @@ func traceError(err error) error {
 
 func (e *Enclave) rebuildGPS(ctx context.Context) error {
 	var points, bad int
+	// Records are uploads, one patient each, in key order, not by day.
+	// Each day's fixes are gathered and loaded in batches, unmerged, and
+	// each day is then built once by Compact: adding uploads one at a
+	// time would merge every day's fixes a dozen times over.
+	pending := map[gpsindex.Day]gps.Trace{}
+	load := func(d gpsindex.Day) error {
+		err := e.gps.Load(d, pending[d])
+		clear(pending[d]) // patients' fixes: not left in freed memory
+		pending[d] = pending[d][:0]
+		return err
+	}
 	err := e.store.Scan(ctx, tableTraces, func(r store.Record) error {
 		plain, err := e.keys.Open(seal.Day(r.Day), tableTraces, r.Key, r.Value)
 		if err != nil {
@@ -161,17 +172,31 @@ func (e *Enclave) rebuildGPS(ctx context.Context) error {
 			return nil
 		}
 		points += len(tr)
-		return e.gps.Add(gpsindex.Day(r.Day), tr)
+		d := gpsindex.Day(r.Day)
+		pending[d] = append(pending[d], tr...)
+		if len(pending[d]) >= rebuildBatch {
+			return load(d)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	// Records are uploads, one patient each: compact each day into one
-	// generation, as queries on it are several times faster.
+	for d, tr := range pending {
+		if len(tr) > 0 {
+			if err := load(d); err != nil {
+				return err
+			}
+		}
+	}
 	e.gps.Compact()
 	e.log.Info("GPS index rebuilt", "points", points, "refused_records", bad)
 	return nil
 }
+
+// rebuildBatch is the number of a day's fixes the start-up gathers before
+// loading them into the GPS index: 8 MB a day of gps.Point.
+const rebuildBatch = 1 << 18
 
 // CompactGPS rebuilds the days of the GPS index that uploads left in
 // several generations, which makes checks several times faster. It runs

@@ -488,6 +488,45 @@ func TestCompact(t *testing.T) {
 	}
 }
 
+// TestLoad loads traces without merging, as the backend's start-up does,
+// and checks that queries are exact before and after Compact.
+func TestLoad(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	p := gps.DefaultParams()
+	c := mkPoint(t0, 48.9, 2.3)
+	x := mustNew(t, p)
+	var all []gps.Trace
+	loads := 0
+	for range 30 {
+		tr := walk(r, offset(c, r.Float64()*200, r.Float64()*2*math.Pi), 50, 20, 30, 90)
+		all = append(all, tr)
+		for d, dt := range Days(tr) {
+			if err := x.Load(d, dt); err != nil {
+				t.Fatal(err)
+			}
+			loads++
+		}
+	}
+	gens := 0
+	for _, g := range x.snap.Load().days {
+		gens += len(g)
+	}
+	if gens != loads {
+		t.Fatalf("%d generations after %d loads: Load merged", gens, loads)
+	}
+	s := scenario{name: "load", device: walk(r, c, 200, 30, 30, 90), infected: all, params: p}
+	before := checkExact(t, x, s)
+	if !slices.ContainsFunc(before, func(m gps.Match) bool { return m.Matched }) {
+		t.Fatal("the device never matched: the test proves little")
+	}
+	if n := x.Compact(); n != len(x.Days()) {
+		t.Errorf("Compact rebuilt %d days of %d", n, len(x.Days()))
+	}
+	if after := checkExact(t, x, s); !slices.Equal(before, after) {
+		t.Error("compacting changed the answers")
+	}
+}
+
 // TestCompactConcurrent compacts while traces are added and queried (for
 // -race) and checks that nothing added is lost.
 func TestCompactConcurrent(t *testing.T) {
