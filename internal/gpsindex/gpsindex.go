@@ -46,8 +46,9 @@
 // Adding a trace builds new segments; segments of the same day are merged
 // when the older is less than twice the newer's size, so a day holds a
 // logarithmic number of generations, which every query reads. Compact
-// rebuilds each day as one generation, beside queries and Adds (the
-// backend compacts after loading its sealed store and then hourly).
+// rebuilds each day as one generation, beside queries and Adds; the
+// backend compacts hourly. Load adds without merging, for the start-up,
+// which loads its sealed store in batches and then compacts once.
 // Queries read an immutable snapshot without locks; Add, Drop and the
 // swaps of Compact are serialized and publish a new snapshot.
 //
