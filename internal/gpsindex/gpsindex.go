@@ -239,25 +239,51 @@ func (x *Index) add(day Day, t gps.Trace, merge bool) error {
 // times faster (see BenchmarkQueryLive), and returns how many days it
 // rebuilt. It merges without holding the index's lock, so Add, Drop and
 // queries go on meanwhile; a day that Add or Drop changed under it is
-// left for the next call.
-func (x *Index) Compact() int {
-	n := 0
-	for d, gens := range x.snap.Load().days {
-		if len(gens) < 2 {
-			continue
-		}
-		var all []*segment
-		for _, g := range gens {
-			all = append(all, g...)
-		}
-		if points(all) > maxSegment {
-			continue
-		}
-		if x.replace(d, gens, x.merge(all, nil)) {
-			n++
+// left for the next call. It uses one goroutine, so that queries keep
+// the other CPUs.
+func (x *Index) Compact() int { return x.CompactParallel(1) }
+
+// CompactParallel is Compact with days rebuilt by up to workers
+// goroutines at once: for the start-up, before any query, where it
+// divides the time of compaction by the CPUs (each takes a day's points
+// in memory twice while it merges).
+func (x *Index) CompactParallel(workers int) int {
+	days := make(chan Day)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	gens := x.snap.Load().days
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range days {
+				if x.compactDay(d, gens[d]) {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	for d, g := range gens {
+		if len(g) >= 2 {
+			days <- d
 		}
 	}
-	return n
+	close(days)
+	wg.Wait()
+	return int(n.Load())
+}
+
+// compactDay rebuilds the generations gens of day d as one, unless they
+// hold more points than a segment or changed meanwhile.
+func (x *Index) compactDay(d Day, gens [][]*segment) bool {
+	var all []*segment
+	for _, g := range gens {
+		all = append(all, g...)
+	}
+	if points(all) > maxSegment {
+		return false
+	}
+	return x.replace(d, gens, x.merge(all, nil))
 }
 
 // replace swaps the generations old of day d for merged, if they are

@@ -489,7 +489,7 @@ func TestCompact(t *testing.T) {
 }
 
 // TestLoad loads traces without merging, as the backend's start-up does,
-// and checks that queries are exact before and after Compact.
+// and checks that queries are exact before and after CompactParallel.
 func TestLoad(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	p := gps.DefaultParams()
@@ -519,8 +519,15 @@ func TestLoad(t *testing.T) {
 	if !slices.ContainsFunc(before, func(m gps.Match) bool { return m.Matched }) {
 		t.Fatal("the device never matched: the test proves little")
 	}
-	if n := x.Compact(); n != len(x.Days()) {
-		t.Errorf("Compact rebuilt %d days of %d", n, len(x.Days()))
+	if n := x.CompactParallel(3); n != len(x.Days()) {
+		t.Errorf("CompactParallel rebuilt %d days of %d", n, len(x.Days()))
+	}
+	gens = 0
+	for _, g := range x.snap.Load().days {
+		gens += len(g)
+	}
+	if gens != len(x.Days()) {
+		t.Errorf("%d generations over %d days after compacting, want one a day", gens, len(x.Days()))
 	}
 	if after := checkExact(t, x, s); !slices.Equal(before, after) {
 		t.Error("compacting changed the answers")
