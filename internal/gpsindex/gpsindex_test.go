@@ -466,19 +466,13 @@ func TestCompact(t *testing.T) {
 	if !slices.ContainsFunc(before, func(m gps.Match) bool { return m.Matched }) {
 		t.Fatal("the device never matched: the test proves little")
 	}
-	gens := func() (n int) {
-		for _, g := range x.snap.Load().days {
-			n += len(g)
-		}
-		return n
-	}
 	days := len(x.Days())
-	if gens() <= days {
-		t.Fatalf("%d generations over %d days before compacting: the test proves nothing", gens(), days)
+	if generations(x) <= days {
+		t.Fatalf("%d generations over %d days before compacting: the test proves nothing", generations(x), days)
 	}
 	x.Compact()
-	if gens() != days {
-		t.Errorf("%d generations over %d days after compacting, want one a day", gens(), days)
+	if generations(x) != days {
+		t.Errorf("%d generations over %d days after compacting, want one a day", generations(x), days)
 	}
 	if after := checkExact(t, x, s); !slices.Equal(before, after) {
 		t.Error("compacting changed the answers")
@@ -486,6 +480,14 @@ func TestCompact(t *testing.T) {
 	if x.Stats().Points != 40*50 {
 		t.Errorf("%d points after compacting, want %d", x.Stats().Points, 40*50)
 	}
+}
+
+// generations returns how many generations x's days are held in.
+func generations(x *Index) (n int) {
+	for _, g := range x.snap.Load().days {
+		n += len(g)
+	}
+	return n
 }
 
 // TestLoad loads traces without merging, as the backend's start-up does,
@@ -507,11 +509,7 @@ func TestLoad(t *testing.T) {
 			loads++
 		}
 	}
-	gens := 0
-	for _, g := range x.snap.Load().days {
-		gens += len(g)
-	}
-	if gens != loads {
+	if gens := generations(x); gens != loads {
 		t.Fatalf("%d generations after %d loads: Load merged", gens, loads)
 	}
 	s := scenario{name: "load", device: walk(r, c, 200, 30, 30, 90), infected: all, params: p}
@@ -522,11 +520,7 @@ func TestLoad(t *testing.T) {
 	if n := x.CompactParallel(3); n != len(x.Days()) {
 		t.Errorf("CompactParallel rebuilt %d days of %d", n, len(x.Days()))
 	}
-	gens = 0
-	for _, g := range x.snap.Load().days {
-		gens += len(g)
-	}
-	if gens != len(x.Days()) {
+	if gens := generations(x); gens != len(x.Days()) {
 		t.Errorf("%d generations over %d days after compacting, want one a day", gens, len(x.Days()))
 	}
 	if after := checkExact(t, x, s); !slices.Equal(before, after) {
