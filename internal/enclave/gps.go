@@ -148,7 +148,7 @@ func (e *Enclave) rebuildGPS(ctx context.Context) error {
 	var points, bad int
 	// Records are uploads, one patient each, in key order, not by day.
 	// Each day's fixes are gathered and loaded in batches, unmerged, and
-	// each day is then built once by Compact: adding uploads one at a
+	// each day is then built once by compacting: adding uploads one at a
 	// time would merge every day's fixes a dozen times over.
 	pending := map[gpsindex.Day]gps.Trace{}
 	load := func(d gpsindex.Day) error {

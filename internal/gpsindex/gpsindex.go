@@ -196,7 +196,7 @@ func (x *Index) Add(day Day, t gps.Trace) error { return x.add(day, t, true) }
 // stored uploads: adding them one at a time merges each day's points a
 // dozen times over (at 10^7 points, 35 s of Adds and 6 s of Compact
 // against 7 s for whole days). Give it large batches (every Load lists
-// the segments again) and call Compact when done.
+// the segments again) and call Compact or CompactParallel when done.
 func (x *Index) Load(day Day, t gps.Trace) error { return x.add(day, t, false) }
 
 func (x *Index) add(day Day, t gps.Trace, merge bool) error {
