@@ -151,6 +151,26 @@ func Episodes(device Trace, matches []Match, p Params) []Episode {
 	return eps
 }
 
+// RunningClosest returns matches with the distance of each matched point
+// lowered to the closest distance of its episode so far, that is, up to
+// and including it (episodes as [Episodes] forms them). It is what the
+// backend's index returns, and gives the same episodes as matches.
+func RunningClosest(device Trace, matches []Match, p Params) []Match {
+	n := min(len(device), len(matches))
+	gap := int64(p.MaxGap / time.Second)
+	out := make([]Match, n)
+	for i := range n {
+		if !matches[i].Matched {
+			continue
+		}
+		out[i] = matches[i]
+		if i > 0 && out[i-1].Matched && device[i].Time-device[i-1].Time <= gap {
+			out[i].Distance = min(out[i].Distance, out[i-1].Distance)
+		}
+	}
+	return out
+}
+
 // BruteForce returns the episodes of device against the infected traces:
 // Episodes(device, BruteForceMatches(device, infected, p), p).
 func BruteForce(device Trace, infected []Trace, p Params) []Episode {

@@ -95,10 +95,31 @@ func TestEpisodes(t *testing.T) {
 		if !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", tt.name, got, tt.want)
 		}
+		// What the backend's index returns gives the same episodes.
+		if got := Episodes(device, RunningClosest(device, tt.matches, p), p); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s, running closest:\n got %+v\nwant %+v", tt.name, got, tt.want)
+		}
 	}
 	// Mismatched lengths are cut to the shorter, not a panic.
 	if got := Episodes(device[:2], []Match{y(1), y(1), y(1)}, p); len(got) != 1 || got[0].Points != 2 {
 		t.Errorf("short device: %+v", got)
+	}
+}
+
+func TestRunningClosest(t *testing.T) {
+	p := DefaultParams() // MaxGap 10 minutes
+	device := Trace{at(0, 0), at(5, 0), at(10, 0), at(15, 0), at(40, 0), at(45, 0)}
+	y := func(d float64) Match { return Match{Matched: true, Distance: d} }
+	n := Match{}
+	got := RunningClosest(device, []Match{y(3), y(2), y(4), n, y(7), y(8)}, p)
+	// The closest so far within an episode; an unmatched fix or a gap
+	// over MaxGap starts afresh.
+	want := []Match{y(3), y(2), y(2), n, y(7), y(7)}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if got := RunningClosest(device, []Match{y(3), n, y(4), y(9), y(8), y(1)}, p); !reflect.DeepEqual(got, []Match{y(3), n, y(4), y(4), y(8), y(1)}) {
+		t.Errorf("gap of 25 minutes: got %+v", got)
 	}
 }
 

@@ -12,8 +12,9 @@
 //	removed := idx.Drop(expiredDay)              // retention
 //
 // Query gives exactly what [gps.BruteForceMatches] gives against every
-// trace added and not dropped: the same matched flags and the same
-// closest distances, to the bit. So the episodes are identical too.
+// trace added and not dropped, in the form [gps.RunningClosest] puts it:
+// the same matched flags, and for each matched fix the closest distance
+// of its episode so far, to the bit. So the episodes are identical.
 //
 // # Memory layout
 //
@@ -69,7 +70,17 @@
 // floating-point error of the computed distances and unit vectors is
 // below a micrometre at these scales; so no point the brute force would
 // pick is skipped, and the distance reported is computed by the very same
-// function. Property tests compare Query with gps.BruteForceMatches on
+// function.
+//
+// Within an episode (a fix matched, and the one before it matched at
+// most MaxGap earlier) a fix needs less: to be matched, and whether a
+// point is closer than the episode's closest distance so far. Once a
+// candidate is proven within the threshold by an upper bound of its
+// distance (see provenWithin), the bounds drop to that closest distance,
+// which after a few fixes in a busy building leaves only the fix's own
+// leaf to read, and usually no haversine to compute.
+//
+// Property tests compare Query with gps.BruteForceMatches on
 // random and adversarial traces (poles, the antimeridian, dense clusters,
 // duplicate timestamps, the same place at different times, distances at
 // the threshold to the centimetre), on grids where every run is dense and
@@ -95,6 +106,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/conftrace/conftrace/gps"
 )
@@ -384,8 +396,12 @@ func points(g []*segment) int {
 }
 
 // Query returns, for each point of device, whether an indexed point is
-// within p's thresholds and the closest such distance: exactly
-// gps.BruteForceMatches(device, indexed traces, p). It keeps no copy of
+// within p's thresholds, and the closest distance of the episode so far:
+// exactly gps.RunningClosest(device, gps.BruteForceMatches(device,
+// indexed traces, p), p), so that gps.Episodes gives the brute force's
+// episodes. (Within an episode, a fix needs only to be matched and to be
+// checked for points closer than the episode's closest so far, which
+// spares most of the search in a crowded place.) It keeps no copy of
 // device beyond the call, and clears its own scratch space.
 func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	if err := p.Validate(); err != nil {
@@ -394,7 +410,10 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	s := x.snap.Load()
 	out := make([]gps.Match, len(device))
 	tol := p.ToleranceSeconds()
+	gap := int64(p.MaxGap / time.Second)
 	q := &query{maxDist: p.DistanceMeters, tol: tol, perLeaf: leavesPerAxis * x.perCell}
+	q.setBound(p.DistanceMeters)
+	skipMax, chordMax := q.skip2, q.chord2
 	latBound := latBoundFor(p.DistanceMeters)
 	lastBand := int32(-1)
 	// The scratch space holds the device's positions (and cells, sines
@@ -414,10 +433,16 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 		if band := abs32(q.pos.Lat) / lonBand; band != lastBand {
 			lastBand = band
 			q.cos2 = bandCos2(band, latBound)
+			q.cosMax2 = bandCosMax2(band, latBound)
 		}
 		q.cands = q.cands[:0]
-		q.best = math.Inf(1)
-		q.setBound(p.DistanceMeters)
+		q.best, q.matched = math.Inf(1), false
+		// A fix continues the episode of the one before if both match
+		// and they are at most MaxGap apart, as gps.Episodes has it.
+		if i == 0 || !out[i-1].Matched || d.Time-device[i-1].Time > gap {
+			q.epBest = math.Inf(1)
+		}
+		q.skip2, q.chord2 = skipMax, chordMax
 		u := q.unit()
 		for a := range 3 {
 			// The cells follow from the leaf coordinates exactly, as
@@ -438,8 +463,11 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 			q.search(sg, max(gLo, sg.g0), min(gHi, sg.g0+slotsPerSegment-1))
 		}
 		q.settle()
-		if q.best <= p.DistanceMeters {
-			out[i] = gps.Match{Matched: true, Distance: q.best}
+		if q.matched {
+			q.epBest = min(q.epBest, q.best)
+			out[i] = gps.Match{Matched: true, Distance: q.epBest}
+		} else {
+			q.epBest = math.Inf(1)
 		}
 	}
 	return out, nil
@@ -460,9 +488,17 @@ type query struct {
 	// and a leaf is visited only while its squared distance in leaf
 	// edges is at most chord2; both follow min(best, maxDist), where
 	// best is the closest exact distance so far.
-	skip2    uint64
-	chord2   float64
-	best     float64
+	skip2  uint64
+	chord2 float64
+	best   float64
+	// matched is set once a point within maxDist is known; epBest is the
+	// closest distance of the episode the fix would continue (+Inf if
+	// none). Once the fix is matched, the bounds follow min(best, epBest).
+	matched bool
+	epBest  float64
+	// cosMax2 is an upper bound of cos φ1·cos φ2 for points that pass
+	// the lower bound, for provenWithin.
+	cosMax2  float64
 	cands    []candidate
 	runs     runCache
 	leaves   leafCache
@@ -551,8 +587,11 @@ const (
 // skip2For returns the bound above which lowerBound2 excludes a point
 // from being within bound metres, rounded up.
 func skip2For(bound float64) uint64 {
-	r := (bound + skipMargin) / gps.EarthRadius / radPerE7
-	return uint64(math.Ceil(r*r/(1-boundSlack)*boundScale*(1+1e-9))) + 1
+	// Constant factors, which the compiler computes exactly and rounds
+	// once: a division costs more than the rest of a setBound.
+	const perMetre = 1 / gps.EarthRadius / radPerE7
+	r := (bound + skipMargin) * perMetre
+	return uint64(math.Ceil(r*r*(boundScale/(1-boundSlack)*(1+1e-9)))) + 1
 }
 
 // setBound sets skip2 and chord2 for points within bound metres. A leaf
@@ -562,7 +601,7 @@ func skip2For(bound float64) uint64 {
 // rounding of unit vectors and leaf coordinates).
 func (q *query) setBound(bound float64) {
 	q.skip2 = skip2For(bound)
-	r := (bound+skipMargin)/gps.EarthRadius*q.perLeaf + leafMargin
+	r := (bound+skipMargin)*(1/gps.EarthRadius)*q.perLeaf + leafMargin
 	q.chord2 = r * r
 }
 
@@ -595,7 +634,15 @@ func (q *query) settle() {
 			first = i
 		}
 	}
-	q.exact(q.cands[first])
+	if !q.matched && q.epBest < q.maxDist && q.provenWithin(q.cands[first]) {
+		// The episode's closest distance so far is known: only a closer
+		// point can change the answer.
+		q.matched = true
+		q.setBound(q.epBest)
+	}
+	if !q.matched || q.cands[first].m <= q.skip2 {
+		q.exact(q.cands[first])
+	}
 	for i, c := range q.cands {
 		if i != first && c.m <= q.skip2 {
 			q.exact(c)
@@ -607,9 +654,23 @@ func (q *query) settle() {
 // exact computes a candidate's distance as the brute force does.
 func (q *query) exact(c candidate) {
 	if dist := q.pos.Distance(gps.Position{Lat: c.lat, Lon: c.lon}); dist <= q.maxDist && dist < q.best {
-		q.best = dist
-		q.setBound(dist)
+		q.best, q.matched = dist, true
+		q.setBound(min(dist, q.epBest))
 	}
+}
+
+// provenWithin reports whether candidate c is certainly within maxDist:
+// whether its computed distance would be at most maxDist. With
+// hav(d) = sin²(Δφ/2) + cos φ1 cos φ2 sin²(Δλ/2), sin x ≤ x and
+// asin x ≤ x(1 + x²), d ≤ R·√(Δφ² + cosMax2·Δλ²)·(1 + 1e-6) at these
+// distances; the test keeps skipMargin for the rounding of the
+// haversine, and a relative 1e-6 for its own.
+func (q *query) provenWithin(c candidate) bool {
+	dLat := float64(int64(c.lat) - int64(q.pos.Lat))
+	dl := abs64(int64(c.lon) - int64(q.pos.Lon))
+	dLon := float64(min(dl, 360*e7-dl))
+	lim := (q.maxDist - skipMargin) / gps.EarthRadius / radPerE7 / (1 + 2e-6)
+	return dLat*dLat+q.cosMax2*dLon*dLon <= lim*lim
 }
 
 // latBoundFor returns how far, in E7 units of latitude, a point can be
@@ -623,6 +684,18 @@ func latBoundFor(dist float64) int64 {
 // band (|latitude| / lonBand), in units of 1/boundScale rounded down.
 func bandCos2(band int32, latBound int64) uint64 {
 	return uint64(cosFar2(min((band+1)*lonBand, 90*e7), latBound) * boundScale)
+}
+
+// bandCosMax2 returns an upper bound of cos φ1·cos φ2 for a point in
+// latitude band band and one at most latBound E7 units from it: cos² at
+// the latitude nearest the equator either can have.
+func bandCosMax2(band int32, latBound int64) float64 {
+	near := float64(int64(band)*lonBand-latBound) * radPerE7
+	if near <= 0 {
+		return 1
+	}
+	c := math.Cos(near)
+	return c * c * (1 + 1e-12)
 }
 
 // cosFar2 returns cos² of the most poleward latitude a point at most

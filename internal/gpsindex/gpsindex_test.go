@@ -180,7 +180,7 @@ func checkExact(t *testing.T, x *Index, s scenario) []gps.Match {
 	if err != nil {
 		t.Fatalf("%s: %v", s.name, err)
 	}
-	want := gps.BruteForceMatches(s.device, s.infected, s.params)
+	want := gps.RunningClosest(s.device, gps.BruteForceMatches(s.device, s.infected, s.params), s.params)
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("%s, params %+v: device point %d %+v: index %+v, brute force %+v",
@@ -364,7 +364,7 @@ func TestConcurrent(t *testing.T) {
 	base := walk(r, c, 300, 10, 10, 60)
 	addAll(t, x, []gps.Trace{base})
 	device := walk(r, c, 200, 10, 20, 60)
-	want := gps.BruteForceMatches(device, []gps.Trace{base}, p)
+	want := gps.RunningClosest(device, gps.BruteForceMatches(device, []gps.Trace{base}, p), p)
 	extra := walk(r, offset(c, 500, 0), 300, 10, 10, 60) // far away: changes no answer
 	var wg sync.WaitGroup
 	for range 2 {
