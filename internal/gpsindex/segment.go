@@ -148,7 +148,25 @@ func (x *Index) segment(items []item) *segment {
 		s.insert(e)
 		i = j
 	}
+	s.hugePages()
 	return s
+}
+
+// hugePages backs the segment's large arrays with huge pages where it
+// can (see hugePages).
+func (s *segment) hugePages() {
+	hugePages(asBytes(s.pts))
+	hugePages(asBytes(s.table))
+	hugePages(asBytes(s.dirs))
+	hugePages(asBytes(s.leafOffs))
+}
+
+// asBytes returns the memory of a slice's elements.
+func asBytes[T any](v []T) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(v)*int(unsafe.Sizeof(v[0])))
 }
 
 // sortByLeaf sorts run by leaf, keeping the order of items in the same
