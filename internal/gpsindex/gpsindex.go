@@ -42,7 +42,10 @@
 // A point costs 12 bytes plus its share of the table and directories,
 // which depends on how many points share a cell in a slot; BenchmarkQuery
 // reports it (12.5 to 15 bytes a point on the synthetic city traces of
-// package gpsbench).
+// package gpsbench). On Linux a new segment's arrays are backed by huge
+// pages where the kernel allows it (see hugePages): a check reads a few
+// points in each of many places, and with 4 KiB pages nearly every such
+// read also missed the TLB.
 //
 // Adding a trace builds new segments; segments of the same day are merged
 // when the older is less than twice the newer's size, so a day holds a
