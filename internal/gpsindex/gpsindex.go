@@ -490,13 +490,14 @@ type query struct {
 	// A candidate is kept only while its lower bound is at most skip2,
 	// and a leaf is visited only while its squared distance in leaf
 	// edges is at most chord2; both follow min(best, maxDist), where
-	// best is the closest exact distance so far.
+	// best is the closest exact distance so far, and once the fix is
+	// matched min(best, epBest).
 	skip2  uint64
 	chord2 float64
 	best   float64
 	// matched is set once a point within maxDist is known; epBest is the
 	// closest distance of the episode the fix would continue (+Inf if
-	// none). Once the fix is matched, the bounds follow min(best, epBest).
+	// none).
 	matched bool
 	epBest  float64
 	// cosMax2 is an upper bound of cos φ1·cos φ2 for points that pass
