@@ -787,7 +787,17 @@ func (q *query) scan(pts []point, to int64) {
 		if m > q.skip2 {
 			continue
 		}
-		q.cands = append(q.cands, candidate{m: m, lat: pt.lat, lon: pt.lon})
+		c := candidate{m: m, lat: pt.lat, lon: pt.lon}
+		if !q.matched && q.epBest < q.maxDist && q.provenWithin(c) {
+			// As in settle: the rest of the scan looks only for points
+			// closer than the episode's closest so far.
+			q.matched = true
+			q.setBound(q.epBest)
+			if m > q.skip2 {
+				continue
+			}
+		}
+		q.cands = append(q.cands, c)
 		if len(q.cands) == maxCandidates {
 			q.settle()
 		}
