@@ -25,25 +25,8 @@ func TestLowerBound(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(7, 7))
 	for i := range 300_000 {
-		// A third near a pole, a third near the antimeridian.
-		lat := r.Float64()*180 - 90
-		lon := r.Float64()*360 - 180
-		switch i % 3 {
-		case 0:
-			lat = math.Copysign(90-r.Float64()*0.05, lat)
-		case 1:
-			lon = math.Copysign(180-r.Float64()*0.05, lon)
-		}
-		a := gps.Point{Lat: lat, Lon: lon}.Position()
-		dist := r.Float64() * gps.MaxDistance
-		// A point dist metres away in a random direction, roughly: its
-		// exact distance is what counts.
-		bearing := r.Float64() * 2 * math.Pi
-		dLat := dist * math.Cos(bearing) / gps.EarthRadius / radPerE7
-		dLon := dist * math.Sin(bearing) / gps.EarthRadius / radPerE7 / max(math.Cos(float64(a.Lat)*radPerE7), 1e-3)
-		bLat := min(max(float64(a.Lat)+dLat, -90*e7), 90*e7)
-		bLon := math.Mod(float64(a.Lon)+dLon+540*e7, 360*e7) - 180*e7
-		b := gps.Position{Lat: int32(bLat), Lon: int32(bLon)}
+		a := somewhere(r, i)
+		b := away(r, a, r.Float64()*gps.MaxDistance)
 		d := a.Distance(b)
 		if d > gps.MaxDistance {
 			continue
@@ -64,27 +47,14 @@ func TestUpperBound(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 8))
 	proven, near := 0, 0
 	for i := range 300_000 {
-		lat := r.Float64()*180 - 90
-		lon := r.Float64()*360 - 180
-		switch i % 3 {
-		case 0:
-			lat = math.Copysign(90-r.Float64()*0.05, lat)
-		case 1:
-			lon = math.Copysign(180-r.Float64()*0.05, lon)
-		}
-		a := gps.Point{Lat: lat, Lon: lon}.Position()
+		a := somewhere(r, i)
 		maxDist := 1 + r.Float64()*(gps.MaxDistance-1)
 		// Half the points within a centimetre of the threshold.
 		dist := r.Float64() * maxDist * 1.01
 		if i%2 == 0 {
 			dist = maxDist + (r.Float64()*2-1)*0.01
 		}
-		bearing := r.Float64() * 2 * math.Pi
-		dLat := dist * math.Cos(bearing) / gps.EarthRadius / radPerE7
-		dLon := dist * math.Sin(bearing) / gps.EarthRadius / radPerE7 / max(math.Cos(float64(a.Lat)*radPerE7), 1e-3)
-		bLat := min(max(float64(a.Lat)+dLat, -90*e7), 90*e7)
-		bLon := math.Mod(float64(a.Lon)+dLon+540*e7, 360*e7) - 180*e7
-		b := gps.Position{Lat: int32(bLat), Lon: int32(bLon)}
+		b := away(r, a, dist)
 		latBound := latBoundFor(maxDist)
 		band := abs32(a.Lat) / lonBand
 		q := query{pos: a, maxDist: maxDist, cos2: bandCos2(band, latBound), cosMax2: bandCosMax2(band, latBound)}
@@ -110,4 +80,29 @@ func TestUpperBound(t *testing.T) {
 	if proven < 50_000 || near > 0 {
 		t.Errorf("%d candidates proven within, %d within 99%% of the threshold not proven", proven, near)
 	}
+}
+
+// somewhere returns a random position: for i a multiple of 3 near a
+// pole, for i one more than a multiple of 3 near the antimeridian.
+func somewhere(r *rand.Rand, i int) gps.Position {
+	lat := r.Float64()*180 - 90
+	lon := r.Float64()*360 - 180
+	switch i % 3 {
+	case 0:
+		lat = math.Copysign(90-r.Float64()*0.05, lat)
+	case 1:
+		lon = math.Copysign(180-r.Float64()*0.05, lon)
+	}
+	return gps.Point{Lat: lat, Lon: lon}.Position()
+}
+
+// away returns a position about dist metres from a in a random
+// direction: roughly, as its exact distance is what the tests use.
+func away(r *rand.Rand, a gps.Position, dist float64) gps.Position {
+	bearing := r.Float64() * 2 * math.Pi
+	dLat := dist * math.Cos(bearing) / gps.EarthRadius / radPerE7
+	dLon := dist * math.Sin(bearing) / gps.EarthRadius / radPerE7 / max(math.Cos(float64(a.Lat)*radPerE7), 1e-3)
+	bLat := min(max(float64(a.Lat)+dLat, -90*e7), 90*e7)
+	bLon := math.Mod(float64(a.Lon)+dLon+540*e7, 360*e7) - 180*e7
+	return gps.Position{Lat: int32(bLat), Lon: int32(bLon)}
 }
