@@ -828,6 +828,18 @@ func (q *query) searchDense(sg *segment, key uint64, d *dir, c [3]int64, from, t
 	// limits the leaves to visit; gaps[a][l] is the squared distance
 	// along axis a from the point to leaf l's slab, in leaf edges.
 	r := math.Sqrt(q.chord2)
+	if inside && r < 1 {
+		// Within an episode the bound is often a fraction of a leaf:
+		// when it stays inside the own leaf, there is nothing else.
+		in := true
+		for a := range 3 {
+			f := rel[a] - float64(own[a])
+			in = in && f > r && 1-f > r
+		}
+		if in {
+			return
+		}
+	}
 	var lo, hi [3]int64
 	var gaps [3][leavesPerAxis]float64
 	for a := range 3 {
