@@ -638,12 +638,8 @@ func (q *query) settle() {
 			first = i
 		}
 	}
-	if !q.matched && q.epBest < q.maxDist && q.provenWithin(q.cands[first]) {
-		// The episode's closest distance so far is known: only a closer
-		// point can change the answer.
-		q.matched = true
-		q.setBound(q.epBest)
-	}
+	// Unless the scan proved the fix matched (and dropped the bound to
+	// the episode's closest), the least bound is computed in any case.
 	if !q.matched || q.cands[first].m <= q.skip2 {
 		q.exact(q.cands[first])
 	}
@@ -789,8 +785,8 @@ func (q *query) scan(pts []point, to int64) {
 		}
 		c := candidate{m: m, lat: pt.lat, lon: pt.lon}
 		if !q.matched && q.epBest < q.maxDist && q.provenWithin(c) {
-			// As in settle: the rest of the scan looks only for points
-			// closer than the episode's closest so far.
+			// The episode's closest distance so far is known: the rest
+			// of the search looks only for points closer than it.
 			q.matched = true
 			q.setBound(q.epBest)
 			if m > q.skip2 {
