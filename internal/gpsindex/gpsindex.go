@@ -546,8 +546,10 @@ func (a *angle) sincos(v int32) (s, c float64) {
 	}
 	h := float64(d) * radPerE7
 	h2 := h * h
-	sh := h * (1 - h2/6*(1-h2/20)) // h − h³/6 + h⁵/120
-	ch := 1 - h2/2*(1-h2/12)       // 1 − h²/2 + h⁴/24
+	// Multiplications by the reciprocals: a float division by a constant
+	// stays a division, and these were 5% of a check.
+	sh := h * (1 - h2*(1.0/6)*(1-h2*(1.0/20))) // h − h³/6 + h⁵/120
+	ch := 1 - h2*0.5*(1-h2*(1.0/12))           // 1 − h²/2 + h⁴/24
 	return a.s*ch + a.c*sh, a.c*ch - a.s*sh
 }
 
