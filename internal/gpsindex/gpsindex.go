@@ -49,7 +49,9 @@
 // package gpsbench). On Linux a new segment's arrays are backed by huge
 // pages where the kernel allows it (see hugePages): a check reads a few
 // points in each of many places, and with 4 KiB pages nearly every such
-// read also missed the TLB.
+// read also missed the TLB. They share one allocation, which from 64 MiB
+// on starts at a huge page, for at most 2 MiB of padding (see
+// segment.alloc).
 //
 // Adding a trace builds new segments; segments of the same day are merged
 // when the older is less than twice the newer's size, so a day holds a
