@@ -778,7 +778,9 @@ func (q *query) searchRun(sg *segment, slot uint64, c [3]int64, from, to int64) 
 }
 
 // scan adds the points of pts up to time to that pass the lower bound to
-// the candidates.
+// the candidates. Most points fail it: the loop only computes bounds, and
+// take, kept out of line, handles the rest, so that the loop's registers
+// hold its own values rather than take's constants.
 func (q *query) scan(pts []point, to int64) {
 	lat, lon := int64(q.pos.Lat), int64(q.pos.Lon)
 	for _, pt := range pts {
@@ -787,24 +789,28 @@ func (q *query) scan(pts []point, to int64) {
 		}
 		dLon := abs64(int64(pt.lon) - lon)
 		dLon = min(dLon, 360*e7-dLon)
-		m := q.lowerBound2(int64(pt.lat)-lat, dLon)
-		if m > q.skip2 {
-			continue
+		if m := q.lowerBound2(int64(pt.lat)-lat, dLon); m <= q.skip2 {
+			q.take(candidate{m: m, lat: pt.lat, lon: pt.lon})
 		}
-		c := candidate{m: m, lat: pt.lat, lon: pt.lon}
-		if !q.matched && q.epBest < q.maxDist && q.provenWithin(c) {
-			// The episode's closest distance so far is known: the rest
-			// of the search looks only for points closer than it.
-			q.matched = true
-			q.setBound(q.epBest)
-			if m > q.skip2 {
-				continue
-			}
+	}
+}
+
+// take adds a candidate that passed the lower bound.
+//
+//go:noinline
+func (q *query) take(c candidate) {
+	if !q.matched && q.epBest < q.maxDist && q.provenWithin(c) {
+		// The episode's closest distance so far is known: the rest of
+		// the search looks only for points closer than it.
+		q.matched = true
+		q.setBound(q.epBest)
+		if c.m > q.skip2 {
+			return
 		}
-		q.cands = append(q.cands, c)
-		if len(q.cands) == maxCandidates {
-			q.settle()
-		}
+	}
+	q.cands = append(q.cands, c)
+	if len(q.cands) == maxCandidates {
+		q.settle()
 	}
 }
 
