@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -28,6 +32,39 @@ func TestBenchGPS(t *testing.T) {
 	}
 	if !strings.Contains(lines[len(lines)-1], "spread: one city") {
 		t.Errorf("footer does not name the spread: %q", lines[len(lines)-1])
+	}
+}
+
+// TestBenchGPSProfile checks that --cpuprofile writes a profile that
+// pprof reads, of the index checks.
+func TestBenchGPSProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checks.pprof")
+	var out, errOut bytes.Buffer
+	cio := cmdIO{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut}
+	err := runBenchGPS(context.Background(), cio, []string{"--sizes", "2e3", "--checks", "3000", "--brute-max", "0", "--cpuprofile", path})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A pprof profile is a gzipped protocol buffer whose string table
+	// names the functions sampled.
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("the profile is not gzipped: %v", err)
+	}
+	raw, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatalf("the profile does not decompress: %v", err)
+	}
+	if !bytes.Contains(raw, []byte("cpu")) || !bytes.Contains(raw, []byte("nanoseconds")) {
+		t.Fatalf("not a CPU profile (%d bytes)", len(raw))
+	}
+	if !bytes.Contains(raw, []byte("gpsindex.(*Index).Query")) {
+		t.Errorf("no sample in Index.Query")
 	}
 }
 

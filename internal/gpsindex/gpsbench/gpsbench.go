@@ -23,9 +23,11 @@ package gpsbench
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -316,6 +318,9 @@ type Config struct {
 	Towns int
 	// Params are the matching parameters; zero means gps.DefaultParams.
 	Params gps.Params
+	// CheckProfile, if set, receives a CPU profile (pprof format) of the
+	// index checks alone, without the build or the brute force.
+	CheckProfile io.Writer
 }
 
 // Result is one row of measurements.
@@ -394,7 +399,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return nil
 	}
 	checks := max(cfg.Checks, workers)
+	if cfg.CheckProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CheckProfile); err != nil {
+			return Result{}, fmt.Errorf("gpsbench: %w", err)
+		}
+	}
 	elapsed, err := parallel(ctx, workers, checks, check)
+	if cfg.CheckProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return Result{}, err
 	}
