@@ -24,8 +24,8 @@ func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
 		"By default everyone lives in one dense 6 km city, the worst case for the index.\n"+
 		"--towns N spreads patients and devices over N such towns across a France-sized\n"+
 		"region instead, town k weighted 1/(k+1) (Zipf), closer to a national epidemic.\n\n"+
-		"--cpuprofile writes a CPU profile of the last size's index checks, for go tool\n"+
-		"pprof, or as cmd/conftrace/default.pgo for profile-guided optimisation.")
+		"--cpuprofile writes a CPU profile of the last size's index checks (not the\n"+
+		"build) for go tool pprof.")
 	sizesFlag := fs.String("sizes", "1e6,1e7", "comma-separated index `sizes` in points")
 	checks := fs.Int("checks", 400, "device checks timed on each index")
 	bruteMax := fs.Float64("brute-max", 1e5, "largest size at which the brute force is timed too")
