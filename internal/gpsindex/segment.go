@@ -257,8 +257,8 @@ func (s *segment) home(key uint64) int {
 }
 
 // homeGroup is log2 of the slots whose homes are consecutive: 32 slots,
-// more than a day's 24. Grouping 8, 32 or 1,024 slots made checks 3% to
-// 5% faster at 10^8 points.
+// more than a day's 24. Grouping 8, 32 or 1,024 slots made checks 1.5% to
+// 4% faster at 10^8 points (alternating runs on one index), 32 the most.
 const homeGroup = 5
 
 func (s *segment) insert(e entry) {
