@@ -89,6 +89,36 @@ func TestPositionRounds(t *testing.T) {
 	}
 }
 
+// TestRoundE7 checks roundE7 against math.Round (half away from zero)
+// at and next to every kind of tie, and at random.
+func TestRoundE7(t *testing.T) {
+	want := func(deg float64) int32 {
+		v := math.Round(deg * e7)
+		if !(v >= math.MinInt32 && v <= math.MaxInt32) {
+			return 0
+		}
+		return int32(v)
+	}
+	var degs []float64
+	for _, v := range []float64{0, 0.5, 1.5, 2.5, 0.49999999999999994, 1 << 52, 1<<52 + 1, 1 << 53, 2147483647.5, 2147483648, 1e300} {
+		for _, s := range []float64{1, -1} {
+			x := s * v / e7
+			degs = append(degs, x, math.Nextafter(x, math.Inf(1)), math.Nextafter(x, math.Inf(-1)))
+		}
+	}
+	degs = append(degs, math.Inf(1), math.Inf(-1), math.NaN(), math.Copysign(0, -1))
+	r := rand.New(rand.NewPCG(9, 9))
+	for range 1_000_000 {
+		x := (r.Float64()*2 - 1) * 180
+		degs = append(degs, x, float64(int64(x*e7))/e7+0.5/e7)
+	}
+	for _, d := range degs {
+		if got := roundE7(d); got != want(d) {
+			t.Fatalf("roundE7(%v) = %d, math.Round gives %d", d, got, want(d))
+		}
+	}
+}
+
 func TestParamsValidate(t *testing.T) {
 	if err := DefaultParams().Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
