@@ -422,8 +422,9 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 	gap := int64(p.MaxGap / time.Second)
 	q := &query{maxDist: p.DistanceMeters, tol: tol, perLeaf: leavesPerAxis * x.perCell}
 	q.setBound(p.DistanceMeters)
-	skipMax, chordMax := q.skip2, q.chord2
+	skipMax, chordMax, reachMax := q.skip2, q.chord2, q.chord
 	latBound := latBoundFor(p.DistanceMeters)
+	plainGrid := searchReach(p.DistanceMeters, x.perCell) <= plainReach
 	lastBand := int32(-1)
 	first := 0
 	// The scratch space holds the device's positions (and cells, sines
@@ -438,6 +439,7 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 			return nil, fmt.Errorf("%w: device point %d: (%v, %v)", ErrPoint, i, d.Lat, d.Lon)
 		}
 		q.pos, q.t = d.Position(), d.Time
+		q.plain = plainGrid && abs32(q.pos.Lat) <= plainLat && abs32(q.pos.Lon) <= plainLon
 		// cos² in the lower bound is taken at the poleward edge of the
 		// point's 0.01° band, once per band.
 		if band := abs32(q.pos.Lat) / lonBand; band != lastBand {
@@ -452,7 +454,7 @@ func (x *Index) Query(device gps.Trace, p gps.Params) ([]gps.Match, error) {
 		if i == 0 || !out[i-1].Matched || d.Time-device[i-1].Time > gap {
 			q.epBest = math.Inf(1)
 		}
-		q.skip2, q.chord2 = skipMax, chordMax
+		q.skip2, q.chord2, q.chord = skipMax, chordMax, reachMax
 		u := q.unit()
 		for a := range 3 {
 			// The cells follow from the leaf coordinates exactly, as
@@ -508,12 +510,16 @@ type query struct {
 	// matched min(best, epBest).
 	skip2  uint64
 	chord2 float64
+	chord  float64 // √chord2
 	best   float64
 	// matched is set once a point within maxDist is known; epBest is the
 	// closest distance of the episode the fix would continue (+Inf if
 	// none).
 	matched bool
 	epBest  float64
+	// plain is set when the fix's search reads only points near it, far
+	// from the poles and the antimeridian: see scanPlain.
+	plain bool
 	// cosMax2 is an upper bound of cos φ1·cos φ2 for points that pass
 	// the lower bound, for provenWithin.
 	cosMax2  float64
@@ -622,7 +628,7 @@ func skip2For(bound float64) uint64 {
 func (q *query) setBound(bound float64) {
 	q.skip2 = skip2For(bound)
 	r := (bound+skipMargin)*(1/gps.EarthRadius)*q.perLeaf + leafMargin
-	q.chord2 = r * r
+	q.chord, q.chord2 = r, r*r
 }
 
 // leafMargin is a distance in leaf edges (about 1e-7 m at the default
@@ -737,7 +743,7 @@ func (q *query) search(sg *segment, g0, g1 int64) {
 	q.settle()
 	// The bound, which the own cell usually shrank, limits the cells.
 	var lo, hi [3]int64
-	r := math.Sqrt(q.chord2)
+	r := q.chord
 	for a := range 3 {
 		lo[a] = int64(math.Floor((q.leaf[a] - r) / leavesPerAxis))
 		hi[a] = int64(math.Floor((q.leaf[a] + r) / leavesPerAxis))
@@ -790,6 +796,10 @@ func (q *query) searchRun(sg *segment, slot uint64, c [3]int64, from, to int64) 
 // take, kept out of line, handles the rest, so that the loop's registers
 // hold its own values rather than take's constants.
 func (q *query) scan(pts []point, to int64) {
+	if q.plain {
+		q.scanPlain(pts, to)
+		return
+	}
 	lat, lon := int64(q.pos.Lat), int64(q.pos.Lon)
 	for _, pt := range pts {
 		if int64(pt.t) > to {
@@ -801,6 +811,50 @@ func (q *query) scan(pts []point, to int64) {
 			q.take(candidate{m: m, lat: pt.lat, lon: pt.lon})
 		}
 	}
+}
+
+// scanPlain is scan for a fix whose search stays within plainReach (see
+// plainFix): the differences of every point it reads are below clampE7
+// and do not wrap around the antimeridian, so lowerBound2 is the same
+// without its clamps and wrap, and this loop, with half the
+// instructions, computes the same bounds.
+func (q *query) scanPlain(pts []point, to int64) {
+	lat, lon, cos2, skip2 := int64(q.pos.Lat), int64(q.pos.Lon), q.cos2, q.skip2
+	for _, pt := range pts {
+		if int64(pt.t) > to {
+			break
+		}
+		dLat, dLon := int64(pt.lat)-lat, int64(pt.lon)-lon
+		if m := uint64(dLat*dLat)*boundScale + cos2*uint64(dLon*dLon); m <= skip2 {
+			q.take(candidate{m: m, lat: pt.lat, lon: pt.lon})
+			skip2 = q.skip2
+		}
+	}
+}
+
+// A fix is plain when every point its search can read is within
+// plainReach radians of it, and it lies within plainLat of the equator
+// and plainLon of the prime meridian. A point that close differs from
+// it by under plainReach (57,296 E7 units) in latitude and by under
+// 2·asin(sin(plainReach/2)/cos(80.006°)) < 5.8e-4 rad (330,000 E7 units)
+// in longitude: both below clampE7, and the point's longitude is within
+// ±179.04°, so the difference does not wrap. The default grid's reach
+// is 2.3e-5 rad (149 m).
+const (
+	plainReach = 1e-4
+	plainLat   = 80 * e7
+	plainLon   = 179 * e7
+)
+
+// searchReach returns an upper bound, in radians, of the angle between
+// a fix and any point of the cells a search for points within dist
+// metres visits: their boxes are within the bound's chord of the fix
+// (see search; the bound never exceeds dist), and a point is within its
+// box's diagonal of the box. The angle of a chord c is 2·asin(c/2), at
+// most 1.001·c for the chords that matter here (under 0.1).
+func searchReach(dist, perCell float64) float64 {
+	chord := (dist+skipMargin)/gps.EarthRadius + leafMargin/(leavesPerAxis*perCell) + math.Sqrt(3)/perCell
+	return 1.001 * chord
 }
 
 // take adds a candidate that passed the lower bound.
@@ -845,7 +899,7 @@ func (q *query) searchDense(sg *segment, key uint64, d *dir, c [3]int64, from, t
 	// The bound (which the own leaf, or the own cell, usually shrank)
 	// limits the leaves to visit; gaps[a][l] is the squared distance
 	// along axis a from the point to leaf l's slab, in leaf edges.
-	r := math.Sqrt(q.chord2)
+	r := q.chord
 	if inside && r < 1 {
 		// Within an episode the bound is often a fraction of a leaf:
 		// when it stays inside the own leaf, there is nothing else.
@@ -914,7 +968,8 @@ func newSpan(start, end uint32) span {
 // window returns the index of the span's first point whose time (seconds
 // from the segment's base) is at least from, or its end.
 func (s *span) window(pts []point, from int64) uint32 {
-	lo, hi := s.start, s.end
+	// The answer is in [lo, lo+n].
+	lo, n := s.start, s.end-s.start
 	if s.at <= from {
 		// Gallop forward from the last position, whose predecessors are
 		// all earlier than from: the window usually moved by minutes.
@@ -924,17 +979,23 @@ func (s *span) window(pts []point, from int64) uint32 {
 			lo += step
 			step *= 2
 		}
+		n = s.end - lo
 		if lo+step < s.end {
-			hi = lo + step - 1 // pts[hi].t ≥ from
+			n = step - 1 // pts[lo+step-1].t ≥ from
 		}
 	}
-	for lo < hi {
-		m := lo + (hi-lo)/2
-		if int64(pts[m].t) < from {
-			lo = m + 1
-		} else {
-			hi = m
+	if n > 0 {
+		// A binary search whose steps depend only on n and that moves
+		// by arithmetic, not by a branch: which way it goes is a coin
+		// toss, and mispredicted branches made this function a sixth of
+		// a check. before(i) is all ones if pts[i] is before from, else 0.
+		before := func(i uint32) uint32 { return uint32((int64(pts[i].t) - from) >> 63) }
+		for n > 1 {
+			half := n / 2
+			lo += half & before(lo+half)
+			n -= half
 		}
+		lo += 1 & before(lo)
 	}
 	s.pos, s.at = lo, from
 	return lo
