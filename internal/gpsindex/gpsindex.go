@@ -36,12 +36,15 @@
 // with runs stored slot by slot).
 //
 // A dense run (128 points or more: a busy building, a station) is split
-// further into 8×8×8 leaves (10 m wide at the default grid) and sorted by
-// leaf, then time; a 72-byte directory per dense run tells which leaves
-// hold points and where each starts. A query reads
+// further into 4×4×4 leaves (20 m wide at the default grid, twice the
+// distance threshold, so that a fix reaches at most two leaves along each
+// axis) and sorted by leaf, then time; a 16-byte directory per dense run
+// tells which leaves hold points and where each starts. A query reads
 // the leaf it falls in first, which usually holds a close point, and then
 // only the neighbouring leaves whose box is still closer than the best
-// distance found: a few fixes instead of every fix of the hour.
+// distance found: a few fixes instead of every fix of the hour. (Leaves
+// of 10 m, 8×8×8, made checks 2% to 6% slower at 10^8 points: a fix
+// reached up to 27 of them.)
 //
 // A point costs 12 bytes plus its share of the table and directories,
 // which depends on how many points share a cell in a slot; BenchmarkQuery
@@ -631,7 +634,7 @@ func (q *query) setBound(bound float64) {
 	q.chord, q.chord2 = r, r*r
 }
 
-// leafMargin is a distance in leaf edges (about 1e-7 m at the default
+// leafMargin is a distance in leaf edges (about 2e-7 m at the default
 // grid) that absorbs the rounding of unit vectors and leaf coordinates:
 // at most a few times 1e-10 leaf edges, as leaf coordinates are below
 // 10^6 and computed with relative errors of about 1e-16.

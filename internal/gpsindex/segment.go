@@ -49,8 +49,9 @@ type segment struct {
 // denseMin points) into leavesPerAxis³ cubes. A dense run's points are
 // sorted by leaf, then time, so each leaf is a slice of the run, and a
 // query reads only the leaves near the point, nearest first: in a busy
-// building, a handful of fixes instead of every fix of the hour.
-const leavesPerAxis = 8
+// building, a handful of fixes instead of every fix of the hour. With 4,
+// a dense run's directory is one word.
+const leavesPerAxis = 4
 
 func leafIndex(lx, ly, lz int64) int64 {
 	return (lx*leavesPerAxis+ly)*leavesPerAxis + lz
