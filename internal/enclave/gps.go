@@ -7,8 +7,11 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
@@ -145,55 +148,98 @@ func traceError(err error) error {
 }
 
 func (e *Enclave) rebuildGPS(ctx context.Context) error {
-	var points, bad int
 	// Records are uploads, one patient each, in key order, not by day.
 	// Each day's fixes are gathered and loaded in batches, unmerged, and
 	// each day is then built once by compacting: adding uploads one at a
-	// time would merge every day's fixes a dozen times over.
-	pending := map[gpsindex.Day]gps.Trace{}
-	load := func(d gpsindex.Day) error {
-		err := e.gps.Load(d, pending[d])
-		clear(pending[d]) // patients' fixes: not left in freed memory
-		pending[d] = pending[d][:0]
-		return err
+	// time would merge every day's fixes a dozen times over. Opening,
+	// decoding and loading (which sorts each batch) take most of the
+	// start-up, so every CPU does them: the scan hands each record to the
+	// worker of its day, so that a day is not split into more batches
+	// (and generations to merge) than its size needs.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	workers := make([]chan store.Record, runtime.GOMAXPROCS(0))
+	var points, bad atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		records := make(chan store.Record, 4)
+		workers[w] = records
+		wg.Go(func() {
+			pending := map[gpsindex.Day]gps.Trace{}
+			load := func(d gpsindex.Day) {
+				if err := e.gps.Load(d, pending[d]); err != nil {
+					cancel(fmt.Errorf("loading the GPS fixes of day %d: %w", d, err))
+				}
+				clear(pending[d]) // patients' fixes: not left in freed memory
+				pending[d] = pending[d][:0]
+			}
+			for r := range records {
+				if ctx.Err() != nil {
+					continue // drain: the scan stops at its next record
+				}
+				tr, ok := e.openStoredTrace(r)
+				if !ok {
+					bad.Add(1)
+					continue
+				}
+				points.Add(int64(len(tr)))
+				d := gpsindex.Day(r.Day)
+				pending[d] = append(pending[d], tr...)
+				if len(pending[d]) >= rebuildBatch {
+					load(d)
+				}
+			}
+			for d, tr := range pending {
+				if len(tr) > 0 && ctx.Err() == nil {
+					load(d)
+				}
+				clear(tr)
+			}
+		})
 	}
 	err := e.store.Scan(ctx, tableTraces, func(r store.Record) error {
-		plain, err := e.keys.Open(seal.Day(r.Day), tableTraces, r.Key, r.Value)
-		if err != nil {
-			bad++
-			e.log.Error("stored trace does not open; ignored (tampered, swapped or replayed)", "table", tableTraces, "day", r.Day, "err", err)
+		select {
+		case workers[int(r.Day)%len(workers)] <- r:
 			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
 		}
-		// Stored traces were validated on upload; time has moved on since,
-		// so only their shape is checked again.
-		tr, err := gps.ParseBinary(plain, gps.Limits{MaxPoints: gps.DefaultMaxPoints, Now: func() time.Time { return time.Unix(math.MaxInt32, 0) }})
-		if err != nil {
-			bad++
-			e.log.Error("stored trace does not decode; ignored", "day", r.Day, "err", err)
-			return nil
-		}
-		points += len(tr)
-		d := gpsindex.Day(r.Day)
-		pending[d] = append(pending[d], tr...)
-		if len(pending[d]) >= rebuildBatch {
-			return load(d)
-		}
-		return nil
 	})
+	for _, records := range workers {
+		close(records)
+	}
+	wg.Wait()
+	// A loading error, or the caller's cancellation, is what stopped the
+	// scan: report it rather than the scan's view of it.
+	if cause := context.Cause(ctx); cause != nil {
+		return cause
+	}
 	if err != nil {
 		return err
 	}
-	for d, tr := range pending {
-		if len(tr) > 0 {
-			if err := load(d); err != nil {
-				return err
-			}
-		}
-	}
 	// Nothing queries the index yet: every CPU compacts.
-	e.gps.CompactParallel(runtime.GOMAXPROCS(0))
-	e.log.Info("GPS index rebuilt", "points", points, "refused_records", bad)
+	e.gps.CompactParallel(len(workers))
+	e.log.Info("GPS index rebuilt", "points", points.Load(), "refused_records", bad.Load())
 	return nil
+}
+
+// openStoredTrace opens and decodes a stored trace record; it logs and
+// refuses one that does not open or decode.
+func (e *Enclave) openStoredTrace(r store.Record) (gps.Trace, bool) {
+	plain, err := e.keys.Open(seal.Day(r.Day), tableTraces, r.Key, r.Value)
+	if err != nil {
+		e.log.Error("stored trace does not open; ignored (tampered, swapped or replayed)", "table", tableTraces, "day", r.Day, "err", err)
+		return nil, false
+	}
+	// Stored traces were validated on upload; time has moved on since,
+	// so only their shape is checked again.
+	tr, err := gps.ParseBinary(plain, gps.Limits{MaxPoints: gps.DefaultMaxPoints, Now: func() time.Time { return time.Unix(math.MaxInt32, 0) }})
+	clear(plain) // a patient's trace: not left in freed memory
+	if err != nil {
+		e.log.Error("stored trace does not decode; ignored", "day", r.Day, "err", err)
+		return nil, false
+	}
+	return tr, true
 }
 
 // rebuildBatch is the number of a day's fixes the start-up gathers before

@@ -29,7 +29,7 @@ import (
 
 // world is a backend on loopback with the devices and authority of one test.
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	keyFile string
 	pol     policy.Policy
@@ -41,7 +41,7 @@ type world struct {
 	now     time.Time
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	lab, err := authority.GenerateKey("lab-1")
 	if err != nil {
