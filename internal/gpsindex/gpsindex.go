@@ -816,11 +816,10 @@ func (q *query) scan(pts []point, to int64) {
 	}
 }
 
-// scanPlain is scan for a fix whose search stays within plainReach (see
-// plainFix): the differences of every point it reads are below clampE7
-// and do not wrap around the antimeridian, so lowerBound2 is the same
-// without its clamps and wrap, and this loop, with half the
-// instructions, computes the same bounds.
+// scanPlain is scan for a plain fix (see plainReach): the differences of
+// every point it reads are below clampE7 and do not wrap around the
+// antimeridian, so lowerBound2 is the same without its clamps and wrap,
+// and this loop, with half the instructions, computes the same bounds.
 func (q *query) scanPlain(pts []point, to int64) {
 	lat, lon, cos2, skip2 := int64(q.pos.Lat), int64(q.pos.Lon), q.cos2, q.skip2
 	for _, pt := range pts {
@@ -990,8 +989,8 @@ func (s *span) window(pts []point, from int64) uint32 {
 	if n > 0 {
 		// A binary search whose steps depend only on n and that moves
 		// by arithmetic, not by a branch: which way it goes is a coin
-		// toss, and mispredicted branches made this function a sixth of
-		// a check. before(i) is all ones if pts[i] is before from, else 0.
+		// toss (checks were 0.2% to 1% faster without the branch).
+		// before(i) is all ones if pts[i] is before from, else 0.
 		before := func(i uint32) uint32 { return uint32((int64(pts[i].t) - from) >> 63) }
 		for n > 1 {
 			half := n / 2
