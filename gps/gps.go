@@ -109,8 +109,9 @@ func (p Point) Position() Position {
 }
 
 func roundE7(deg float64) int32 {
-	// math.Round, by way of Trunc, which compiles to one instruction where
-	// Round is a dozen and a call: every fix of every check is rounded.
+	// math.Round, by way of Trunc, which compiles to one instruction on
+	// CPUs with SSE4.1 where Round takes a dozen: every fix of every
+	// check is rounded (callgrind: 66 to 50 instructions a fix's Position).
 	// v−t is exact, and Trunc(2(v−t)) is ±1 exactly when |v−t| ≥ ½.
 	v := deg * e7
 	t := math.Trunc(v)

@@ -21,7 +21,8 @@ func TestWindow(t *testing.T) {
 			pts[i].t = uint32(r.IntN(3600))
 		}
 		slices.SortFunc(pts, func(a, b point) int { return int(a.t) - int(b.t) })
-		// The span covers pts[1:n+1], so that reading outside it shows.
+		// The span is pts[1:n+1] of a longer slice, as runs are slices
+		// of a segment's points.
 		s := newSpan(1, uint32(n+1))
 		from := int64(r.IntN(200)) - 100
 		for range 20 {
