@@ -191,9 +191,10 @@ func (e *Enclave) rebuildGPS(ctx context.Context) error {
 			}
 			for d, tr := range pending {
 				if len(tr) > 0 && ctx.Err() == nil {
-					load(d)
+					load(d) // which clears it
+				} else {
+					clear(tr) // a cancelled rebuild's fixes
 				}
-				clear(tr)
 			}
 		})
 	}
