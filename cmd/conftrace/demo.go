@@ -6,12 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,10 +15,8 @@ import (
 	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/internal/population"
-	"github.com/conftrace/conftrace/internal/service"
-	teesim "github.com/conftrace/conftrace/internal/tee/sim"
-	"github.com/conftrace/conftrace/policy"
 )
 
 // runDemo runs the whole system on a simulated population: a real backend
@@ -127,66 +121,28 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	if err != nil {
 		return nil, err
 	}
-	pol := policy.Default()
-	pol.Authorities = []policy.Authority{{Name: lab.Name, PublicKey: lab.PublicKey()}}
-	tee, err := teesim.New(teesim.Options{})
-	if err != nil {
-		return nil, err
-	}
 	var (
 		mu  sync.Mutex
 		now = population.DefaultStart
 	)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := service.Open(ctx, service.Config{DataDir: filepath.Join(dir, "data"), Policy: pol, TEE: tee, Logger: quiet, Now: clock})
+	b, err := localbackend.Start(ctx, localbackend.Config{Dir: dir, Authority: lab, Now: clock})
 	if err != nil {
 		return nil, err
 	}
-	defer svc.Close()
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	timed := &timedHandler{h: svc.Handler}
-	hs := &http.Server{Handler: timed, ReadHeaderTimeout: 10 * time.Second}
-	var wg sync.WaitGroup
-	wg.Go(func() { hs.Serve(ln) })
-	defer func() { hs.Close(); wg.Wait() }()
+	defer b.Close()
 
-	cfg.Server = "http://" + ln.Addr().String()
-	cfg.Expectations = attest.Expectations{Measurements: [][]byte{tee.Measurement()}, AllowSimulated: true}
+	cfg.Server = b.URL
+	cfg.Expectations = b.Expectations()
 	cfg.Authority = lab
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
-	cfg.Daily = svc.Maintain // as serve does hourly
+	cfg.Daily = b.Service.Maintain // as conftraced does hourly
 	cfg.Progress = progress
 	s, err := population.Run(ctx, cfg)
 	if s != nil {
-		s.Timing.SetBackendLatencies(timed.durations())
+		s.Timing.SetBackendLatencies(b.Latencies())
 	}
 	return s, err
-}
-
-// timedHandler measures how long the backend takes to serve each request.
-type timedHandler struct {
-	h  http.Handler
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (t *timedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	t.h.ServeHTTP(w, r)
-	d := time.Since(start)
-	t.mu.Lock()
-	t.d = append(t.d, d)
-	t.mu.Unlock()
-}
-
-func (t *timedHandler) durations() []time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return slices.Clone(t.d)
 }
 
 // demoServer runs the simulation against a backend that is already

@@ -4,11 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -16,12 +11,10 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/api"
-	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
-	"github.com/conftrace/conftrace/internal/service"
-	teesim "github.com/conftrace/conftrace/internal/tee/sim"
+	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -32,9 +25,9 @@ func run(t *testing.T, cfg Config) *Summary {
 	var mu sync.Mutex
 	now := DefaultStart
 	b := startBackend(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
-	b.configure(&cfg)
+	configure(&cfg, b)
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
-	cfg.Daily = b.svc.Enclave.Expire
+	cfg.Daily = b.Service.Enclave.Expire
 	s, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -42,51 +35,23 @@ func run(t *testing.T, cfg Config) *Summary {
 	return s
 }
 
-// backend is a backend on loopback with one health authority.
-type backend struct {
-	url string
-	svc *service.Service
-	tee *teesim.TEE
-	lab *authority.Key
-}
-
 // startBackend starts a backend on loopback with the clock now; nil means
 // real time, as a deployed backend keeps.
-func startBackend(t *testing.T, now func() time.Time) *backend {
+func startBackend(t *testing.T, now func() time.Time) *localbackend.Backend {
 	t.Helper()
-	lab, err := authority.GenerateKey("lab")
+	b, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol := policy.Default()
-	pol.Authorities = []policy.Authority{{Name: lab.Name, PublicKey: lab.PublicKey()}}
-	tee, err := teesim.New(teesim.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := service.Open(context.Background(), service.Config{
-		DataDir: filepath.Join(t.TempDir(), "data"), Policy: pol, TEE: tee,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now:    now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: svc.Handler}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close(); svc.Close() })
-	return &backend{url: "http://" + ln.Addr().String(), svc: svc, tee: tee, lab: lab}
+	t.Cleanup(func() { b.Close() })
+	return b
 }
 
-// configure points cfg at the backend.
-func (b *backend) configure(cfg *Config) {
-	cfg.Server = b.url
-	cfg.Expectations = attest.Expectations{Measurements: [][]byte{b.tee.Measurement()}, AllowSimulated: true}
-	cfg.Authority = b.lab
+// configure points cfg at the backend b.
+func configure(cfg *Config, b *localbackend.Backend) {
+	cfg.Server = b.URL
+	cfg.Expectations = b.Expectations()
+	cfg.Authority = b.Authority
 }
 
 func TestProtocolExact(t *testing.T) {
@@ -283,7 +248,7 @@ func TestLive(t *testing.T) {
 	// Seed 8 uploads and notifies, over Bluetooth and GPS, whatever the
 	// weekday of the start, which a live run takes from the calendar.
 	cfg := Config{People: 150, Days: 10, Seed: 8, GPS: true}
-	b.configure(&cfg)
+	configure(&cfg, b)
 	ctx := context.Background()
 	yesterday := func() string { return time.Now().UTC().AddDate(0, 0, -1).Format(api.DateLayout) }
 	before := yesterday()

@@ -1,0 +1,157 @@
+// Package localbackend runs a whole conftrace backend inside this process,
+// on a loopback address: the simulated TEE, a sealed SQLite store in a
+// directory of the caller's, a policy that lists one health authority, and
+// a clock the caller may move. The demo and the end-to-end tests drive it
+// through the real client SDK, over attested Oblivious HTTP, exactly as
+// phones drive a deployed backend.
+//
+// It is never part of the measured image (cmd/conftraced): it exists for
+// code that runs outside the TEE.
+package localbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/internal/service"
+	teesim "github.com/conftrace/conftrace/internal/tee/sim"
+	"github.com/conftrace/conftrace/policy"
+)
+
+// Config describes a local backend. Only Dir is required.
+type Config struct {
+	// Dir holds the sealed store (Dir/data) and the simulated TEE's
+	// platform key (Dir/sim-platform.key). Starting again on the same Dir
+	// opens the same sealed state, as a restarted server would.
+	Dir string
+	// Authority is the health authority the policy lists; nil means a new
+	// key named "lab".
+	Authority *authority.Key
+	// Policy is the backend's policy; nil means policy.Default(). Its
+	// authorities are replaced by Authority.
+	Policy *policy.Policy
+	// Now is the backend's clock; nil means real time.
+	Now func() time.Time
+	// Logger receives the backend's log; nil discards it.
+	Logger *slog.Logger
+	// Measurement replaces the simulated TEE's measurement (32 bytes);
+	// nil means the SHA-256 of the running executable.
+	Measurement []byte
+}
+
+// Backend is a running local backend.
+type Backend struct {
+	// URL is the backend's base URL, http://127.0.0.1:PORT.
+	URL string
+	// Service is the backend itself.
+	Service *service.Service
+	// TEE is the simulated TEE the backend attests with.
+	TEE *teesim.TEE
+	// Authority is the health authority the policy lists.
+	Authority *authority.Key
+	// Policy is the policy the backend enforces.
+	Policy policy.Policy
+
+	srv   *http.Server
+	done  sync.WaitGroup
+	timer *timedHandler
+	close func() error
+}
+
+// Start opens the backend in cfg.Dir and serves it on a free loopback port
+// until Close.
+func Start(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("localbackend: no directory")
+	}
+	lab := cfg.Authority
+	if lab == nil {
+		var err error
+		if lab, err = authority.GenerateKey("lab"); err != nil {
+			return nil, fmt.Errorf("localbackend: %w", err)
+		}
+	}
+	pol := policy.Default()
+	if cfg.Policy != nil {
+		pol = *cfg.Policy
+	}
+	pol.Authorities = []policy.Authority{{Name: lab.Name, PublicKey: lab.PublicKey()}}
+	t, err := teesim.New(teesim.Options{KeyFile: filepath.Join(cfg.Dir, "sim-platform.key"), Measurement: cfg.Measurement})
+	if err != nil {
+		return nil, fmt.Errorf("localbackend: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	svc, err := service.Open(ctx, service.Config{DataDir: filepath.Join(cfg.Dir, "data"), Policy: pol, TEE: t, Logger: log, Now: cfg.Now})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		svc.Close()
+		return nil, fmt.Errorf("localbackend: %w", err)
+	}
+	b := &Backend{
+		URL:       "http://" + ln.Addr().String(),
+		Service:   svc,
+		TEE:       t,
+		Authority: lab,
+		Policy:    pol,
+		timer:     &timedHandler{h: svc.Handler},
+	}
+	b.srv = &http.Server{Handler: b.timer, ReadHeaderTimeout: 10 * time.Second}
+	b.done.Go(func() { b.srv.Serve(ln) })
+	b.close = sync.OnceValue(func() error {
+		err := b.srv.Close()
+		b.done.Wait()
+		return errors.Join(err, svc.Close())
+	})
+	return b, nil
+}
+
+// Expectations are what a client must expect to accept this backend: its
+// measurement, in the simulated TEE.
+func (b *Backend) Expectations() attest.Expectations {
+	return attest.Expectations{Measurements: [][]byte{b.TEE.Measurement()}, AllowSimulated: true}
+}
+
+// Latencies returns how long the backend took to serve each request so far,
+// in the order they finished.
+func (b *Backend) Latencies() []time.Duration { return b.timer.durations() }
+
+// Close stops serving and closes the store. It may be called more than once.
+func (b *Backend) Close() error { return b.close() }
+
+// timedHandler measures how long the backend takes to serve each request.
+type timedHandler struct {
+	h  http.Handler
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (t *timedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	t.h.ServeHTTP(w, r)
+	d := time.Since(start)
+	t.mu.Lock()
+	t.d = append(t.d, d)
+	t.mu.Unlock()
+}
+
+func (t *timedHandler) durations() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.d)
+}
