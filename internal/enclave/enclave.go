@@ -41,6 +41,7 @@ import (
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/gpsindex"
 	"github.com/conftrace/conftrace/internal/matchindex"
 	"github.com/conftrace/conftrace/internal/seal"
@@ -173,7 +174,7 @@ func (e *Enclave) loadKEK(ctx context.Context, sealingKey [seal.KeySize]byte) ([
 
 func (e *Enclave) loadDayKeys(ctx context.Context) error {
 	return e.store.Scan(ctx, tableDayKeys, func(r store.Record) error {
-		day := seal.Day(r.Day)
+		day := r.Day
 		if len(r.Key) != 4 || binary.BigEndian.Uint32(r.Key) != uint32(day) {
 			e.log.Error("day key record misplaced; ignored", "table", tableDayKeys, "day", r.Day)
 			return nil
@@ -190,7 +191,7 @@ func (e *Enclave) loadDayKeys(ctx context.Context) error {
 func (e *Enclave) rebuildIndex(ctx context.Context) error {
 	var tuples, bad int
 	err := e.store.Scan(ctx, tableUploads, func(r store.Record) error {
-		day := seal.Day(r.Day)
+		day := r.Day
 		plain, err := e.keys.Open(day, tableUploads, r.Key, r.Value)
 		if err != nil {
 			bad++
@@ -216,7 +217,7 @@ func (e *Enclave) rebuildIndex(ctx context.Context) error {
 	return nil
 }
 
-func entries(ts []contactlog.Tuple, day seal.Day) []matchindex.Entry {
+func entries(ts []contactlog.Tuple, day calendar.Day) []matchindex.Entry {
 	es := make([]matchindex.Entry, len(ts))
 	for i, t := range ts {
 		es[i] = matchindex.Entry{
@@ -225,7 +226,7 @@ func entries(ts []contactlog.Tuple, day seal.Day) []matchindex.Entry {
 				Interval:    uint32(t.Interval),
 				Minutes:     t.Duration,
 				Attenuation: t.Attenuation,
-				Day:         matchindex.Day(day),
+				Day:         day,
 			},
 		}
 	}
@@ -233,8 +234,8 @@ func entries(ts []contactlog.Tuple, day seal.Day) []matchindex.Entry {
 }
 
 // window returns the first and last day of the retention window at now.
-func (e *Enclave) window(now time.Time) (first, last seal.Day) {
-	return seal.DayOf(e.policy.WindowStart(now)), seal.DayOf(now)
+func (e *Enclave) window(now time.Time) (first, last calendar.Day) {
+	return calendar.DayOf(e.policy.WindowStart(now)), calendar.DayOf(now)
 }
 
 // Expire forgets every day older than the retention window: its key goes
@@ -249,12 +250,12 @@ func (e *Enclave) Expire(ctx context.Context) error {
 		return fmt.Errorf("enclave: expiring: %w", err)
 	}
 	for _, d := range days {
-		if seal.Day(d) >= first {
+		if d >= first {
 			continue
 		}
-		e.keys.Forget(seal.Day(d))
-		dropped := e.index.Drop(matchindex.Day(d))
-		dropped += e.gps.Drop(gpsindex.Day(d))
+		e.keys.Forget(d)
+		dropped := e.index.Drop(d)
+		dropped += e.gps.Drop(d)
 		n, err := e.store.DeleteDay(ctx, d)
 		if err != nil {
 			return fmt.Errorf("enclave: deleting day %d: %w", d, err)
@@ -280,7 +281,7 @@ func (e *Enclave) recordKey(label, id string) []byte {
 }
 
 // sealPut seals v as JSON and adds it to b, together with its day key.
-func (e *Enclave) sealPut(b *store.Batch, day seal.Day, table string, key []byte, v any) error {
+func (e *Enclave) sealPut(b *store.Batch, day calendar.Day, table string, key []byte, v any) error {
 	plain, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -288,19 +289,19 @@ func (e *Enclave) sealPut(b *store.Batch, day seal.Day, table string, key []byte
 	return e.sealPutBytes(b, day, table, key, plain)
 }
 
-func (e *Enclave) sealPutBytes(b *store.Batch, day seal.Day, table string, key, plain []byte) error {
+func (e *Enclave) sealPutBytes(b *store.Batch, day calendar.Day, table string, key, plain []byte) error {
 	wrapped, err := e.keys.DayKey(day)
 	if err != nil {
 		return err
 	}
 	// The wrapped day key goes into the same atomic batch as the first
 	// record sealed under it, so no record is ever durable without its key.
-	b.Put(tableDayKeys, binary.BigEndian.AppendUint32(nil, uint32(day)), store.Day(day), wrapped)
+	b.Put(tableDayKeys, binary.BigEndian.AppendUint32(nil, uint32(day)), day, wrapped)
 	sealed, err := e.keys.Seal(day, table, key, plain)
 	if err != nil {
 		return err
 	}
-	b.Put(table, key, store.Day(day), sealed)
+	b.Put(table, key, day, sealed)
 	return nil
 }
 
@@ -311,7 +312,7 @@ func (e *Enclave) getOpen(ctx context.Context, table string, key []byte, v any) 
 	if err != nil {
 		return rec, err
 	}
-	plain, err := e.keys.Open(seal.Day(rec.Day), table, key, rec.Value)
+	plain, err := e.keys.Open(rec.Day, table, key, rec.Value)
 	if err != nil {
 		e.log.Error("stored record does not open; refused", "table", table, "err", err)
 		return rec, fmt.Errorf("enclave: %s record: %w", table, err)
@@ -404,7 +405,7 @@ func (e *Enclave) SubmitResult(ctx context.Context, r api.SignedResult) (api.Sub
 	var b store.Batch
 	b.MustNotExist(tableResults, key)
 	rec := resultRecord{Authority: r.Authority, Result: r.Result, TestDate: r.TestDate, SymptomOnset: r.SymptomOnset, SubmittedAt: now.Unix()}
-	if err := e.sealPut(&b, seal.DayOf(now), tableResults, key, rec); err != nil {
+	if err := e.sealPut(&b, calendar.DayOf(now), tableResults, key, rec); err != nil {
 		return api.SubmitResultResponse{}, e.internal("sealing result", err)
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
@@ -453,14 +454,14 @@ func (e *Enclave) PollResult(ctx context.Context, r api.PollResultRequest) (api.
 	rand.Read(token)
 	rec.Authorization = token
 	rec.ExpiresAt = now.Add(e.policy.UploadAuthorizationTTL()).Unix()
-	resultDay := seal.Day(stored.Day)
+	resultDay := stored.Day
 	var b store.Batch
 	if err := e.sealPut(&b, resultDay, tableResults, key, rec); err != nil {
 		return api.PollResultResponse{}, e.internal("sealing result", err)
 	}
 	authKey := authKey(token)
 	b.MustNotExist(tableAuths, authKey)
-	if err := e.sealPut(&b, seal.DayOf(now), tableAuths, authKey, authRecord{ResultKey: key, ResultDay: uint32(resultDay), ExpiresAt: rec.ExpiresAt}); err != nil {
+	if err := e.sealPut(&b, calendar.DayOf(now), tableAuths, authKey, authRecord{ResultKey: key, ResultDay: uint32(resultDay), ExpiresAt: rec.ExpiresAt}); err != nil {
 		return api.PollResultResponse{}, e.internal("sealing authorization", err)
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
@@ -495,9 +496,9 @@ func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadRe
 	now := e.now()
 	firstDay, _ := e.window(now)
 	latest := enid.IntervalOf(now) + 1 // one interval of clock skew
-	byDay := map[seal.Day][]contactlog.Tuple{}
+	byDay := map[calendar.Day][]contactlog.Tuple{}
 	for i, t := range tuples {
-		day := seal.DayOf(t.Interval.Time())
+		day := calendar.DayOf(t.Interval.Time())
 		switch {
 		case t.Interval > latest:
 			return api.UploadResponse{}, api.Errorf(api.CodeOutOfWindow, "tuple %d is in the future (interval %d, now %d)", i, t.Interval, latest-1)
@@ -537,8 +538,8 @@ func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadRe
 	b.MustExist(tableAuths, ak)
 	b.MustNotExist(tableAuthsUsed, ak)
 	b.Delete(tableAuths, ak)
-	b.Put(tableAuthsUsed, ak, store.Day(seal.DayOf(now)), []byte{1})
-	if err := e.sealPut(&b, seal.Day(auth.ResultDay), tableResults, auth.ResultKey, rec); err != nil {
+	b.Put(tableAuthsUsed, ak, calendar.DayOf(now), []byte{1})
+	if err := e.sealPut(&b, calendar.Day(auth.ResultDay), tableResults, auth.ResultKey, rec); err != nil {
 		return api.UploadResponse{}, e.internal("sealing result", err)
 	}
 	uploadID := make([]byte, 16)
@@ -595,7 +596,7 @@ func (e *Enclave) CheckExposure(ctx context.Context, r api.ExposureRequest) (api
 	risk := e.policy.Risk
 	var buf []matchindex.Contact
 	for _, t := range tuples {
-		day := seal.DayOf(t.Interval.Time())
+		day := calendar.DayOf(t.Interval.Time())
 		if day < first || day > last {
 			continue
 		}
@@ -620,7 +621,7 @@ func (e *Enclave) CheckExposure(ctx context.Context, r api.ExposureRequest) (api
 		exposed := risk.Exposed(weighted[i])
 		resp.Exposed = resp.Exposed || exposed
 		resp.Days[i] = api.ExposureDay{
-			Date:            dayDate(first + seal.Day(i)),
+			Date:            dayDate(first + calendar.Day(i)),
 			Minutes:         minutes[i],
 			WeightedMinutes: weighted[i],
 			MinAttenuation:  minAtt[i],
@@ -647,9 +648,7 @@ func (e *Enclave) ExposureResponseBound() int {
 	return len(b) + 64 // Binary HTTP framing and the content-type field
 }
 
-func dayDate(d seal.Day) string {
-	return time.Unix(int64(d)*86400, 0).UTC().Format(api.DateLayout)
-}
+func dayDate(d calendar.Day) string { return d.Time().Format(api.DateLayout) }
 
 // internal logs an unexpected failure (without personal data) and returns
 // the opaque error the client sees.

@@ -16,8 +16,8 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/gpsindex"
-	"github.com/conftrace/conftrace/internal/seal"
 	"github.com/conftrace/conftrace/internal/store"
 )
 
@@ -56,11 +56,11 @@ func (e *Enclave) SubmitTrace(ctx context.Context, t api.SignedTrace) (api.Submi
 	seen := sha256.Sum256(t.Signature)
 	var b store.Batch
 	b.MustNotExist(tableTraceSeen, seen[:16])
-	b.Put(tableTraceSeen, seen[:16], store.Day(seal.DayOf(now)), []byte{1})
+	b.Put(tableTraceSeen, seen[:16], calendar.DayOf(now), []byte{1})
 	id := make([]byte, 16)
 	rand.Read(id)
 	type part struct {
-		day gpsindex.Day
+		day calendar.Day
 		tr  gps.Trace
 	}
 	var parts []part
@@ -70,7 +70,7 @@ func (e *Enclave) SubmitTrace(ctx context.Context, t api.SignedTrace) (api.Submi
 			return api.SubmitTraceResponse{}, e.internal("encoding trace", err)
 		}
 		key := binary.BigEndian.AppendUint32(append([]byte{}, id...), uint32(d))
-		if err := e.sealPutBytes(&b, seal.Day(d), tableTraces, key, wire); err != nil {
+		if err := e.sealPutBytes(&b, d, tableTraces, key, wire); err != nil {
 			return api.SubmitTraceResponse{}, e.internal("sealing trace", err)
 		}
 		parts = append(parts, part{d, p})
@@ -165,8 +165,8 @@ func (e *Enclave) rebuildGPS(ctx context.Context) error {
 		records := make(chan store.Record, 4)
 		workers[w] = records
 		wg.Go(func() {
-			pending := map[gpsindex.Day]gps.Trace{}
-			load := func(d gpsindex.Day) {
+			pending := map[calendar.Day]gps.Trace{}
+			load := func(d calendar.Day) {
 				if err := e.gps.Load(d, pending[d]); err != nil {
 					cancel(fmt.Errorf("loading the GPS fixes of day %d: %w", d, err))
 				}
@@ -183,7 +183,7 @@ func (e *Enclave) rebuildGPS(ctx context.Context) error {
 					continue
 				}
 				points.Add(int64(len(tr)))
-				d := gpsindex.Day(r.Day)
+				d := r.Day
 				pending[d] = append(pending[d], tr...)
 				if len(pending[d]) >= rebuildBatch {
 					load(d)
@@ -227,7 +227,7 @@ func (e *Enclave) rebuildGPS(ctx context.Context) error {
 // openStoredTrace opens and decodes a stored trace record; it logs and
 // refuses one that does not open or decode.
 func (e *Enclave) openStoredTrace(r store.Record) (gps.Trace, bool) {
-	plain, err := e.keys.Open(seal.Day(r.Day), tableTraces, r.Key, r.Value)
+	plain, err := e.keys.Open(r.Day, tableTraces, r.Key, r.Value)
 	if err != nil {
 		e.log.Error("stored trace does not open; ignored (tampered, swapped or replayed)", "table", tableTraces, "day", r.Day, "err", err)
 		return nil, false

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/gpsindex"
 	"github.com/conftrace/conftrace/internal/gpsindex/gpsbench"
 )
@@ -125,7 +126,7 @@ func BenchmarkQueryLive(b *testing.B) {
 			tr := city.PatientDay(d, i)
 			tr = tr[:min(len(tr), per-got)]
 			got += len(tr)
-			if err := live.Add(gpsindex.DayOf(gpsbench.Epoch+int64(d)*86400), tr); err != nil {
+			if err := live.Add(calendar.DayOfUnix(gpsbench.Epoch+int64(d)*86400), tr); err != nil {
 				b.Fatal(err)
 			}
 		}

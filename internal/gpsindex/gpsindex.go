@@ -121,23 +121,18 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
-// Day is the unit of retention: [Index.Drop] removes every point added
-// under a day. Queries are fastest when the points added under a day are
-// the points recorded on that day, as [Days] splits them.
-type Day uint32
-
-// DayOf returns the day of a Unix time: days since 1970-01-01 UTC.
-func DayOf(unix int64) Day { return Day(floorDiv(unix, 86400)) }
-
-// Days splits a trace into the points of each UTC day, in order.
-func Days(t gps.Trace) iter.Seq2[Day, gps.Trace] {
-	return func(yield func(Day, gps.Trace) bool) {
+// Days splits a trace into the points of each UTC day, in order. Queries
+// are fastest when the points added under a day are the points recorded on
+// that day, as Days splits them.
+func Days(t gps.Trace) iter.Seq2[calendar.Day, gps.Trace] {
+	return func(yield func(calendar.Day, gps.Trace) bool) {
 		for i := 0; i < len(t); {
-			d := DayOf(t[i].Time)
+			d := calendar.DayOfUnix(t[i].Time)
 			j := i + 1
-			for j < len(t) && DayOf(t[j].Time) == d {
+			for j < len(t) && calendar.DayOfUnix(t[j].Time) == d {
 				j++
 			}
 			if !yield(d, t[i:j:j]) {
@@ -163,8 +158,8 @@ type Index struct {
 
 // snapshot is an immutable state of the index.
 type snapshot struct {
-	days map[Day][][]*segment // each day's generations, oldest first
-	segs []*segment           // all segments by minT, for queries
+	days map[calendar.Day][][]*segment // each day's generations, oldest first
+	segs []*segment                    // all segments by minT, for queries
 	// reach[i] is the latest maxT of segs[:i+1]: a query skips the
 	// segments before the first that reaches its time.
 	reach []int64
@@ -205,7 +200,7 @@ const defaultDenseMin = 128
 
 func newIndex(slotWidth int64, cellSize float64, denseMin int) *Index {
 	x := &Index{slotWidth: slotWidth, perCell: gps.EarthRadius / cellSize, denseMin: max(denseMin, 1)}
-	x.snap.Store(&snapshot{days: map[Day][][]*segment{}})
+	x.snap.Store(&snapshot{days: map[calendar.Day][][]*segment{}})
 	return x
 }
 
@@ -213,7 +208,7 @@ func newIndex(slotWidth int64, cellSize float64, denseMin int) *Index {
 // order, but must be valid (coordinates in range, times from 1970 to
 // 2^40 s); otherwise Add adds nothing and returns an error wrapping
 // [ErrPoint].
-func (x *Index) Add(day Day, t gps.Trace) error { return x.add(day, t, true) }
+func (x *Index) Add(day calendar.Day, t gps.Trace) error { return x.add(day, t, true) }
 
 // Load adds t under day like Add, but leaves the day's generations
 // unmerged until the next Compact. It is for rebuilding an index from
@@ -221,9 +216,9 @@ func (x *Index) Add(day Day, t gps.Trace) error { return x.add(day, t, true) }
 // dozen times over (at 10^7 points, 35 s of Adds and 6 s of Compact
 // against 7 s for whole days). Give it large batches (every Load lists
 // the segments again) and call Compact or CompactParallel when done.
-func (x *Index) Load(day Day, t gps.Trace) error { return x.add(day, t, false) }
+func (x *Index) Load(day calendar.Day, t gps.Trace) error { return x.add(day, t, false) }
 
-func (x *Index) add(day Day, t gps.Trace, merge bool) error {
+func (x *Index) add(day calendar.Day, t gps.Trace, merge bool) error {
 	if len(t) > maxSegment {
 		return fmt.Errorf("gpsindex: %d points in one Add, at most %d", len(t), maxSegment)
 	}
@@ -249,7 +244,7 @@ func (x *Index) add(day Day, t gps.Trace, merge bool) error {
 		merged := x.merge(gens[len(gens)-2], gens[len(gens)-1])
 		gens = append(gens[:len(gens)-2], merged)
 	}
-	days := make(map[Day][][]*segment, len(old.days)+1)
+	days := make(map[calendar.Day][][]*segment, len(old.days)+1)
 	for d, g := range old.days {
 		days[d] = g
 	}
@@ -272,7 +267,7 @@ func (x *Index) Compact() int { return x.CompactParallel(1) }
 // divides the time of compaction by the CPUs (each takes a day's points
 // in memory twice while it merges).
 func (x *Index) CompactParallel(workers int) int {
-	days := make(chan Day)
+	days := make(chan calendar.Day)
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	gens := x.snap.Load().days
@@ -299,7 +294,7 @@ func (x *Index) CompactParallel(workers int) int {
 
 // compactDay rebuilds the generations gens of day d as one, unless they
 // hold more points than a segment or changed meanwhile.
-func (x *Index) compactDay(d Day, gens [][]*segment) bool {
+func (x *Index) compactDay(d calendar.Day, gens [][]*segment) bool {
 	var all []*segment
 	for _, g := range gens {
 		all = append(all, g...)
@@ -312,7 +307,7 @@ func (x *Index) compactDay(d Day, gens [][]*segment) bool {
 
 // replace swaps the generations old of day d for merged, if they are
 // still the day's oldest.
-func (x *Index) replace(d Day, old [][]*segment, merged []*segment) bool {
+func (x *Index) replace(d calendar.Day, old [][]*segment, merged []*segment) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	s := x.snap.Load()
@@ -327,7 +322,7 @@ func (x *Index) replace(d Day, old [][]*segment, merged []*segment) bool {
 			return false
 		}
 	}
-	days := make(map[Day][][]*segment, len(s.days))
+	days := make(map[calendar.Day][][]*segment, len(s.days))
 	for k, g := range s.days {
 		days[k] = g
 	}
@@ -337,7 +332,7 @@ func (x *Index) replace(d Day, old [][]*segment, merged []*segment) bool {
 }
 
 // Drop removes the points added under day and returns how many.
-func (x *Index) Drop(day Day) int {
+func (x *Index) Drop(day calendar.Day) int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	old := x.snap.Load()
@@ -345,7 +340,7 @@ func (x *Index) Drop(day Day) int {
 	if !ok {
 		return 0
 	}
-	days := make(map[Day][][]*segment, len(old.days))
+	days := make(map[calendar.Day][][]*segment, len(old.days))
 	n := 0
 	for d, g := range old.days {
 		if d != day {
@@ -360,9 +355,9 @@ func (x *Index) Drop(day Day) int {
 }
 
 // Days returns the days that hold points, in increasing order.
-func (x *Index) Days() []Day {
+func (x *Index) Days() []calendar.Day {
 	s := x.snap.Load()
-	ds := make([]Day, 0, len(s.days))
+	ds := make([]calendar.Day, 0, len(s.days))
 	for d := range s.days {
 		ds = append(ds, d)
 	}
@@ -380,7 +375,7 @@ func (x *Index) Stats() Stats {
 	return st
 }
 
-func newSnapshot(days map[Day][][]*segment) *snapshot {
+func newSnapshot(days map[calendar.Day][][]*segment) *snapshot {
 	s := &snapshot{days: days}
 	for _, gens := range days {
 		for _, g := range gens {

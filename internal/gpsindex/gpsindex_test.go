@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 const t0 = 1_709_294_400 // 2024-03-01T12:00:00Z
@@ -350,13 +351,10 @@ func TestDays(t *testing.T) {
 	tr := gps.Trace{{Time: 86400*5 - 1}, {Time: 86400 * 5}, {Time: 86400*5 + 7}, {Time: 86400 * 9}}
 	var got []string
 	for d, part := range Days(tr) {
-		got = append(got, fmt.Sprint(d, len(part)))
+		got = append(got, fmt.Sprint(uint32(d), len(part)))
 	}
 	if want := []string{"4 1", "5 2", "9 1"}; !slices.Equal(got, want) {
 		t.Errorf("Days = %v, want %v", got, want)
-	}
-	if DayOf(-1) != Day(math.MaxUint32) || DayOf(0) != 0 || DayOf(86399) != 0 {
-		t.Error("DayOf is not floor division")
 	}
 }
 
@@ -385,11 +383,11 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 	for i := range 20 {
-		if err := x.Add(Day(1000+i), extra); err != nil {
+		if err := x.Add(calendar.Day(1000+i), extra); err != nil {
 			t.Fatal(err)
 		}
 		if i%2 == 0 {
-			x.Drop(Day(1000 + i))
+			x.Drop(calendar.Day(1000 + i))
 		}
 	}
 	wg.Wait()
@@ -549,7 +547,7 @@ func TestCompactConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for _, tr := range traces {
-			if err := x.Add(DayOf(tr[0].Time), tr); err != nil {
+			if err := x.Add(calendar.DayOfUnix(tr[0].Time), tr); err != nil {
 				t.Error(err)
 				return
 			}

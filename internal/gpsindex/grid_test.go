@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/gpsindex"
 	"github.com/conftrace/conftrace/internal/gpsindex/gpsbench"
 )
@@ -37,7 +38,7 @@ func BenchmarkGrid(b *testing.B) {
 		// Built outside b.Run, which calls its function more than once.
 		x := gpsindex.NewGrid(g.slot, g.cell, g.denseMin)
 		for d, tr := range days {
-			if err := x.Add(gpsindex.Day(d), tr); err != nil {
+			if err := x.Add(calendar.Day(d), tr); err != nil {
 				b.Fatal(err)
 			}
 		}

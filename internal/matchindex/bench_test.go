@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 // Index sizes are a flag because an index of 10^7 tuples takes seconds to
@@ -40,7 +42,7 @@ func benchSizes(b *testing.B) []int {
 }
 
 // upload fills batch with random entries of day d.
-func upload(r *rand.Rand, batch []Entry, d Day) {
+func upload(r *rand.Rand, batch []Entry, d calendar.Day) {
 	for i := range batch {
 		batch[i] = Entry{Key: randKey(r), Contact: Contact{
 			Interval:    2_900_000 + uint32(r.IntN(144)),
@@ -77,7 +79,7 @@ func build(b *testing.B, newIndex func() Index, n int, keepDay bool) built {
 	bl.idx = newIndex()
 	for i := 0; i < n; i += benchUpload {
 		batch := batch[:min(benchUpload, n-i)]
-		d := Day(i / benchUpload % benchDays)
+		d := calendar.Day(i / benchUpload % benchDays)
 		upload(r, batch, d)
 		if err := bl.idx.Add(batch); err != nil {
 			b.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 const (
@@ -36,10 +38,10 @@ const (
 type Compact struct {
 	mac cipher.Block // keys the fingerprint
 
-	mu   sync.Mutex    // serializes Add and Drop, and guards tags, free and days
-	tags map[Day]uint8 // live days and their tags
-	free []uint8       // unused tags
-	days *[maxDays]Day // tag to day; copied, never modified, when a tag is (re)assigned
+	mu   sync.Mutex             // serializes Add and Drop, and guards tags, free and days
+	tags map[calendar.Day]uint8 // live days and their tags
+	free []uint8                // unused tags
+	days *[maxDays]calendar.Day // tag to day; copied, never modified, when a tag is (re)assigned
 
 	// shards are replaced under mu and read without it.
 	shards [numShards]atomic.Pointer[shard]
@@ -51,7 +53,7 @@ type Compact struct {
 // Drop removes a day's tuples from every shard before freeing its tag.
 type shard struct {
 	runs []run // oldest and largest first
-	days *[maxDays]Day
+	days *[maxDays]calendar.Day
 	n    int
 }
 
@@ -87,8 +89,8 @@ func NewCompact() *Compact {
 	}
 	c := &Compact{
 		mac:  mac,
-		tags: make(map[Day]uint8),
-		days: new([maxDays]Day),
+		tags: make(map[calendar.Day]uint8),
+		days: new([maxDays]calendar.Day),
 	}
 	for t := maxDays - 1; t >= 0; t-- {
 		c.free = append(c.free, uint8(t))
@@ -121,7 +123,7 @@ func pack(lo uint32, c Contact, tag uint8) rest {
 
 func (r rest) tag() uint8 { return uint8(r.meta) }
 
-func (r rest) unpack(days *[maxDays]Day) Contact {
+func (r rest) unpack(days *[maxDays]calendar.Day) Contact {
 	return Contact{
 		Interval:    r.interval,
 		Minutes:     uint16(r.meta >> 16),
@@ -189,8 +191,8 @@ func (c *Compact) Add(entries []Entry) error {
 // assignTags gives a tag to each day of entries that has none, or fails,
 // changing nothing, if there are not enough free tags.
 func (c *Compact) assignTags(entries []Entry) error {
-	var fresh []Day
-	last, lastKnown := Day(0), false
+	var fresh []calendar.Day
+	last, lastKnown := calendar.Day(0), false
 	for i := range entries {
 		d := entries[i].Contact.Day
 		if lastKnown && d == last {
@@ -310,7 +312,7 @@ func (c *Compact) Lookup(dst []Contact, k Key) []Contact {
 
 // Drop removes every contact of day. It rewrites the runs that hold any,
 // one shard at a time, while lookups go on; Add waits until it is done.
-func (c *Compact) Drop(day Day) int {
+func (c *Compact) Drop(day calendar.Day) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	tag, ok := c.tags[day]
@@ -356,7 +358,7 @@ const runOverhead = int64(unsafe.Sizeof(run{}))
 // runs it replaced also use memory until the garbage collector frees them
 // (at most about one shard's worth).
 func (c *Compact) MemBytes() int64 {
-	b := int64(unsafe.Sizeof(*c)) + int64(unsafe.Sizeof([maxDays]Day{}))
+	b := int64(unsafe.Sizeof(*c)) + int64(unsafe.Sizeof([maxDays]calendar.Day{}))
 	for s := range c.shards {
 		sh := c.shards[s].Load()
 		b += int64(unsafe.Sizeof(*sh))

@@ -3,6 +3,8 @@ package matchindex
 import (
 	"slices"
 	"testing"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 // fuzzKey turns a selector byte into one of a few related keys, so that
@@ -60,7 +62,7 @@ func FuzzIndex(f *testing.F) {
 						Interval:    uint32(ops[2]) << 24,
 						Minutes:     uint16(ops[3]),
 						Attenuation: ops[3] ^ ops[2],
-						Day:         Day(ops[1]),
+						Day:         calendar.Day(ops[1]),
 					}})
 					ops = ops[4:]
 				}
@@ -75,7 +77,7 @@ func FuzzIndex(f *testing.F) {
 				if len(ops) < 1 {
 					break run
 				}
-				d := Day(ops[0])
+				d := calendar.Day(ops[0])
 				ops = ops[1:]
 				if got, want := compact.Drop(d), baseline.Drop(d); got != want {
 					t.Fatalf("Drop(%d): compact removed %d, map %d", d, got, want)

@@ -2,6 +2,8 @@ package matchindex
 
 import (
 	"sync"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 // Map is the baseline [Index]: a Go map from the full key to its contacts,
@@ -42,7 +44,7 @@ func (x *Map) Lookup(dst []Contact, k Key) []Contact {
 }
 
 // Drop removes every contact of day.
-func (x *Map) Drop(day Day) int {
+func (x *Map) Drop(day calendar.Day) int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	removed := 0

@@ -85,6 +85,8 @@ package matchindex
 
 import (
 	"errors"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 // Key identifies an uploaded contact tuple: the uploader's own RPI followed
@@ -110,12 +112,6 @@ func (k Key) Heard() [16]byte { return [16]byte(k[16:]) }
 // logged it: heard||own.
 func (k Key) Mirror() Key { return NewKey(k.Heard(), k.Own()) }
 
-// Day is the unit of retention: [Index.Drop] removes every contact of a
-// day. The index gives it no other meaning; the caller chooses, for
-// example the number of days since the Unix epoch of the day whose data key
-// seals the upload.
-type Day uint32
-
 // Contact is what the index stores about one uploaded tuple besides its key.
 type Contact struct {
 	// Interval is the 10-minute interval (ENIntervalNumber: Unix time / 600)
@@ -126,7 +122,7 @@ type Contact struct {
 	// Attenuation is the uploader's signal attenuation in dB.
 	Attenuation uint8
 	// Day is the retention day the tuple belongs to.
-	Day Day
+	Day calendar.Day
 }
 
 // Entry is one uploaded tuple: the key it is found under and its contact.
@@ -147,7 +143,7 @@ type Index interface {
 	Lookup(dst []Contact, k Key) []Contact
 	// Drop removes every contact of day and returns how many it removed.
 	// Contacts of day added concurrently with Drop may survive it.
-	Drop(day Day) int
+	Drop(day calendar.Day) int
 	// Len returns the number of contacts stored.
 	Len() int
 	// MemBytes returns approximately how many bytes of memory the index

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 // impls are the implementations every behavioural test runs against.
@@ -155,7 +157,7 @@ func (m *model) add(entries []Entry) {
 
 func (m *model) lookup(k Key) []Contact { return sorted(m.m[k]) }
 
-func (m *model) drop(d Day) int {
+func (m *model) drop(d calendar.Day) int {
 	removed := 0
 	for k, cs := range m.m {
 		if slices.ContainsFunc(cs, func(c Contact) bool { return c.Day == d }) {
@@ -218,7 +220,7 @@ func TestAgainstMap(t *testing.T) {
 							Interval:    r.Uint32(),
 							Minutes:     uint16(r.Uint32()),
 							Attenuation: uint8(r.Uint32()),
-							Day:         Day(100 + r.IntN(6)),
+							Day:         calendar.Day(100 + r.IntN(6)),
 						}}
 					}
 					if err := compact.Add(batch); err != nil {
@@ -229,7 +231,7 @@ func TestAgainstMap(t *testing.T) {
 					}
 					m.add(batch)
 				case x < 6:
-					d := Day(100 + r.IntN(7))
+					d := calendar.Day(100 + r.IntN(7))
 					want := m.drop(d)
 					if got := compact.Drop(d); got != want {
 						t.Fatalf("op %d: compact.Drop(%d) = %d, want %d", op, d, got, want)
@@ -260,7 +262,7 @@ func TestDropRemovesExactlyThatDay(t *testing.T) {
 			idx := impl.new()
 			m := newModel()
 			shared := randKey(r) // stored under every day
-			for d := Day(1); d <= 4; d++ {
+			for d := calendar.Day(1); d <= 4; d++ {
 				batch := []Entry{{Key: shared, Contact: Contact{Interval: uint32(d), Day: d}}}
 				for i := range 500 * int(d) {
 					batch = append(batch, Entry{Key: randKey(r), Contact: Contact{Interval: uint32(i), Minutes: uint16(d), Day: d}})
@@ -271,7 +273,7 @@ func TestDropRemovesExactlyThatDay(t *testing.T) {
 				m.add(batch)
 			}
 			steps := []struct {
-				drop Day
+				drop calendar.Day
 				want int
 			}{
 				{2, 1001},
@@ -313,15 +315,15 @@ func TestConcurrentLookups(t *testing.T) {
 	const (
 		uploads   = 40
 		perUpload = 250
-		keep      = Day(1) // never dropped
-		churn     = Day(2) // added and dropped again and again
+		keep      = calendar.Day(1) // never dropped
+		churn     = calendar.Day(2) // added and dropped again and again
 	)
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
 			r := rand.New(rand.NewChaCha8([32]byte{5}))
 			// contactOf derives the contact from the key, so a reader can
 			// tell whether a result belongs to the key it asked for.
-			contactOf := func(k Key, d Day) Contact {
+			contactOf := func(k Key, d calendar.Day) Contact {
 				return Contact{Interval: binary.LittleEndian.Uint32(k[:]), Minutes: uint16(k[4]), Attenuation: k[5], Day: d}
 			}
 			batches := make([][]Entry, uploads)
@@ -385,7 +387,7 @@ func TestCompactTooManyDays(t *testing.T) {
 	r := rand.New(rand.NewChaCha8([32]byte{7}))
 	idx := NewCompact()
 	var live []Entry
-	for d := range Day(maxDays) {
+	for d := range calendar.Day(maxDays) {
 		e := Entry{Key: randKey(r), Contact: Contact{Interval: uint32(d), Day: d * 10}}
 		live = append(live, e)
 		if err := idx.Add([]Entry{e}); err != nil {
@@ -462,7 +464,7 @@ func TestMemBytes(t *testing.T) {
 	const n = 100_000
 	var batch []Entry
 	for i := range n {
-		batch = append(batch, Entry{Key: randKey(r), Contact: Contact{Day: Day(i % 2)}})
+		batch = append(batch, Entry{Key: randKey(r), Contact: Contact{Day: calendar.Day(i % 2)}})
 		if len(batch) == 5000 {
 			if err := compact.Add(batch); err != nil {
 				t.Fatal(err)
@@ -497,13 +499,13 @@ func TestCompactInvariants(t *testing.T) {
 	for i := range 300 {
 		batch := make([]Entry, 1+r.IntN(600))
 		for j := range batch {
-			batch[j] = Entry{Key: randKey(r), Contact: Contact{Day: Day(i % 5)}}
+			batch[j] = Entry{Key: randKey(r), Contact: Contact{Day: calendar.Day(i % 5)}}
 		}
 		if err := idx.Add(batch); err != nil {
 			t.Fatal(err)
 		}
 		if i%50 == 49 {
-			idx.Drop(Day(r.IntN(5)))
+			idx.Drop(calendar.Day(r.IntN(5)))
 		}
 	}
 	maxRuns := 0

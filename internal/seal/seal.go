@@ -11,7 +11,7 @@
 //     the backend in some other attested way (for instance from a peer
 //     replica); this package only needs its 32 bytes.
 //   - The key-encryption key (KEK, from [GenerateKEK]) wraps one random data
-//     key per [Day]. A [Keyring] holds the KEK and the unwrapped day keys.
+//     key per [calendar.Day]. A [Keyring] holds the KEK and the unwrapped day keys.
 //   - Each day key seals the records of its day with [Keyring.Seal] and
 //     opens them with [Keyring.Open].
 //
@@ -62,7 +62,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 // KeySize is the size in bytes of the TEE sealing key, the key-encryption
@@ -103,31 +104,6 @@ const (
 	labelDayKey = "conftrace/seal day key\x00"
 	labelRecord = "conftrace/seal record\x00"
 )
-
-// Day is a calendar day in UTC, numbered from the Unix epoch (day 0 is
-// 1970-01-01). Every record belongs to one day, and retention deletes whole
-// days.
-type Day uint32
-
-// DayOf returns the UTC day that contains t. Times before the epoch map to
-// day 0.
-func DayOf(t time.Time) Day {
-	s := t.Unix()
-	if s < 0 {
-		return 0
-	}
-	return Day(s / 86400)
-}
-
-// Time returns the start of the day (midnight UTC).
-func (d Day) Time() time.Time {
-	return time.Unix(int64(d)*86400, 0).UTC()
-}
-
-// String returns the day as a date, e.g. "2020-04-10".
-func (d Day) String() string {
-	return d.Time().Format(time.DateOnly)
-}
 
 // GenerateKEK returns a new random key-encryption key.
 func GenerateKEK() [KeySize]byte {
@@ -174,8 +150,8 @@ type Keyring struct {
 	kek cipher.AEAD
 
 	mu        sync.RWMutex
-	days      map[Day]dayKey
-	forgotten map[Day]bool
+	days      map[calendar.Day]dayKey
+	forgotten map[calendar.Day]bool
 }
 
 // dayKey is one day's data key: ready to use, and wrapped for storage.
@@ -191,7 +167,7 @@ func NewKeyring(kek [KeySize]byte) (*Keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Keyring{kek: a, days: make(map[Day]dayKey), forgotten: make(map[Day]bool)}, nil
+	return &Keyring{kek: a, days: make(map[calendar.Day]dayKey), forgotten: make(map[calendar.Day]bool)}, nil
 }
 
 // DayKey makes sure the keyring has a key for day, creating a random one if
@@ -200,7 +176,7 @@ func NewKeyring(kek [KeySize]byte) (*Keyring, error) {
 // caller must make the wrapped key durable before acknowledging anything
 // sealed under it. For a forgotten day it returns an error wrapping
 // ErrDayDeleted.
-func (k *Keyring) DayKey(day Day) ([]byte, error) {
+func (k *Keyring) DayKey(day calendar.Day) ([]byte, error) {
 	k.mu.RLock()
 	dk, ok := k.days[day]
 	k.mu.RUnlock()
@@ -233,7 +209,7 @@ func (k *Keyring) DayKey(day Day) ([]byte, error) {
 // day. It returns an error wrapping ErrTampered if wrapped was changed, was
 // wrapped for another day or under another KEK, and one wrapping
 // ErrDayDeleted if the day was forgotten.
-func (k *Keyring) Load(day Day, wrapped []byte) error {
+func (k *Keyring) Load(day calendar.Day, wrapped []byte) error {
 	if len(wrapped) != wrappedKeySize {
 		return fmt.Errorf("seal: wrapped day key for %s is %d bytes, want %d: %w", day, len(wrapped), wrappedKeySize, ErrTampered)
 	}
@@ -258,7 +234,7 @@ func (k *Keyring) Load(day Day, wrapped []byte) error {
 // Forget drops the key for day, for retention. Afterwards Seal, Open,
 // DayKey and Load for the day fail with ErrDayDeleted. The caller deletes
 // the wrapped key from storage; that is what makes the day unrecoverable.
-func (k *Keyring) Forget(day Day) {
+func (k *Keyring) Forget(day calendar.Day) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	delete(k.days, day)
@@ -266,10 +242,10 @@ func (k *Keyring) Forget(day Day) {
 }
 
 // Days returns the days the keyring holds keys for, in ascending order.
-func (k *Keyring) Days() []Day {
+func (k *Keyring) Days() []calendar.Day {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	days := make([]Day, 0, len(k.days))
+	days := make([]calendar.Day, 0, len(k.days))
 	for d := range k.days {
 		days = append(days, d)
 	}
@@ -283,7 +259,7 @@ func (k *Keyring) Days() []Day {
 //
 // Each day key seals with random 96-bit nonces, so it must not seal more
 // than 2^32 records; at conftrace's scale a day sees far fewer.
-func (k *Keyring) Seal(day Day, table string, key, plaintext []byte) ([]byte, error) {
+func (k *Keyring) Seal(day calendar.Day, table string, key, plaintext []byte) ([]byte, error) {
 	a, err := k.dayAEAD(day)
 	if err != nil {
 		return nil, fmt.Errorf("seal: sealing %s record %s: %w", table, keyString(key), err)
@@ -295,7 +271,7 @@ func (k *Keyring) Seal(day Day, table string, key, plaintext []byte) ([]byte, er
 // It returns an error wrapping ErrTampered if the record was changed or
 // belongs elsewhere, ErrDayDeleted if the day was forgotten, and
 // ErrNoDayKey if the keyring holds no key for the day.
-func (k *Keyring) Open(day Day, table string, key, sealed []byte) ([]byte, error) {
+func (k *Keyring) Open(day calendar.Day, table string, key, sealed []byte) ([]byte, error) {
 	a, err := k.dayAEAD(day)
 	if err != nil {
 		return nil, fmt.Errorf("seal: opening %s record %s: %w", table, keyString(key), err)
@@ -307,7 +283,7 @@ func (k *Keyring) Open(day Day, table string, key, sealed []byte) ([]byte, error
 	return pt, nil
 }
 
-func (k *Keyring) dayAEAD(day Day) (cipher.AEAD, error) {
+func (k *Keyring) dayAEAD(day calendar.Day) (cipher.AEAD, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if dk, ok := k.days[day]; ok {
@@ -357,7 +333,7 @@ func kekAD() []byte {
 	return append([]byte(labelKEK), version)
 }
 
-func dayKeyAD(day Day) []byte {
+func dayKeyAD(day calendar.Day) []byte {
 	ad := make([]byte, 0, len(labelDayKey)+1+4)
 	ad = append(ad, labelDayKey...)
 	ad = append(ad, version)
@@ -366,7 +342,7 @@ func dayKeyAD(day Day) []byte {
 
 // recordAD encodes the record's place unambiguously: the table and key are
 // length-prefixed.
-func recordAD(day Day, table string, key []byte) []byte {
+func recordAD(day calendar.Day, table string, key []byte) []byte {
 	ad := make([]byte, 0, len(labelRecord)+1+4+4+len(table)+4+len(key))
 	ad = append(ad, labelRecord...)
 	ad = append(ad, version)

@@ -7,10 +7,11 @@ import (
 	"errors"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
-func newKeyring(t testing.TB, kek [KeySize]byte, days ...Day) *Keyring {
+func newKeyring(t testing.TB, kek [KeySize]byte, days ...calendar.Day) *Keyring {
 	t.Helper()
 	k, err := NewKeyring(kek)
 	if err != nil {
@@ -24,7 +25,7 @@ func newKeyring(t testing.TB, kek [KeySize]byte, days ...Day) *Keyring {
 	return k
 }
 
-func mustSeal(t testing.TB, k *Keyring, day Day, table string, key, pt []byte) []byte {
+func mustSeal(t testing.TB, k *Keyring, day calendar.Day, table string, key, pt []byte) []byte {
 	t.Helper()
 	s, err := k.Seal(day, table, key, pt)
 	if err != nil {
@@ -33,32 +34,8 @@ func mustSeal(t testing.TB, k *Keyring, day Day, table string, key, pt []byte) [
 	return s
 }
 
-func TestDay(t *testing.T) {
-	d := DayOf(time.Date(2020, 4, 10, 23, 59, 59, 0, time.UTC))
-	if d != 18362 {
-		t.Errorf("DayOf(2020-04-10T23:59:59Z) = %d, want 18362", d)
-	}
-	if got := d.String(); got != "2020-04-10" {
-		t.Errorf("String = %q", got)
-	}
-	// A time zone does not change which UTC day an instant is in.
-	berlin := time.FixedZone("UTC+2", 2*3600)
-	if got := DayOf(time.Date(2020, 4, 11, 1, 0, 0, 0, berlin)); got != d {
-		t.Errorf("DayOf(2020-04-11T01:00+02:00) = %v, want %v", got, d)
-	}
-	if got := DayOf(d.Time()); got != d {
-		t.Errorf("DayOf(d.Time()) = %v, want %v", got, d)
-	}
-	if got := DayOf(d.Time().Add(-time.Nanosecond)); got != d-1 {
-		t.Errorf("a nanosecond before midnight is %v, want %v", got, d-1)
-	}
-	if got := DayOf(time.Unix(-1, 0)); got != 0 {
-		t.Errorf("DayOf(before epoch) = %v, want 0", got)
-	}
-}
-
 func TestSealOpenRoundTrip(t *testing.T) {
-	const day = Day(18362)
+	const day = calendar.Day(18362)
 	k := newKeyring(t, GenerateKEK(), day)
 	for _, tc := range []struct {
 		name, table string
@@ -101,7 +78,7 @@ func TestSealIsRandomized(t *testing.T) {
 // TestOpenRefusesMisplaced covers every way the host can move a sealed
 // record: each must fail with ErrTampered, never open.
 func TestOpenRefusesMisplaced(t *testing.T) {
-	const day = Day(100)
+	const day = calendar.Day(100)
 	kek := GenerateKEK()
 	k := newKeyring(t, kek, day, day+1)
 	other := newKeyring(t, GenerateKEK(), day)
@@ -111,7 +88,7 @@ func TestOpenRefusesMisplaced(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		k      *Keyring
-		day    Day
+		day    calendar.Day
 		table  string
 		key    []byte
 		sealed []byte
@@ -288,7 +265,7 @@ func TestLoadRefusesTampered(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		kek     [KeySize]byte
-		day     Day
+		day     calendar.Day
 		wrapped []byte
 	}{
 		{"flipped bit", kek, 9, flipped},
@@ -396,8 +373,8 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte{1}, "", []byte{}, uint32(0))
 	f.Add(bytes.Repeat([]byte{1}, 64), "t", []byte("k"), uint32(1))
 	f.Fuzz(func(t *testing.T, sealed []byte, table string, key []byte, day uint32) {
-		pt, err := k.Open(Day(day), table, key, sealed)
-		isValid := Day(day) == 1 && table == "t" && string(key) == "k" && bytes.Equal(sealed, valid)
+		pt, err := k.Open(calendar.Day(day), table, key, sealed)
+		isValid := calendar.Day(day) == 1 && table == "t" && string(key) == "k" && bytes.Equal(sealed, valid)
 		if isValid {
 			if err != nil || string(pt) != "plaintext" {
 				t.Fatalf("valid record: %q, %v", pt, err)
@@ -423,7 +400,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte{}, uint32(0))
 	f.Fuzz(func(t *testing.T, wrapped []byte, day uint32) {
 		k := newKeyring(t, kek)
-		err := k.Load(Day(day), wrapped)
+		err := k.Load(calendar.Day(day), wrapped)
 		if day == 1 && bytes.Equal(wrapped, valid) {
 			if err != nil {
 				t.Fatal(err)

@@ -10,7 +10,7 @@
 // values. Keys and table names are visible to the host; callers keep them
 // free of personal data (random identifiers, not phone numbers).
 //
-// A [Record] lives in a table under a binary key, carries the [Day] it
+// A [Record] lives in a table under a binary key, carries the [calendar.Day] it
 // belongs to, and has a value. Reads are [Store.Get] for one record and
 // [Store.Scan] to stream a whole table in key order (the backend rebuilds its
 // in-memory index from it at start without loading everything at once).
@@ -39,6 +39,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"github.com/conftrace/conftrace/internal/calendar"
 )
 
 // Limits that every store enforces, so that backends behave the same. A
@@ -65,20 +67,16 @@ var (
 	ErrInvalid = errors.New("store: invalid request")
 )
 
-// Day is a calendar day in UTC numbered from the Unix epoch, the same
-// numbering the backend's sealing uses. Retention deletes records by day.
-type Day uint32
-
 // NoDay is the day of records that belong to no day and outlive retention,
 // such as the wrapped key-encryption key. DeleteDay refuses it and Days
 // omits it.
-const NoDay Day = 0
+const NoDay calendar.Day = 0
 
 // Record is one stored record.
 type Record struct {
 	Table string
 	Key   []byte
-	Day   Day
+	Day   calendar.Day
 	Value []byte
 }
 
@@ -108,11 +106,11 @@ type Store interface {
 	// DeleteDay deletes every record of day in every table, atomically and
 	// durably, and reports how many it deleted. Deleting NoDay fails with
 	// ErrInvalid.
-	DeleteDay(ctx context.Context, day Day) (int64, error)
+	DeleteDay(ctx context.Context, day calendar.Day) (int64, error)
 
 	// Days returns the days that have at least one record, ascending,
 	// without NoDay.
-	Days(ctx context.Context) ([]Day, error)
+	Days(ctx context.Context) ([]calendar.Day, error)
 
 	// Close releases the store. Calling it again does nothing; other
 	// methods fail after it.
@@ -150,7 +148,7 @@ type Op struct {
 // Put adds a write of value under key in table, belonging to day. It
 // replaces any record stored there. The batch keeps the slices it is given:
 // do not change them until Apply returns.
-func (b *Batch) Put(table string, key []byte, day Day, value []byte) {
+func (b *Batch) Put(table string, key []byte, day calendar.Day, value []byte) {
 	b.Ops = append(b.Ops, Op{Record: Record{Table: table, Key: key, Day: day, Value: value}})
 }
 

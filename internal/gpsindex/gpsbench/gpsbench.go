@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/gpsindex"
 )
 
@@ -292,7 +293,7 @@ func (c *City) Build(ctx context.Context, n int, p gps.Params) (*gpsindex.Index,
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if err := x.Add(gpsindex.DayOf(Epoch+int64(d)*86400), c.Infected(d, n)); err != nil {
+		if err := x.Add(calendar.DayOfUnix(Epoch+int64(d)*86400), c.Infected(d, n)); err != nil {
 			return nil, err
 		}
 	}

@@ -32,6 +32,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/store"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -363,7 +364,7 @@ func (s *Store) Apply(ctx context.Context, b *store.Batch) error {
 }
 
 // DeleteDay implements store.Store. The whole day goes in one transaction.
-func (s *Store) DeleteDay(ctx context.Context, day store.Day) (int64, error) {
+func (s *Store) DeleteDay(ctx context.Context, day calendar.Day) (int64, error) {
 	if day == store.NoDay {
 		return 0, fmt.Errorf("store/sqlite: DeleteDay(NoDay): %w", store.ErrInvalid)
 	}
@@ -379,13 +380,13 @@ func (s *Store) DeleteDay(ctx context.Context, day store.Day) (int64, error) {
 }
 
 // Days implements store.Store.
-func (s *Store) Days(ctx context.Context) ([]store.Day, error) {
+func (s *Store) Days(ctx context.Context) ([]calendar.Day, error) {
 	rows, err := s.days.QueryContext(ctx, int64(store.NoDay))
 	if err != nil {
 		return nil, fmt.Errorf("store/sqlite: days: %w", err)
 	}
 	defer rows.Close()
-	var days []store.Day
+	var days []calendar.Day
 	for rows.Next() {
 		var day int64
 		if err := rows.Scan(&day); err != nil {
@@ -424,13 +425,13 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// checkDay refuses day numbers that no store.Day can hold: the host can
+// checkDay refuses day numbers that no calendar.Day can hold: the host can
 // write anything into the file.
-func checkDay(day int64) (store.Day, error) {
+func checkDay(day int64) (calendar.Day, error) {
 	if day < 0 || day > math.MaxUint32 {
 		return 0, fmt.Errorf("store/sqlite: record has day %d, out of range", day)
 	}
-	return store.Day(day), nil
+	return calendar.Day(day), nil
 }
 
 // nonNil makes empty values empty slices: SQLite's NOT NULL constraint

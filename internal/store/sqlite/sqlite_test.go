@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/store"
 	"github.com/conftrace/conftrace/internal/store/storetest"
 )
@@ -99,7 +100,7 @@ func TestReopen(t *testing.T) {
 	if _, err := s.Get(t.Context(), "auth", []byte("token")); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a consumed token is back after reopen: %v", err)
 	}
-	if days, err := s.Days(t.Context()); err != nil || !slices.Equal(days, []store.Day{18362, 18363}) {
+	if days, err := s.Days(t.Context()); err != nil || !slices.Equal(days, []calendar.Day{18362, 18363}) {
 		t.Errorf("Days after reopen = %v, %v", days, err)
 	}
 }
@@ -240,7 +241,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add("t\x00", []byte{0}, uint32(1<<32-1), []byte{0xff})
 	f.Fuzz(func(t *testing.T, table string, key []byte, day uint32, value []byte) {
 		var b store.Batch
-		b.Put(table, key, store.Day(day), value)
+		b.Put(table, key, calendar.Day(day), value)
 		err := s.Apply(t.Context(), &b)
 		if store.ValidateKey(table, key) != nil {
 			if !errors.Is(err, store.ErrInvalid) {
@@ -255,7 +256,7 @@ func FuzzRoundTrip(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Table != table || !bytes.Equal(got.Key, key) || got.Day != store.Day(day) || !bytes.Equal(got.Value, value) {
+		if got.Table != table || !bytes.Equal(got.Key, key) || got.Day != calendar.Day(day) || !bytes.Equal(got.Value, value) {
 			t.Fatalf("Get = %+v, want %q %x %d %x", got, table, key, day, value)
 		}
 	})

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/store"
 )
 
@@ -83,7 +84,7 @@ func apply(t *testing.T, s store.Store, b *store.Batch) {
 	}
 }
 
-func put(t *testing.T, s store.Store, table string, key []byte, day store.Day, value []byte) {
+func put(t *testing.T, s store.Store, table string, key []byte, day calendar.Day, value []byte) {
 	t.Helper()
 	var b store.Batch
 	b.Put(table, key, day, value)
@@ -228,7 +229,7 @@ func testScanOrder(t *testing.T, s store.Store) {
 	for start := 0; start < len(keys); start += 500 {
 		var b store.Batch
 		for i, k := range keys[start:min(start+500, len(keys))] {
-			b.Put("t", k, store.Day(i%3+1), k)
+			b.Put("t", k, calendar.Day(i%3+1), k)
 		}
 		apply(t, s, &b)
 	}
@@ -367,7 +368,7 @@ func testBatchOrder(t *testing.T, s store.Store) {
 			final[k[0]] = nil
 			continue
 		}
-		r := store.Record{Table: "long", Key: k, Day: store.Day(i + 1), Value: fmt.Appendf(nil, "%d", i)}
+		r := store.Record{Table: "long", Key: k, Day: calendar.Day(i + 1), Value: fmt.Appendf(nil, "%d", i)}
 		long.Put(r.Table, r.Key, r.Day, r.Value)
 		final[k[0]] = &r
 	}
@@ -452,7 +453,7 @@ func testBatchAtomicity(t *testing.T, s store.Store) {
 	}
 	wantRecord(t, s, store.Record{Table: "t", Key: []byte("doomed"), Day: 1, Value: []byte("original")})
 	wantRecord(t, s, store.Record{Table: "t", Key: []byte("keep"), Day: 1, Value: []byte("original")})
-	if days, err := s.Days(t.Context()); err != nil || !slices.Equal(days, []store.Day{1}) {
+	if days, err := s.Days(t.Context()); err != nil || !slices.Equal(days, []calendar.Day{1}) {
 		t.Errorf("Days after a failed batch = %v, %v; want [1]", days, err)
 	}
 
@@ -538,7 +539,7 @@ func testConditionalHelpers(t *testing.T, s store.Store) {
 func testDeleteDay(t *testing.T, s store.Store) {
 	var b store.Batch
 	for _, table := range []string{"tuples", "gps", "daykeys"} {
-		for d := store.Day(1); d <= 3; d++ {
+		for d := calendar.Day(1); d <= 3; d++ {
 			for i := range 3 {
 				b.Put(table, fmt.Appendf(nil, "%d-%d", d, i), d, []byte(table))
 			}
@@ -580,13 +581,13 @@ func testDays(t *testing.T, s store.Store) {
 		t.Fatalf("Days of an empty store = %v, %v", days, err)
 	}
 	var b store.Batch
-	for _, d := range []store.Day{30, 7, 18362, 7, 1<<32 - 1} {
+	for _, d := range []calendar.Day{30, 7, 18362, 7, 1<<32 - 1} {
 		b.Put("a", fmt.Appendf(nil, "%d", d), d, nil)
 		b.Put("b", fmt.Appendf(nil, "%d", d), d, nil)
 	}
 	b.Put("kek", []byte("k"), store.NoDay, nil)
 	apply(t, s, &b)
-	want := []store.Day{7, 30, 18362, 1<<32 - 1}
+	want := []calendar.Day{7, 30, 18362, 1<<32 - 1}
 	if days, err := s.Days(t.Context()); err != nil || !slices.Equal(days, want) {
 		t.Fatalf("Days = %v, %v; want %v", days, err, want)
 	}
@@ -717,7 +718,7 @@ func testConcurrentReadWrite(t *testing.T, s store.Store) {
 		wg.Go(func() {
 			for i := range perWriter {
 				var b store.Batch
-				b.Put("t", fmt.Appendf(nil, "%d-%03d", w, i), store.Day(i%2+1), []byte{byte(w), byte(i)})
+				b.Put("t", fmt.Appendf(nil, "%d-%03d", w, i), calendar.Day(i%2+1), []byte{byte(w), byte(i)})
 				if err := s.Apply(t.Context(), &b); err != nil {
 					t.Errorf("Apply: %v", err)
 					return

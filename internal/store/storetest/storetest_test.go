@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/store"
 )
 
@@ -115,7 +116,7 @@ func (m *memStore) Apply(ctx context.Context, b *store.Batch) error {
 	return nil
 }
 
-func (m *memStore) DeleteDay(ctx context.Context, day store.Day) (int64, error) {
+func (m *memStore) DeleteDay(ctx context.Context, day calendar.Day) (int64, error) {
 	if day == store.NoDay {
 		return 0, store.ErrInvalid
 	}
@@ -134,13 +135,13 @@ func (m *memStore) DeleteDay(ctx context.Context, day store.Day) (int64, error) 
 	return n, nil
 }
 
-func (m *memStore) Days(ctx context.Context) ([]store.Day, error) {
+func (m *memStore) Days(ctx context.Context) ([]calendar.Day, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, errClosed
 	}
-	var days []store.Day
+	var days []calendar.Day
 	for _, r := range m.recs {
 		if r.Day != store.NoDay && !slices.Contains(days, r.Day) {
 			days = append(days, r.Day)
