@@ -1,9 +1,11 @@
-// Package atomicfile replaces files so that a crash leaves either the old or
-// the new content, never a mix. Devices keep their keys, contact logs and
-// test state this way.
+// Package atomicfile writes files so that a crash, or a reader at the wrong
+// moment, sees either the old content or the new, never a mix. Devices keep
+// their keys, contact logs and test state with [Write]; keys that must never
+// be replaced are made with [Create].
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -48,6 +50,47 @@ func Write(path string, data []byte, perm fs.FileMode) (err error) {
 		return fmt.Errorf("atomicfile: %w", err)
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// Create makes path with data, failing with an error that wraps
+// fs.ErrExist if path already exists: it never replaces a file. Other
+// processes see either no file or all of data, never a part of it (the data
+// is written and synced under a temporary name, then linked into place),
+// so two processes racing to create the same key file both end up reading
+// the winner's. perm applies to the new file.
+func Create(path string, data []byte, perm fs.FileMode) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+TempInfix+"*")
+	if err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
+		f.Close()
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	// Unlike rename, link refuses to replace an existing path.
+	if err := os.Link(f.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("atomicfile: %s already exists; not replacing it: %w", path, fs.ErrExist)
+		}
 		return fmt.Errorf("atomicfile: %w", err)
 	}
 	return syncDir(dir)

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/policy"
@@ -51,10 +51,10 @@ func runAuthorityKeygen(ctx context.Context, cio cmdIO, args []string) error {
 	if _, err := os.Lstat(pubFile); err == nil {
 		return fmt.Errorf("%s already exists; not replacing it", pubFile)
 	}
-	if err := writeNewFile(*out, priv, 0o600); err != nil {
+	if err := atomicfile.Create(*out, priv, 0o600); err != nil {
 		return err
 	}
-	if err := writeNewFile(pubFile, pub, 0o644); err != nil {
+	if err := atomicfile.Create(pubFile, pub, 0o644); err != nil {
 		os.Remove(*out)
 		return err
 	}
@@ -156,30 +156,6 @@ func refused(what string, err error) error {
 		return fmt.Errorf("the backend refused %s: %w", what, err)
 	}
 	return err
-}
-
-// writeNewFile creates path with data, refusing to replace an existing
-// file, and leaves nothing behind if the write fails.
-func writeNewFile(path string, data []byte, perm fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s already exists; not replacing it", path)
-	}
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }
 
 // isSet reports whether the flag called name was given.

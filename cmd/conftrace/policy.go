@@ -87,7 +87,7 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	if *force {
 		err = atomicfile.Write(*out, doc, 0o644)
 	} else {
-		err = writeNewFile(*out, doc, 0o644)
+		err = atomicfile.Create(*out, doc, 0o644)
 		if err != nil {
 			err = fmt.Errorf("%w (use --force to replace it)", err)
 		}

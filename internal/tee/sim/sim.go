@@ -41,6 +41,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/attest"
 	attestsim "github.com/conftrace/conftrace/attest/sim"
 	"github.com/conftrace/conftrace/internal/tee"
@@ -97,7 +98,7 @@ func New(opts Options) (*TEE, error) {
 	}
 	var err error
 	if opts.KeyFile != "" {
-		t.key, err = loadOrCreateKey(opts.KeyFile)
+		t.key, err = loadOrCreateKey(opts.KeyFile, createKey)
 	} else {
 		_, t.key, err = ed25519.GenerateKey(rand.Reader)
 	}
@@ -128,15 +129,16 @@ func measureExecutable() ([sha256.Size]byte, error) {
 }
 
 // loadOrCreateKey reads the platform key from path, or creates path with a
-// new key if it does not exist.
-func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+// new key by calling create if it does not exist. create must fail with
+// fs.ErrExist rather than replace a file; when it does, another process
+// created the key between the read and the create, and its key is used.
+func loadOrCreateKey(path string, create func(path string) (ed25519.PrivateKey, error)) (ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		key, err := createKey(path)
-		if !errors.Is(err, fs.ErrExist) {
-			return key, err
+		key, cerr := create(path)
+		if !errors.Is(cerr, fs.ErrExist) {
+			return key, cerr
 		}
-		// Another process created it first: use theirs.
 		b, err = os.ReadFile(path)
 	}
 	if err != nil {
@@ -162,7 +164,8 @@ func parseKey(path string, b []byte) (ed25519.PrivateKey, error) {
 }
 
 // createKey writes a new key to path, failing with fs.ErrExist if the file
-// exists, so that two processes never overwrite each other's key.
+// exists, so that two processes never overwrite each other's key; a process
+// that reads the file while it is being created sees no file or all of it.
 func createKey(path string) (ed25519.PrivateKey, error) {
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -172,21 +175,8 @@ func createKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tee/sim: encoding platform key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := atomicfile.Create(path, pem.EncodeToMemory(&pem.Block{Type: pemType, Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("tee/sim: creating platform key: %w", err)
-	}
-	err = pem.Encode(f, &pem.Block{Type: pemType, Bytes: der})
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		// Leave no half-written key behind for the next start to trip on.
-		os.Remove(path)
-		return nil, fmt.Errorf("tee/sim: writing platform key: %w", err)
 	}
 	return key, nil
 }

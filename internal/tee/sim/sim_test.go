@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/conftrace/conftrace/attest"
@@ -360,4 +361,56 @@ func FuzzParseKey(f *testing.F) {
 			t.Fatalf("re-encoded key parses as %x, %v; want %x", again, err, key)
 		}
 	})
+}
+
+// Two backends starting at once on one data directory: the one that finds
+// no key file but loses the race to create it must use the winner's key,
+// as the key file's documentation promises, not fail.
+func TestKeyFileCreatedByAnotherProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "platform.key")
+	var theirs ed25519.PrivateKey
+	lostRace := func(p string) (ed25519.PrivateKey, error) {
+		k, err := createKey(p) // the other process, between our read and our create
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs = k
+		return createKey(p) // ours, now refused with fs.ErrExist
+	}
+	got, err := loadOrCreateKey(path, lostRace)
+	if err != nil {
+		t.Fatalf("loadOrCreateKey after losing the race to create the key: %v", err)
+	}
+	if !got.Equal(theirs) {
+		t.Fatal("loadOrCreateKey did not return the key the other process created")
+	}
+}
+
+// Many simulated TEEs started at once on one key file all seal with the
+// same key.
+func TestKeyFileConcurrentStarts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "platform.key")
+	m := bytes.Repeat([]byte{7}, 32)
+	keys := make([][32]byte, 8)
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			tee, err := New(Options{KeyFile: path, Measurement: m})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			keys[i], errs[i] = tee.SealingKey(context.Background())
+		})
+	}
+	wg.Wait()
+	for i := range keys {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		if keys[i] != keys[0] {
+			t.Fatalf("start %d sealed with a different key than start 0", i)
+		}
+	}
 }
