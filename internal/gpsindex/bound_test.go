@@ -31,7 +31,7 @@ func TestLowerBound(t *testing.T) {
 		if d > gps.MaxDistance {
 			continue
 		}
-		q := query{pos: a, cos2: bandCos2(abs32(a.Lat)/lonBand, latBoundFor(d))}
+		q := query{pos: a, cos2: bandCos2(abs32(a.Lat)/bandWidth, latBoundFor(d))}
 		dl := abs64(int64(b.Lon) - int64(a.Lon))
 		if m, skip := q.lowerBound2(int64(b.Lat)-int64(a.Lat), min(dl, 360*e7-dl)), skip2For(d); m > skip {
 			t.Fatalf("%v to %v: %v m apart, bound %d above %d", a, b, d, m, skip)
@@ -56,7 +56,7 @@ func TestUpperBound(t *testing.T) {
 		}
 		b := away(r, a, dist)
 		latBound := latBoundFor(maxDist)
-		band := abs32(a.Lat) / lonBand
+		band := abs32(a.Lat) / bandWidth
 		q := query{pos: a, maxDist: maxDist, cos2: bandCos2(band, latBound), cosMax2: bandCosMax2(band, latBound)}
 		q.setBound(maxDist)
 		dl := abs64(int64(b.Lon) - int64(a.Lon))

@@ -8,9 +8,9 @@ import (
 // alignedHuge returns size zeroed bytes, and how many it allocated. From
 // alignMin bytes on, they start at a huge page, and their whole huge
 // pages are advised (MADV_HUGEPAGE) before anything touches them: the
-// kernel then faults them in as huge pages. Below it, the padding would
-// cost more than a few percent, and hugePages after filling does what it
-// can.
+// kernel then faults them in as huge pages. Below it, a huge page of
+// padding would be too large a share of the allocation, and hugePages
+// after filling does what it can.
 func alignedHuge(size int) ([]byte, int) {
 	if size < alignMin {
 		return make([]byte, size), size
@@ -36,9 +36,9 @@ const madvCollapse = 25
 // madvise. A query reads a few points in each of many places of a
 // gigabyte-sized index, and with 4 KiB pages nearly every one of those
 // reads also misses the TLB, which costs most in a virtual machine (as
-// TDX and SEV-SNP guests are), where a TLB miss walks two page tables:
-// huge pages made checks 6% faster at 10^8 points. It is advice: errors
-// (an older kernel, no huge page free) leave b as it is.
+// TDX and SEV-SNP guests are), where a TLB miss walks two page tables.
+// It is advice: errors (an older kernel, no huge page free) leave b as it
+// is.
 func hugePages(b []byte) {
 	if len(b) < hugePage {
 		return

@@ -91,7 +91,7 @@ func TestPlainReach(t *testing.T) {
 		if abs64(dLat) >= clampE7 || abs64(dLon) >= clampE7 {
 			t.Fatalf("%v to %v: differences %d, %d reach clampE7", a, b, dLat, dLon)
 		}
-		q.cos2 = bandCos2(abs32(a.Lat)/lonBand, latBoundFor(dist))
+		q.cos2 = bandCos2(abs32(a.Lat)/bandWidth, latBoundFor(dist))
 		dl := abs64(dLon)
 		if got, want := uint64(dLat*dLat)*boundScale+q.cos2*uint64(dLon*dLon), q.lowerBound2(dLat, min(dl, 360*e7-dl)); got != want {
 			t.Fatalf("%v to %v: plain bound %d, lowerBound2 %d", a, b, got, want)

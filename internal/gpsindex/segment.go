@@ -166,8 +166,7 @@ func (x *Index) segment(items []item) *segment {
 // in one allocation: large segments are then aligned to huge pages by
 // one padding (see alignedHuge) instead of four, and the table, which
 // every query probes at random, lies wholly within huge pages. (With four
-// allocations, the unaligned ends of the arrays stayed in small pages:
-// 59 MB of a 10^8-point index, and checks were about 4% slower.)
+// allocations, the unaligned ends of each array stayed in small pages.)
 func (s *segment) alloc(points, entries, dirs, leafOffs int) {
 	const (
 		entrySize = int(unsafe.Sizeof(entry{}))
@@ -209,8 +208,8 @@ func countLeaves(run []item) int {
 }
 
 // sortByLeaf sorts run by leaf, keeping the order of items in the same
-// leaf (a counting sort: a stable comparison sort of the dense runs took a
-// fifth of a build), with scratch space it returns for the next call.
+// leaf (a counting sort, linear in the run, as there are only 64 leaves),
+// with scratch space it returns for the next call.
 func sortByLeaf(run, scratch []item) []item {
 	var start [leavesPerAxis*leavesPerAxis*leavesPerAxis + 1]int
 	for _, it := range run {
@@ -258,8 +257,8 @@ func (s *segment) home(key uint64) int {
 }
 
 // homeGroup is log2 of the slots whose homes are consecutive: 32 slots,
-// more than a day's 24. Grouping 8, 32 or 1,024 slots made checks 1.5% to
-// 4% faster at 10^8 points (alternating runs on one index), 32 the most.
+// more than a day's 24 at the default hour-wide slots, so that a cell's
+// runs of a day usually lie in one group.
 const homeGroup = 5
 
 func (s *segment) insert(e entry) {

@@ -131,7 +131,7 @@ func NewCountry(seed uint64, towns int) *City {
 	r := rand.New(rand.NewPCG(seed^centreSalt, 0))
 	for tries := 0; len(c.towns) < towns; tries++ {
 		if tries == maxCentreTries {
-			// MaxTowns takes about 12,000 tries: a guard against an
+			// MaxTowns fits in far fewer tries: a guard against an
 			// endless loop, not a limit.
 			panic(fmt.Sprintf("gpsbench: no room for %d towns 20 km apart", towns))
 		}
@@ -308,7 +308,8 @@ type Config struct {
 	// one per worker.
 	Checks int
 	// BruteForceMax is the largest number of points at which the brute
-	// force is timed too (it takes about 4 s a check at 10^6).
+	// force is timed too (it compares every fix with every indexed point,
+	// so a check takes long at large sizes).
 	BruteForceMax int
 	// BruteForceChecks is the number of brute-force checks timed.
 	BruteForceChecks int
