@@ -1,7 +1,9 @@
-// Command conftrace is the one binary of conftrace: the backend, the relay,
-// the device and health-authority tools, the auditor's verifier, the demo
-// and the benchmarks. It only wires packages together; run
-// "conftrace help" for the list of commands.
+// Command conftrace is everything people run outside the trusted execution
+// environment: the demo, the relay, the device and health-authority tools,
+// the auditor's verifier and the benchmarks. The backend is a binary of its
+// own, cmd/conftraced, so that its measurement covers nothing else. This
+// command only wires packages together; run "conftrace help" for the list
+// of commands.
 package main
 
 import (
@@ -28,6 +30,7 @@ type command struct {
 	summary string
 	run     func(ctx context.Context, cio cmdIO, args []string) error
 	sub     map[string]command
+	hidden  bool // not listed by help
 }
 
 // usageError marks errors in how a command was called (exit status 2).
@@ -43,7 +46,7 @@ func commands() map[string]command {
 			"gps": {summary: "GPS index against brute force on synthetic city traces", run: runBenchGPS},
 		}},
 		"demo":   {summary: "run the whole system on a simulated population", run: runDemo},
-		"serve":  {summary: "run the backend", run: runServe},
+		"serve":  {hidden: true, run: runServeMoved},
 		"relay":  {summary: "run an Oblivious HTTP relay in front of a backend", run: runRelay},
 		"verify": {summary: "verify a backend's attestation; print its identity and policy", run: runVerify},
 		"policy": {summary: "the backend's policy", sub: map[string]command{
@@ -68,6 +71,11 @@ func commands() map[string]command {
 			"derive": {summary: "print the RPIs (and AEMs) of a daily key", run: runEnidDerive},
 		}},
 	}
+}
+
+// runServeMoved answers the backend's old command with its new home.
+func runServeMoved(context.Context, cmdIO, []string) error {
+	return usagef("the backend is its own binary, the measured image: run conftraced (go run ./cmd/conftraced --help)")
 }
 
 func main() {
@@ -118,8 +126,10 @@ func run(ctx context.Context, cio cmdIO, args []string) int {
 
 func printCommands(w io.Writer, path string, cmds map[string]command) {
 	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
+	for n, c := range cmds {
+		if !c.hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	fmt.Fprintf(w, "usage: %s <command> [flags]\n\ncommands:\n", path)

@@ -41,7 +41,7 @@ func (a *authorityFlag) Set(s string) error {
 func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	def := policy.Default()
 	fs := newFlags(cio, "policy init", "policy init --authority NAME=FILE.pub [--authority ...] --out FILE [--retention-days N] [--force]\n\n"+
-		"Writes a policy for conftrace serve: the health authorities whose signed\n"+
+		"Writes a policy for the backend, conftraced: the health authorities whose signed\n"+
 		"results the backend accepts, and the default retention, risk scoring and limits.\n"+
 		"Edit the JSON for other values; the backend refuses an invalid policy.")
 	var auths authorityFlag

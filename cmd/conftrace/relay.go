@@ -7,6 +7,7 @@ import (
 	"net/url"
 
 	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/internal/httpserve"
 	"github.com/conftrace/conftrace/internal/relay"
 )
 
@@ -46,5 +47,5 @@ func runRelay(ctx context.Context, cio cmdIO, args []string) error {
 		return err
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "gateway", u.String())
-	return serveHTTP(ctx, log, ln, rl, *addrFile)
+	return httpserve.Serve(ctx, ln, rl, httpserve.Options{Log: log, AddrFile: *addrFile})
 }

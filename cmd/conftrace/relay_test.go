@@ -10,6 +10,7 @@ import (
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/client"
+	"github.com/conftrace/conftrace/internal/cmdtest"
 )
 
 func TestRelayForwardsToGateway(t *testing.T) {
@@ -32,12 +33,12 @@ func TestRelayForwardsToGateway(t *testing.T) {
 
 	// A bare URL gets the gateway path.
 	rl := startServer(t, runRelay, "--listen", "127.0.0.1:0", "--gateway", front.URL)
-	if l := logLine(rl.stderr.String(), "listening"); l["gateway"] != front.URL+"/v1/gateway" {
+	if l := cmdtest.LogLine(rl.Log.String(), "listening"); l["gateway"] != front.URL+"/v1/gateway" {
 		t.Errorf("relay logged gateway %q, want %s/v1/gateway", l["gateway"], front.URL)
 	}
 	c, err := client.New(t.Context(), client.Config{
 		Server:       b.url,
-		Relay:        "http://" + rl.addr,
+		Relay:        rl.URL(),
 		Expectations: attest.Expectations{AllowSimulated: true},
 	})
 	if err != nil {
@@ -53,7 +54,7 @@ func TestRelayForwardsToGateway(t *testing.T) {
 	if forwarded.Load() != 1 {
 		t.Errorf("%d requests reached the gateway, want 1 (through the relay)", forwarded.Load())
 	}
-	if err := rl.stop(t); err != nil {
+	if err := rl.Stop(); err != nil {
 		t.Errorf("relay returned %v on shutdown", err)
 	}
 }

@@ -32,7 +32,7 @@ func fetchBundle(t *testing.T, url string) attest.Bundle {
 
 func TestVerifyJSON(t *testing.T) {
 	b := newTestBackend(t)
-	measurement := logLine(b.srv.stderr.String(), "listening")["measurement"]
+	measurement := b.measurement()
 	out := mustRun(t, runVerify, "--server", b.url, "--allow-simulated", "--measurement", measurement, "--json")
 
 	var raw map[string]json.RawMessage
@@ -78,13 +78,12 @@ func TestVerifyJSON(t *testing.T) {
 
 func TestVerifyText(t *testing.T) {
 	b := newTestBackend(t)
-	start := logLine(b.srv.stderr.String(), "listening")
 	out := mustRun(t, runVerify, "--server", b.url, "--allow-simulated")
 	for _, want := range []string{
 		"SIMULATED",
-		"measurement            " + start["measurement"] + "\n",
+		"measurement            " + b.measurement() + "\n",
 		"debug                  false\n",
-		"policy sha256          " + start["policy_sha256"] + "\n",
+		"policy sha256          " + b.policySHA256() + "\n",
 		"authority              lab (ed25519 ",
 		"retention              14 days\n",
 		"risk buckets           attenuation <= 55/63/73 dB, weights 100/100/50/0 %\n",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,21 +17,28 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/internal/cmdtest"
 )
 
-// TestWalkthrough runs the README's scenario through the commands: a
-// backend, a health authority, and devices A, B, C and D. C meets A, B
-// meets A, C tests positive and uploads; A is exposed, B is not, and stays
-// so across a restart of the backend.
+// TestWalkthrough runs the README's scenario through the commands: the
+// backend (the conftraced binary, run as an operator runs it), a health
+// authority, and devices A, B, C and D. C meets A, B meets A, C tests
+// positive and uploads; A is exposed, B is not, and stays so across a
+// restart of the backend.
 func TestWalkthrough(t *testing.T) {
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
+	conftraced := buildConftraced(t)
+	image, err := os.ReadFile(conftraced)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	mustRun(t, runAuthorityKeygen, "--out", p("lab.key"))
 	mustRun(t, runPolicyInit, "--authority", "lab="+p("lab.key.pub"), "--out", p("policy.json"))
 	serveArgs := []string{"--listen", "127.0.0.1:0", "--data", p("data"), "--policy", p("policy.json")}
-	srv := startServer(t, runServe, serveArgs...)
-	url := "http://" + srv.addr
+	srv := cmdtest.StartProcess(t, conftraced, serveArgs...)
+	url := srv.URL()
 
 	// An auditor verifies the backend; without --allow-simulated it fails.
 	var v struct {
@@ -44,8 +52,13 @@ func TestWalkthrough(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, runVerify, "--server", url, "--allow-simulated", "--json")), &v); err != nil {
 		t.Fatalf("verify --json: %v", err)
 	}
-	if v.TEE != "sim" || v.Measurement != logLine(srv.stderr.String(), "listening")["measurement"] {
-		t.Errorf("verify says tee %s measurement %s; serve logged %s", v.TEE, v.Measurement, srv.stderr)
+	// In the simulated TEE the measurement is the SHA-256 of the image, so
+	// anyone who rebuilds it can check it.
+	if sum := sha256.Sum256(image); v.TEE != "sim" || v.Measurement != hex.EncodeToString(sum[:]) {
+		t.Errorf("verify says tee %s measurement %s; want sim and the SHA-256 of conftraced, %x", v.TEE, v.Measurement, sum)
+	}
+	if logged := cmdtest.LogLine(srv.Log.String(), "listening")["measurement"]; logged != v.Measurement {
+		t.Errorf("conftraced logged measurement %s, verify says %s", logged, v.Measurement)
 	}
 	if len(v.Policy.Authorities) != 1 || v.Policy.Authorities[0].Name != "lab" {
 		t.Errorf("verify: attested authorities %+v, want [lab]", v.Policy.Authorities)
@@ -56,7 +69,7 @@ func TestWalkthrough(t *testing.T) {
 
 	// A device pinned to another measurement refuses the backend at init.
 	wrong := strings.Repeat("ab", 32)
-	_, _, err := cliRun(t, runDeviceInit, "--state", p("X"), "--server", url, "--allow-simulated", "--measurement", wrong)
+	_, _, err = cliRun(t, runDeviceInit, "--state", p("X"), "--server", url, "--allow-simulated", "--measurement", wrong)
 	var me *attest.MismatchError
 	if !errors.As(err, &me) || me.Field != "measurement" || !strings.Contains(err.Error(), "measurement") {
 		t.Errorf("device init with a wrong measurement: %v, want a measurement mismatch", err)
@@ -128,11 +141,11 @@ func TestWalkthrough(t *testing.T) {
 
 	// Restart on the same data directory and address: the sealed upload
 	// survives.
-	if err := srv.stop(t); err != nil {
-		t.Fatalf("serve returned %v on shutdown", err)
+	if err := srv.Stop(); err != nil {
+		t.Fatalf("conftraced exited with %v on SIGTERM, want a graceful shutdown\n%s", err, srv.Log)
 	}
-	serveArgs[1] = srv.addr
-	startServer(t, runServe, serveArgs...)
+	serveArgs[1] = srv.Addr
+	cmdtest.StartProcess(t, conftraced, serveArgs...)
 	checkExposure("A", "exposed")
 	checkExposure("B", "not exposed")
 

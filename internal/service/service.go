@@ -1,7 +1,8 @@
-// Package service assembles the backend that `conftrace serve` runs: the
-// TEE, the sealed store, the enclave logic, fresh Oblivious HTTP keys, the
+// Package service assembles the backend that conftraced runs: the TEE, the
+// sealed store, the enclave logic, fresh Oblivious HTTP keys, the
 // attestation bundle that binds those keys and the policy, and the HTTP
-// layer. It holds no protocol logic of its own.
+// layer; and it serves them, with periodic maintenance and a graceful
+// shutdown. It holds no protocol logic of its own.
 package service
 
 import (
@@ -39,6 +40,7 @@ type Service struct {
 	Handler http.Handler
 	Bundle  attest.Bundle
 	store   *sqlite.Store
+	tee     tee.TEE
 	log     *slog.Logger
 }
 
@@ -106,7 +108,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	opened = true
-	return &Service{Enclave: enc, Handler: srv, Bundle: bundle, store: st, log: log}, nil
+	return &Service{Enclave: enc, Handler: srv, Bundle: bundle, store: st, tee: cfg.TEE, log: log}, nil
 }
 
 // nextKeyIDs returns OHTTP key identifiers that differ from the previous

@@ -39,7 +39,7 @@ days_ago() { date -u -d "$1 days ago" +%Y-%m-%d 2>/dev/null || date -u -v-"$1"d 
 # start_server: run the backend in the background on $listen and wait
 # until it has written its address.
 start_server() {
-	conftrace serve --listen "$listen" --data "$work/data" --policy "$work/policy.json" \
+	conftraced --listen "$listen" --data "$work/data" --policy "$work/policy.json" \
 		--addr-file "$work/addr" 2>>"$work/serve.log" &
 	server_pid=$!
 	for _ in $(seq 300); do
@@ -54,6 +54,7 @@ start_server() {
 
 mkdir "$work/bin"
 go build -o "$work/bin/conftrace" ./cmd/conftrace
+go build -o "$work/bin/conftraced" ./cmd/conftraced
 export PATH="$work/bin:$PATH"
 cd "$work"
 
@@ -62,8 +63,8 @@ cd "$work"
 conftrace authority keygen --out lab.key
 conftrace policy init --authority lab=lab.key.pub --out policy.json
 
-# 2. The backend, on a free port. It logs its address, measurement and
-#    policy hash; --addr-file tells scripts where it listens.
+# 2. The backend, conftraced, on a free port. It logs its address,
+#    measurement and policy hash; --addr-file tells scripts where it listens.
 listen=127.0.0.1:0
 start_server
 addr=$(cat addr)
@@ -79,6 +80,12 @@ if conftrace verify --server "$url" 2>/dev/null; then
 fi
 measurement=$(conftrace verify --server "$url" --allow-simulated --json |
 	sed -n 's/^  "measurement": "\([0-9a-f]*\)",$/\1/p')
+# In the simulated TEE the measurement is the SHA-256 of the binary.
+image_sha=$(sha256sum "$work/bin/conftraced" 2>/dev/null || shasum -a 256 "$work/bin/conftraced")
+if [ "$measurement" != "${image_sha%% *}" ]; then
+	echo "walkthrough: attested measurement $measurement is not the SHA-256 of conftraced, ${image_sha%% *}" >&2
+	exit 1
+fi
 
 # 4. Three phones that trust exactly this measurement.
 for phone in alice bob carol; do

@@ -1,0 +1,128 @@
+// Command conftraced is the conftrace backend, and the only program that
+// runs inside the trusted execution environment: its measurement is what
+// phones and auditors pin, so it holds what serves requests and nothing
+// else. It serves the attestation bundle and the Oblivious HTTP gateway
+// over a sealed store in a data directory, expires days past the retention
+// window, and stops gracefully on SIGINT or SIGTERM. It serves plain HTTP;
+// TLS terminates in front of it. The tools people run outside the TEE (the
+// demo, the verifier, the phone and health-authority tools, the relay, the
+// benchmarks) are in cmd/conftrace.
+//
+// Usage:
+//
+//	conftraced --data DIR --policy FILE [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
+//
+// The image is built reproducibly; two builds of one commit are the same
+// bytes, whatever the checkout's path (the README's "For auditors" section):
+//
+//	CGO_ENABLED=0 go build -trimpath -buildvcs=false -o conftraced ./cmd/conftraced
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/internal/service"
+	"github.com/conftrace/conftrace/policy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.As(err, &ue):
+		fmt.Fprintf(os.Stderr, "conftraced: %v\n", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "conftraced: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// usageError marks errors in how conftraced was called (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+const usage = `usage: conftraced --data DIR --policy FILE [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
+
+Runs the conftrace backend: the attested HTTP endpoints and the Oblivious HTTP
+gateway, over a sealed SQLite store in DIR. Serves plain HTTP; put TLS in front
+of it. Stops gracefully on SIGINT or SIGTERM.
+`
+
+// run runs the backend until ctx ends, logging to stderr.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("conftraced", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	listen := fs.String("listen", "127.0.0.1:8080", "the `address` to listen on, host:port (port 0 picks a free port)")
+	dataDir := fs.String("data", "", "the `directory` of the sealed store, created if missing (required)")
+	policyFile := fs.String("policy", "", "the policy `file`, as written by \"conftrace policy init\" (required)")
+	teeName := fs.String("tee", "sim", "the trusted execution `environment`: sim (simulated, protects nothing), sgx (under Gramine), tdx or snp")
+	addrFile := fs.String("addr-file", "", "once listening, write the bound address to this `file` (removed at shutdown), for scripts")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usagef("unexpected argument %q", strings.Join(fs.Args(), " "))
+	case *dataDir == "":
+		return usagef("--data is required")
+	case *policyFile == "":
+		return usagef("--policy is required")
+	case *listen == "":
+		return usagef("--listen is empty")
+	}
+	if err := service.CheckTEE(attest.TEE(*teeName)); err != nil {
+		return usagef("--tee: %v", err)
+	}
+	doc, err := os.ReadFile(*policyFile)
+	if err != nil {
+		return fmt.Errorf("reading policy: %w", err)
+	}
+	p, err := policy.Parse(doc)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *policyFile, err)
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	t, err := service.OpenTEE(attest.TEE(*teeName), *dataDir)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, Policy: p, TEE: t, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *listen)
+	if err != nil {
+		return errors.Join(err, svc.Close())
+	}
+	err = svc.Serve(ctx, ln, *addrFile)
+	if cerr := svc.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("closing the store: %w", cerr)
+	}
+	return err
+}
