@@ -1,0 +1,355 @@
+package client_test
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/bhttp"
+	"github.com/conftrace/conftrace/client"
+	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/internal/localbackend"
+	"github.com/conftrace/conftrace/policy"
+)
+
+func isCode(err error, code string) bool { return errors.Is(err, &api.Error{Code: code}) }
+
+// The life of an infection, as phones and a lab see it: C registers a test,
+// the lab declares it positive, C uploads with the authorization it polls,
+// and A, whom C met, learns it was exposed while B, who met only A, does
+// not.
+func TestFullFlow(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	clk := newClock()
+	b := startBackend(t, localbackend.Config{Now: clk.Now})
+	w := &wire{}
+	c := newClient(t, b.URL, b, w, clk.Now)
+	now := clk.Now()
+	pol := c.Policy()
+
+	a, bb, cc := newDevice(t, b.URL), newDevice(t, b.URL), newDevice(t, b.URL)
+	metAC := now.Add(-50 * time.Hour).Truncate(time.Hour)
+	meet(t, a, cc, metAC, 20)
+	meet(t, bb, a, now.Add(-30*time.Hour).Truncate(time.Hour), 20)
+
+	checkA := func() api.ExposureResponse {
+		t.Helper()
+		r, err := c.CheckExposure(ctx, window(a, pol, now))
+		if err != nil {
+			t.Fatalf("CheckExposure(A): %v", err)
+		}
+		return r
+	}
+	if r := checkA(); r.Exposed || len(r.Days) != pol.RetentionDays {
+		t.Fatalf("A before any upload: exposed %t over %d days, want not exposed over %d", r.Exposed, len(r.Days), pol.RetentionDays)
+	}
+	notExposed := w.last(t)
+
+	// Pending until the lab speaks; nothing authorizes an upload yet.
+	code, err := cc.RegisterTest(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tst, _ := cc.Test()
+	pr, err := c.PollResult(ctx, tst.Secret)
+	if err != nil || pr.Result != api.Pending || pr.UploadAuthorization != nil {
+		t.Fatalf("poll before the result: %+v, %v; want pending without authorization", pr, err)
+	}
+
+	// Only the listed authority's fresh signature counts, once.
+	mallory, _ := authority.GenerateKey("mallory")
+	forged, _ := mallory.SignResult(code, api.Positive, now, time.Time{}, now)
+	if err := c.SubmitResult(ctx, forged); !isCode(err, api.CodeUnknownAuthority) {
+		t.Fatalf("result signed by an unlisted authority: %v, want %s", err, api.CodeUnknownAuthority)
+	}
+	impostor, _ := mallory.SignResult(code, api.Positive, now, time.Time{}, now)
+	impostor.Authority = b.Authority.Name
+	if err := c.SubmitResult(ctx, impostor); !isCode(err, api.CodeBadSignature) {
+		t.Fatalf("result claiming the lab's name: %v, want %s", err, api.CodeBadSignature)
+	}
+	res, err := b.Authority.SignResult(code, api.Positive, now.Add(-24*time.Hour), time.Time{}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SubmitResult(ctx, res); err != nil {
+		t.Fatalf("SubmitResult: %v", err)
+	}
+	if err := c.SubmitResult(ctx, res); !isCode(err, api.CodeReplayed) {
+		t.Fatalf("the same signed result again: %v, want %s", err, api.CodeReplayed)
+	}
+	var apiErr *api.Error
+	if err := c.SubmitResult(ctx, res); !errors.As(err, &apiErr) || apiErr.Message == "" {
+		t.Fatalf("a refusal must be an *api.Error that says why: %#v", err)
+	}
+
+	pr, err = c.PollResult(ctx, tst.Secret)
+	if err != nil || pr.Result != api.Positive || len(pr.UploadAuthorization) == 0 {
+		t.Fatalf("poll after the positive result: %+v, %v", pr, err)
+	}
+	if exp := time.Unix(pr.ExpiresAt, 0); !exp.After(now) || exp.After(now.Add(pol.UploadAuthorizationTTL())) {
+		t.Errorf("authorization expires at %s; want within %s of %s", exp, pol.UploadAuthorizationTTL(), now)
+	}
+	// A poll with any other secret learns nothing of this test.
+	if pr, err := c.PollResult(ctx, bytes.Repeat([]byte{1}, api.TestSecretSize)); err != nil || pr.Result != api.Pending || pr.UploadAuthorization != nil {
+		t.Fatalf("poll with another secret: %+v, %v; want pending", pr, err)
+	}
+
+	uploaded := window(cc, pol, now)
+	n, err := c.Upload(ctx, pr.UploadAuthorization, uploaded)
+	if err != nil || n != len(uploaded) || n == 0 {
+		t.Fatalf("Upload: %d, %v; want %d tuples accepted", n, err, len(uploaded))
+	}
+	if _, err := c.Upload(ctx, pr.UploadAuthorization, uploaded); !isCode(err, api.CodeAlreadyUsed) {
+		t.Fatalf("replayed upload authorization: %v, want %s", err, api.CodeAlreadyUsed)
+	}
+	if _, err := c.Upload(ctx, make([]byte, len(pr.UploadAuthorization)), window(bb, pol, now)); !isCode(err, api.CodeNotAuthorized) {
+		t.Fatalf("made-up upload authorization: %v, want %s", err, api.CodeNotAuthorized)
+	}
+	if pr, err := c.PollResult(ctx, tst.Secret); err != nil || pr.Result != api.Positive || !pr.Uploaded || pr.UploadAuthorization != nil {
+		t.Fatalf("poll after the upload: %+v, %v; want positive, uploaded, no authorization", pr, err)
+	}
+
+	r := checkA()
+	exposed := w.last(t)
+	if !r.Exposed {
+		t.Fatalf("A after C's upload: %+v, want exposed", r)
+	}
+	for _, d := range r.Days {
+		want := 0
+		if d.Date == metAC.Format(api.DateLayout) {
+			want = 20
+		}
+		if d.Minutes != want || d.Exposed != (want > 0) {
+			t.Errorf("A on %s: %d minutes, exposed %t; want %d", d.Date, d.Minutes, d.Exposed, want)
+		}
+	}
+	if r, err := c.CheckExposure(ctx, window(bb, pol, now)); err != nil || r.Exposed {
+		t.Fatalf("B: %+v, %v; want not exposed", r, err)
+	}
+	// Exposed or not, the answer has one size on the wire.
+	if exposed.RespSize != notExposed.RespSize || w.last(t).RespSize != notExposed.RespSize {
+		t.Errorf("exposure answers of %d (exposed) and %d, %d bytes (not exposed) differ", exposed.RespSize, notExposed.RespSize, w.last(t).RespSize)
+	}
+
+	// A negative result gives no authorization.
+	d := newDevice(t, b.URL)
+	dcode, _ := d.RegisterTest(now)
+	neg, _ := b.Authority.SignResult(dcode, api.Negative, now, time.Time{}, now)
+	if err := c.SubmitResult(ctx, neg); err != nil {
+		t.Fatal(err)
+	}
+	dt, _ := d.Test()
+	if pr, err := c.PollResult(ctx, dt.Secret); err != nil || pr.Result != api.Negative || pr.UploadAuthorization != nil {
+		t.Fatalf("poll after a negative result: %+v, %v", pr, err)
+	}
+
+	// Every request after the bundle was one of the same Oblivious HTTP
+	// requests to the gateway.
+	for _, e := range w.posts() {
+		if e.Path != api.PathGateway || e.ContentType != "message/ohttp-req" || e.Status != http.StatusOK {
+			t.Errorf("request %+v: want a message/ohttp-req to %s answered 200", e, api.PathGateway)
+		}
+	}
+}
+
+// An authorization is good for a limited time only.
+func TestUploadAuthorizationExpires(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	b := startBackend(t, localbackend.Config{Now: clk.Now})
+	c := newClient(t, b.URL, b, nil, clk.Now)
+	d, e := newDevice(t, b.URL), newDevice(t, b.URL)
+	meet(t, d, e, clk.Now().Add(-3*time.Hour), 20)
+	secret := positive(t, c, b.Authority, d, clk.Now())
+	pr, err := c.PollResult(t.Context(), secret)
+	if err != nil || len(pr.UploadAuthorization) == 0 {
+		t.Fatalf("poll: %+v, %v", pr, err)
+	}
+	clk.Add(c.Policy().UploadAuthorizationTTL() + time.Minute)
+	if _, err := c.Upload(t.Context(), pr.UploadAuthorization, window(d, c.Policy(), clk.Now())); !isCode(err, api.CodeExpired) {
+		t.Fatalf("upload after the authorization expired: %v, want %s", err, api.CodeExpired)
+	}
+}
+
+// Tuples that cannot be encoded are refused on the phone, before anything
+// is sent.
+func TestInvalidTuplesNotSent(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, localbackend.Config{})
+	w := &wire{}
+	c := newClient(t, b.URL, b, w, nil)
+	bad := []contactlog.Tuple{{Interval: 1, Duration: contactlog.MaxDuration + 1}}
+	if _, err := c.Upload(t.Context(), []byte("auth"), bad); !errors.Is(err, contactlog.ErrInvalid) {
+		t.Errorf("Upload of an invalid tuple: %v, want contactlog.ErrInvalid", err)
+	}
+	if _, err := c.CheckExposure(t.Context(), bad); !errors.Is(err, contactlog.ErrInvalid) {
+		t.Errorf("CheckExposure of an invalid tuple: %v, want contactlog.ErrInvalid", err)
+	}
+	if ps := w.posts(); len(ps) != 0 {
+		t.Errorf("%d requests sent for invalid tuples", len(ps))
+	}
+}
+
+// A request too large for the largest size class is refused before it is
+// sent: unpadded, its length would stand out.
+func TestTooLargeNotSent(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, localbackend.Config{})
+	w := &wire{}
+	c := newClient(t, b.URL, b, w, nil)
+	huge := make([]contactlog.Tuple, 30_000) // 1.2 MB, 1.6 MB in base64
+	if _, err := c.CheckExposure(t.Context(), huge); !errors.Is(err, bhttp.ErrTooLarge) {
+		t.Errorf("CheckExposure of %d tuples: %v, want bhttp.ErrTooLarge", len(huge), err)
+	}
+	if _, err := c.Upload(t.Context(), []byte("auth"), huge); !errors.Is(err, bhttp.ErrTooLarge) {
+		t.Errorf("Upload of %d tuples: %v, want bhttp.ErrTooLarge", len(huge), err)
+	}
+	if ps := w.posts(); len(ps) != 0 {
+		t.Errorf("%d oversized requests sent", len(ps))
+	}
+}
+
+// walk returns n fixes, one a minute from start, moving east from (lat,
+// lon) by step degrees a fix.
+func walk(start time.Time, n int, lat, lon, step float64) gps.Trace {
+	tr := make(gps.Trace, n)
+	for i := range tr {
+		tr[i] = gps.Point{Time: start.Add(time.Duration(i) * time.Minute).Unix(), Lat: lat, Lon: math.Round((lon+float64(i)*step)*1e7) / 1e7}
+	}
+	return tr
+}
+
+func TestGPS(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	clk := newClock()
+	pol := policy.Default()
+	pol.GPS.MaxTracePoints = 100
+	b := startBackend(t, localbackend.Config{Now: clk.Now, Policy: &pol})
+	w := &wire{}
+	c := newClient(t, b.URL, b, w, clk.Now)
+	now := clk.Now()
+
+	start := now.Add(-26 * time.Hour).Truncate(time.Minute)
+	patient := walk(start, 60, 46.5191, 6.5668, 0.00001)
+	signed, err := b.Authority.SignTrace(patient, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.SubmitTrace(ctx, signed); err != nil || n != len(patient) {
+		t.Fatalf("SubmitTrace: %d, %v; want %d points", n, err, len(patient))
+	}
+	if _, err := c.SubmitTrace(ctx, signed); !isCode(err, api.CodeReplayed) {
+		t.Fatalf("the same signed trace again: %v, want %s", err, api.CodeReplayed)
+	}
+
+	// Alice walks 4 m north of the patient for half an hour; Bob takes the
+	// same path a day later.
+	alice := walk(start.Add(10*time.Minute), 30, 46.519136, 6.5669, 0.00001)
+	ra, err := c.CheckTrace(ctx, alice)
+	if err != nil || !ra.Exposed || len(ra.Episodes) != 1 || ra.Episodes[0].Minutes < 29 || ra.Episodes[0].ClosestMeters > 5 {
+		t.Fatalf("Alice: %+v, %v; want one exposed episode of about 30 minutes within 5 m", ra, err)
+	}
+	exposedSize := w.last(t).RespSize
+	rb, err := c.CheckTrace(ctx, walk(start.Add(24*time.Hour+10*time.Minute), 30, 46.519136, 6.5669, 0.00001))
+	if err != nil || rb.Exposed || len(rb.Episodes) != 0 {
+		t.Fatalf("Bob: %+v, %v; want not exposed", rb, err)
+	}
+	if got := w.last(t).RespSize; got != exposedSize {
+		t.Errorf("trace answers differ on the wire: %d bytes exposed, %d not", exposedSize, got)
+	}
+
+	// Fixes older than the window are dropped by the client: a trace whose
+	// recent part fits the policy's limit passes although the whole does
+	// not, and one with no recent fix is not sent at all.
+	old := walk(pol.WindowStart(now).Add(-2*time.Hour), 50, 46.5191, 6.5668, 0)
+	recent := walk(start.Add(10*time.Minute), 80, 46.519136, 6.5669, 0.00001)
+	if _, err := c.CheckTrace(ctx, walk(start, 120, 46.5191, 6.5668, 0)); !isCode(err, api.CodeTooLarge) {
+		t.Fatalf("a recent trace over the limit: %v, want %s", err, api.CodeTooLarge)
+	}
+	mixed := append(append(gps.Trace{}, old...), recent...)
+	if r, err := c.CheckTrace(ctx, mixed); err != nil || !r.Exposed {
+		t.Fatalf("%d old and %d recent fixes: %+v, %v; want the recent ones checked", len(old), len(recent), r, err)
+	}
+	posts := len(w.posts())
+	if _, err := c.CheckTrace(ctx, old); !errors.Is(err, client.ErrNoRecentFixes) {
+		t.Fatalf("only old fixes: %v, want ErrNoRecentFixes", err)
+	}
+	if _, err := c.CheckTrace(ctx, nil); !errors.Is(err, client.ErrNoRecentFixes) {
+		t.Fatalf("an empty trace: %v, want ErrNoRecentFixes", err)
+	}
+	if got := len(w.posts()); got != posts {
+		t.Errorf("a trace with no recent fix was sent")
+	}
+
+	// A trace the SDK cannot encode is refused locally.
+	var pe *gps.PointError
+	if _, err := c.CheckTrace(ctx, gps.Trace{{Time: now.Unix(), Lat: 91, Lon: 0}}); !errors.As(err, &pe) || len(w.posts()) != posts {
+		t.Errorf("an impossible fix: %v, %d requests sent; want a *gps.PointError and none", err, len(w.posts())-posts)
+	}
+	// The backend's refusal of a trace it cannot use reaches the caller.
+	if _, err := c.CheckTrace(ctx, gps.Trace{{Time: now.Add(time.Hour).Unix(), Lat: 46.5, Lon: 6.5}}); !isCode(err, api.CodeOutOfWindow) {
+		t.Errorf("a fix in the future: %v, want %s", err, api.CodeOutOfWindow)
+	}
+	if _, err := c.SubmitTrace(ctx, api.SignedTrace{Authority: "nobody", Trace: signed.Trace}); !isCode(err, api.CodeUnknownAuthority) {
+		t.Errorf("a trace from an unlisted authority: %v, want %s", err, api.CodeUnknownAuthority)
+	}
+}
+
+// A decoy is answered, and an observer of the wire cannot tell it from an
+// exposure check: same URL, same content type, same sizes both ways.
+func TestDecoyLooksLikeCheck(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	clk := newClock()
+	b := startBackend(t, localbackend.Config{Now: clk.Now})
+	w := &wire{}
+	c := newClient(t, b.URL, b, w, clk.Now)
+	now := clk.Now()
+	a, other := newDevice(t, b.URL), newDevice(t, b.URL)
+	// Enough encounters that the check is not in the smallest size class.
+	for i := range 40 {
+		meet(t, a, other, now.Add(-time.Duration(i+1)*3*time.Hour), 10)
+	}
+	for _, tuples := range [][]contactlog.Tuple{nil, window(a, c.Policy(), now)} {
+		if _, err := c.CheckExposure(ctx, tuples); err != nil {
+			t.Fatal(err)
+		}
+		check := w.last(t)
+		batch, err := contactlog.AppendBatch(nil, tuples)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Decoy(ctx, len(batch)); err != nil {
+			t.Fatalf("Decoy(%d): %v", len(batch), err)
+		}
+		decoy := w.last(t)
+		if decoy != check {
+			t.Errorf("%d tuples: the decoy %+v differs on the wire from the check %+v", len(tuples), decoy, check)
+		}
+	}
+	if sizes := w.posts(); sizes[0].ReqSize == sizes[len(sizes)-1].ReqSize {
+		t.Errorf("checks of 0 and %d tuples are both %d bytes: the test does not span size classes", len(window(a, c.Policy(), now)), sizes[0].ReqSize)
+	}
+
+	// The whole documented range is usable; beyond it, nothing is sent.
+	if err := c.Decoy(ctx, bhttp.MaxSize/2); err != nil {
+		t.Errorf("Decoy(MaxSize/2): %v", err)
+	}
+	posts := len(w.posts())
+	for _, size := range []int{-1, bhttp.MaxSize/2 + 1} {
+		if err := c.Decoy(ctx, size); err == nil {
+			t.Errorf("Decoy(%d) succeeded", size)
+		}
+	}
+	if got := len(w.posts()); got != posts {
+		t.Errorf("out-of-range decoys sent %d requests", got-posts)
+	}
+}

@@ -1,0 +1,232 @@
+package client_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/bhttp"
+	"github.com/conftrace/conftrace/client"
+	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/ohttp"
+	"github.com/conftrace/conftrace/policy"
+)
+
+// scripted is an attested gateway whose answers the test writes, and which
+// shows the test the decrypted requests: for what a client puts inside the
+// encryption, and for answers a real backend never gives.
+type scripted struct {
+	URL    string
+	mu     sync.Mutex
+	plain  [][]byte // decrypted requests, padding included
+	answer func(*bhttp.Request) []byte
+}
+
+func newScripted(t testing.TB, answer func(*bhttp.Request) []byte) *scripted {
+	t.Helper()
+	key, err := ohttp.GenerateKey(3, ohttp.KEMX25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES128GCM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := ohttp.NewGateway(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := ohttp.MarshalKeyConfigs(gw.KeyConfigs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := policy.Default().Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := marshal(t, forgeBundle(t, testMeasurement, keys, doc))
+	s := &scripted{answer: answer}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == api.PathAttestation {
+			w.Write(bundle)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		plain, rc, err := gw.DecapsulateRequest(body)
+		if err != nil {
+			t.Errorf("gateway: %v", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		req, err := bhttp.ParseRequest(plain, 0)
+		if err != nil {
+			t.Errorf("gateway: inner request: %v", err)
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.plain = append(s.plain, plain)
+		s.mu.Unlock()
+		enc, err := rc.EncapsulateResponse(s.answer(req))
+		if err != nil {
+			t.Errorf("gateway: %v", err)
+			return
+		}
+		w.Write(enc)
+	}))
+	t.Cleanup(srv.Close)
+	s.URL = srv.URL
+	return s
+}
+
+func (s *scripted) requests(t testing.TB) []*bhttp.Request {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rs []*bhttp.Request
+	for _, p := range s.plain {
+		r, err := bhttp.ParseRequest(p, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// respond encodes an inner answer.
+func respond(status int, content string) []byte {
+	b, err := (&bhttp.Response{Status: status, Header: []bhttp.Field{{Name: "content-type", Value: "application/json"}}, Content: []byte(content)}).MarshalBinary()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func scriptedClient(t testing.TB, s *scripted, now func() time.Time) *client.Client {
+	t.Helper()
+	c, err := client.New(t.Context(), client.Config{Server: s.URL, Expectations: expectations(), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// What the client encrypts: a POST of JSON to the endpoint's inner path,
+// padded to a size class so that its length says little.
+func TestInnerRequests(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newScripted(t, func(*bhttp.Request) []byte { return respond(http.StatusOK, `{}`) })
+	clk := newClock()
+	c := scriptedClient(t, s, clk.Now)
+	now := clk.Now()
+
+	tuples := []contactlog.Tuple{{Interval: 7, Duration: 10, Attenuation: 50}}
+	batch, _ := contactlog.AppendBatch(nil, tuples)
+	start := c.Policy().WindowStart(now)
+	old := gps.Trace{{Time: start.Add(-time.Hour).Unix(), Lat: 46.5, Lon: 6.6}, {Time: start.Add(-time.Second).Unix(), Lat: 46.5, Lon: 6.6}}
+	recent := gps.Trace{{Time: start.Unix(), Lat: 46.5, Lon: 6.6}, {Time: now.Unix(), Lat: 46.5, Lon: 6.6}}
+	recentWire, _ := recent.MarshalBinary()
+	signed := api.SignedTrace{Authority: "lab", Trace: recentWire, IssuedAt: 1, Nonce: []byte{1}, Signature: []byte{2}}
+	result := api.SignedResult{Authority: "lab", TestCode: "AAAAA-AAAAA", Result: api.Positive, IssuedAt: 1}
+
+	errs := []error{c.SubmitResult(ctx, result)}
+	_, err := c.PollResult(ctx, []byte("secret"))
+	errs = append(errs, err)
+	_, err = c.Upload(ctx, []byte("auth"), tuples)
+	errs = append(errs, err)
+	_, err = c.CheckExposure(ctx, tuples)
+	errs = append(errs, err)
+	_, err = c.SubmitTrace(ctx, signed)
+	errs = append(errs, err)
+	_, err = c.CheckTrace(ctx, append(old, recent...))
+	errs = append(errs, err, c.Decoy(ctx, 3))
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+
+	want := []struct {
+		path string
+		body any
+	}{
+		{api.PathSubmitResult, result},
+		{api.PathPollResult, api.PollResultRequest{Secret: []byte("secret")}},
+		{api.PathUpload, api.UploadRequest{Authorization: []byte("auth"), Tuples: batch}},
+		{api.PathCheckExposure, api.ExposureRequest{Tuples: batch}},
+		{api.PathSubmitTrace, signed},
+		// Fixes before the window are not sent; those from its first
+		// second on are.
+		{api.PathCheckTrace, api.TraceCheckRequest{Trace: recentWire}},
+		{api.PathDecoy, api.DecoyRequest{Filler: make([]byte, 3)}},
+	}
+	reqs := s.requests(t)
+	if len(reqs) != len(want) {
+		t.Fatalf("gateway received %d requests, want %d", len(reqs), len(want))
+	}
+	s.mu.Lock()
+	plain := slices.Clone(s.plain)
+	s.mu.Unlock()
+	for i, r := range reqs {
+		w := want[i]
+		if r.Method != http.MethodPost || r.Scheme != "https" || r.Authority != api.InnerAuthority || r.Path != w.path {
+			t.Errorf("request %d: %s %s://%s%s, want POST https://%s%s", i, r.Method, r.Scheme, r.Authority, r.Path, api.InnerAuthority, w.path)
+		}
+		if !slices.Equal(r.Header, []bhttp.Field{{Name: "content-type", Value: "application/json"}}) {
+			t.Errorf("request %d: header %v, want only the JSON content type", i, r.Header)
+		}
+		if got, want := string(r.Content), string(marshal(t, w.body)); got != want {
+			t.Errorf("request %d to %s: body %s, want %s", i, w.path, got, want)
+		}
+		if !slices.Contains(bhttp.SizeClasses(), len(plain[i])) {
+			t.Errorf("request %d: %d bytes inside the encryption, not a size class", i, len(plain[i]))
+		}
+	}
+}
+
+// Answers that no conftrace backend gives are errors, not zero values.
+func TestInnerAnswers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		answer []byte
+		check  func(error) bool
+	}{
+		{"refusal", respond(http.StatusConflict, `{"code":"replayed","message":"seen"}`), func(err error) bool {
+			var ae *api.Error
+			return errors.As(err, &ae) && ae.Code == api.CodeReplayed && ae.Message == "seen"
+		}},
+		{"error without a code", respond(http.StatusServiceUnavailable, `{"message":"busy"}`), func(err error) bool {
+			return err != nil && strings.Contains(err.Error(), "status 503") && !errors.As(err, new(*api.Error))
+		}},
+		{"error not in JSON", respond(http.StatusBadGateway, `<html>`), func(err error) bool {
+			return err != nil && strings.Contains(err.Error(), "status 502")
+		}},
+		{"answer not in JSON", respond(http.StatusOK, `<html>`), func(err error) bool {
+			var se *json.SyntaxError
+			return errors.As(err, &se)
+		}},
+		{"answer of another type", respond(http.StatusOK, `{"result":7}`), func(err error) bool {
+			var te *json.UnmarshalTypeError
+			return errors.As(err, &te)
+		}},
+		{"not binary HTTP", []byte{9, 9, 9}, func(err error) bool { return errors.Is(err, bhttp.ErrMalformed) }},
+		{"truncated binary HTTP", respond(http.StatusOK, `{"result":"positive"}`)[:6], func(err error) bool { return errors.Is(err, bhttp.ErrTruncated) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newScripted(t, func(*bhttp.Request) []byte { return bytes.Clone(tc.answer) })
+			c := scriptedClient(t, s, nil)
+			pr, err := c.PollResult(t.Context(), make([]byte, api.TestSecretSize))
+			if !tc.check(err) {
+				t.Fatalf("PollResult: %+v, %v", pr, err)
+			}
+		})
+	}
+}
