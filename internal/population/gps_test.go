@@ -56,7 +56,7 @@ func TestGPSRun(t *testing.T) {
 	ble := *s
 	ble.GPSSummary, plain.Timing = nil, Timing{}
 	ble.Requests -= g.GPSUploads + g.GPSChecks
-	ble.Definitions = definitions
+	ble.Definitions = definitions()
 	if !reflect.DeepEqual(&ble, plain) {
 		t.Fatalf("GPS changed the Bluetooth side of the run:\n%+v\n%+v", ble, *plain)
 	}
@@ -122,17 +122,17 @@ func TestTruthIsBruteForce(t *testing.T) {
 // people are, at the interval asked, the same whenever drawn, and traces
 // that pass the validation the backend applies.
 func TestGPSModel(t *testing.T) {
-	newWorld := func(seed uint64) (*world, *gpsWorld) {
-		w := &world{cfg: Config{People: 40, Days: 3, Seed: seed}, rng: rand.New(rand.NewPCG(seed, 9)), pol: policy.Default(), start: DefaultStart, sum: &Summary{}}
-		w.populate()
+	offline := func(seed uint64) (*world, *gpsWorld) {
+		pol := policy.Default()
+		w := newWorld(Config{People: 40, Days: 3, Seed: seed}, pol, nil, &simClock{start: DefaultStart, pol: pol}, nil)
 		return w, newGPSWorld(w)
 	}
-	w, g := newWorld(9)
-	if _, other := newWorld(10); reflect.DeepEqual(g.home, other.home) {
+	w, g := offline(9)
+	if _, other := offline(10); reflect.DeepEqual(g.home, other.home) {
 		t.Fatal("two seeds put people in the same homes")
 	}
 	for d := range 3 {
-		g.plan(d, w.encounters(d))
+		g.plan(d, drawEncounters(w.rng, w.people, w.clock.weekday(d)))
 	}
 	// Day 1 (a Monday): a community encounter puts both at one place.
 	var e *encounter
@@ -174,7 +174,7 @@ func distance(a, b latLon) float64 {
 
 func TestGPSReports(t *testing.T) {
 	g := &GPSSummary{GPSCheckEvery: 3, GPSUploads: 2, GPSChecks: 40, GPSNotified: 5, GPSShouldBeNotified: 5, GPSProtocolExact: true}
-	s := &Summary{People: 10, Days: 2, ProtocolExact: true, Definitions: definitions, GPSSummary: g}
+	s := &Summary{People: 10, Days: 2, ProtocolExact: true, Definitions: definitions(), GPSSummary: g}
 	var tbl, page strings.Builder
 	WriteTable(&tbl, s)
 	if !strings.Contains(tbl.String(), "GPS exact") || !strings.Contains(tbl.String(), "5 (brute force says 5)") {

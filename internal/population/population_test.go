@@ -127,17 +127,20 @@ func TestRunRefusesBadConfig(t *testing.T) {
 // attenuation, summed per day.
 func TestExpected(t *testing.T) {
 	pol := policy.Default() // 15 weighted minutes; 50% weight in (63, 73] dB
-	w := &world{pol: pol, people: make([]person, 3), start: DefaultStart}
-	for i := range w.people {
-		w.people[i].tuples = make([][]rec, 5)
+	clock := &simClock{start: DefaultStart, pol: pol}
+	people := make([]person, 3)
+	for i := range people {
+		people[i].phone = newPhone(0, 5)
 	}
-	uploadAt := w.at(3, 23*60+10)
-	w.people[1] = person{uploaded: true, uploadAt: uploadAt, uploadDay: 3, uploadFirst: 1, testDay: 2, tuples: w.people[1].tuples}
-	checkAt := w.at(4, 23*60+30)
+	o := newOracle(pol.Risk, clock, people)
+	uploadAt := clock.at(3, 23*60+10)
+	people[1].phone.upload = upload{done: true, at: uploadAt, day: 3, first: 1, testDay: 2}
+	checkAt := clock.at(4, 23*60+30)
 	tuple := func(minutes uint16, att uint8) contactlog.Tuple {
 		return contactlog.Tuple{Interval: enid.Interval(1), Duration: minutes, Attenuation: att}
 	}
-	add := func(day int, r rec) { w.people[0].tuples[day] = append(w.people[0].tuples[day], r) }
+	log := people[0].phone.log
+	add := func(day int, r rec) { log[day] = append(log[day], r) }
 	for _, tc := range []struct {
 		name string
 		recs map[int][]rec
@@ -155,39 +158,39 @@ func TestExpected(t *testing.T) {
 		{"after upload", map[int][]rec{4: {{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 10}}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for d := range w.people[0].tuples {
-				w.people[0].tuples[d] = nil
+			for d := range log {
+				log[d] = nil
 			}
 			for d, rs := range tc.recs {
 				for _, r := range rs {
 					add(d, r)
 				}
 			}
-			got, cause := w.expected(0, 4, checkAt)
+			got, cause := o.expected(0, 4, checkAt)
 			if got != tc.want || (got && cause != 1) || (!got && cause != -1) {
 				t.Fatalf("expected() = %v, cause %d; want %v", got, cause, tc.want)
 			}
 		})
 	}
-	w.people[0].tuples[2] = []rec{{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 10}}
-	if got, _ := w.expected(0, 4, checkAt); !got {
+	log[2] = []rec{{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 10}}
+	if got, _ := o.expected(0, 4, checkAt); !got {
 		t.Fatal("a 20-minute mirrored exposure did not count")
 	}
 	// The window at the check's time excludes the days before it: a
 	// check 15 days after day 0 sees days 2 and later; 16 days, 3 and
 	// later.
-	if got, _ := w.expected(0, 4, w.at(15, 12*60)); !got {
+	if got, _ := o.expected(0, 4, clock.at(15, 12*60)); !got {
 		t.Fatal("a day inside the check's window did not count")
 	}
-	if got, _ := w.expected(0, 4, w.at(16, 0)); got {
+	if got, _ := o.expected(0, 4, clock.at(16, 0)); got {
 		t.Fatal("a day before the check's window counted")
 	}
 	// An upload the backend acknowledged after the check does not count,
 	// whatever simulated day it belongs to.
-	if got, _ := w.expected(0, 4, uploadAt.Add(-time.Second)); got {
+	if got, _ := o.expected(0, 4, uploadAt.Add(-time.Second)); got {
 		t.Fatal("an upload made after the check counted")
 	}
-	if got, _ := w.expected(0, 4, uploadAt); !got {
+	if got, _ := o.expected(0, 4, uploadAt); !got {
 		t.Fatal("an upload acknowledged at the check's time did not count")
 	}
 }
@@ -203,7 +206,7 @@ func TestCheck(t *testing.T) {
 
 func TestReports(t *testing.T) {
 	s := &Summary{People: 10, Days: 2, ProtocolExact: true, Daily: []Day{{Date: "2026-03-01", Infections: 2}, {Date: "2026-03-02", Tests: 1}},
-		NotificationDelayDays: []int{0, 3}, BytesPerDeviceDay: 100, GAENBytesPerDeviceDay: 50, Definitions: definitions}
+		NotificationDelayDays: []int{0, 3}, BytesPerDeviceDay: 100, GAENBytesPerDeviceDay: 50, Definitions: definitions()}
 	var tbl, page strings.Builder
 	if err := WriteTable(&tbl, s); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,229 @@
+package population
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"time"
+)
+
+// GAENBytesPerKey is what one published daily key costs every device in the
+// GAEN-style baseline: 16 bytes of key, 4 of rolling start interval and 4 of
+// rolling period, plus about 4 bytes of protobuf framing and transmission
+// risk, as in the Exposure Notification key export format.
+const GAENBytesPerKey = 28
+
+// ErrNotExact is returned (wrapped) by Summary.Check when the backend's
+// answers differed from what the protocol requires.
+var ErrNotExact = errors.New("population: the backend's exposure answers differ from the protocol's")
+
+// Summary is what a run did, beside the ground truth.
+type Summary struct {
+	People   int    `json:"people"`
+	Days     int    `json:"days"`
+	Seed     uint64 `json:"seed"`
+	AppUsers int    `json:"app_users"`
+	// Live is set when the run drove a backend that keeps real time;
+	// Nonce is the run's nonce in hex, when it had one.
+	Live  bool   `json:"live_backend,omitempty"`
+	Nonce string `json:"run_nonce,omitempty"`
+
+	Infections    int `json:"infections"`
+	Tests         int `json:"tests"`
+	PositiveTests int `json:"positive_tests"`
+	Uploads       int `json:"uploads"`
+	Checks        int `json:"exposure_checks"`
+	Requests      int `json:"requests"`
+
+	// Notified counts devices the backend told "exposed" at least once;
+	// ShouldBeNotified those the protocol says it must tell at least once.
+	Notified         int `json:"notified"`
+	ShouldBeNotified int `json:"should_be_notified"`
+	// MissedNotifications and FalseNotifications count exposure checks
+	// whose answer was "not exposed" though the protocol requires
+	// "exposed", and the reverse.
+	MissedNotifications int  `json:"missed_notifications"`
+	FalseNotifications  int  `json:"false_notifications"`
+	ProtocolExact       bool `json:"protocol_exact"`
+
+	// TrueContacts counts distinct people with at least 15 minutes within
+	// 2 m of an uploading case during its infectious period (whether or not
+	// they run the app); NotifiedTrueContacts those of them notified.
+	TrueContacts         int     `json:"true_contacts"`
+	TrueContactsWithApp  int     `json:"true_contacts_with_app"`
+	NotifiedTrueContacts int     `json:"notified_true_contacts"`
+	EpiRecall            float64 `json:"epi_recall"`
+	EpiRecallAppUsers    float64 `json:"epi_recall_app_users"`
+	EpiPrecision         float64 `json:"epi_precision"`
+
+	// NotificationDelayDays[i] counts notified devices first notified i
+	// days after the test of the case that exposed them was taken.
+	NotificationDelayDays []int   `json:"notification_delay_days"`
+	MedianDelayDays       float64 `json:"median_notification_delay_days"`
+
+	BytesPerDeviceDay     float64 `json:"bytes_per_device_day"`
+	GAENKeysPublished     int     `json:"gaen_keys_published"`
+	GAENBytesPerDeviceDay float64 `json:"gaen_bytes_per_device_day"`
+
+	Daily []Day `json:"daily"`
+	// Definitions says in words how the figures above are computed.
+	Definitions map[string]string `json:"definitions"`
+
+	// Timing holds every wall-clock figure; it is the only part of a
+	// Summary that differs between two runs with the same seed, unless
+	// the runs drove a live backend.
+	Timing Timing `json:"timing"`
+
+	// GPSSummary is set when Config.GPS was; its fields are inlined in
+	// the JSON, and absent without GPS.
+	*GPSSummary
+}
+
+// Day is one simulated day's events.
+type Day struct {
+	Date          string `json:"date"`
+	Infections    int    `json:"infections"`
+	Tests         int    `json:"tests"`
+	PositiveTests int    `json:"positive_tests"`
+	Uploads       int    `json:"uploads"`
+	NewlyNotified int    `json:"newly_notified"`
+}
+
+// Timing holds the wall-clock figures of a run.
+type Timing struct {
+	TotalSeconds float64 `json:"total_seconds"`
+	// Latencies of the phones' and authority's requests as the client saw
+	// them (encryption, HTTP on loopback, backend), in milliseconds.
+	LatencyP50Ms float64 `json:"latency_p50_ms"`
+	LatencyP90Ms float64 `json:"latency_p90_ms"`
+	LatencyP99Ms float64 `json:"latency_p99_ms"`
+	LatencyMaxMs float64 `json:"latency_max_ms"`
+	// Requests the backend served and how long it took to answer them
+	// (from the request's arrival to the last byte of the answer), in
+	// milliseconds; known only when the backend runs in-process.
+	BackendRequests int     `json:"backend_requests,omitempty"`
+	BackendP50Ms    float64 `json:"backend_p50_ms,omitempty"`
+	BackendP90Ms    float64 `json:"backend_p90_ms,omitempty"`
+	BackendP99Ms    float64 `json:"backend_p99_ms,omitempty"`
+	BackendMaxMs    float64 `json:"backend_max_ms,omitempty"`
+}
+
+// SetBackendLatencies records the durations of the requests the backend
+// served, as measured around its HTTP handler.
+func (t *Timing) SetBackendLatencies(d []time.Duration) {
+	l := slices.Clone(d)
+	slices.Sort(l)
+	t.BackendRequests = len(l)
+	t.BackendP50Ms, t.BackendP90Ms, t.BackendP99Ms, t.BackendMaxMs = quantileMs(l, 0.5), quantileMs(l, 0.9), quantileMs(l, 0.99), quantileMs(l, 1)
+}
+
+// quantileMs returns the q quantile of sorted durations, in milliseconds.
+func quantileMs(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := min(len(sorted)-1, int(q*float64(len(sorted))))
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+// Check returns an error wrapping ErrNotExact unless the protocol was
+// exact, for GPS too when the run had GPS.
+func (s *Summary) Check() error {
+	if !s.ProtocolExact {
+		return fmt.Errorf("%w: %d missed and %d false notifications", ErrNotExact, s.MissedNotifications, s.FalseNotifications)
+	}
+	if g := s.GPSSummary; g != nil && !g.GPSProtocolExact {
+		return fmt.Errorf("%w: GPS: %d missed and %d false notifications, %d answers with other episodes", ErrNotExact, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)
+	}
+	return nil
+}
+
+// addDelay counts a device first notified delay days after the test of
+// the case that exposed it.
+func (s *Summary) addDelay(delay int) {
+	for len(s.NotificationDelayDays) <= delay {
+		s.NotificationDelayDays = append(s.NotificationDelayDays, 0)
+	}
+	s.NotificationDelayDays[delay]++
+}
+
+// derive sets the figures that follow from the counts: exactness, the
+// epidemiological ratios, the median delay and the bandwidth, given the
+// bytes all devices sent and received.
+func (s *Summary) derive(deviceBytes int64) {
+	s.ProtocolExact = s.MissedNotifications == 0 && s.FalseNotifications == 0
+	s.EpiRecall = ratio(s.NotifiedTrueContacts, s.TrueContacts)
+	s.EpiRecallAppUsers = ratio(s.NotifiedTrueContacts, s.TrueContactsWithApp)
+	s.EpiPrecision = ratio(s.NotifiedTrueContacts, s.Notified)
+	s.MedianDelayDays = median(s.NotificationDelayDays)
+	deviceDays := float64(max(1, s.AppUsers) * s.Days)
+	s.BytesPerDeviceDay = math.Round(float64(deviceBytes) / deviceDays)
+	s.GAENBytesPerDeviceDay = math.Round(float64(s.GAENKeysPublished*GAENBytesPerKey) / float64(s.Days))
+}
+
+// summaryDefinitions returns the definitions of a run's figures, with
+// those of GPS and of live runs when the run had them.
+func summaryDefinitions(withGPS, live bool) map[string]string {
+	defs := definitions()
+	if withGPS {
+		maps.Copy(defs, gpsDefinitions())
+	}
+	if live {
+		maps.Copy(defs, liveDefinitions())
+	}
+	return defs
+}
+
+// definitions returns the definitions of the Bluetooth figures.
+func definitions() map[string]string {
+	return map[string]string{
+		"protocol_exact":            "every exposure check answered exactly as the protocol requires: the device's tuples of the retention window whose mirror an uploading case logged and uploaded, scored per UTC day with the attested risk policy (minimum of both durations, the checking device's attenuation)",
+		"missed_notifications":      "exposure checks answered 'not exposed' that the protocol says must be 'exposed'",
+		"false_notifications":       "exposure checks answered 'exposed' that the protocol says must be 'not exposed'",
+		"notified":                  "devices told 'exposed' at least once",
+		"true_contacts":             "distinct people with at least 15 minutes within 2 m of an uploading case during its infectious period (true proximity, before Bluetooth loss; app or not)",
+		"epi_recall":                "notified true contacts / true contacts (limited by app adoption and Bluetooth loss)",
+		"epi_recall_app_users":      "notified true contacts / true contacts running the app",
+		"epi_precision":             "notified devices that are true contacts / notified devices",
+		"notification_delay_days":   "histogram: days from the test of the (earliest-tested) case that exposed a device to its first notification",
+		"bytes_per_device_day":      "Oblivious HTTP request and response bodies a device sent and received (result polls, uploads, exposure checks), per app user and simulated day; the one-time attestation bundle fetch is not counted",
+		"gaen_bytes_per_device_day": "GAEN-style baseline: every daily key an uploading case publishes (one per day of its window) is downloaded once by every device, 28 bytes each, per simulated day",
+	}
+}
+
+// liveDefinitions explain the figures of a run against a live backend.
+func liveDefinitions() map[string]string {
+	return map[string]string{
+		"live_backend": "the run drove a running backend that keeps real time: the simulated days end yesterday inside its retention window, every request happened at real time while tuples, test dates and GPS fixes carry the simulated past, and each check's truth uses the window at the real time of that check; the counts are not reproducible across runs (the dates, so the weekdays, follow the calendar, and the GPS city moves with run_nonce)",
+		"run_nonce":    "random per run and mixed with the seed into every identifier the backend sees (daily keys, test secrets, the GPS city's location), so that a run never matches, nor replays, what earlier runs left on the same backend",
+	}
+}
+
+// ratio returns a/b rounded to four decimals, and 0 when b is 0.
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return math.Round(float64(a)/float64(b)*1e4) / 1e4
+}
+
+// median returns the median of the values counted by hist, a histogram.
+func median(hist []int) float64 {
+	n := 0
+	for _, c := range hist {
+		n += c
+	}
+	if n == 0 {
+		return 0
+	}
+	seen := 0
+	for i, c := range hist {
+		seen += c
+		if 2*seen >= n {
+			return float64(i)
+		}
+	}
+	return 0
+}
