@@ -123,7 +123,7 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	}
 	var (
 		mu  sync.Mutex
-		now = population.DefaultStart
+		now = population.DefaultStart()
 	)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	b, err := localbackend.Start(ctx, localbackend.Config{Dir: dir, Authority: lab, Now: clock})

@@ -12,9 +12,9 @@ import (
 	"github.com/conftrace/conftrace/authority"
 )
 
-// DefaultStart is the simulated time at which a run begins unless
+// DefaultStart() returns the simulated time at which a run begins unless
 // Config.Start says otherwise; a fixed date keeps runs reproducible.
-var DefaultStart = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+func DefaultStart() time.Time { return time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC) }
 
 // ErrTooManyDays is returned (wrapped) by Run when the simulated period
 // does not fit in a live backend's retention window.
@@ -49,7 +49,7 @@ type Config struct {
 	// encounter in a 10-minute interval (default 0.85).
 	Detection float64
 	// Start is the simulated time of day 0 (midnight UTC); zero means
-	// DefaultStart, or with a live backend (SetClock nil) Days days before
+	// DefaultStart(), or with a live backend (SetClock nil) Days days before
 	// today's UTC midnight, which is the only start a live backend allows.
 	Start time.Time
 

@@ -69,7 +69,7 @@ func TestGPSRun(t *testing.T) {
 func TestTruthIsBruteForce(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(1, 2))
-	start := DefaultStart.Unix()
+	start := DefaultStart().Unix()
 	trace := func(n int, c latLon, spread float64, step int64) gps.Trace {
 		tr := make(gps.Trace, n)
 		tm := start + r.Int64N(3600)
@@ -124,7 +124,7 @@ func TestTruthIsBruteForce(t *testing.T) {
 func TestGPSModel(t *testing.T) {
 	offline := func(seed uint64) (*world, *gpsWorld) {
 		pol := policy.Default()
-		w := newWorld(Config{People: 40, Days: 3, Seed: seed}, pol, nil, &simClock{start: DefaultStart, pol: pol}, nil)
+		w := newWorld(Config{People: 40, Days: 3, Seed: seed}, pol, nil, &simClock{start: DefaultStart(), pol: pol}, nil)
 		return w, newGPSWorld(w)
 	}
 	w, g := offline(9)
@@ -151,7 +151,7 @@ func TestGPSModel(t *testing.T) {
 		if len(tr) != 24*60 || tr[1].Time-tr[0].Time != 60 {
 			t.Fatalf("person %d: %d fixes, %d s apart; want one a minute all day", i, len(tr), tr[1].Time-tr[0].Time)
 		}
-		if err := tr.Validate(gps.Limits{Now: func() time.Time { return DefaultStart.AddDate(0, 0, 3) }}); err != nil {
+		if err := tr.Validate(gps.Limits{Now: func() time.Time { return DefaultStart().AddDate(0, 0, 3) }}); err != nil {
 			t.Fatalf("person %d's trace does not validate: %v", i, err)
 		}
 		if again := g.appendDay(nil, i, 1, 1, 24*60-1); !reflect.DeepEqual(tr, again) {

@@ -43,7 +43,7 @@
 //
 // # Live backends
 //
-// A backend that is already running (conftrace serve) keeps real time, and
+// A backend that is already running (conftraced) keeps real time, and
 // nothing can move its clock. Leave Config.SetClock nil to drive one: the
 // simulated period then ends at the present (day 0 is Config.Days days
 // before today's UTC midnight, the last day is yesterday), so it must fit
@@ -132,7 +132,7 @@ func setUp(ctx context.Context, cfg Config) (*world, error) {
 	live := cfg.live()
 	day0 := cfg.Start
 	if day0.IsZero() {
-		day0 = DefaultStart
+		day0 = DefaultStart()
 	}
 	simNow := new(atomic.Int64)
 	if !live {

@@ -23,7 +23,7 @@ import (
 func run(t *testing.T, cfg Config) *Summary {
 	t.Helper()
 	var mu sync.Mutex
-	now := DefaultStart
+	now := DefaultStart()
 	b := startBackend(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
 	configure(&cfg, b)
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
@@ -111,7 +111,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"no days", Config{People: 10, Days: 0, Authority: lab, SetClock: set}},
 		{"no authority", Config{People: 10, Days: 3, SetClock: set}},
 		{"negative days live", Config{People: 10, Days: -1, Authority: lab}},
-		{"start with a live backend", Config{People: 10, Days: 3, Authority: lab, Start: DefaultStart}},
+		{"start with a live backend", Config{People: 10, Days: 3, Authority: lab, Start: DefaultStart()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Run(context.Background(), tc.cfg); err == nil {
@@ -127,7 +127,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 // attenuation, summed per day.
 func TestExpected(t *testing.T) {
 	pol := policy.Default() // 15 weighted minutes; 50% weight in (63, 73] dB
-	clock := &simClock{start: DefaultStart, pol: pol}
+	clock := &simClock{start: DefaultStart(), pol: pol}
 	people := make([]person, 3)
 	for i := range people {
 		people[i].phone = newPhone(0, 5)
