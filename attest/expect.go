@@ -47,13 +47,38 @@ func (e *MismatchError) Error() string {
 }
 
 // Check reports whether id meets the expectations, naming the first field
-// that does not.
+// that does not: the code ([Expectations.CheckCode]), then the platform's
+// state (debug mode and TCB status).
 func (e Expectations) Check(id Identity) error {
 	if id.TEE == Sim && !e.AllowSimulated {
 		return ErrSimulated
 	}
 	if id.Debug && !e.AllowDebug {
 		return &MismatchError{Field: "debug", Got: "true", Want: "false (debug TEEs expose their memory to the host)"}
+	}
+	if err := e.CheckCode(id); err != nil {
+		return err
+	}
+	if id.TCBStatus != "" {
+		ok := e.TCBStatuses
+		if len(ok) == 0 {
+			ok = []string{"UpToDate"}
+		}
+		if !slices.Contains(ok, id.TCBStatus) {
+			return &MismatchError{Field: "tcb_status", Got: id.TCBStatus, Want: "one of " + strings.Join(ok, ", ")}
+		}
+	}
+	return nil
+}
+
+// CheckCode reports whether id is the code the expectations accept:
+// simulation, measurement, signer, product and security version. It does
+// not judge the platform's state (debug mode, TCB status), which an auditor
+// inspecting evidence offline wants reported rather than refused; clients
+// use Check.
+func (e Expectations) CheckCode(id Identity) error {
+	if id.TEE == Sim && !e.AllowSimulated {
+		return ErrSimulated
 	}
 	if len(e.Measurements) > 0 && !containsBytes(e.Measurements, id.Measurement) {
 		return &MismatchError{Field: "measurement", Got: hex.EncodeToString(id.Measurement), Want: hexList(e.Measurements)}
@@ -67,16 +92,26 @@ func (e Expectations) Check(id Identity) error {
 	if id.SVN < e.MinSVN {
 		return &MismatchError{Field: "svn", Got: fmt.Sprint(id.SVN), Want: fmt.Sprintf(">= %d", e.MinSVN)}
 	}
-	if id.TCBStatus != "" {
-		ok := e.TCBStatuses
-		if len(ok) == 0 {
-			ok = []string{"UpToDate"}
-		}
-		if !slices.Contains(ok, id.TCBStatus) {
-			return &MismatchError{Field: "tcb_status", Got: id.TCBStatus, Want: "one of " + strings.Join(ok, ", ")}
-		}
-	}
 	return nil
+}
+
+// measurementSizes are the lengths of the measurements of the TEEs
+// conftrace runs in: 32 bytes (sim, SGX MRENCLAVE) and 48 bytes (TDX MRTD,
+// SEV-SNP launch digest).
+var measurementSizes = []int{32, 48}
+
+// ParseMeasurement decodes a measurement written in hex, as auditors publish
+// and users paste them, and checks its length, so that a truncated paste
+// fails here rather than as a mismatch later.
+func ParseMeasurement(s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("attest: measurement %q is not valid hex: %w", s, err)
+	}
+	if !slices.Contains(measurementSizes, len(b)) {
+		return nil, fmt.Errorf("attest: measurement %q is %d bytes, want 32 (sim, sgx) or 48 (tdx, snp)", s, len(b))
+	}
+	return b, nil
 }
 
 func containsBytes(list [][]byte, b []byte) bool {

@@ -1,7 +1,8 @@
 // Package device keeps a phone's conftrace state: its daily keys, its
 // contact log and the test it registered. It is what a phone app (or the
-// conftrace device command, or the simulator) builds on; talking to the
-// backend is package client's job.
+// conftrace device command) builds on; talking to the backend is package
+// client's job, with the expectations the device was set up with
+// ([Config.Expectations]).
 //
 // A device broadcasts, in every 10-minute interval, the rotating identifier
 // (RPI) of that day's key and logs the identifiers it hears as contact
@@ -33,6 +34,7 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/atomicfile"
+	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
 	"github.com/conftrace/conftrace/policy"
@@ -50,6 +52,20 @@ type Config struct {
 	// Relay, if set, is the Oblivious HTTP relay that requests go through,
 	// so that the backend never sees the device's address.
 	Relay string `json:"relay,omitempty"`
+}
+
+// Expectations returns what the device accepts of its backend, as
+// client.Config takes them. It fails if a saved measurement is not valid.
+func (c Config) Expectations() (attest.Expectations, error) {
+	exp := attest.Expectations{AllowSimulated: c.AllowSimulated}
+	for _, s := range c.Measurements {
+		m, err := attest.ParseMeasurement(s)
+		if err != nil {
+			return attest.Expectations{}, fmt.Errorf("device: %w", err)
+		}
+		exp.Measurements = append(exp.Measurements, m)
+	}
+	return exp, nil
 }
 
 // Test is the state of the test a device registered.

@@ -2,8 +2,10 @@ package device
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,5 +142,25 @@ func TestRecordPollKeepsTheAuthorization(t *testing.T) {
 		if got, _ := again.Test(); !got.Uploaded {
 			t.Fatal("the recorded poll was not saved")
 		}
+	}
+}
+
+// A device verifies its backend with what it was set up with: the saved
+// measurements, and simulation only if it was allowed; a corrupted
+// measurement in the state is an error, not "accept any code".
+func TestConfigExpectations(t *testing.T) {
+	m := strings.Repeat("ab", 32)
+	exp, err := Config{Measurements: []string{m}, AllowSimulated: true}.Expectations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exp.Measurements) != 1 || hex.EncodeToString(exp.Measurements[0]) != m || !exp.AllowSimulated {
+		t.Errorf("Expectations() = %+v, want measurement %s and simulation allowed", exp, m)
+	}
+	if exp, _ := (Config{}).Expectations(); exp.AllowSimulated || len(exp.Measurements) != 0 {
+		t.Errorf("zero Config gives %+v, want no simulation and no measurements", exp)
+	}
+	if _, err := (Config{Measurements: []string{m[:62]}}).Expectations(); err == nil {
+		t.Error("a truncated saved measurement was accepted")
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -63,6 +65,40 @@ type collateralJSON struct {
 	TCBSigningChain string `json:"tcb_signing_chain"`
 	PCKCRL          []byte `json:"pck_crl,omitempty"`
 	RootCACRL       []byte `json:"root_ca_crl,omitempty"`
+}
+
+// ReadCollateralDir reads collateral saved from Intel PCS into a directory:
+// the TCB info (tcb_info*.json), the QE identity (qe_identity*.json) and the
+// TCB signing chain (the one *.pem file), one of each, as an auditor keeps
+// them beside a quote to verify it offline.
+func ReadCollateralDir(dir string) (*Collateral, error) {
+	one := func(pattern string) ([]byte, error) {
+		m, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrCollateral, dir, err)
+		}
+		if len(m) != 1 {
+			return nil, fmt.Errorf("%w: directory %s: want exactly one %s file, found %d", ErrCollateral, dir, pattern, len(m))
+		}
+		b, err := os.ReadFile(m[0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCollateral, err)
+		}
+		return b, nil
+	}
+	tcb, err := one("tcb_info*.json")
+	if err != nil {
+		return nil, err
+	}
+	qe, err := one("qe_identity*.json")
+	if err != nil {
+		return nil, err
+	}
+	chain, err := one("*.pem")
+	if err != nil {
+		return nil, err
+	}
+	return NewCollateral(tcb, qe, chain)
 }
 
 // NewCollateral builds collateral from the files Intel PCS serves: the TCB

@@ -25,12 +25,44 @@ func stateFlag(fs *flag.FlagSet) *string {
 	return fs.String("state", "", "the device's state `directory` (required)")
 }
 
-// openDevice opens the device in dir, or says how to make one.
-func openDevice(ctx context.Context, dir string) (*device.Device, error) {
-	if dir == "" {
+// deviceCommand is what the commands on an existing device share: a flag
+// set with --state, to which each adds its own flags.
+type deviceCommand struct {
+	*flag.FlagSet
+	state *string
+}
+
+func newDeviceCommand(cio cmdIO, name, usage string) deviceCommand {
+	fs := newFlags(cio, name, usage)
+	return deviceCommand{FlagSet: fs, state: stateFlag(fs)}
+}
+
+// open parses args, runs the command's own checks of its flags (check may
+// be nil) and opens the device in --state.
+func (c deviceCommand) open(ctx context.Context, args []string, check func() error) (*device.Device, error) {
+	if err := parseFlags(c.FlagSet, args); err != nil {
+		return nil, err
+	}
+	if *c.state == "" {
 		return nil, usagef("--state is required")
 	}
-	return device.Open(ctx, dir)
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
+	}
+	return device.Open(ctx, *c.state)
+}
+
+// deviceClient verifies the backend that a device's state names, with the
+// expectations the device was initialised with, and returns a client for it.
+func deviceClient(ctx context.Context, d *device.Device) (*client.Client, error) {
+	cfg := d.Config()
+	exp, err := cfg.Expectations()
+	if err != nil {
+		return nil, fmt.Errorf("device state %s: %w", d.Dir(), err)
+	}
+	return client.New(ctx, client.Config{Server: cfg.Server, Relay: cfg.Relay, Expectations: exp})
 }
 
 // runDeviceInit verifies a backend and creates a device that trusts it.
@@ -123,14 +155,10 @@ func runDeviceMeet(ctx context.Context, cio cmdIO, args []string) error {
 
 // runDeviceLog prints the device's contact log.
 func runDeviceLog(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "device log", "device log --state DIR\n\n"+
+	cmd := newDeviceCommand(cio, "device log", "device log --state DIR\n\n"+
 		"Prints the recorded contact tuples, one per line:\n"+
 		"<interval> <own-rpi-hex> <heard-rpi-hex> <minutes> <attenuation-db>")
-	state := stateFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	d, err := openDevice(ctx, *state)
+	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
 	}
@@ -143,14 +171,10 @@ func runDeviceLog(ctx context.Context, cio cmdIO, args []string) error {
 
 // runDeviceRegisterTest registers a new test and prints its code.
 func runDeviceRegisterTest(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "device register-test", "device register-test --state DIR\n\n"+
+	cmd := newDeviceCommand(cio, "device register-test", "device register-test --state DIR\n\n"+
 		"Makes a new test secret, replacing any earlier test, and prints the code to\n"+
 		"show the test site.")
-	state := stateFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	d, err := openDevice(ctx, *state)
+	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
 	}
@@ -164,15 +188,11 @@ func runDeviceRegisterTest(ctx context.Context, cio cmdIO, args []string) error 
 
 // runDeviceCheckResult polls the registered test's result and saves it.
 func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "device check-result", "device check-result --state DIR\n\n"+
+	cmd := newDeviceCommand(cio, "device check-result", "device check-result --state DIR\n\n"+
 		"Asks the backend for the registered test's result and prints pending,\n"+
 		"negative or positive. A positive result's upload authorization is saved\n"+
 		"for device upload.")
-	state := stateFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	d, err := openDevice(ctx, *state)
+	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
 	}
@@ -210,15 +230,11 @@ func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
 // runDeviceUpload uploads the contact tuples of the retention window with
 // the saved upload authorization.
 func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "device upload", "device upload --state DIR\n\n"+
+	cmd := newDeviceCommand(cio, "device upload", "device upload --state DIR\n\n"+
 		"Uploads the contact tuples of the backend's retention window, with the upload\n"+
 		"authorization that a positive check-result saved, and prints how many the\n"+
 		"backend accepted.")
-	state := stateFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	d, err := openDevice(ctx, *state)
+	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
 	}
@@ -255,16 +271,12 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 // runDeviceCheckExposure asks the backend whether any of the device's
 // encounters was with an infected user.
 func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "device check-exposure", "device check-exposure --state DIR [--json]\n\n"+
+	cmd := newDeviceCommand(cio, "device check-exposure", "device check-exposure --state DIR [--json]\n\n"+
 		"Sends the contact tuples of the backend's retention window and prints exposed\n"+
 		"or not exposed; with --json, the backend's whole answer (per day: minutes,\n"+
 		"weighted minutes, closest attenuation).")
-	state := stateFlag(fs)
-	asJSON := fs.Bool("json", false, "print the backend's answer as JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	d, err := openDevice(ctx, *state)
+	asJSON := cmd.Bool("json", false, "print the backend's answer as JSON")
+	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
 	}

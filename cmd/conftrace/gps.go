@@ -160,27 +160,17 @@ func runAuthorityGPS(ctx context.Context, cio cmdIO, args []string) error {
 // runDeviceGPSCheck sends the device's own GPS trace to its backend and
 // prints whether, and when, it came near an infected patient.
 func runDeviceGPSCheck(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "device gps-check", "device gps-check --state DIR --trace FILE [--format csv|gpx] [--json]\n\n"+
+	cmd := newDeviceCommand(cio, "device gps-check", "device gps-check --state DIR --trace FILE [--format csv|gpx] [--json]\n\n"+
 		"Sends the fixes of the device's own GPS trace that fall in the backend's\n"+
 		"retention window to the backend, which compares them with infected patients'\n"+
 		"traces and forgets them. Prints exposed or not exposed, then one line per\n"+
 		"episode near a patient:\n"+
 		"<start RFC3339> <end RFC3339> <minutes> min, closest <metres> m\n"+
 		"With --json, prints the backend's whole answer.")
-	state := stateFlag(fs)
 	var trace traceFlags
-	trace.register(fs)
-	asJSON := fs.Bool("json", false, "print the backend's answer as JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *state == "" {
-		return usagef("--state is required")
-	}
-	if err := trace.check(); err != nil {
-		return err
-	}
-	d, err := openDevice(ctx, *state)
+	trace.register(cmd.FlagSet)
+	asJSON := cmd.Bool("json", false, "print the backend's answer as JSON")
+	d, err := cmd.open(ctx, args, trace.check)
 	if err != nil {
 		return err
 	}

@@ -6,12 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +18,6 @@ import (
 	"github.com/conftrace/conftrace/attest/snp"
 	"github.com/conftrace/conftrace/attest/tdx"
 	"github.com/conftrace/conftrace/client"
-	"github.com/conftrace/conftrace/device"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -179,90 +175,6 @@ func joinInts(xs []int, sep string) string {
 	return strings.Join(s, sep)
 }
 
-// Shared by the commands that talk to a backend: which attested identities
-// to accept.
-
-// measurementSizes are the measurement lengths of the TEEs conftrace knows:
-// 32 bytes (sim, SGX MRENCLAVE), 48 bytes (TDX MRTD, SNP launch digest).
-var measurementSizes = []int{32, 48}
-
-// parseMeasurement decodes a hex measurement and checks its length, so
-// that a truncated paste fails here rather than as a mismatch later.
-func parseMeasurement(s string) ([]byte, error) {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("measurement %q is not valid hex: %v", s, err)
-	}
-	for _, n := range measurementSizes {
-		if len(b) == n {
-			return b, nil
-		}
-	}
-	return nil, fmt.Errorf("measurement %q is %d bytes, want 32 (sim, sgx) or 48 (tdx, snp)", s, len(b))
-}
-
-// measurementsFlag is a repeatable --measurement flag.
-type measurementsFlag [][]byte
-
-func (m *measurementsFlag) String() string {
-	if m == nil {
-		return ""
-	}
-	s := make([]string, len(*m))
-	for i, b := range *m {
-		s[i] = hex.EncodeToString(b)
-	}
-	return strings.Join(s, ",")
-}
-
-func (m *measurementsFlag) Set(s string) error {
-	b, err := parseMeasurement(s)
-	if err != nil {
-		return err
-	}
-	*m = append(*m, b)
-	return nil
-}
-
-// expectFlags are the --measurement and --allow-simulated flags.
-type expectFlags struct {
-	measurements   measurementsFlag
-	allowSimulated bool
-}
-
-func (e *expectFlags) register(fs *flag.FlagSet) {
-	fs.Var(&e.measurements, "measurement", "an acceptable TEE measurement in `hex` (repeatable); none accepts any code, for development only")
-	fs.BoolVar(&e.allowSimulated, "allow-simulated", false, "accept a backend in the simulated TEE, which protects nothing (development only)")
-}
-
-func (e *expectFlags) expectations() attest.Expectations {
-	return attest.Expectations{Measurements: e.measurements, AllowSimulated: e.allowSimulated}
-}
-
-// measurementsHex returns the measurements as device.Config stores them.
-func (e *expectFlags) measurementsHex() []string {
-	var s []string
-	for _, m := range e.measurements {
-		s = append(s, hex.EncodeToString(m))
-	}
-	return s
-}
-
-// deviceClient verifies the backend that a device's state names, with the
-// expectations the device was initialised with, and returns a client for it.
-func deviceClient(ctx context.Context, d *device.Device) (*client.Client, error) {
-	cfg := d.Config()
-	exp := attest.Expectations{AllowSimulated: cfg.AllowSimulated}
-	for _, s := range cfg.Measurements {
-		m, err := parseMeasurement(s)
-		if err != nil {
-			return nil, fmt.Errorf("device state %s: %w", d.Dir(), err)
-		}
-		exp.Measurements = append(exp.Measurements, m)
-	}
-	return client.New(ctx, client.Config{Server: cfg.Server, Relay: cfg.Relay, Expectations: exp})
-}
-
 // verifyEvidenceFile verifies raw evidence offline and returns the identity
 // it proves. Debug evidence and any TCB status are reported, not refused
 // (--forbid-debug refuses debug); measurements and simulation are checked
@@ -289,7 +201,7 @@ func verifyEvidenceFile(ctx context.Context, path, teeName, collateralDir string
 	case attest.SGX:
 		opts := sgx.VerifierOptions{Time: now}
 		if collateralDir != "" {
-			c, err := readSGXCollateral(collateralDir)
+			c, err := sgx.ReadCollateralDir(collateralDir)
 			if err != nil {
 				return attest.Identity{}, err
 			}
@@ -330,130 +242,9 @@ func verifyEvidenceFile(ctx context.Context, path, teeName, collateralDir string
 		return attest.Identity{}, fmt.Errorf("%s evidence does not verify: %w", ev.TEE, err)
 	}
 	// Offline, the auditor wants to see the TCB status and the debug bit
-	// rather than have them refused; everything else is checked.
-	check := id
-	check.TCBStatus, check.Debug = "", false
-	if err := exp.Check(check); err != nil {
+	// rather than have them refused.
+	if err := exp.CheckCode(id); err != nil {
 		return attest.Identity{}, err
 	}
 	return id, nil
-}
-
-// readSGXCollateral reads the PCS collateral files in dir: the TCB info
-// (tcb_info*.json), the QE identity (qe_identity*.json) and the TCB
-// signing chain (the one *.pem file).
-func readSGXCollateral(dir string) (*sgx.Collateral, error) {
-	one := func(pattern string) ([]byte, error) {
-		m, err := filepath.Glob(filepath.Join(dir, pattern))
-		if err != nil {
-			return nil, err
-		}
-		if len(m) != 1 {
-			return nil, fmt.Errorf("collateral directory %s: want exactly one %s file, found %d", dir, pattern, len(m))
-		}
-		return os.ReadFile(m[0])
-	}
-	tcb, err := one("tcb_info*.json")
-	if err != nil {
-		return nil, err
-	}
-	qe, err := one("qe_identity*.json")
-	if err != nil {
-		return nil, err
-	}
-	chain, err := one("*.pem")
-	if err != nil {
-		return nil, err
-	}
-	c, err := sgx.NewCollateral(tcb, qe, chain)
-	if err != nil {
-		return nil, fmt.Errorf("collateral: %w", err)
-	}
-	return c, nil
-}
-
-// platformFlags are the TEE-specific requirements of verify --evidence:
-// a minimum TCB (TDX, SNP) and expected RTMRs (TDX).
-type platformFlags struct {
-	minTCB string
-	rtmrs  rtmrsFlag
-}
-
-func (p *platformFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&p.minTCB, "min-tcb", "", "with --evidence: the lowest acceptable platform `TCB`; for snp the decimal\n"+
-		"security patch levels \"bootloader,tee,snp,microcode\", for tdx the 16-byte TEE_TCB_SVN\n"+
-		"in hex (compared byte by byte)")
-	fs.Var(&p.rtmrs, "rtmr", "with --evidence --tee tdx: the expected value of a runtime measurement\n"+
-		"register as `INDEX=HEX` (index 0 to 3, 48 bytes of hex; repeatable)")
-}
-
-// parseSNPMinTCB parses "bl,tee,snp,ucode", four decimal numbers 0 to 255.
-func parseSNPMinTCB(s string) (snp.TCB, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) != 4 {
-		return snp.TCB{}, usagef("--min-tcb %q: want bootloader,tee,snp,microcode for snp", s)
-	}
-	var n [4]uint8
-	for i, p := range parts {
-		v, err := strconv.ParseUint(strings.TrimSpace(p), 10, 8)
-		if err != nil {
-			return snp.TCB{}, usagef("--min-tcb %q: component %d is not a number from 0 to 255", s, i+1)
-		}
-		n[i] = uint8(v)
-	}
-	return snp.TCB{Bootloader: n[0], TEE: n[1], SNP: n[2], Microcode: n[3]}, nil
-}
-
-// parseTDXMinTCB parses a TEE_TCB_SVN in hex.
-func parseTDXMinTCB(s string) ([tdx.TEETCBSVNSize]byte, error) {
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != tdx.TEETCBSVNSize {
-		return [tdx.TEETCBSVNSize]byte{}, usagef("--min-tcb %q: want %d bytes of hex for tdx", s, tdx.TEETCBSVNSize)
-	}
-	return [tdx.TEETCBSVNSize]byte(b), nil
-}
-
-// rtmrsFlag is the repeatable --rtmr INDEX=HEX flag.
-type rtmrsFlag map[int][]byte
-
-func (r *rtmrsFlag) String() string {
-	if r == nil {
-		return ""
-	}
-	var s []string
-	for i := range tdx.RTMRCount {
-		if b, ok := (*r)[i]; ok {
-			s = append(s, fmt.Sprintf("%d=%x", i, b))
-		}
-	}
-	return strings.Join(s, ",")
-}
-
-func (r *rtmrsFlag) Set(s string) error {
-	idx, val, ok := strings.Cut(s, "=")
-	i, err := strconv.Atoi(idx)
-	if !ok || err != nil || i < 0 || i >= tdx.RTMRCount {
-		return fmt.Errorf("%q: want INDEX=HEX with INDEX 0 to %d", s, tdx.RTMRCount-1)
-	}
-	b, err := hex.DecodeString(val)
-	if err != nil || len(b) != tdx.MeasurementSize {
-		return fmt.Errorf("%q: want %d bytes of hex after %d=", s, tdx.MeasurementSize, i)
-	}
-	if _, dup := (*r)[i]; dup {
-		return fmt.Errorf("%q: RTMR%d given twice", s, i)
-	}
-	if *r == nil {
-		*r = make(rtmrsFlag)
-	}
-	(*r)[i] = b
-	return nil
-}
-
-// registers returns the expected RTMRs as tdx.VerifierOptions takes them.
-func (r rtmrsFlag) registers() [tdx.RTMRCount]*[tdx.MeasurementSize]byte {
-	var out [tdx.RTMRCount]*[tdx.MeasurementSize]byte
-	for i, b := range r {
-		out[i] = (*[tdx.MeasurementSize]byte)(b)
-	}
-	return out
 }

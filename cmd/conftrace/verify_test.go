@@ -132,23 +132,3 @@ func TestVerifyErrors(t *testing.T) {
 		})
 	}
 }
-
-func FuzzParseMeasurement(f *testing.F) {
-	f.Add(strings.Repeat("ab", 32))
-	f.Add(strings.Repeat("AB", 48))
-	f.Add("")
-	f.Add("0")
-	f.Add(strings.Repeat("00", 40))
-	f.Fuzz(func(t *testing.T, s string) {
-		b, err := parseMeasurement(s)
-		if err != nil {
-			return
-		}
-		if len(b) != 32 && len(b) != 48 {
-			t.Fatalf("parseMeasurement(%q) accepted %d bytes", s, len(b))
-		}
-		if hex.EncodeToString(b) != strings.ToLower(s) {
-			t.Fatalf("parseMeasurement(%q) = %x, which does not encode back", s, b)
-		}
-	})
-}
