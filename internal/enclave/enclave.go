@@ -1,8 +1,9 @@
 // Package enclave is the trusted logic of the conftrace backend: the only
 // code that sees test results, contact tuples and exposure checks in the
 // clear. It runs inside the TEE and depends only on interfaces for what lies
-// outside: an untrusted store that holds sealed bytes, the TEE's sealing key,
-// an in-memory match index and a clock. It knows nothing of HTTP or SQL.
+// outside: an untrusted store that holds sealed bytes, the TEE's sealing key
+// and a clock; it keeps its match indexes in memory. It knows nothing of
+// HTTP, SQL or a particular TEE.
 //
 // What it persists is sealed under per-day data keys (package seal), which
 // a key-encryption key wraps, which the TEE's sealing key wraps in turn:
@@ -21,6 +22,15 @@
 //   - CheckExposure: a device sends its own tuples and learns whether any
 //     uploaded tuple mirrors one of them. Nothing about a check is stored or
 //     logged.
+//   - SubmitTrace: a health authority's signed GPS trace of an infected
+//     patient, sealed under the days it covers and indexed in memory.
+//   - CheckTrace: a device sends its own GPS trace and learns the episodes
+//     in which it came within the policy's distance and time of a patient;
+//     the trace is never stored and is cleared after the answer.
+//
+// Open rebuilds both indexes from the sealed store, and Expire deletes the
+// days past the retention window from the store, the keyring and the
+// indexes.
 package enclave
 
 import (
@@ -68,8 +78,6 @@ type Config struct {
 	Store store.Store
 	// SealingKey is the TEE's sealing key; it wraps the key-encryption key.
 	SealingKey [seal.KeySize]byte
-	// Index holds uploaded tuples in memory; nil means a compact index.
-	Index matchindex.Index
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives operational events, never personal data.
@@ -103,10 +111,7 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("enclave: no store")
 	}
-	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: cfg.Index, now: cfg.Now, log: cfg.Logger}
-	if e.index == nil {
-		e.index = matchindex.NewCompact()
-	}
+	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), now: cfg.Now, log: cfg.Logger}
 	gi, err := gpsindex.New(cfg.Policy.GPS.Params())
 	if err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
