@@ -233,8 +233,9 @@ func (e *Enclave) openStoredTrace(r store.Record) (gps.Trace, bool) {
 		return nil, false
 	}
 	// Stored traces were validated on upload; time has moved on since,
-	// so only their shape is checked again.
-	tr, err := gps.ParseBinary(plain, gps.Limits{MaxPoints: gps.DefaultMaxPoints, Now: func() time.Time { return time.Unix(math.MaxInt32, 0) }})
+	// so only their shape is checked again: "now" is the latest time gps
+	// accepts (a 32-bit bound would refuse every trace after 2038).
+	tr, err := gps.ParseBinary(plain, gps.Limits{MaxPoints: gps.DefaultMaxPoints, Now: func() time.Time { return time.Unix(math.MaxInt64/2, 0) }})
 	clear(plain) // a patient's trace: not left in freed memory
 	if err != nil {
 		e.log.Error("stored trace does not decode; ignored", "day", r.Day, "err", err)

@@ -1,0 +1,144 @@
+package enclave
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/internal/calendar"
+	"github.com/conftrace/conftrace/internal/seal"
+	"github.com/conftrace/conftrace/internal/store"
+)
+
+// TestExpire: a day stays while it is in the retention window and, once it
+// leaves, Expire drops it from the index, the keyring and the store,
+// every table of it; the other days stay and still match.
+func TestExpire(t *testing.T) {
+	v := newEnv(t)
+	ctx := context.Background()
+	old := v.now().Add(-3 * 24 * time.Hour)
+	recent := v.now().Add(-time.Hour)
+	infOld, cOld := encounter(old, 10, 50)
+	infOld2, _ := encounter(old.Add(time.Hour), 10, 50)
+	infRecent, cRecent := encounter(recent, 10, 50)
+	v.mustUpload(infOld, infOld2, infRecent)
+	oldDay := utcDay(old)
+
+	// The last day the old encounter is in the window: Expire keeps it.
+	v.clock.Advance(10 * 24 * time.Hour)
+	if first := utcDay(v.pol.WindowStart(v.now())); first != oldDay {
+		t.Fatalf("test set-up: window starts on day %d, want %d", first, oldDay)
+	}
+	if err := v.e.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := v.check(cOld); dayOf(t, r, old).Minutes != 10 {
+		t.Fatal("Expire dropped a day still in the window")
+	}
+	kept := v.recordsOf(oldDay)
+	if len(kept) < 2 {
+		t.Fatalf("%d records of the old day before it expires, want its upload and day key", len(kept))
+	}
+
+	v.clock.Advance(24 * time.Hour)
+	if err := v.e.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rs := v.recordsOf(oldDay); len(rs) != 0 {
+		t.Errorf("%d records of the expired day remain in the store", len(rs))
+	}
+	if days, err := v.store.Days(ctx); err != nil || slices.Contains(days, oldDay) {
+		t.Errorf("store days after Expire: %v, %v", days, err)
+	}
+	if n := v.e.index.Len(); n != 1 {
+		t.Errorf("index holds %d tuples after Expire, want the recent day's 1", n)
+	}
+	if slices.Contains(v.e.keys.Days(), oldDay) {
+		t.Error("the keyring still holds the expired day's key")
+	}
+	// A copy of the sealed upload that the host kept no longer opens.
+	for _, r := range kept {
+		if r.Table != tableUploads {
+			continue
+		}
+		if _, err := v.e.keys.Open(r.Day, r.Table, r.Key, r.Value); !errors.Is(err, seal.ErrDayDeleted) {
+			t.Errorf("a kept copy of an expired upload opens: %v", err)
+		}
+	}
+	if r := v.check(cRecent); dayOf(t, r, recent).Minutes != 10 {
+		t.Error("the day still in the window no longer matches")
+	}
+
+	// The host restores the whole day from a backup, day key included:
+	// the next start drops it again by the enclave's own clock.
+	for _, r := range kept {
+		v.put(r)
+	}
+	v.restart()
+	if rs := v.recordsOf(oldDay); len(rs) != 0 {
+		t.Errorf("%d records of a restored expired day survive a restart", len(rs))
+	}
+	if n := v.e.index.Len(); n != 1 {
+		t.Errorf("index holds %d tuples after restoring an expired day, want 1", n)
+	}
+}
+
+// TestExpireEveryTable: results, authorizations and traces leave with
+// their day like uploads.
+func TestExpireEveryTable(t *testing.T) {
+	v := newEnv(t)
+	ctx := context.Background()
+	secret := newSecret()
+	v.submit(secret, api.Positive)
+	pr, err := v.poll(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unused := v.authorize()
+	inf, _ := encounter(v.now().Add(-time.Hour), 5, 50)
+	if _, err := v.upload(pr.UploadAuthorization, inf); err != nil {
+		t.Fatal(err)
+	}
+	v.submitTrace(walk(v.now().Add(-2*time.Hour), 10, 46.5, 6.5, 0.00001))
+	today := utcDay(v.now())
+	for _, table := range []string{tableResults, tableAuths, tableAuthsUsed, tableUploads, tableTraces, tableTraceSeen, tableDayKeys} {
+		if !slices.ContainsFunc(v.records(table), func(r store.Record) bool { return r.Day == today }) {
+			t.Fatalf("no %s record of today before Expire", table)
+		}
+	}
+
+	v.clock.Advance(time.Duration(v.pol.RetentionDays) * 24 * time.Hour)
+	if err := v.e.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rs := v.recordsOf(today); len(rs) != 0 {
+		t.Fatalf("%d records of the expired day remain", len(rs))
+	}
+	if len(v.records(tableKEK)) != 1 {
+		t.Fatal("Expire deleted the key-encryption key")
+	}
+	if pr, err := v.poll(secret); err != nil || pr.Result != api.Pending {
+		t.Errorf("poll of an expired result: %+v, %v; want pending", pr, err)
+	}
+	fresh, _ := encounter(v.now().Add(-time.Hour), 5, 50)
+	_, err = v.upload(unused, fresh)
+	wantCode(t, "upload with an expired day's authorization", err, api.CodeNotAuthorized)
+	if days := v.e.gps.Days(); len(days) != 0 {
+		t.Errorf("GPS index still holds days %v", days)
+	}
+	v.restart() // still opens: the key-encryption key is not a day's
+}
+
+// recordsOf returns every record of day, in every table.
+func (v *env) recordsOf(d calendar.Day) []store.Record {
+	var rs []store.Record
+	for _, r := range v.snapshot() {
+		if r.Day == d {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
