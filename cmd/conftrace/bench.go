@@ -15,11 +15,11 @@ import (
 // traces, in one city or spread over a country, and prints one table row
 // per index size.
 func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "bench gps", "bench gps [--sizes 1e6,1e7] [--checks N] [--seed N] [--towns N] [--cpuprofile FILE]\n\n"+
+	fs := newFlags(cio, "bench gps", "bench gps [--sizes 1e6,1e7] [--checks N] [--seed N] [--towns N] [--cpuprofile FILE] [--markdown]\n\n"+
 		"Builds GPS indexes of the given sizes (indexed points of synthetic patients in a\n"+
 		"city, spread over 14 days) and times device checks (14-day traces, one fix every\n"+
 		"5 minutes: 4,032 points) on all CPUs, beside the brute force where it finishes.\n"+
-		"10^8 points take about 2 GB and several minutes to build:\n"+
+		"10^8 points take gigabytes of memory and minutes to build:\n"+
 		"  conftrace bench gps --sizes 1e6,1e7,1e8\n\n"+
 		"By default everyone lives in one dense 6 km city, the worst case for the index.\n"+
 		"--towns N spreads patients and devices over N such towns across a France-sized\n"+
@@ -33,6 +33,7 @@ func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
 	seed := fs.Uint64("seed", 1, "seed of the synthetic city or country")
 	towns := fs.Int("towns", 1, "`number` of towns people are spread over; 1 is a single dense city")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the last size's index checks to `file`")
+	markdown := fs.Bool("markdown", false, "print the table in Markdown, as docs/performance.sh records it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -65,8 +66,14 @@ func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
 	}
 	// Fixed widths rather than a tabwriter: rows are printed as they are
 	// measured, minutes apart at large sizes.
-	const row = "%14s  %11s  %8s  %14s  %20s  %8s  %7s\n"
+	row := "%14s  %11s  %8s  %14s  %20s  %8s  %7s\n"
+	if *markdown {
+		row = "| %s | %s | %s | %s | %s | %s | %s |\n"
+	}
 	fmt.Fprintf(cio.stdout, row, "indexed points", "bytes/point", "build", "index checks/s", "brute-force checks/s", "speed-up", "exposed")
+	if *markdown {
+		fmt.Fprintln(cio.stdout, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	}
 	for i, n := range sizes {
 		cfg := gpsbench.Config{
 			Points:           n,

@@ -93,3 +93,19 @@ func TestBenchGPSUsage(t *testing.T) {
 		}
 	}
 }
+
+// --markdown prints the same table in Markdown, for docs/performance.md.
+func TestBenchGPSMarkdown(t *testing.T) {
+	out, stderr, err := cliRun(t, runBenchGPS, "--sizes", "2e3", "--checks", "2", "--brute-max", "2e3", "--brute-checks", "1", "--markdown")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) < 3 || !strings.HasPrefix(lines[0], "| indexed points |") || !strings.HasPrefix(lines[1], "| ---: |") {
+		t.Fatalf("not a Markdown table:\n%s", out)
+	}
+	cells := strings.Split(strings.Trim(lines[2], "| "), " | ")
+	if len(cells) != 7 || cells[0] != "2e+03" || cells[4] == "—" || !strings.HasSuffix(cells[5], "×") {
+		t.Errorf("row %q: want 7 cells for 2e+03 with a brute-force rate and a speed-up", lines[2])
+	}
+}
