@@ -1,4 +1,4 @@
-package service
+package service_test
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"log/slog"
 	"math"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -70,7 +69,7 @@ func TestGPSEndToEnd(t *testing.T) {
 
 	// Checks store nothing.
 	records := func() (n int) {
-		db, err := sql.Open("sqlite", filepath.Join(w.dataDir, "conftrace.db"))
+		db, err := sql.Open("sqlite", w.dbPath())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +92,7 @@ func TestGPSEndToEnd(t *testing.T) {
 	} else if _, err := c.SubmitTrace(ctx, signed); err != nil {
 		t.Fatal(err)
 	}
-	if n := w.svc.Enclave.CompactGPS(); n == 0 {
+	if n := w.b.Service.Enclave.CompactGPS(); n == 0 {
 		t.Fatal("compaction rebuilt no day after two uploads on one day")
 	}
 	if again, err := c.CheckTrace(ctx, alice); err != nil || !reflect.DeepEqual(again, ra) {
@@ -188,7 +187,7 @@ func TestGPSRestartRefusesTamperedTraces(t *testing.T) {
 	w.stop()
 
 	// The host flips a byte of the oldest day's trace.
-	db, err := sql.Open("sqlite", filepath.Join(w.dataDir, "conftrace.db"))
+	db, err := sql.Open("sqlite", w.dbPath())
 	if err != nil {
 		t.Fatal(err)
 	}

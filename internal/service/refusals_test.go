@@ -1,4 +1,4 @@
-package service
+package service_test
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -127,7 +126,7 @@ func TestUploadRefusals(t *testing.T) {
 func TestGatewayRefusals(t *testing.T) {
 	w := newWorld(t)
 	post := func(ct string, body []byte) (int, string) {
-		resp, err := http.Post(w.srv.URL+api.PathGateway, ct, bytes.NewReader(body))
+		resp, err := http.Post(w.b.URL+api.PathGateway, ct, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +134,7 @@ func TestGatewayRefusals(t *testing.T) {
 		msg, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(msg)
 	}
-	keys := w.svc.Bundle.KeyConfigs
+	keys := w.b.Service.Bundle.KeyConfigs
 	cfgs, err := ohttp.ParseKeyConfigs(keys)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +174,7 @@ const maxEncapsulatedForTest = bhttp.MaxSize + 4096
 
 func TestMalformedInnerRequest(t *testing.T) {
 	w := newWorld(t)
-	cfgs, _ := ohttp.ParseKeyConfigs(w.svc.Bundle.KeyConfigs)
+	cfgs, _ := ohttp.ParseKeyConfigs(w.b.Service.Bundle.KeyConfigs)
 	cfg, _ := ohttp.SelectKeyConfig(cfgs)
 	for _, tc := range []struct {
 		name   string
@@ -192,7 +191,7 @@ func TestMalformedInnerRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := http.Post(w.srv.URL+api.PathGateway, ohttp.MediaTypeRequest, bytes.NewReader(enc))
+		resp, err := http.Post(w.b.URL+api.PathGateway, ohttp.MediaTypeRequest, bytes.NewReader(enc))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,12 +222,12 @@ func mustBHTTP(t *testing.T, method, path, body string) []byte {
 func TestAttestationMismatch(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	_, err := client.New(ctx, client.Config{Server: w.srv.URL, Expectations: attest.Expectations{Measurements: [][]byte{make([]byte, 32)}, AllowSimulated: true}})
+	_, err := client.New(ctx, client.Config{Server: w.b.URL, Expectations: attest.Expectations{Measurements: [][]byte{make([]byte, 32)}, AllowSimulated: true}})
 	var me *attest.MismatchError
 	if !errors.As(err, &me) || me.Field != "measurement" {
 		t.Fatalf("wrong measurement: %v", err)
 	}
-	if _, err := client.New(ctx, client.Config{Server: w.srv.URL}); !errors.Is(err, attest.ErrSimulated) {
+	if _, err := client.New(ctx, client.Config{Server: w.b.URL}); !errors.Is(err, attest.ErrSimulated) {
 		t.Fatalf("simulated backend without AllowSimulated: %v", err)
 	}
 }
@@ -253,7 +252,7 @@ func TestTamperedRowsAreNeverMatched(t *testing.T) {
 
 	// The host flips a byte in one day's upload and moves the other day's
 	// upload under another key.
-	db, err := sql.Open("sqlite", filepath.Join(w.dataDir, "conftrace.db"))
+	db, err := sql.Open("sqlite", w.dbPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +309,7 @@ func TestRetentionDeletesTheDay(t *testing.T) {
 		t.Fatal(err)
 	}
 	countDay := func(day int64) (n int) {
-		db, err := sql.Open("sqlite", filepath.Join(w.dataDir, "conftrace.db"))
+		db, err := sql.Open("sqlite", w.dbPath())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,7 +325,7 @@ func TestRetentionDeletesTheDay(t *testing.T) {
 	}
 	// Twelve days later the encounter's day leaves the 14-day window.
 	w.now = w.now.Add(12 * 24 * time.Hour)
-	if err := w.svc.Enclave.Expire(ctx); err != nil {
+	if err := w.b.Service.Enclave.Expire(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := countDay(day); n != 0 {

@@ -1,4 +1,4 @@
-package service
+package service_test
 
 import (
 	"bytes"
@@ -16,29 +16,26 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/api"
-	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/device"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/internal/relay"
-	simtee "github.com/conftrace/conftrace/internal/tee/sim"
+	"github.com/conftrace/conftrace/internal/store/sqlite"
 	"github.com/conftrace/conftrace/policy"
 )
 
 // world is a backend on loopback with the devices and authority of one test.
 type world struct {
-	t       testing.TB
-	dataDir string
-	keyFile string
-	pol     policy.Policy
-	lab     *authority.Key
-	srv     *httptest.Server
-	svc     *Service
-	tee     *simtee.TEE
-	sizes   *sizeRecorder
-	now     time.Time
+	t     testing.TB
+	dir   string // the backend's directory: Dir of every start
+	lab   *authority.Key
+	pol   policy.Policy
+	b     *localbackend.Backend
+	sizes *sizeRecorder
+	now   time.Time
 }
 
 func newWorld(t testing.TB) *world {
@@ -47,10 +44,7 @@ func newWorld(t testing.TB) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol := policy.Default()
-	pol.Authorities = []policy.Authority{{Name: lab.Name, PublicKey: lab.PublicKey()}}
-	dir := t.TempDir()
-	w := &world{t: t, dataDir: filepath.Join(dir, "data"), keyFile: filepath.Join(dir, "sim.key"), pol: pol, lab: lab, sizes: &sizeRecorder{}, now: time.Now()}
+	w := &world{t: t, dir: t.TempDir(), lab: lab, sizes: &sizeRecorder{}, now: time.Now()}
 	w.start()
 	t.Cleanup(w.stop)
 	return w
@@ -58,25 +52,28 @@ func newWorld(t testing.TB) *world {
 
 func (w *world) start() { w.startWithLogger(nil) }
 
+// startWithLogger starts the backend on the world's directory and
+// authority, so that it opens the sealed state of any previous start.
 func (w *world) startWithLogger(log *slog.Logger) {
 	w.t.Helper()
-	tee, err := simtee.New(simtee.Options{KeyFile: w.keyFile})
+	b, err := localbackend.Start(context.Background(), localbackend.Config{
+		Dir:       w.dir,
+		Authority: w.lab,
+		Logger:    log,
+		Now:       func() time.Time { return w.now },
+	})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	svc, err := Open(context.Background(), Config{DataDir: w.dataDir, Policy: w.pol, TEE: tee, Logger: log, Now: func() time.Time { return w.now }})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.tee, w.svc = tee, svc
-	w.srv = httptest.NewServer(svc.Handler)
+	w.b, w.pol = b, b.Policy
 }
 
 func (w *world) stop() {
-	if w.srv != nil {
-		w.srv.Close()
-		w.svc.Close()
-		w.srv = nil
+	if w.b != nil {
+		if err := w.b.Close(); err != nil {
+			w.t.Errorf("closing the backend: %v", err)
+		}
+		w.b = nil
 	}
 }
 
@@ -85,15 +82,15 @@ func (w *world) restart() {
 	w.start()
 }
 
-func (w *world) expectations() attest.Expectations {
-	return attest.Expectations{Measurements: [][]byte{w.tee.Measurement()}, AllowSimulated: true}
-}
+// dbPath is the sealed SQLite file, which tests tamper with as the host
+// could.
+func (w *world) dbPath() string { return filepath.Join(w.dir, "data", sqlite.FileName) }
 
 func (w *world) client() *client.Client {
 	w.t.Helper()
 	c, err := client.New(context.Background(), client.Config{
-		Server:       w.srv.URL,
-		Expectations: w.expectations(),
+		Server:       w.b.URL,
+		Expectations: w.b.Expectations(),
 		HTTPClient:   &http.Client{Transport: w.sizes},
 	})
 	if err != nil {
@@ -104,7 +101,7 @@ func (w *world) client() *client.Client {
 
 func (w *world) device(name string) *device.Device {
 	w.t.Helper()
-	d, err := device.Create(context.Background(), filepath.Join(w.t.TempDir(), name), device.Config{Server: w.srv.URL, AllowSimulated: true})
+	d, err := device.Create(context.Background(), filepath.Join(w.t.TempDir(), name), device.Config{Server: w.b.URL, AllowSimulated: true})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -256,8 +253,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("A after restart: %+v, %v", ea, err)
 	}
 
-	// The uploaded identifiers appear nowhere in the data directory.
-	filepath.WalkDir(w.dataDir, func(p string, e fs.DirEntry, err error) error {
+	// The uploaded identifiers appear nowhere the backend writes.
+	err = filepath.WalkDir(w.dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
@@ -269,6 +266,9 @@ func TestEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestThroughRelay(t *testing.T) {
@@ -283,7 +283,7 @@ func TestThroughRelay(t *testing.T) {
 			gatewayPeers = append(gatewayPeers, r.Header.Get("User-Agent"))
 			mu.Unlock()
 		}
-		w.svc.Handler.ServeHTTP(rw, r)
+		w.b.Service.Handler.ServeHTTP(rw, r)
 	}))
 	defer backend.Close()
 	rl, err := relay.New(backend.URL+api.PathGateway, nil, nil)
@@ -293,7 +293,7 @@ func TestThroughRelay(t *testing.T) {
 	front := httptest.NewServer(rl)
 	defer front.Close()
 
-	c, err := client.New(ctx, client.Config{Server: backend.URL, Relay: front.URL, Expectations: w.expectations()})
+	c, err := client.New(ctx, client.Config{Server: backend.URL, Relay: front.URL, Expectations: w.b.Expectations()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,12 +320,12 @@ func TestClientFollowsKeyRotation(t *testing.T) {
 	var mu sync.Mutex
 	stable := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		h := w.svc.Handler
+		h := w.b.Service.Handler
 		mu.Unlock()
 		h.ServeHTTP(rw, r)
 	}))
 	defer stable.Close()
-	c, err := client.New(ctx, client.Config{Server: stable.URL, Expectations: w.expectations()})
+	c, err := client.New(ctx, client.Config{Server: stable.URL, Expectations: w.b.Expectations()})
 	if err != nil {
 		t.Fatal(err)
 	}
