@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/internal/httpserve"
 	"github.com/conftrace/conftrace/internal/service"
 	teesim "github.com/conftrace/conftrace/internal/tee/sim"
 	"github.com/conftrace/conftrace/policy"
@@ -30,9 +32,10 @@ import (
 
 // Config describes a local backend. Only Dir is required.
 type Config struct {
-	// Dir holds the sealed store (Dir/data) and the simulated TEE's
-	// platform key (Dir/sim-platform.key). Starting again on the same Dir
-	// opens the same sealed state, as a restarted server would.
+	// Dir holds the data directory (Dir/data), laid out as conftraced
+	// lays out its own: the sealed store and the simulated TEE's platform
+	// key. Starting again on the same Dir opens the same sealed state, as a
+	// restarted server would.
 	Dir string
 	// Authority is the health authority the policy lists; nil means a new
 	// key named "lab".
@@ -62,7 +65,6 @@ type Backend struct {
 	// Policy is the policy the backend enforces.
 	Policy policy.Policy
 
-	srv   *http.Server
 	done  sync.WaitGroup
 	timer *timedHandler
 	close func() error
@@ -86,7 +88,11 @@ func Start(ctx context.Context, cfg Config) (*Backend, error) {
 		pol = *cfg.Policy
 	}
 	pol.Authorities = []policy.Authority{{Name: lab.Name, PublicKey: lab.PublicKey()}}
-	t, err := teesim.New(teesim.Options{KeyFile: filepath.Join(cfg.Dir, "sim-platform.key"), Measurement: cfg.Measurement})
+	data := filepath.Join(cfg.Dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, fmt.Errorf("localbackend: %w", err)
+	}
+	t, err := teesim.New(teesim.Options{KeyFile: filepath.Join(data, service.SimKeyFile), Measurement: cfg.Measurement})
 	if err != nil {
 		return nil, fmt.Errorf("localbackend: %w", err)
 	}
@@ -94,7 +100,7 @@ func Start(ctx context.Context, cfg Config) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	svc, err := service.Open(ctx, service.Config{DataDir: filepath.Join(cfg.Dir, "data"), Policy: pol, TEE: t, Logger: log, Now: cfg.Now})
+	svc, err := service.Open(ctx, service.Config{DataDir: data, Policy: pol, TEE: t, Logger: log, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -111,12 +117,15 @@ func Start(ctx context.Context, cfg Config) (*Backend, error) {
 		Policy:    pol,
 		timer:     &timedHandler{h: svc.Handler},
 	}
-	b.srv = &http.Server{Handler: b.timer, ReadHeaderTimeout: 10 * time.Second}
-	b.done.Go(func() { b.srv.Serve(ln) })
+	// Served until Close, with a context of its own: the caller's ctx
+	// bounds the start only.
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	var serveErr error
+	b.done.Go(func() { serveErr = httpserve.Serve(sctx, ln, b.timer, httpserve.Options{}) })
 	b.close = sync.OnceValue(func() error {
-		err := b.srv.Close()
+		stop() // httpserve waits for the requests in flight
 		b.done.Wait()
-		return errors.Join(err, svc.Close())
+		return errors.Join(serveErr, svc.Close())
 	})
 	return b, nil
 }
@@ -131,7 +140,8 @@ func (b *Backend) Expectations() attest.Expectations {
 // in the order they finished.
 func (b *Backend) Latencies() []time.Duration { return b.timer.durations() }
 
-// Close stops serving and closes the store. It may be called more than once.
+// Close stops serving, waits for the requests in flight and closes the
+// store. It may be called more than once.
 func (b *Backend) Close() error { return b.close() }
 
 // timedHandler measures how long the backend takes to serve each request.
