@@ -22,15 +22,14 @@
 // # Two implementations
 //
 // [Map] is the obvious baseline, a Go map from the full 32-byte key to its
-// contacts; it costs 120 to 150 bytes per tuple. [Compact] is the one to
-// deploy: at national scale the index holds up to about 10^9 tuples (14
-// days of uploads) in enclave memory, where every byte counts, and Compact
-// keeps 20 bytes per tuple (20.2 bytes of heap measured at 10^7), a sixth
-// of the map. Its lookups are 1.3 to 2 times slower than the map's (still
-// over 10^6 a second on one core), its adds a little faster and its drops
-// over 10 times faster, measured at 10^6 and 10^7 tuples. Both are safe
-// for lookups concurrent with adds and drops, and give the same answers;
-// BenchmarkLookup, BenchmarkAdd and BenchmarkDrop compare them.
+// contacts, which costs several times the key's 32 bytes per tuple.
+// [Compact] is the one to deploy: at national scale the index holds up to
+// about 10^9 tuples (14 days of uploads) in enclave memory, where every
+// byte counts, and Compact keeps 20 bytes per tuple, trading some lookup
+// speed for that. Both are safe for lookups concurrent with adds and drops,
+// and give the same answers; BenchmarkLookup, BenchmarkAdd and
+// BenchmarkDrop compare them, and docs/performance.md records the last
+// full run.
 //
 // # How Compact stores a tuple
 //
@@ -66,9 +65,8 @@
 // Compact holds tuples of at most 256 distinct days at a time (retention
 // keeps 14); beyond that Add fails with [ErrTooManyDays] and adds nothing.
 // Add and Drop are serialized. Drop rewrites every run that holds the day
-// while lookups continue, in time proportional to the index size (about
-// 10 ns per stored tuple measured, so some 10 s at 10^9), during which
-// uploads wait.
+// while lookups continue, in time proportional to the index size
+// (BenchmarkDrop), during which uploads wait.
 //
 // # Side channels
 //
