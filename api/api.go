@@ -3,7 +3,9 @@
 //
 // Every message that carries personal data travels inside an Oblivious HTTP
 // request (package ohttp) whose plaintext is a Binary HTTP request (package
-// bhttp) for one of the inner paths below, with a JSON body. Only the
+// bhttp) for one of the inner paths below. Uploads and exposure checks carry
+// a binary body (a contactlog report, see [UploadRequest] and
+// [ExposureRequest]); every other request, and every answer, is JSON. Only the
 // attestation bundle, the key configurations and the health check are plain
 // GET endpoints. Apps normally use package client rather than this package;
 // it is public so that other implementations can interoperate.
@@ -39,6 +41,8 @@ const (
 	PathCheckExposure = "/v1/exposure"
 	PathSubmitTrace   = "/v1/authority/traces"
 	PathCheckTrace    = "/v1/gps/check"
+	// PathImportGAEN takes a GAEN key export (see ImportRequest).
+	PathImportGAEN = "/v1/gaen/exports"
 	// PathDecoy is answered and discarded; see DecoyRequest.
 	PathDecoy = "/v1/decoy"
 )
@@ -144,22 +148,67 @@ type PollResultResponse struct {
 	Uploaded bool `json:"uploaded,omitempty"`
 }
 
-// UploadRequest carries an infected user's contact tuples.
+// MediaTypeReport is the content type of the binary bodies of uploads and
+// exposure checks.
+const MediaTypeReport = "application/vnd.conftrace.report"
+
+// AuthorizationSize is the size of an upload authorization.
+const AuthorizationSize = 32
+
+// UploadRequest carries an infected user's daily keys and sightings. Its
+// body is binary, AuthorizationSize bytes of authorization followed by the
+// report (the encoding of package contactlog's Report).
 type UploadRequest struct {
-	Authorization []byte `json:"authorization"`
-	// Tuples is a contactlog batch (the binary encoding of package
-	// contactlog).
-	Tuples []byte `json:"tuples"`
+	Authorization []byte
+	Report        []byte
 }
 
-// UploadResponse acknowledges a durable upload.
+// MediaType returns the content type of the request body.
+func (UploadRequest) MediaType() string { return MediaTypeReport }
+
+// MarshalBinary returns the request body.
+func (r UploadRequest) MarshalBinary() ([]byte, error) {
+	if len(r.Authorization) != AuthorizationSize {
+		return nil, fmt.Errorf("api: upload authorization is %d bytes, want %d", len(r.Authorization), AuthorizationSize)
+	}
+	return append(append(make([]byte, 0, AuthorizationSize+len(r.Report)), r.Authorization...), r.Report...), nil
+}
+
+// UnmarshalBinary splits a request body into authorization and report; the
+// two share body's memory. It fails only if body is too short to hold an
+// authorization.
+func (r *UploadRequest) UnmarshalBinary(body []byte) error {
+	if len(body) < AuthorizationSize {
+		return fmt.Errorf("api: an upload needs %d bytes of authorization, got %d bytes", AuthorizationSize, len(body))
+	}
+	r.Authorization, r.Report = body[:AuthorizationSize:AuthorizationSize], body[AuthorizationSize:]
+	return nil
+}
+
+// UploadResponse acknowledges a durable upload: how many sightings and
+// daily keys the backend stored.
 type UploadResponse struct {
-	Accepted int `json:"accepted"`
+	Sightings int `json:"sightings"`
+	Keys      int `json:"keys"`
 }
 
-// ExposureRequest carries a device's own tuples for an exposure check.
+// ExposureRequest carries a device's daily keys and sightings for an
+// exposure check. Its body is the report itself.
 type ExposureRequest struct {
-	Tuples []byte `json:"tuples"`
+	Report []byte
+}
+
+// MediaType returns the content type of the request body.
+func (ExposureRequest) MediaType() string { return MediaTypeReport }
+
+// MarshalBinary returns the request body.
+func (r ExposureRequest) MarshalBinary() ([]byte, error) { return r.Report, nil }
+
+// UnmarshalBinary takes the request body as the report; it shares body's
+// memory.
+func (r *ExposureRequest) UnmarshalBinary(body []byte) error {
+	r.Report = body
+	return nil
 }
 
 // ExposureResponse answers an exposure check. It always lists every day of
@@ -169,10 +218,23 @@ type ExposureResponse struct {
 	Days    []ExposureDay `json:"days"`
 }
 
-// ExposureDay summarises one day's reciprocal matches.
+// The matching rules an exposure can come from.
+const (
+	// RuleReciprocal: an infected user's upload holds a sighting of this
+	// device's identifier in the same encounter in which this device
+	// sighted theirs; both sides are proven by their daily keys.
+	RuleReciprocal = "reciprocal"
+	// RuleOneSided: this device sighted an identifier that derives from an
+	// infected user's daily key (GAEN's model), whether the key came from
+	// an upload or from an imported GAEN key export.
+	RuleOneSided = "one_sided"
+)
+
+// ExposureDay summarises one day's matches. A sighting counts once, by the
+// reciprocal rule when it matches both.
 type ExposureDay struct {
 	Date string `json:"date"`
-	// Minutes is the total duration of matched encounters.
+	// Minutes is the total duration of matched sightings.
 	Minutes int `json:"minutes"`
 	// WeightedMinutes is Minutes weighted by the policy's attenuation
 	// buckets, in hundredths of a minute.
@@ -180,6 +242,10 @@ type ExposureDay struct {
 	// MinAttenuation is the lowest attenuation (closest contact) seen, dB;
 	// 255 when there was no match.
 	MinAttenuation int `json:"min_attenuation_db"`
+	// Reciprocal and OneSided say which rules matched a sighting of the
+	// day (RuleReciprocal, RuleOneSided).
+	Reciprocal bool `json:"reciprocal"`
+	OneSided   bool `json:"one_sided"`
 	// Exposed is true when WeightedMinutes reaches the policy's threshold.
 	Exposed bool `json:"exposed"`
 }
@@ -244,11 +310,65 @@ type TraceEpisode struct {
 	Minutes       float64 `json:"minutes"`
 }
 
+// MediaTypeZip is the content type of a GAEN key export, a zip file.
+const MediaTypeZip = "application/zip"
+
+// ImportRequest carries a GAEN key export, the zip file (export.bin and
+// export.sig) a GAEN key server publishes, as its binary body. Anyone may
+// send one: the backend imports it only if a key its policy lists signed
+// it.
+type ImportRequest struct {
+	Export []byte
+}
+
+// MediaType returns the content type of the request body.
+func (ImportRequest) MediaType() string { return MediaTypeZip }
+
+// MarshalBinary returns the request body, the export itself.
+func (r ImportRequest) MarshalBinary() ([]byte, error) { return r.Export, nil }
+
+// UnmarshalBinary takes the request body as the export; it shares body's
+// memory.
+func (r *ImportRequest) UnmarshalBinary(body []byte) error {
+	r.Export = body
+	return nil
+}
+
+// ImportResponse says what the backend took from a GAEN key export.
+type ImportResponse struct {
+	// SignedBy names the policy's export key that verified the export.
+	SignedBy string `json:"signed_by"`
+	// Region is the export's region, as its key server wrote it.
+	Region string `json:"region"`
+	// Imported is how many daily keys the backend now matches one-sided.
+	Imported int `json:"imported"`
+	// Skipped is how many keys it left out: outside the retention window,
+	// or with an invalid rolling period.
+	Skipped int `json:"skipped"`
+	// Duplicate is true when the same export was imported before; nothing
+	// was imported again.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
 // DecoyRequest is a request that the backend answers and forgets. A client
 // sends decoys so that an observer of the (padded, encrypted) traffic
-// cannot tell real uploads and checks from noise; Filler sets its size.
+// cannot tell real uploads and checks from noise. Its body is binary, of
+// the report's content type, and Filler is all of it: a decoy with as many
+// bytes of filler as a check's report looks the same on the wire.
 type DecoyRequest struct {
-	Filler []byte `json:"filler"`
+	Filler []byte
+}
+
+// MediaType returns the content type of the request body, a report's.
+func (DecoyRequest) MediaType() string { return MediaTypeReport }
+
+// MarshalBinary returns the request body, the filler.
+func (r DecoyRequest) MarshalBinary() ([]byte, error) { return r.Filler, nil }
+
+// UnmarshalBinary takes the request body as the filler.
+func (r *DecoyRequest) UnmarshalBinary(body []byte) error {
+	r.Filler = body
+	return nil
 }
 
 // DecoyResponse answers a decoy.

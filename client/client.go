@@ -14,7 +14,7 @@
 //		Expectations: attest.Expectations{Measurements: [][]byte{mrenclave}},
 //	})
 //	res, err := c.PollResult(ctx, secret)
-//	exp, err := c.CheckExposure(ctx, tuples)
+//	exp, err := c.CheckExposure(ctx, report) // daily keys and sightings
 //
 // Every request that carries personal data is an Oblivious HTTP request
 // (package ohttp) whose plaintext is a padded Binary HTTP request (package
@@ -28,6 +28,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -202,31 +203,45 @@ func (c *Client) PollResult(ctx context.Context, secret []byte) (api.PollResultR
 	return resp, err
 }
 
-// Upload sends an infected user's contact tuples with the single-use
-// authorization from a positive result, and returns how many the backend
-// stored. It returns only after the backend acknowledged a durable write.
-func (c *Client) Upload(ctx context.Context, authorization []byte, tuples []contactlog.Tuple) (int, error) {
-	batch, err := contactlog.AppendBatch(nil, tuples)
+// Upload sends an infected user's report (its daily keys and its
+// sightings of the retention window) with the upload authorization that a
+// positive result poll returned, and returns how many sightings and keys
+// the backend stored. The report is checked before it is sent.
+func (c *Client) Upload(ctx context.Context, authorization []byte, r contactlog.Report) (api.UploadResponse, error) {
+	body, err := r.AppendBinary(nil)
 	if err != nil {
-		return 0, fmt.Errorf("client: %w", err)
+		return api.UploadResponse{}, fmt.Errorf("client: %w", err)
 	}
+	defer clear(body)
 	var resp api.UploadResponse
-	if err := c.call(ctx, api.PathUpload, api.UploadRequest{Authorization: authorization, Tuples: batch}, &resp); err != nil {
-		return 0, err
-	}
-	return resp.Accepted, nil
+	err = c.call(ctx, api.PathUpload, api.UploadRequest{Authorization: authorization, Report: body}, &resp)
+	return resp, err
 }
 
-// CheckExposure sends the device's own tuples and returns the backend's
-// answer: whether any infected upload holds their mirror, and per day the
-// minutes, attenuation and weighted risk.
-func (c *Client) CheckExposure(ctx context.Context, tuples []contactlog.Tuple) (api.ExposureResponse, error) {
-	batch, err := contactlog.AppendBatch(nil, tuples)
+// CheckExposure sends the device's report (its daily keys and its
+// sightings of the retention window) and returns the backend's answer:
+// whether any sighting matches an infected user's, by which rule, and per
+// day the minutes, attenuation and weighted risk. The backend derives the
+// device's own identifiers from its keys and keeps nothing.
+func (c *Client) CheckExposure(ctx context.Context, r contactlog.Report) (api.ExposureResponse, error) {
+	body, err := r.AppendBinary(nil)
 	if err != nil {
 		return api.ExposureResponse{}, fmt.Errorf("client: %w", err)
 	}
+	defer clear(body)
 	var resp api.ExposureResponse
-	err = c.call(ctx, api.PathCheckExposure, api.ExposureRequest{Tuples: batch}, &resp)
+	err = c.call(ctx, api.PathCheckExposure, api.ExposureRequest{Report: body}, &resp)
+	return resp, err
+}
+
+// ImportGAEN sends a GAEN key export (the zip file a GAEN key server
+// publishes) for the backend to import: if a key its attested policy lists
+// signed the export, the backend matches the export's daily keys one-sided
+// until its retention drops them, so that phones learn whether they met a
+// positive user of that GAEN country without downloading anyone's keys.
+func (c *Client) ImportGAEN(ctx context.Context, export []byte) (api.ImportResponse, error) {
+	var resp api.ImportResponse
+	err := c.call(ctx, api.PathImportGAEN, api.ImportRequest{Export: export}, &resp)
 	return resp, err
 }
 
@@ -272,9 +287,11 @@ func (c *Client) CheckTrace(ctx context.Context, tr gps.Trace) (api.TraceCheckRe
 	return resp, err
 }
 
-// Decoy sends a request of the given padded size that the backend answers
-// and discards. On the wire it has the size of a real request of that size
-// class, so a phone can send decoys on the schedule it would upload on.
+// Decoy sends a request that the backend answers and discards, with size
+// bytes of filler in place of a report: a decoy of a check's report length
+// has that check's size on the wire, and its answer the size of an
+// exposure answer, so a phone can send decoys on the schedule it would
+// upload on.
 func (c *Client) Decoy(ctx context.Context, size int) error {
 	if size < 0 || size > bhttp.MaxSize/2 {
 		return fmt.Errorf("client: decoy size %d outside 0..%d", size, bhttp.MaxSize/2)
@@ -287,32 +304,46 @@ func (c *Client) Decoy(ctx context.Context, size int) error {
 // was encrypted to (it restarted with fresh keys).
 var errStaleKey = errors.New("client: the gateway does not know the attested key")
 
-// call sends req as JSON to an inner path through the gateway and decodes
-// the answer into resp, or returns the backend's *api.Error. When the
-// gateway has rotated its keys, call verifies the new attestation bundle,
-// with the same expectations, and sends once more.
+// call sends req to an inner path through the gateway, in its binary form
+// if it has one (uploads and exposure checks) and as JSON otherwise, and
+// decodes the answer into resp, or returns the backend's *api.Error. When
+// the gateway has rotated its keys, call verifies the new attestation
+// bundle, with the same expectations, and sends once more.
 func (c *Client) call(ctx context.Context, path string, req, resp any) error {
-	body, err := json.Marshal(req)
+	var (
+		body        []byte
+		contentType = "application/json"
+		err         error
+	)
+	if bm, ok := req.(interface {
+		encoding.BinaryMarshaler
+		MediaType() string
+	}); ok {
+		body, err = bm.MarshalBinary()
+		contentType = bm.MediaType()
+	} else {
+		body, err = json.Marshal(req)
+	}
 	if err != nil {
 		return fmt.Errorf("client: encoding request: %w", err)
 	}
-	err = c.send(ctx, path, body, resp)
+	err = c.send(ctx, path, contentType, body, resp)
 	if !errors.Is(err, errStaleKey) {
 		return err
 	}
 	if err := c.attest(ctx); err != nil {
 		return err
 	}
-	return c.send(ctx, path, body, resp)
+	return c.send(ctx, path, contentType, body, resp)
 }
 
-func (c *Client) send(ctx context.Context, path string, body []byte, resp any) error {
+func (c *Client) send(ctx context.Context, path, contentType string, body []byte, resp any) error {
 	inner := &bhttp.Request{
 		Method:    http.MethodPost,
 		Scheme:    "https",
 		Authority: api.InnerAuthority,
 		Path:      path,
-		Header:    []bhttp.Field{{Name: "content-type", Value: "application/json"}},
+		Header:    []bhttp.Field{{Name: "content-type", Value: contentType}},
 		Content:   body,
 	}
 	plain, err := inner.MarshalPadded()

@@ -2,9 +2,14 @@ package client_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +18,9 @@ import (
 	"github.com/conftrace/conftrace/bhttp"
 	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/device"
+	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/gaen"
 	"github.com/conftrace/conftrace/gps"
 	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/policy"
@@ -102,9 +110,9 @@ func TestFullFlow(t *testing.T) {
 	}
 
 	uploaded := window(cc, pol, now)
-	n, err := c.Upload(ctx, pr.UploadAuthorization, uploaded)
-	if err != nil || n != len(uploaded) || n == 0 {
-		t.Fatalf("Upload: %d, %v; want %d tuples accepted", n, err, len(uploaded))
+	up, err := c.Upload(ctx, pr.UploadAuthorization, uploaded)
+	if want := (api.UploadResponse{Sightings: len(uploaded.Sightings), Keys: len(uploaded.Keys)}); err != nil || up != want || up.Sightings == 0 || up.Keys == 0 {
+		t.Fatalf("Upload: %+v, %v; want %+v stored", up, err, want)
 	}
 	if _, err := c.Upload(ctx, pr.UploadAuthorization, uploaded); !isCode(err, api.CodeAlreadyUsed) {
 		t.Fatalf("replayed upload authorization: %v, want %s", err, api.CodeAlreadyUsed)
@@ -126,8 +134,10 @@ func TestFullFlow(t *testing.T) {
 		if d.Date == metAC.Format(api.DateLayout) {
 			want = 20
 		}
-		if d.Minutes != want || d.Exposed != (want > 0) {
-			t.Errorf("A on %s: %d minutes, exposed %t; want %d", d.Date, d.Minutes, d.Exposed, want)
+		// The default policy matches reciprocally only: C's upload holds
+		// its sightings of A, and A's check proves A's half with its keys.
+		if d.Minutes != want || d.Exposed != (want > 0) || d.Reciprocal != (want > 0) || d.OneSided {
+			t.Errorf("A on %s: %+v; want %d minutes, matched reciprocally", d.Date, d, want)
 		}
 	}
 	if r, err := c.CheckExposure(ctx, window(bb, pol, now)); err != nil || r.Exposed {
@@ -178,22 +188,52 @@ func TestUploadAuthorizationExpires(t *testing.T) {
 	}
 }
 
-// Tuples that cannot be encoded are refused on the phone, before anything
-// is sent.
-func TestInvalidTuplesNotSent(t *testing.T) {
+// A report the backend would refuse as malformed is refused on the phone,
+// with contactlog's error, before anything is sent; so is an upload
+// authorization of the wrong size.
+func TestMalformedReportNotSent(t *testing.T) {
 	t.Parallel()
 	b := startBackend(t, localbackend.Config{})
 	w := &wire{}
 	c := newClient(t, b.URL, b, w, nil)
-	bad := []contactlog.Tuple{{Interval: 1, Duration: contactlog.MaxDuration + 1}}
-	if _, err := c.Upload(t.Context(), []byte("auth"), bad); !errors.Is(err, contactlog.ErrInvalid) {
-		t.Errorf("Upload of an invalid tuple: %v, want contactlog.ErrInvalid", err)
+	day := enid.IntervalOf(time.Now()).RollingStart()
+	key := contactlog.DailyKey{TEK: enid.TEK{1}, Start: day, Period: enid.RollingPeriod}
+	seen := func(i enid.Interval, minutes uint8) contactlog.Sighting {
+		return contactlog.Sighting{Heard: enid.RPI{2}, Interval: i, Minutes: minutes, Attenuation: 50}
 	}
-	if _, err := c.CheckExposure(t.Context(), bad); !errors.Is(err, contactlog.ErrInvalid) {
-		t.Errorf("CheckExposure of an invalid tuple: %v, want contactlog.ErrInvalid", err)
+	manyKeys := make([]contactlog.DailyKey, contactlog.MaxKeys+1)
+	for i := range manyKeys {
+		manyKeys[i] = contactlog.DailyKey{TEK: enid.TEK{byte(i)}, Start: enid.Interval(i), Period: 1}
+	}
+	for _, tc := range []struct {
+		name string
+		r    contactlog.Report
+		want error
+	}{
+		{"a sighting no key covers", contactlog.Report{Keys: []contactlog.DailyKey{key}, Sightings: []contactlog.Sighting{seen(day+3, 5), seen(day+enid.RollingPeriod, 5)}}, contactlog.ErrUncovered},
+		{"sightings and no key", contactlog.Report{Sightings: []contactlog.Sighting{seen(day+3, 5)}}, contactlog.ErrUncovered},
+		{"a sighting of no minutes", contactlog.Report{Keys: []contactlog.DailyKey{key}, Sightings: []contactlog.Sighting{seen(day+3, 0)}}, contactlog.ErrInvalid},
+		{"a sighting too long", contactlog.Report{Keys: []contactlog.DailyKey{key}, Sightings: []contactlog.Sighting{seen(day+3, contactlog.MaxMinutes+1)}}, contactlog.ErrInvalid},
+		{"a key of no intervals", contactlog.Report{Keys: []contactlog.DailyKey{{Start: day}}}, contactlog.ErrInvalid},
+		{"overlapping keys", contactlog.Report{Keys: []contactlog.DailyKey{key, {TEK: enid.TEK{3}, Start: day + 10, Period: 1}}}, contactlog.ErrOverlap},
+		{"the same key twice", contactlog.Report{Keys: []contactlog.DailyKey{key, key}}, contactlog.ErrOverlap},
+		{"too many keys", contactlog.Report{Keys: manyKeys}, contactlog.ErrTooMany},
+	} {
+		if _, err := c.Upload(t.Context(), make([]byte, api.AuthorizationSize), tc.r); !errors.Is(err, tc.want) {
+			t.Errorf("Upload of %s: %v, want %v", tc.name, err, tc.want)
+		}
+		if _, err := c.CheckExposure(t.Context(), tc.r); !errors.Is(err, tc.want) {
+			t.Errorf("CheckExposure of %s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	good := contactlog.Report{Keys: []contactlog.DailyKey{key}, Sightings: []contactlog.Sighting{seen(day+3, 5)}}
+	for _, n := range []int{0, 4, api.AuthorizationSize - 1, api.AuthorizationSize + 1} {
+		if _, err := c.Upload(t.Context(), make([]byte, n), good); err == nil || !strings.Contains(err.Error(), "authorization") {
+			t.Errorf("Upload with a %d-byte authorization: %v, want a refusal of the authorization", n, err)
+		}
 	}
 	if ps := w.posts(); len(ps) != 0 {
-		t.Errorf("%d requests sent for invalid tuples", len(ps))
+		t.Errorf("%d requests sent for malformed reports", len(ps))
 	}
 }
 
@@ -204,12 +244,19 @@ func TestTooLargeNotSent(t *testing.T) {
 	b := startBackend(t, localbackend.Config{})
 	w := &wire{}
 	c := newClient(t, b.URL, b, w, nil)
-	huge := make([]contactlog.Tuple, 30_000) // 1.2 MB, 1.6 MB in base64
-	if _, err := c.CheckExposure(t.Context(), huge); !errors.Is(err, bhttp.ErrTooLarge) {
-		t.Errorf("CheckExposure of %d tuples: %v, want bhttp.ErrTooLarge", len(huge), err)
+	day := enid.IntervalOf(time.Now()).RollingStart()
+	huge := contactlog.Report{
+		Keys:      []contactlog.DailyKey{{TEK: enid.TEK{1}, Start: day, Period: enid.RollingPeriod}},
+		Sightings: make([]contactlog.Sighting, 50_000), // 1.1 MB
 	}
-	if _, err := c.Upload(t.Context(), []byte("auth"), huge); !errors.Is(err, bhttp.ErrTooLarge) {
-		t.Errorf("Upload of %d tuples: %v, want bhttp.ErrTooLarge", len(huge), err)
+	for i := range huge.Sightings {
+		huge.Sightings[i] = contactlog.Sighting{Heard: enid.RPI{byte(i), byte(i >> 8)}, Interval: day + enid.Interval(i%enid.RollingPeriod), Minutes: 1}
+	}
+	if _, err := c.CheckExposure(t.Context(), huge); !errors.Is(err, bhttp.ErrTooLarge) {
+		t.Errorf("CheckExposure of %d sightings: %v, want bhttp.ErrTooLarge", len(huge.Sightings), err)
+	}
+	if _, err := c.Upload(t.Context(), make([]byte, api.AuthorizationSize), huge); !errors.Is(err, bhttp.ErrTooLarge) {
+		t.Errorf("Upload of %d sightings: %v, want bhttp.ErrTooLarge", len(huge.Sightings), err)
 	}
 	if ps := w.posts(); len(ps) != 0 {
 		t.Errorf("%d oversized requests sent", len(ps))
@@ -318,25 +365,28 @@ func TestDecoyLooksLikeCheck(t *testing.T) {
 	for i := range 40 {
 		meet(t, a, other, now.Add(-time.Duration(i+1)*3*time.Hour), 10)
 	}
-	for _, tuples := range [][]contactlog.Tuple{nil, window(a, c.Policy(), now)} {
-		if _, err := c.CheckExposure(ctx, tuples); err != nil {
-			t.Fatal(err)
-		}
-		check := w.last(t)
-		batch, err := contactlog.AppendBatch(nil, tuples)
+	reports := []contactlog.Report{{}, window(a, c.Policy(), now)}
+	for _, r := range reports {
+		body, err := r.AppendBinary(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Decoy(ctx, len(batch)); err != nil {
-			t.Fatalf("Decoy(%d): %v", len(batch), err)
+		if _, err := c.CheckExposure(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		check := w.last(t)
+		// A decoy with as much filler as the check's report.
+		filler := len(body)
+		if err := c.Decoy(ctx, filler); err != nil {
+			t.Fatalf("Decoy(%d): %v", filler, err)
 		}
 		decoy := w.last(t)
 		if decoy != check {
-			t.Errorf("%d tuples: the decoy %+v differs on the wire from the check %+v", len(tuples), decoy, check)
+			t.Errorf("a report of %d bytes (%d sightings): the decoy %+v differs on the wire from the check %+v", len(body), len(r.Sightings), decoy, check)
 		}
 	}
 	if sizes := w.posts(); sizes[0].ReqSize == sizes[len(sizes)-1].ReqSize {
-		t.Errorf("checks of 0 and %d tuples are both %d bytes: the test does not span size classes", len(window(a, c.Policy(), now)), sizes[0].ReqSize)
+		t.Errorf("checks of 0 and %d sightings are both %d bytes: the test does not span size classes", len(reports[1].Sightings), sizes[0].ReqSize)
 	}
 
 	// The whole documented range is usable; beyond it, nothing is sent.
@@ -351,5 +401,145 @@ func TestDecoyLooksLikeCheck(t *testing.T) {
 	}
 	if got := len(w.posts()); got != posts {
 		t.Errorf("out-of-range decoys sent %d requests", got-posts)
+	}
+}
+
+// gaenServer is a foreign GAEN key server: its signing key, and the
+// policy entry that makes a backend trust it.
+type gaenServer struct {
+	signer gaen.SigningKey
+	entry  policy.ExportKey
+}
+
+func newGAENServer(t testing.TB, name string) gaenServer {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gaenServer{gaen.SigningKey{KeyID: "999", KeyVersion: "v1", Key: priv}, policy.ExportKey{Name: name, PublicKey: der}}
+}
+
+func (g gaenServer) export(t testing.TB, now time.Time, keys ...gaen.Key) []byte {
+	t.Helper()
+	b, err := gaen.Write(&gaen.Export{Region: "XX", Start: now.Add(-24 * time.Hour), End: now, Keys: keys}, g.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A GAEN key export signed by a key server that the attested policy lists
+// is imported, and a phone that heard one of its users learns that it was
+// exposed, one-sided, without downloading anybody's keys.
+func TestImportGAEN(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	clk := newClock()
+	server := newGAENServer(t, "xx-keys")
+	pol := policy.Default()
+	pol.GAENExportKeys = []policy.ExportKey{server.entry}
+	b := startBackend(t, localbackend.Config{Now: clk.Now, Policy: &pol})
+	w := &wire{}
+	c := newClient(t, b.URL, b, w, clk.Now)
+	now := clk.Now()
+	if got := c.Policy().GAENExportKeys; len(got) != 1 || got[0].Name != "xx-keys" {
+		t.Fatalf("attested export keys %+v, want the key server's", got)
+	}
+
+	// A foreign user's key of yesterday, which phone d heard for two
+	// intervals; and keys the backend must skip.
+	heardAt := now.Add(-20 * time.Hour).Truncate(time.Hour)
+	foreign := gaen.Key{TEK: enid.TEK{0xf0, 1}, RollingStart: enid.IntervalOf(heardAt).RollingStart(), RollingPeriod: enid.RollingPeriod, ReportType: gaen.ConfirmedTest}
+	fk, err := enid.NewKey(foreign.TEK, foreign.RollingStart, foreign.RollingPeriod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tooOld := gaen.Key{TEK: enid.TEK{0xf0, 2}, RollingStart: enid.IntervalOf(now.Add(-20 * 24 * time.Hour)).RollingStart(), RollingPeriod: enid.RollingPeriod}
+	future := gaen.Key{TEK: enid.TEK{0xf0, 3}, RollingStart: enid.IntervalOf(now.Add(48 * time.Hour)).RollingStart(), RollingPeriod: enid.RollingPeriod}
+	invalid := gaen.Key{TEK: enid.TEK{0xf0, 4}, RollingStart: foreign.RollingStart, RollingPeriod: enid.RollingPeriod + 1}
+	export := server.export(t, now, foreign, tooOld, future, invalid)
+
+	d, e := newDevice(t, b.URL), newDevice(t, b.URL)
+	for k := range 2 {
+		at := heardAt.Add(time.Duration(k) * enid.IntervalLength)
+		if err := d.Hear(ctx, fk.RPI(enid.IntervalOf(at)), at, 10, 50); err != nil {
+			t.Fatal(err)
+		}
+	}
+	meet(t, d, e, heardAt.Add(time.Hour), 10) // a contact who tested negative
+
+	check := func(dev *device.Device) api.ExposureResponse {
+		t.Helper()
+		r, err := c.CheckExposure(ctx, window(dev, pol, now))
+		if err != nil {
+			t.Fatalf("CheckExposure: %v", err)
+		}
+		return r
+	}
+	if r := check(d); r.Exposed {
+		t.Fatalf("d before the import: %+v, want not exposed", r)
+	}
+	notExposed := w.last(t)
+
+	imp, err := c.ImportGAEN(ctx, export)
+	if want := (api.ImportResponse{SignedBy: "xx-keys", Region: "XX", Imported: 1, Skipped: 3}); err != nil || imp != want {
+		t.Fatalf("ImportGAEN: %+v, %v; want %+v", imp, err, want)
+	}
+	r := check(d)
+	if !r.Exposed {
+		t.Fatalf("d after the import: %+v, want exposed", r)
+	}
+	for _, day := range r.Days {
+		want := 0
+		if day.Date == heardAt.Format(api.DateLayout) {
+			want = 20
+		}
+		// Imported keys match one-sided only: nothing proves that the
+		// foreign phone heard d.
+		if day.Minutes != want || day.Exposed != (want > 0) || day.OneSided != (want > 0) || day.Reciprocal {
+			t.Errorf("d on %s: %+v; want %d minutes, matched one-sided", day.Date, day, want)
+		}
+	}
+	if got := w.last(t).RespSize; got != notExposed.RespSize {
+		t.Errorf("exposure answers of %d (exposed) and %d bytes (not) differ", got, notExposed.RespSize)
+	}
+	if r := check(e); r.Exposed {
+		t.Errorf("e, who never heard the foreign user: %+v, want not exposed", r)
+	}
+
+	// The same export again, as a client polling the key server fetches
+	// it, changes nothing.
+	if again, err := c.ImportGAEN(ctx, export); err != nil || !again.Duplicate || again.Imported != 0 {
+		t.Fatalf("the same export again: %+v, %v; want a duplicate, nothing imported", again, err)
+	}
+	minutes := 0
+	for _, day := range check(d).Days {
+		minutes += day.Minutes
+	}
+	if minutes != 20 {
+		t.Errorf("after a duplicate import d has %d exposure minutes, want the same 20", minutes)
+	}
+
+	// Only a listed key server's signature counts; what is not an export
+	// is refused as such.
+	other := newGAENServer(t, "yy-keys")
+	if _, err := c.ImportGAEN(ctx, other.export(t, now, gaen.Key{TEK: enid.TEK{0xee}, RollingStart: foreign.RollingStart, RollingPeriod: enid.RollingPeriod})); !isCode(err, api.CodeBadSignature) {
+		t.Errorf("an export of an unlisted key server: %v, want %s", err, api.CodeBadSignature)
+	}
+	for name, body := range map[string][]byte{"empty": nil, "not a zip": []byte("hello"), "truncated": export[:len(export)/2]} {
+		if _, err := c.ImportGAEN(ctx, body); !isCode(err, api.CodeMalformed) {
+			t.Errorf("%s: %v, want %s", name, err, api.CodeMalformed)
+		}
+	}
+
+	// A backend whose policy lists no key server imports nothing.
+	plain := startBackend(t, localbackend.Config{Now: clk.Now})
+	if _, err := newClient(t, plain.URL, plain, nil, clk.Now).ImportGAEN(ctx, export); !isCode(err, api.CodeNotAuthorized) {
+		t.Errorf("import into a backend that trusts no key server: %v, want %s", err, api.CodeNotAuthorized)
 	}
 }

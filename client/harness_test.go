@@ -102,7 +102,7 @@ func newDevice(t testing.TB, server string) *device.Device {
 	return d
 }
 
-// meet logs an encounter of minutes at close range on both devices.
+// meet records an encounter of minutes at close range on both devices.
 func meet(t testing.TB, a, b *device.Device, at time.Time, minutes int) {
 	t.Helper()
 	if _, err := device.Meet(context.Background(), a, b, at, time.Duration(minutes)*time.Minute, 50, 52); err != nil {
@@ -110,9 +110,10 @@ func meet(t testing.TB, a, b *device.Device, at time.Time, minutes int) {
 	}
 }
 
-// window returns what d sends in an upload or an exposure check at now.
-func window(d *device.Device, p policy.Policy, now time.Time) []contactlog.Tuple {
-	return d.WindowTuples(p, now)
+// window returns what d sends in an upload or an exposure check at now:
+// its daily keys and sightings of p's retention window.
+func window(d *device.Device, p policy.Policy, now time.Time) contactlog.Report {
+	return d.Report(p, now)
 }
 
 // positive registers a test on d, has lab declare it positive through c
@@ -219,6 +220,10 @@ func newFront(t testing.TB, target string) *front {
 	f := &front{}
 	f.setTarget(t, target)
 	rp := &httputil.ReverseProxy{
+		// No connection outlives its request: a spare connection that the
+		// transport dialed and never used would hold up a backend's
+		// graceful shutdown for seconds.
+		Transport: &http.Transport{DisableKeepAlives: true},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			f.mu.Lock()
 			pr.SetURL(f.target)

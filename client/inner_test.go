@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/conftrace/conftrace/bhttp"
 	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/enid"
 	"github.com/conftrace/conftrace/gps"
 	"github.com/conftrace/conftrace/ohttp"
 	"github.com/conftrace/conftrace/policy"
@@ -118,8 +120,9 @@ func scriptedClient(t testing.TB, s *scripted, now func() time.Time) *client.Cli
 	return c
 }
 
-// What the client encrypts: a POST of JSON to the endpoint's inner path,
-// padded to a size class so that its length says little.
+// What the client encrypts: a POST to the endpoint's inner path, of JSON
+// or, for reports and GAEN exports, of their binary form under its own
+// content type, padded to a size class so that its length says little.
 func TestInnerRequests(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -128,8 +131,17 @@ func TestInnerRequests(t *testing.T) {
 	c := scriptedClient(t, s, clk.Now)
 	now := clk.Now()
 
-	tuples := []contactlog.Tuple{{Interval: 7, Duration: 10, Attenuation: 50}}
-	batch, _ := contactlog.AppendBatch(nil, tuples)
+	day := enid.IntervalOf(now).RollingStart()
+	// Keys out of order: the client sends them sorted, as the format wants.
+	report := contactlog.Report{
+		Keys: []contactlog.DailyKey{
+			{TEK: enid.TEK{9}, Start: day, Period: enid.RollingPeriod},
+			{TEK: enid.TEK{8}, Start: day - enid.RollingPeriod, Period: enid.RollingPeriod},
+		},
+		Sightings: []contactlog.Sighting{{Heard: enid.RPI{5}, Interval: day + 7, Minutes: 10, Attenuation: 50}},
+	}
+	auth := bytes.Repeat([]byte{0xa5}, api.AuthorizationSize)
+	export := []byte("PK\x03\x04 the zip file of a GAEN key export")
 	start := c.Policy().WindowStart(now)
 	old := gps.Trace{{Time: start.Add(-time.Hour).Unix(), Lat: 46.5, Lon: 6.6}, {Time: start.Add(-time.Second).Unix(), Lat: 46.5, Lon: 6.6}}
 	recent := gps.Trace{{Time: start.Unix(), Lat: 46.5, Lon: 6.6}, {Time: now.Unix(), Lat: 46.5, Lon: 6.6}}
@@ -140,31 +152,55 @@ func TestInnerRequests(t *testing.T) {
 	errs := []error{c.SubmitResult(ctx, result)}
 	_, err := c.PollResult(ctx, []byte("secret"))
 	errs = append(errs, err)
-	_, err = c.Upload(ctx, []byte("auth"), tuples)
+	_, err = c.Upload(ctx, auth, report)
 	errs = append(errs, err)
-	_, err = c.CheckExposure(ctx, tuples)
+	_, err = c.CheckExposure(ctx, report)
 	errs = append(errs, err)
 	_, err = c.SubmitTrace(ctx, signed)
 	errs = append(errs, err)
 	_, err = c.CheckTrace(ctx, append(old, recent...))
 	errs = append(errs, err, c.Decoy(ctx, 3))
+	_, err = c.ImportGAEN(ctx, export)
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
 
+	// The report's documented encoding, written out by hand.
+	var rep []byte
+	rep = append(rep, contactlog.ReportVersion, 2)
+	for _, k := range []struct {
+		tek   byte
+		start enid.Interval
+	}{{8, day - enid.RollingPeriod}, {9, day}} {
+		rep = append(rep, k.tek)
+		rep = append(rep, make([]byte, 15)...)
+		rep = binary.BigEndian.AppendUint32(rep, uint32(k.start))
+		rep = append(rep, enid.RollingPeriod)
+	}
+	rep = binary.BigEndian.AppendUint32(rep, 1)
+	rep = append(rep, 5)
+	rep = append(rep, make([]byte, 15)...)
+	rep = binary.BigEndian.AppendUint32(rep, uint32(day+7))
+	rep = append(rep, 10, 50)
+
+	const jsonType = "application/json"
 	want := []struct {
-		path string
-		body any
+		path, contentType string
+		body              []byte
 	}{
-		{api.PathSubmitResult, result},
-		{api.PathPollResult, api.PollResultRequest{Secret: []byte("secret")}},
-		{api.PathUpload, api.UploadRequest{Authorization: []byte("auth"), Tuples: batch}},
-		{api.PathCheckExposure, api.ExposureRequest{Tuples: batch}},
-		{api.PathSubmitTrace, signed},
+		{api.PathSubmitResult, jsonType, marshal(t, result)},
+		{api.PathPollResult, jsonType, marshal(t, api.PollResultRequest{Secret: []byte("secret")})},
+		// The authorization, then the report, in binary: no JSON, no
+		// base64.
+		{api.PathUpload, api.MediaTypeReport, append(bytes.Clone(auth), rep...)},
+		{api.PathCheckExposure, api.MediaTypeReport, rep},
+		{api.PathSubmitTrace, jsonType, marshal(t, signed)},
 		// Fixes before the window are not sent; those from its first
 		// second on are.
-		{api.PathCheckTrace, api.TraceCheckRequest{Trace: recentWire}},
-		{api.PathDecoy, api.DecoyRequest{Filler: make([]byte, 3)}},
+		{api.PathCheckTrace, jsonType, marshal(t, api.TraceCheckRequest{Trace: recentWire})},
+		{api.PathDecoy, api.MediaTypeReport, make([]byte, 3)},
+		{api.PathImportGAEN, api.MediaTypeZip, export},
 	}
 	reqs := s.requests(t)
 	if len(reqs) != len(want) {
@@ -178,11 +214,11 @@ func TestInnerRequests(t *testing.T) {
 		if r.Method != http.MethodPost || r.Scheme != "https" || r.Authority != api.InnerAuthority || r.Path != w.path {
 			t.Errorf("request %d: %s %s://%s%s, want POST https://%s%s", i, r.Method, r.Scheme, r.Authority, r.Path, api.InnerAuthority, w.path)
 		}
-		if !slices.Equal(r.Header, []bhttp.Field{{Name: "content-type", Value: "application/json"}}) {
-			t.Errorf("request %d: header %v, want only the JSON content type", i, r.Header)
+		if !slices.Equal(r.Header, []bhttp.Field{{Name: "content-type", Value: w.contentType}}) {
+			t.Errorf("request %d to %s: header %v, want only the content type %s", i, w.path, r.Header, w.contentType)
 		}
-		if got, want := string(r.Content), string(marshal(t, w.body)); got != want {
-			t.Errorf("request %d to %s: body %s, want %s", i, w.path, got, want)
+		if !bytes.Equal(r.Content, w.body) {
+			t.Errorf("request %d to %s: body %q, want %q", i, w.path, r.Content, w.body)
 		}
 		if !slices.Contains(bhttp.SizeClasses(), len(plain[i])) {
 			t.Errorf("request %d: %d bytes inside the encryption, not a size class", i, len(plain[i]))

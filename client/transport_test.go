@@ -17,6 +17,7 @@ import (
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/client"
+	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/gps"
 	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/internal/relay"
@@ -115,7 +116,7 @@ func TestThroughRelay(t *testing.T) {
 			t.Fatal(err)
 		}
 		hits := len(f.seen())
-		if _, err := c.CheckExposure(ctx, nil); err == nil {
+		if _, err := c.CheckExposure(ctx, contactlog.Report{}); err == nil {
 			t.Errorf("CheckExposure with relay %q succeeded", r)
 		}
 		for _, h := range f.seen()[hits:] {
@@ -179,9 +180,9 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 	}
 	b2 := restart(b1)
 	gets, posts := countGets(w), len(w.posts())
-	n, err := c.Upload(ctx, pr.UploadAuthorization, window(cc, c.Policy(), now))
-	if err != nil || n == 0 {
-		t.Fatalf("upload after the restart: %d, %v", n, err)
+	up, err := c.Upload(ctx, pr.UploadAuthorization, window(cc, c.Policy(), now))
+	if err != nil || up.Sightings == 0 || up.Keys == 0 {
+		t.Fatalf("upload after the restart: %+v, %v", up, err)
 	}
 	if c.Identity().ReportData == before {
 		t.Error("the client did not adopt the new attested keys")
@@ -299,10 +300,10 @@ func TestTransportFailures(t *testing.T) {
 			w := &wire{}
 			c := newClient(t, f.URL, b, w, nil)
 			f.setModify(onGateway(tc.edit))
-			tuples := window(d, c.Policy(), time.Now())
+			report := window(d, c.Policy(), time.Now())
 			var err error
 			for range 2 { // the second request gets the replayed answer
-				if _, err = c.CheckExposure(t.Context(), tuples); err != nil {
+				if _, err = c.CheckExposure(t.Context(), report); err != nil {
 					break
 				}
 			}
@@ -324,7 +325,7 @@ func TestTransportFailures(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CheckExposure(t.Context(), nil); !errors.Is(err, syscall.ECONNREFUSED) {
+	if _, err := c.CheckExposure(t.Context(), contactlog.Report{}); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("CheckExposure with the backend down: %v, want ECONNREFUSED", err)
 	}
 }
@@ -344,11 +345,15 @@ func TestCallsHonourContext(t *testing.T) {
 			return err
 		},
 		"Upload": func(ctx context.Context) error {
-			_, err := c.Upload(ctx, []byte("auth"), nil)
+			_, err := c.Upload(ctx, make([]byte, api.AuthorizationSize), contactlog.Report{})
 			return err
 		},
 		"CheckExposure": func(ctx context.Context) error {
-			_, err := c.CheckExposure(ctx, nil)
+			_, err := c.CheckExposure(ctx, contactlog.Report{})
+			return err
+		},
+		"ImportGAEN": func(ctx context.Context) error {
+			_, err := c.ImportGAEN(ctx, []byte("PK"))
 			return err
 		},
 		"SubmitTrace": func(ctx context.Context) error {

@@ -24,7 +24,7 @@ import (
 // KeySize is the size of a device key.
 const KeySize = 32
 
-// DefaultRetention is how long [Log.Prune] keeps tuples unless
+// DefaultRetention is how long [Log.Prune] keeps sightings unless
 // [Options.Retention] says otherwise: the 14 days of the exposure window.
 const DefaultRetention = 14 * 24 * time.Hour
 
@@ -39,17 +39,18 @@ var (
 	ErrTampered = errors.New("contactlog: log file fails authentication (modified, or another device key)")
 )
 
-// The file format (version 1) is
+// The file format (version 2) is
 //
 //	magic (21 bytes) || version (1) || ciphertext length (8, big-endian) ||
-//	nonce (12) || AES-256-GCM ciphertext of a batch, with its 16-byte tag
+//	nonce (12) || AES-256-GCM ciphertext, with its 16-byte tag, of
+//	sighting count (4, big-endian) || count × sighting
 //
 // where everything before the nonce is the additional data. The length
 // field lets a reader tell truncation (ErrCorrupt) from modification
 // (ErrTampered).
 const (
 	fileMagic      = "conftrace-contactlog\n"
-	fileVersion    = 1
+	fileVersion    = 2
 	fileHeaderSize = len(fileMagic) + 1 + 8
 	nonceSize      = 12
 	tagSize        = 16
@@ -57,12 +58,12 @@ const (
 
 // Options configure a [Log]. The zero value (or nil) gives the defaults.
 type Options struct {
-	// Retention is how far back Prune keeps tuples; zero means
+	// Retention is how far back Prune keeps sightings; zero means
 	// DefaultRetention.
 	Retention time.Duration
 }
 
-// Log is a device's contact log: an encrypted file of tuples, mirrored in
+// Log is a device's contact log: an encrypted file of sightings, mirrored in
 // memory. It is safe for concurrent use by the goroutines of one process;
 // a file must not be opened by two Logs at once.
 //
@@ -72,8 +73,8 @@ type Options struct {
 // either the old or the new log, never a mix, and the format needs no
 // recovery logic that an attacker could exploit to make a cut-down file
 // look like a crash. At the sizes a phone sees (two weeks of encounters,
-// thousands of tuples of 39 bytes) a rewrite is a few hundred kilobytes;
-// batch a scan cycle's tuples into one Append. Each write uses a fresh
+// thousands of sightings of 22 bytes) a rewrite is a few hundred kilobytes;
+// batch a scan cycle's sightings into one Append. Each write uses a fresh
 // random nonce, which is safe for far more writes (2^32) than a device
 // makes.
 //
@@ -86,8 +87,8 @@ type Log struct {
 	aead      cipher.AEAD
 	retention time.Duration
 
-	mu     sync.Mutex
-	tuples []Tuple // sorted by Interval, then in order of arrival
+	mu        sync.Mutex
+	sightings []Sighting // sorted by Interval, then in order of arrival
 }
 
 // Open opens the log at path, creating an empty one if there is no file,
@@ -130,21 +131,22 @@ func Open(ctx context.Context, path string, key [KeySize]byte, opts *Options) (*
 	case err != nil:
 		return nil, fmt.Errorf("contactlog: %w", err)
 	}
-	if l.tuples, err = decodeFile(aead, data); err != nil {
+	if l.sightings, err = decodeFile(aead, data); err != nil {
 		return nil, fmt.Errorf("%w (in %s)", err, path)
 	}
 	return l, nil
 }
 
-// Append adds tuples to the log and returns once they are durably on disk.
-// If any tuple is invalid (ErrInvalid) or the write fails, nothing is added.
-func (l *Log) Append(ctx context.Context, tuples ...Tuple) error {
-	for i, t := range tuples {
-		if err := t.check(); err != nil {
-			return fmt.Errorf("%w (tuple %d)", err, i)
+// Append adds sightings to the log and returns once they are durably on
+// disk. If any sighting is invalid (ErrInvalid) or the write fails, nothing
+// is added.
+func (l *Log) Append(ctx context.Context, sightings ...Sighting) error {
+	for i, s := range sightings {
+		if err := s.check(); err != nil {
+			return fmt.Errorf("%w (sighting %d)", err, i)
 		}
 	}
-	if len(tuples) == 0 {
+	if len(sightings) == 0 {
 		return nil
 	}
 	l.mu.Lock()
@@ -152,32 +154,32 @@ func (l *Log) Append(ctx context.Context, tuples ...Tuple) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("contactlog: append: %w", err)
 	}
-	next := make([]Tuple, 0, len(l.tuples)+len(tuples))
-	next = append(append(next, l.tuples...), tuples...)
-	slices.SortStableFunc(next, func(a, b Tuple) int { return cmp.Compare(a.Interval, b.Interval) })
+	next := make([]Sighting, 0, len(l.sightings)+len(sightings))
+	next = append(append(next, l.sightings...), sightings...)
+	slices.SortStableFunc(next, func(a, b Sighting) int { return cmp.Compare(a.Interval, b.Interval) })
 	return l.replace(next)
 }
 
-// Tuples returns a copy of the tuples whose interval is in [from, to),
-// ordered by interval.
-func (l *Log) Tuples(from, to enid.Interval) []Tuple {
+// Sightings returns a copy of the sightings whose interval is in
+// [from, to), ordered by interval.
+func (l *Log) Sightings(from, to enid.Interval) []Sighting {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lo, hi := l.search(from), l.search(to)
 	if lo >= hi {
 		return nil
 	}
-	return slices.Clone(l.tuples[lo:hi])
+	return slices.Clone(l.sightings[lo:hi])
 }
 
-// Len returns the number of tuples in the log.
+// Len returns the number of sightings in the log.
 func (l *Log) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.tuples)
+	return len(l.sightings)
 }
 
-// Prune drops the tuples whose interval began more than the retention
+// Prune drops the sightings whose interval began more than the retention
 // window before now, and returns once the log on disk no longer holds them.
 func (l *Log) Prune(ctx context.Context, now time.Time) error {
 	cutoff := enid.IntervalOf(now.Add(-l.retention))
@@ -190,15 +192,15 @@ func (l *Log) Prune(ctx context.Context, now time.Time) error {
 	if i == 0 {
 		return nil
 	}
-	return l.replace(slices.Clone(l.tuples[i:]))
+	return l.replace(slices.Clone(l.sightings[i:]))
 }
 
-// search returns the index of the first tuple at or after interval i.
+// search returns the index of the first sighting at or after interval i.
 func (l *Log) search(i enid.Interval) int {
-	n, _ := slices.BinarySearchFunc(l.tuples, i, func(t Tuple, i enid.Interval) int {
+	n, _ := slices.BinarySearchFunc(l.sightings, i, func(s Sighting, i enid.Interval) int {
 		// Never report equality, so the search lands before the first
-		// tuple of interval i.
-		if t.Interval < i {
+		// sighting of interval i.
+		if s.Interval < i {
 			return -1
 		}
 		return 1
@@ -208,18 +210,18 @@ func (l *Log) search(i enid.Interval) int {
 
 // replace writes next to disk and then makes it the log's content. The
 // caller holds l.mu.
-func (l *Log) replace(next []Tuple) error {
+func (l *Log) replace(next []Sighting) error {
 	if err := l.save(next); err != nil {
 		return err
 	}
-	clear(l.tuples) // do not leave old encounters lying around in memory
-	l.tuples = next
+	clear(l.sightings) // do not leave old encounters lying around in memory
+	l.sightings = next
 	return nil
 }
 
-// save atomically replaces the file with one holding tuples.
-func (l *Log) save(tuples []Tuple) error {
-	data, err := encodeFile(l.aead, tuples)
+// save atomically replaces the file with one holding sightings.
+func (l *Log) save(sightings []Sighting) error {
+	data, err := encodeFile(l.aead, sightings)
 	if err != nil {
 		return fmt.Errorf("contactlog: %w", err)
 	}
@@ -229,8 +231,8 @@ func (l *Log) save(tuples []Tuple) error {
 	return nil
 }
 
-func encodeFile(aead cipher.AEAD, tuples []Tuple) ([]byte, error) {
-	plain, err := AppendBatch(nil, tuples)
+func encodeFile(aead cipher.AEAD, sightings []Sighting) ([]byte, error) {
+	plain, err := appendSightings(nil, sightings)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +251,7 @@ func encodeFile(aead cipher.AEAD, tuples []Tuple) ([]byte, error) {
 
 // decodeFile checks and decrypts a log file. Errors are ErrCorrupt,
 // ErrVersion or ErrTampered, wrapped.
-func decodeFile(aead cipher.AEAD, data []byte) ([]Tuple, error) {
+func decodeFile(aead cipher.AEAD, data []byte) ([]Sighting, error) {
 	magicLen := min(len(data), len(fileMagic))
 	if !bytes.Equal(data[:magicLen], []byte(fileMagic[:magicLen])) {
 		return nil, fmt.Errorf("%w: not a contact log", ErrCorrupt)
@@ -275,13 +277,16 @@ func decodeFile(aead cipher.AEAD, data []byte) ([]Tuple, error) {
 	}
 	defer clear(plain)
 	// The plaintext is authenticated, so its count is trusted; the
-	// length check in UnmarshalBatch still bounds the allocation.
-	tuples, err := UnmarshalBatch(plain, math.MaxInt)
+	// length check in parseSightings still bounds the allocation.
+	sightings, rest, err := parseSightings(plain, math.MaxInt)
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("%w: %d bytes after the sightings", ErrTrailing, len(rest))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	// Files this package writes are sorted; sorting again costs little and
-	// keeps Tuples correct whatever wrote the file.
-	slices.SortStableFunc(tuples, func(a, b Tuple) int { return cmp.Compare(a.Interval, b.Interval) })
-	return tuples, nil
+	// keeps Sightings correct whatever wrote the file.
+	slices.SortStableFunc(sightings, func(a, b Sighting) int { return cmp.Compare(a.Interval, b.Interval) })
+	return sightings, nil
 }

@@ -5,13 +5,16 @@
 // ([Config.Expectations]).
 //
 // A device broadcasts, in every 10-minute interval, the rotating identifier
-// (RPI) of that day's key and logs the identifiers it hears as contact
-// tuples. When two devices meet, both log the mirror tuple of the same
-// encounter, which is what the backend matches:
+// (RPI) of that day's key and records the identifiers it hears as
+// sightings. When two devices meet, each records a sighting of the other's
+// RPI; an upload or an exposure check sends the device's [Device.Report]:
+// its daily keys, from which the backend derives the device's own RPIs,
+// and its sightings.
 //
 //	a, _ := device.Create(ctx, dirA, device.Config{Server: url})
 //	c, _ := device.Create(ctx, dirC, device.Config{Server: url})
 //	n, err := device.Meet(ctx, a, c, at, 20*time.Minute, 50, 52)
+//	report, err := a.Report(pol, time.Now())
 //
 // State lives in one directory: the device key (which encrypts the contact
 // log), the daily keys and the test state, each replaced atomically. On a
@@ -20,6 +23,7 @@
 package device
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -222,7 +226,7 @@ func (d *Device) RPI(i enid.Interval) (enid.RPI, error) {
 	return k.RPI(i), nil
 }
 
-// Prune forgets daily keys and contact tuples older than the retention
+// Prune forgets daily keys and sightings older than the retention
 // window before now.
 func (d *Device) Prune(ctx context.Context, now time.Time) error {
 	if err := d.log.Prune(ctx, now); err != nil {
@@ -250,10 +254,11 @@ func (d *Device) saveKeysLocked() error {
 }
 
 // Meet records an encounter between a and b that began at start and lasted
-// duration: for every 10-minute interval they overlapped, each device logs
-// the tuple (own RPI, heard RPI) with the minutes of overlap in that
-// interval; a hears b at attAB dB and b hears a at attBA dB (reception is
-// asymmetric). It returns the number of tuples each device logged.
+// duration: for every 10-minute interval they overlapped, each device
+// records a sighting of the RPI the other broadcast, with the minutes of
+// overlap in that interval; a hears b at attAB dB and b hears a at attBA dB
+// (reception is asymmetric). It returns the number of sightings each device
+// recorded.
 func Meet(ctx context.Context, a, b *Device, start time.Time, duration time.Duration, attAB, attBA uint8) (int, error) {
 	if duration <= 0 {
 		return 0, errors.New("device: an encounter needs a positive duration")
@@ -261,7 +266,7 @@ func Meet(ctx context.Context, a, b *Device, start time.Time, duration time.Dura
 	if a == b || a.dir == b.dir {
 		return 0, errors.New("device: a device cannot meet itself")
 	}
-	var ta, tb []contactlog.Tuple
+	var sa, sb []contactlog.Sighting
 	end := start.Add(duration)
 	for t := start; t.Before(end); {
 		i := enid.IntervalOf(t)
@@ -282,23 +287,67 @@ func Meet(ctx context.Context, a, b *Device, start time.Time, duration time.Dura
 		if err != nil {
 			return 0, err
 		}
-		ta = append(ta, contactlog.Tuple{Own: ra, Heard: rb, Interval: i, Duration: uint16(minutes), Attenuation: attAB})
-		tb = append(tb, contactlog.Tuple{Own: rb, Heard: ra, Interval: i, Duration: uint16(minutes), Attenuation: attBA})
+		sa = append(sa, contactlog.Sighting{Heard: rb, Interval: i, Minutes: uint8(minutes), Attenuation: attAB})
+		sb = append(sb, contactlog.Sighting{Heard: ra, Interval: i, Minutes: uint8(minutes), Attenuation: attBA})
 	}
-	if err := a.log.Append(ctx, ta...); err != nil {
+	if err := a.log.Append(ctx, sa...); err != nil {
 		return 0, fmt.Errorf("device: %w", err)
 	}
-	if err := b.log.Append(ctx, tb...); err != nil {
+	if err := b.log.Append(ctx, sb...); err != nil {
 		return 0, fmt.Errorf("device: %w", err)
 	}
-	return len(ta), nil
+	return len(sa), nil
 }
 
-// WindowTuples returns the tuples of p's retention window at now: what an
-// upload or an exposure check sends. The backend counts the window in whole
-// UTC days and refuses an upload holding an older tuple.
-func (d *Device) WindowTuples(p policy.Policy, now time.Time) []contactlog.Tuple {
-	return d.log.Tuples(enid.IntervalOf(p.WindowStart(now)), enid.IntervalOf(now)+1)
+// Hear records a sighting of an RPI broadcast by a device outside this
+// system (a GAEN phone, say): heard at time at, for minutes (1 to
+// contactlog.MaxMinutes), at attenuation dB. The device makes its daily key
+// for that time if it has none, since its report must cover the sighting.
+func (d *Device) Hear(ctx context.Context, rpi enid.RPI, at time.Time, minutes int, attenuation uint8) error {
+	if minutes < 1 || minutes > contactlog.MaxMinutes {
+		return fmt.Errorf("device: a sighting of %d minutes, want 1 to %d", minutes, contactlog.MaxMinutes)
+	}
+	i := enid.IntervalOf(at)
+	if _, err := d.Key(i); err != nil {
+		return err
+	}
+	if err := d.log.Append(ctx, contactlog.Sighting{Heard: rpi, Interval: i, Minutes: uint8(minutes), Attenuation: attenuation}); err != nil {
+		return fmt.Errorf("device: %w", err)
+	}
+	return nil
+}
+
+// Keys returns the device's daily keys valid during [from, to), in the
+// form the backend takes them.
+func (d *Device) Keys(from, to enid.Interval) []contactlog.DailyKey {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ks []contactlog.DailyKey
+	for start, tek := range d.teks {
+		k := contactlog.DailyKey{TEK: tek, Start: start, Period: enid.RollingPeriod}
+		if k.End() > from && k.Start < to {
+			ks = append(ks, k)
+		}
+	}
+	slices.SortFunc(ks, func(a, b contactlog.DailyKey) int { return cmp.Compare(a.Start, b.Start) })
+	return ks
+}
+
+// Report returns what an upload or an exposure check sends at now under
+// p: the device's daily keys and sightings of p's retention window. The
+// backend counts the window in whole UTC days and refuses an upload that
+// reaches further back.
+//
+// A sighting longer than the policy allows is sent as that long: the
+// backend would count no more, and would refuse the whole report for it.
+func (d *Device) Report(p policy.Policy, now time.Time) contactlog.Report {
+	from, to := enid.IntervalOf(p.WindowStart(now)), enid.IntervalOf(now)+1
+	r := contactlog.Report{Keys: d.Keys(from, to), Sightings: d.log.Sightings(from, to)}
+	longest := uint8(min(max(p.Limits.MaxSightingMinutes, 1), contactlog.MaxMinutes))
+	for i := range r.Sightings {
+		r.Sightings[i].Minutes = min(r.Sightings[i].Minutes, longest)
+	}
+	return r
 }
 
 // RegisterTest makes a new test secret and returns the code to show the

@@ -59,6 +59,14 @@ gps() {
 	"$work/conftrace" bench gps "$@" --markdown
 }
 
+# wire TITLE ARGS...: conftrace bench wire, as a Markdown table.
+wire() {
+	local title=$1
+	shift
+	header "$title" "conftrace bench wire $* --markdown"
+	"$work/conftrace" bench wire "$@" --markdown
+}
+
 # gobench TITLE PKG BENCH BENCHTIME PAIRS [ARGS...]: go test benchmarks,
 # verbatim, then for each pair "Subject~Baseline" (names without the
 # Benchmark prefix and the -CPUs suffix) the ratio of their times.
@@ -106,6 +114,7 @@ same run. The machines these ran on drift by 10 to 15% from run to run and
 over an hour, so compare figures within one table, and ratios across
 tables.
 EOF
+	wire "A daily exposure check on the wire, against protocol v1's encoding" --sightings 100,700,2000,10000
 	# shellcheck disable=SC2086 # the sizes are several arguments
 	gps "GPS index against the brute force, one dense city (the index's worst case)" $city
 	# shellcheck disable=SC2086

@@ -1,6 +1,7 @@
 // Package policy is the rule book a conftrace backend enforces: which health
-// authorities may declare a test positive, how long data is kept, how an
-// exposure is scored, and how large requests may be.
+// authorities may declare a test positive, which GAEN key servers' exports
+// it imports, how long data is kept, how uploads match and exposures are
+// scored, and how large requests may be.
 //
 // The backend publishes its policy in canonical form inside the attestation
 // bundle, and the evidence binds a hash of those exact bytes, so a client
@@ -20,7 +21,10 @@ package policy
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,7 +51,14 @@ type Policy struct {
 	// UploadAuthorizationSeconds is how long a positive result's upload
 	// authorization stays valid.
 	UploadAuthorizationSeconds int `json:"upload_authorization_seconds"`
-	// Risk scores reciprocal encounters.
+	// Matching lists the rules by which this system's own uploads match
+	// (MatchReciprocal, MatchOneSided). Keys imported from GAEN exports
+	// can only match one-sided.
+	Matching []string `json:"matching"`
+	// GAENExportKeys verify the GAEN key exports the backend imports; with
+	// none, it imports nothing.
+	GAENExportKeys []ExportKey `json:"gaen_export_keys"`
+	// Risk scores matched sightings.
 	Risk Risk `json:"risk"`
 	// Limits bound what one request may carry.
 	Limits Limits `json:"limits"`
@@ -89,6 +100,49 @@ func (g GPS) Params() gps.Params {
 	}
 }
 
+// The matching rules a policy can list.
+const (
+	// MatchReciprocal matches an upload's sighting with a checking
+	// device's sighting of the same encounter from the other side: both
+	// devices heard each other, and both proved their identifiers with
+	// their daily keys. It is the paper's rule and the default.
+	MatchReciprocal = "reciprocal"
+	// MatchOneSided matches a checking device's sighting of an identifier
+	// that derives from an uploaded daily key, as GAEN phones match
+	// downloaded keys: hearing an infected device is enough, so a
+	// Bluetooth sniffer that heard someone learns whether they uploaded.
+	MatchOneSided = "one_sided"
+)
+
+// ExportKey is a GAEN key server's export signing key. Exports that it
+// signed are imported for one-sided matching.
+type ExportKey struct {
+	// Name identifies the key server in logs and answers.
+	Name string `json:"name"`
+	// PublicKey is the ECDSA P-256 verification key, as a DER
+	// SubjectPublicKeyInfo.
+	PublicKey []byte `json:"public_key"`
+}
+
+// ECDSA returns the verification key.
+func (k ExportKey) ECDSA() (*ecdsa.PublicKey, error) {
+	pub, err := x509.ParsePKIXPublicKey(k.PublicKey)
+	if err != nil {
+		return nil, invalidf("GAEN export key %q: %v", k.Name, err)
+	}
+	ec, ok := pub.(*ecdsa.PublicKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, invalidf("GAEN export key %q: want an ECDSA P-256 key, got %T", k.Name, pub)
+	}
+	return ec, nil
+}
+
+// Reciprocal reports whether uploads match by the reciprocal rule.
+func (p Policy) Reciprocal() bool { return slices.Contains(p.Matching, MatchReciprocal) }
+
+// OneSided reports whether uploads also match by the one-sided rule.
+func (p Policy) OneSided() bool { return slices.Contains(p.Matching, MatchOneSided) }
+
 // Authority is a health authority allowed to declare tests positive.
 type Authority struct {
 	// Name identifies the authority in results and logs.
@@ -120,27 +174,34 @@ type Risk struct {
 
 // Limits bound requests.
 type Limits struct {
-	// MaxUploadTuples is the most contact tuples one upload may carry.
-	MaxUploadTuples int `json:"max_upload_tuples"`
-	// MaxCheckTuples is the most contact tuples one exposure check may carry.
-	MaxCheckTuples int `json:"max_check_tuples"`
-	// MaxTupleMinutes is the longest duration one tuple may claim.
-	MaxTupleMinutes int `json:"max_tuple_minutes"`
+	// MaxUploadSightings is the most sightings one upload may carry.
+	MaxUploadSightings int `json:"max_upload_sightings"`
+	// MaxCheckSightings is the most sightings one exposure check may carry.
+	MaxCheckSightings int `json:"max_check_sightings"`
+	// MaxSightingMinutes is the longest duration one sighting may claim.
+	MaxSightingMinutes int `json:"max_sighting_minutes"`
 }
+
+// MaxKeys is the most daily keys one upload or exposure check may carry:
+// one a day of the window, and as many again for devices that rotate their
+// key more than once a day.
+func (p Policy) MaxKeys() int { return 2*p.RetentionDays + 2 }
 
 // Default returns a policy with sensible defaults and no authorities.
 //
 // The risk defaults follow the attenuation buckets common in Exposure
 // Notification deployments (55/63/73 dB) and the "15 minutes, close
 // contact" definition used by public-health agencies. The limits allow a
-// heavily social user's 14 days: 288 tuples a day (two devices per 10-minute
-// interval, all day) is far above what deployments observed. The tuple
-// limits also keep one request within the largest padded message size
-// (1 MiB): 16,000 tuples are 624,000 bytes, 832,000 in base64.
+// heavily social user's 14 days: 1,000 sightings a day (seven devices in
+// every 10-minute interval, all day) is far above what deployments
+// observed, and 16,000 sightings are 352,000 bytes, well within the
+// largest padded message (1 MiB). Uploads match reciprocally only.
 func Default() Policy {
 	return Policy{
 		Version:                    Version,
 		Authorities:                []Authority{},
+		Matching:                   []string{MatchReciprocal},
+		GAENExportKeys:             []ExportKey{},
 		RetentionDays:              14,
 		UploadAuthorizationSeconds: 24 * 60 * 60,
 		Risk: Risk{
@@ -150,9 +211,9 @@ func Default() Policy {
 			IntervalTolerance:      1,
 		},
 		Limits: Limits{
-			MaxUploadTuples: 16_000,
-			MaxCheckTuples:  16_000,
-			MaxTupleMinutes: 10,
+			MaxUploadSightings: 16_000,
+			MaxCheckSightings:  16_000,
+			MaxSightingMinutes: 10,
 		},
 		GPS: defaultGPS(),
 	}
@@ -232,6 +293,9 @@ func (p Policy) Validate() error {
 			return invalidf("authority %q: public key is %d bytes, want %d (Ed25519)", a.Name, len(a.PublicKey), ed25519.PublicKeySize)
 		}
 	}
+	if err := p.validateMatching(); err != nil {
+		return err
+	}
 	if p.RetentionDays < 1 || p.RetentionDays > 60 {
 		return invalidf("retention_days %d outside 1..60", p.RetentionDays)
 	}
@@ -263,14 +327,14 @@ func (p Policy) Validate() error {
 	}
 	l := p.Limits
 	// A request must fit in one padded message (see package bhttp).
-	if l.MaxUploadTuples < 1 || l.MaxUploadTuples > MaxTuplesPerRequest {
-		return invalidf("limits: max_upload_tuples %d outside 1..%d", l.MaxUploadTuples, MaxTuplesPerRequest)
+	if l.MaxUploadSightings < 1 || l.MaxUploadSightings > MaxSightingsPerRequest {
+		return invalidf("limits: max_upload_sightings %d outside 1..%d", l.MaxUploadSightings, MaxSightingsPerRequest)
 	}
-	if l.MaxCheckTuples < 1 || l.MaxCheckTuples > MaxTuplesPerRequest {
-		return invalidf("limits: max_check_tuples %d outside 1..%d", l.MaxCheckTuples, MaxTuplesPerRequest)
+	if l.MaxCheckSightings < 1 || l.MaxCheckSightings > MaxSightingsPerRequest {
+		return invalidf("limits: max_check_sightings %d outside 1..%d", l.MaxCheckSightings, MaxSightingsPerRequest)
 	}
-	if l.MaxTupleMinutes < 1 || l.MaxTupleMinutes > 60 {
-		return invalidf("limits: max_tuple_minutes %d outside 1..60", l.MaxTupleMinutes)
+	if l.MaxSightingMinutes < 1 || l.MaxSightingMinutes > 60 {
+		return invalidf("limits: max_sighting_minutes %d outside 1..60", l.MaxSightingMinutes)
 	}
 	if err := p.GPS.Params().Validate(); err != nil {
 		return invalidf("gps: %v", err)
@@ -284,9 +348,39 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-// MaxTuplesPerRequest is the most tuples one request can carry within the
-// largest padded message (1 MiB) as base64 in JSON.
-const MaxTuplesPerRequest = 20_000
+// MaxSightingsPerRequest is the most sightings one request can carry within
+// the largest padded message (1 MiB), at 22 bytes a sighting, with room for
+// the daily keys and the framing.
+const MaxSightingsPerRequest = 40_000
+
+// validateMatching checks the matching rules and the GAEN export keys.
+func (p Policy) validateMatching() error {
+	if len(p.Matching) == 0 {
+		return invalidf("matching: no rule; want %q, %q or both", MatchReciprocal, MatchOneSided)
+	}
+	for i, m := range p.Matching {
+		if m != MatchReciprocal && m != MatchOneSided {
+			return invalidf("matching: unknown rule %q; want %q or %q", m, MatchReciprocal, MatchOneSided)
+		}
+		if slices.Contains(p.Matching[:i], m) {
+			return invalidf("matching: rule %q listed twice", m)
+		}
+	}
+	seen := map[string]bool{}
+	for i, k := range p.GAENExportKeys {
+		if err := CheckAuthorityName(k.Name); err != nil {
+			return fmt.Errorf("GAEN export key %d: %w", i, err)
+		}
+		if seen[k.Name] {
+			return invalidf("GAEN export key %q listed twice", k.Name)
+		}
+		seen[k.Name] = true
+		if _, err := k.ECDSA(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // MaxPolicySize bounds a policy document.
 const MaxPolicySize = 1 << 20
@@ -319,6 +413,9 @@ func (p Policy) Canonical() ([]byte, error) {
 	}
 	if p.Authorities == nil {
 		p.Authorities = []Authority{}
+	}
+	if p.GAENExportKeys == nil {
+		p.GAENExportKeys = []ExportKey{}
 	}
 	// encoding/json writes struct fields in declaration order and we use
 	// no maps or floats, so Marshal is already deterministic and compact.

@@ -3,7 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io/fs"
 	"os"
@@ -12,7 +17,10 @@ import (
 	"testing"
 
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/internal/population"
+	"github.com/conftrace/conftrace/policy"
 )
 
 func TestDemo(t *testing.T) {
@@ -27,7 +35,8 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("--json output: %v", err)
 	}
 	for _, k := range []string{"people", "days", "infections", "positive_tests", "uploads", "notified", "should_be_notified",
-		"missed_notifications", "false_notifications", "protocol_exact", "epi_recall", "epi_precision",
+		"notified_reciprocal", "notified_one_sided", "missed_notifications", "false_notifications", "mismatched_answers",
+		"protocol_exact", "epi_recall", "epi_precision", "gaen_only_people", "gaen_cases", "gaen_exports", "gaen_keys_imported",
 		"bytes_per_device_day", "gaen_bytes_per_device_day", "timing"} {
 		if _, ok := got[k]; !ok {
 			t.Errorf("summary lacks %q", k)
@@ -38,6 +47,11 @@ func TestDemo(t *testing.T) {
 	}
 	if n, _ := got["uploads"].(float64); n == 0 {
 		t.Fatal("no uploads: the demo did not exercise matching")
+	}
+	// The default GAEN share gives the local backend a GAEN export key
+	// and some of the people without the app a GAEN app.
+	if n, _ := got["gaen_only_people"].(float64); n == 0 {
+		t.Fatal("no GAEN-only people with the default --gaen-share")
 	}
 	timing := got["timing"].(map[string]any)
 	if _, ok := timing["total_seconds"]; !ok {
@@ -111,6 +125,10 @@ func TestDemoUsage(t *testing.T) {
 		{"--measurement", strings.Repeat("ab", 32)},
 		{"--gps-check-every", "2"},
 		{"--gps", "--gps-check-every", "0"},
+		{"--gaen-share", "-0.1"},
+		{"--gaen-share", "1.5"},
+		{"--gaen-export-key", "gaen.pem"},
+		{"--server", "http://127.0.0.1:1", "--authority-key", "lab.key", "--gaen-share", "0.2"},
 		{"stray"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -151,6 +169,9 @@ func TestDemoServer(t *testing.T) {
 		uploads += n
 		nonce, _ := got["run_nonce"].(string)
 		nonces = append(nonces, nonce)
+		if !strings.Contains(stderr, "no --gaen-export-key, so no GAEN-only phones") || got["gaen_only_people"] != 0.0 {
+			t.Fatalf("run %d: %v GAEN-only people without --gaen-export-key; stderr %q", run+1, got["gaen_only_people"], stderr)
+		}
 	}
 	if uploads == 0 {
 		t.Fatal("no uploads in either run: the test did not exercise matching")
@@ -190,4 +211,81 @@ func TestDemoServerRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDemoServerGAEN drives a running backend whose policy lists a GAEN
+// export key with --gaen-export-key: the GAEN-only people's exports are
+// imported and the run is exact. A key the policy does not list is
+// refused before simulating.
+func TestDemoServerGAEN(t *testing.T) {
+	dir := t.TempDir()
+	labFile := filepath.Join(dir, "lab.key")
+	mustRun(t, runAuthorityKeygen, "--out", labFile)
+	b, err := os.ReadFile(labFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab, err := authority.ParsePrivateKeyPEM(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, other := writeECKey(t, dir, "listed.pem", "EC PRIVATE KEY"), writeECKey(t, dir, "other.pem", "PRIVATE KEY")
+	der, err := x509.MarshalPKIXPublicKey(&listed.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := policy.Default()
+	pol.GAENExportKeys = []policy.ExportKey{{Name: "foreign", PublicKey: der}}
+	lb, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Authority: lab, Policy: &pol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lb.Close() })
+	args := []string{"--server", lb.URL, "--authority-key", labFile, "--allow-simulated", "--people", "150", "--days", "10", "--seed", "8", "--gaen-share", "0.3"}
+
+	stdout, stderr, err := cliRun(t, runDemo, append(args, "--gaen-export-key", filepath.Join(dir, "listed.pem"), "--json")...)
+	if err != nil {
+		t.Fatalf("demo --server --gaen-export-key: %v\n%s", err, stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("--json output: %v", err)
+	}
+	if got["protocol_exact"] != true || got["gaen_keys_imported"] == 0.0 || got["gaen_only_people"] == 0.0 {
+		t.Fatalf("protocol_exact %v, %v GAEN-only people, %v GAEN keys imported", got["protocol_exact"], got["gaen_only_people"], got["gaen_keys_imported"])
+	}
+	if other == nil {
+		t.Fatal("no second key")
+	}
+	_, _, err = cliRun(t, runDemo, append(args, "--gaen-export-key", filepath.Join(dir, "other.pem"))...)
+	if err == nil || !strings.Contains(err.Error(), "lists no GAEN export key") {
+		t.Fatalf("a GAEN export key the policy does not list: %v", err)
+	}
+	_, _, err = cliRun(t, runDemo, append(args, "--gaen-export-key", labFile)...)
+	if err == nil || !strings.Contains(err.Error(), "--gaen-export-key") {
+		t.Fatalf("an authority key as GAEN export key: %v", err)
+	}
+}
+
+// writeECKey writes a fresh ECDSA P-256 private key to dir/name as a PEM
+// block of type typ (SEC 1 or PKCS #8) and returns it.
+func writeECKey(t *testing.T, dir, name, typ string) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var der []byte
+	if typ == "EC PRIVATE KEY" {
+		der, err = x509.MarshalECPrivateKey(k)
+	} else {
+		der, err = x509.MarshalPKCS8PrivateKey(k)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

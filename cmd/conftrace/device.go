@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/client"
+	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/device"
+	"github.com/conftrace/conftrace/enid"
 )
 
 // errNoAuthorization is returned by device upload when the device holds no
@@ -149,24 +152,74 @@ func runDeviceMeet(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cio.stdout, "logged %d tuples on each device\n", n)
+	fmt.Fprintf(cio.stdout, "recorded %d sightings on each device\n", n)
 	return nil
 }
 
-// runDeviceLog prints the device's contact log.
+// runDeviceLog prints the device's daily keys' validity and its sightings.
 func runDeviceLog(ctx context.Context, cio cmdIO, args []string) error {
 	cmd := newDeviceCommand(cio, "device log", "device log --state DIR\n\n"+
-		"Prints the recorded contact tuples, one per line:\n"+
-		"<interval> <own-rpi-hex> <heard-rpi-hex> <minutes> <attenuation-db>")
+		"Prints when each of the device's daily keys is valid (never the keys\n"+
+		"themselves), then the sightings it recorded, one per line:\n"+
+		"key <rolling-start-interval> <rolling-period> <valid-from RFC3339> <valid-until RFC3339>\n"+
+		"sighting <interval> <heard-rpi-hex> <minutes> <attenuation-db>")
 	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
 	}
 	w := bufio.NewWriter(cio.stdout)
-	for _, t := range d.Log().Tuples(0, math.MaxUint32) {
-		fmt.Fprintf(w, "%d %x %x %d %d\n", t.Interval, t.Own[:], t.Heard[:], t.Duration, t.Attenuation)
+	for _, k := range d.Keys(0, math.MaxUint32) {
+		fmt.Fprintf(w, "key %d %d %s %s\n", k.Start, k.Period, k.Start.Time().Format(time.RFC3339), k.End().Time().Format(time.RFC3339))
+	}
+	for _, s := range d.Log().Sightings(0, math.MaxUint32) {
+		fmt.Fprintf(w, "sighting %d %x %d %d\n", s.Interval, s.Heard[:], s.Minutes, s.Attenuation)
 	}
 	return w.Flush()
+}
+
+// runDeviceHear records a sighting of an RPI broadcast by a device outside
+// this system.
+func runDeviceHear(ctx context.Context, cio cmdIO, args []string) error {
+	cmd := newDeviceCommand(cio, "device hear", "device hear --state DIR --rpi HEX --at RFC3339 [--minutes N] [--attenuation DB]\n\n"+
+		"Records a sighting of a Rolling Proximity Identifier broadcast by a device\n"+
+		"outside this system, such as a phone of a GAEN country's app.")
+	rpiHex := cmd.String("rpi", "", "the heard RPI, 16 bytes in `hex` (required)")
+	atStr := cmd.String("at", "", "when it was heard, an RFC 3339 `time` (required)")
+	minutes := cmd.Int("minutes", 10, "how long it was heard, in `minutes`, 1..60")
+	att := cmd.Int("attenuation", 50, "the attenuation at which it was heard, `dB` 0..255 (lower is closer)")
+	var (
+		rpi enid.RPI
+		at  time.Time
+	)
+	check := func() error {
+		b, err := hex.DecodeString(*rpiHex)
+		switch {
+		case *rpiHex == "":
+			return usagef("--rpi is required")
+		case err != nil || len(b) != len(rpi):
+			return usagef("--rpi %q: want 16 bytes of hex", *rpiHex)
+		case *atStr == "":
+			return usagef("--at is required")
+		case *minutes < 1 || *minutes > contactlog.MaxMinutes:
+			return usagef("--minutes must be in 1..%d, got %d", contactlog.MaxMinutes, *minutes)
+		case *att < 0 || *att > 255:
+			return usagef("--attenuation must be in 0..255, got %d", *att)
+		}
+		rpi = enid.RPI(b)
+		if at, err = time.Parse(time.RFC3339, *atStr); err != nil {
+			return usagef("--at %q: want an RFC 3339 time such as 2026-03-01T10:00:00Z", *atStr)
+		}
+		return nil
+	}
+	d, err := cmd.open(ctx, args, check)
+	if err != nil {
+		return err
+	}
+	if err := d.Hear(ctx, rpi, at, *minutes, uint8(*att)); err != nil {
+		return err
+	}
+	fmt.Fprintln(cio.stdout, "recorded 1 sighting")
+	return nil
 }
 
 // runDeviceRegisterTest registers a new test and prints its code.
@@ -227,13 +280,13 @@ func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
 	return nil
 }
 
-// runDeviceUpload uploads the contact tuples of the retention window with
-// the saved upload authorization.
+// runDeviceUpload uploads the daily keys and sightings of the retention
+// window with the saved upload authorization.
 func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 	cmd := newDeviceCommand(cio, "device upload", "device upload --state DIR\n\n"+
-		"Uploads the contact tuples of the backend's retention window, with the upload\n"+
-		"authorization that a positive check-result saved, and prints how many the\n"+
-		"backend accepted.")
+		"Uploads the device's daily keys and sightings of the backend's retention\n"+
+		"window, with the upload authorization that a positive check-result saved, and\n"+
+		"prints how many the backend stored.")
 	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
@@ -249,14 +302,14 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	tuples := d.WindowTuples(c.Policy(), now)
-	if len(tuples) == 0 {
+	report := d.Report(c.Policy(), time.Now())
+	if len(report.Keys) == 0 {
 		// Keep the single-use authorization for when there is something
 		// to upload.
-		return fmt.Errorf("nothing to upload: no contacts logged in the last %d days", c.Policy().RetentionDays)
+		return fmt.Errorf("nothing to upload: the device broadcast nothing in the last %d days", c.Policy().RetentionDays)
 	}
-	n, err := c.Upload(ctx, t.UploadAuthorization, tuples)
+	resp, err := c.Upload(ctx, t.UploadAuthorization, report)
+	report.Clear()
 	if err != nil {
 		return refused("the upload", err)
 	}
@@ -264,7 +317,7 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 	if err := d.SaveTest(t); err != nil {
 		return fmt.Errorf("uploaded, but recording it failed: %w", err)
 	}
-	fmt.Fprintf(cio.stdout, "accepted %d\n", n)
+	fmt.Fprintf(cio.stdout, "accepted %s, %s\n", plural(resp.Sightings, "sighting"), plural(resp.Keys, "daily key"))
 	return nil
 }
 
@@ -284,7 +337,9 @@ func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error
 	if err != nil {
 		return err
 	}
-	resp, err := c.CheckExposure(ctx, d.WindowTuples(c.Policy(), time.Now()))
+	report := d.Report(c.Policy(), time.Now())
+	resp, err := c.CheckExposure(ctx, report)
+	report.Clear()
 	if err != nil {
 		return refused("the exposure check", err)
 	}
@@ -302,4 +357,12 @@ func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error
 		fmt.Fprintln(cio.stdout, "not exposed")
 	}
 	return nil
+}
+
+// plural returns "1 thing" or "n things".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

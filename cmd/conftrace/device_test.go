@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -29,36 +30,70 @@ func TestDeviceMeetAndLog(t *testing.T) {
 	at := time.Date(2026, 3, 1, 10, 5, 0, 0, time.UTC)
 	out := mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", at.Format(time.RFC3339), "--minutes", "25",
 		"--attenuation", "40", "--peer-attenuation", "70")
-	if out != "logged 3 tuples on each device\n" {
+	if out != "recorded 3 sightings on each device\n" {
 		t.Errorf("meet printed %q", out)
 	}
 	la := parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", a))
 	lc := parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", c))
-	if len(la) != 3 || len(lc) != 3 {
-		t.Fatalf("logged %d and %d tuples, want 3 each", len(la), len(lc))
+	if len(la.sightings) != 3 || len(lc.sightings) != 3 {
+		t.Fatalf("recorded %d and %d sightings, want 3 each", len(la.sightings), len(lc.sightings))
 	}
-	first := uint64(enid.IntervalOf(at))
+	// Each device has the daily key of the day it broadcast, valid all day.
+	day := enid.IntervalOf(at).RollingStart()
+	for name, l := range map[string]deviceLog{"a": la, "c": lc} {
+		if len(l.keys) != 1 || l.keys[0].start != uint64(day) || l.keys[0].period != 144 || !l.keys[0].from.Equal(day.Time()) {
+			t.Errorf("%s's daily keys %+v, want one valid all of %s", name, l.keys, day.Time().Format(time.DateOnly))
+		}
+	}
+	da, err := device.Open(t.Context(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := device.Open(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := enid.IntervalOf(at)
 	for i, minutes := range []int{5, 10, 10} {
-		ta, tc := la[i], lc[i]
-		if ta.interval != first+uint64(i) || tc.interval != ta.interval {
-			t.Errorf("tuple %d: intervals %d and %d, want %d", i, ta.interval, tc.interval, first+uint64(i))
+		sa, sc := la.sightings[i], lc.sightings[i]
+		iv := first + enid.Interval(i)
+		if sa.interval != uint64(iv) || sc.interval != sa.interval {
+			t.Errorf("sighting %d: intervals %d and %d, want %d", i, sa.interval, sc.interval, iv)
 		}
-		if ta.minutes != minutes || tc.minutes != minutes {
-			t.Errorf("tuple %d: %d and %d minutes, want %d", i, ta.minutes, tc.minutes, minutes)
+		if sa.minutes != minutes || sc.minutes != minutes {
+			t.Errorf("sighting %d: %d and %d minutes, want %d", i, sa.minutes, sc.minutes, minutes)
 		}
-		if ta.attenuate != 40 || tc.attenuate != 70 {
-			t.Errorf("tuple %d: attenuations %d (a) and %d (c), want 40 and 70", i, ta.attenuate, tc.attenuate)
+		if sa.attenuate != 40 || sc.attenuate != 70 {
+			t.Errorf("sighting %d: attenuations %d (a) and %d (c), want 40 and 70", i, sa.attenuate, sc.attenuate)
 		}
-		if !bytes.Equal(ta.own, tc.heard) || !bytes.Equal(ta.heard, tc.own) {
-			t.Errorf("tuple %d: the two devices' tuples are not mirrors", i)
+		// Each heard what the other broadcast.
+		ra, _ := da.RPI(iv)
+		rc, _ := dc.RPI(iv)
+		if !bytes.Equal(sa.heard, rc[:]) || !bytes.Equal(sc.heard, ra[:]) {
+			t.Errorf("sighting %d: a heard %x and c heard %x; they broadcast %x and %x", i, sa.heard, sc.heard, ra, rc)
 		}
 	}
 	// Without --peer-attenuation both directions use --attenuation.
 	mustRun(t, runDeviceMeet, "--state", c, "--peer", a, "--at", at.Add(time.Hour).Format(time.RFC3339), "--minutes", "10")
 	la = parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", a))
 	lc = parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", c))
-	if la[3].attenuate != 50 || lc[3].attenuate != 50 {
-		t.Errorf("default attenuations %d and %d, want 50 both ways", la[3].attenuate, lc[3].attenuate)
+	if la.sightings[3].attenuate != 50 || lc.sightings[3].attenuate != 50 {
+		t.Errorf("default attenuations %d and %d, want 50 both ways", la.sightings[3].attenuate, lc.sightings[3].attenuate)
+	}
+
+	// A phone of another GAEN app, heard once: a sighting, under a's key.
+	gaenRPI := strings.Repeat("ab", 16)
+	heardAt := at.Add(48 * time.Hour)
+	if out := mustRun(t, runDeviceHear, "--state", a, "--rpi", gaenRPI, "--at", heardAt.Format(time.RFC3339), "--minutes", "7", "--attenuation", "61"); out != "recorded 1 sighting\n" {
+		t.Errorf("hear printed %q", out)
+	}
+	la = parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", a))
+	last := la.sightings[len(la.sightings)-1]
+	if hex.EncodeToString(last.heard) != gaenRPI || last.interval != uint64(enid.IntervalOf(heardAt)) || last.minutes != 7 || last.attenuate != 61 {
+		t.Errorf("the heard sighting is %+v", last)
+	}
+	if len(la.keys) != 2 || la.keys[1].start != uint64(enid.IntervalOf(heardAt).RollingStart()) {
+		t.Errorf("after hear, a's keys %+v: want a key covering the sighting", la.keys)
 	}
 
 	// An empty log prints nothing.
@@ -120,6 +155,12 @@ func TestDeviceErrors(t *testing.T) {
 		{"check-exposure no state", runDeviceCheckExposure, nil, "--state is required", true},
 		{"check-exposure not a device", runDeviceCheckExposure, []string{"--state", p("empty")}, "no device in", false},
 		{"stray argument", runDeviceLog, []string{"--state", p("a"), "extra"}, "unexpected argument", true},
+		{"hear no state", runDeviceHear, []string{"--rpi", strings.Repeat("00", 16), "--at", at}, "--state is required", true},
+		{"hear no rpi", runDeviceHear, []string{"--state", p("a"), "--at", at}, "--rpi is required", true},
+		{"hear short rpi", runDeviceHear, []string{"--state", p("a"), "--rpi", "abcd", "--at", at}, "want 16 bytes of hex", true},
+		{"hear no at", runDeviceHear, []string{"--state", p("a"), "--rpi", strings.Repeat("00", 16)}, "--at is required", true},
+		{"hear long", runDeviceHear, []string{"--state", p("a"), "--rpi", strings.Repeat("00", 16), "--at", at, "--minutes", "61"}, "--minutes must be in 1..60", true},
+		{"hear loud", runDeviceHear, []string{"--state", p("a"), "--rpi", strings.Repeat("00", 16), "--at", at, "--attenuation", "256"}, "--attenuation must be in 0..255", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -213,11 +254,11 @@ func TestDeviceNegativeAndEmpty(t *testing.T) {
 	old := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -14).Add(23 * time.Hour)
 	mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", old.Format(time.RFC3339), "--minutes", "10")
 	_, _, err = cliRun(t, runDeviceUpload, "--state", a)
-	checkErr(t, err, "nothing to upload: no contacts logged in the last 14 days", false)
+	checkErr(t, err, "nothing to upload: the device broadcast nothing in the last 14 days", false)
 	recent := time.Now().Truncate(10 * time.Minute).Add(-time.Hour) // one interval: one tuple
 	mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", recent.Format(time.RFC3339), "--minutes", "5")
-	if out := mustRun(t, runDeviceUpload, "--state", a); out != "accepted 1\n" {
-		t.Errorf("upload printed %q, want accepted 1 (the recent contact only)", out)
+	if out := mustRun(t, runDeviceUpload, "--state", a); out != "accepted 1 sighting, 1 daily key\n" {
+		t.Errorf("upload printed %q, want accepted 1 sighting, 1 daily key (the recent contact only)", out)
 	}
 
 	// check-exposure --json prints the backend's whole answer.
@@ -247,7 +288,8 @@ func TestDeviceCommandsHelp(t *testing.T) {
 	cmds := map[string]cmdFunc{
 		"device init": runDeviceInit, "device meet": runDeviceMeet, "device log": runDeviceLog,
 		"device register-test": runDeviceRegisterTest, "device check-result": runDeviceCheckResult,
-		"device upload": runDeviceUpload, "device check-exposure": runDeviceCheckExposure,
+		"device upload": runDeviceUpload, "device check-exposure": runDeviceCheckExposure, "device hear": runDeviceHear,
+		"gaen import":      runGAENImport,
 		"authority keygen": runAuthorityKeygen, "authority result": runAuthorityResult,
 		"policy init": runPolicyInit, "verify": runVerify,
 	}

@@ -43,7 +43,8 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 func commands() map[string]command {
 	return map[string]command{
 		"bench": {summary: "benchmarks", sub: map[string]command{
-			"gps": {summary: "GPS index against brute force on synthetic city traces", run: runBenchGPS},
+			"gps":  {summary: "GPS index against brute force on synthetic city traces", run: runBenchGPS},
+			"wire": {summary: "bytes of a daily exposure check on the wire, beside protocol v1", run: runBenchWire},
 		}},
 		"demo":   {summary: "run the whole system on a simulated population", run: runDemo},
 		"serve":  {hidden: true, run: runServeMoved},
@@ -60,12 +61,16 @@ func commands() map[string]command {
 		"device": {summary: "a simulated phone", sub: map[string]command{
 			"init":           {summary: "verify a backend and create a device for it", run: runDeviceInit},
 			"meet":           {summary: "simulate an encounter with another device", run: runDeviceMeet},
-			"log":            {summary: "print the recorded contact tuples", run: runDeviceLog},
+			"log":            {summary: "print the daily keys' validity and the sightings", run: runDeviceLog},
+			"hear":           {summary: "record a sighting of a device outside this system", run: runDeviceHear},
 			"register-test":  {summary: "register a test; print its code", run: runDeviceRegisterTest},
 			"check-result":   {summary: "poll the registered test's result", run: runDeviceCheckResult},
-			"upload":         {summary: "upload contacts after a positive result", run: runDeviceUpload},
+			"upload":         {summary: "upload daily keys and sightings after a positive result", run: runDeviceUpload},
 			"check-exposure": {summary: "ask whether an encounter was with an infected user", run: runDeviceCheckExposure},
 			"gps-check":      {summary: "check the device's GPS trace against infected patients'", run: runDeviceGPSCheck},
+		}},
+		"gaen": {summary: "GAEN interoperability", sub: map[string]command{
+			"import": {summary: "send a GAEN key export for the backend to import", run: runGAENImport},
 		}},
 		"enid": {summary: "Exposure Notification identifiers", sub: map[string]command{
 			"derive": {summary: "print the RPIs (and AEMs) of a daily key", run: runEnidDerive},

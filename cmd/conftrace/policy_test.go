@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -97,6 +100,12 @@ func TestPolicyInitErrors(t *testing.T) {
 		{"retention too long", []string{"--authority", lab, "--out", out, "--retention-days", "61"}, "retention_days 61 outside 1..60", true},
 		{"retention not a number", []string{"--authority", lab, "--out", out, "--retention-days", "two"}, "invalid value", true},
 		{"no directory", []string{"--authority", lab, "--out", p("none/policy.json")}, "no such file", false},
+		{"unknown matching rule", []string{"--authority", lab, "--out", out, "--matching", "bluetooth"}, `unknown rule "bluetooth"`, true},
+		{"rule twice", []string{"--authority", lab, "--out", out, "--matching", "reciprocal,reciprocal"}, "listed twice", true},
+		{"no rule", []string{"--authority", lab, "--out", out, "--matching", ""}, "no rule", true},
+		{"export key missing", []string{"--authority", lab, "--out", out, "--gaen-export-key", "de=" + p("none.pem")}, "no such file", false},
+		{"export key not PEM", []string{"--authority", lab, "--out", out, "--gaen-export-key", "de=" + p("lab.key.pub")}, "want an ECDSA P-256 key", true},
+		{"export key no equals", []string{"--authority", lab, "--out", out, "--gaen-export-key", p("lab.key.pub")}, "want NAME=FILE", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,5 +118,38 @@ func TestPolicyInitErrors(t *testing.T) {
 				t.Error("a policy file was written despite the error")
 			}
 		})
+	}
+}
+
+// policy init lists the matching rules and the GAEN key servers whose
+// exports the backend imports.
+func TestPolicyInitGAEN(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	mustRun(t, runAuthorityKeygen, "--out", p("lab.key"))
+	exportKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&exportKey.PublicKey)
+	os.WriteFile(p("de.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+	out := mustRun(t, runPolicyInit, "--authority", "lab="+p("lab.key.pub"), "--out", p("policy.json"),
+		"--matching", "reciprocal,one_sided", "--gaen-export-key", "de-cwa="+p("de.pem"))
+	doc, _ := os.ReadFile(p("policy.json"))
+	got, err := policy.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Reciprocal() || !got.OneSided() || len(got.GAENExportKeys) != 1 || got.GAENExportKeys[0].Name != "de-cwa" || !bytes.Equal(got.GAENExportKeys[0].PublicKey, der) {
+		t.Errorf("policy %+v: want both rules and the de-cwa export key", got)
+	}
+	if !strings.Contains(out, "matching reciprocal,one_sided; 1 GAEN export keys") {
+		t.Errorf("policy init printed %q", out)
+	}
+	// The default: reciprocal only, no export keys.
+	mustRun(t, runPolicyInit, "--authority", "lab="+p("lab.key.pub"), "--out", p("default.json"))
+	doc, _ = os.ReadFile(p("default.json"))
+	if got, _ := policy.Parse(doc); !got.Reciprocal() || got.OneSided() || len(got.GAENExportKeys) != 0 {
+		t.Errorf("default policy %+v: want reciprocal only and no export keys", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/client"
+	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/internal/cmdtest"
 )
 
@@ -44,7 +45,7 @@ func TestRelayForwardsToGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.CheckExposure(t.Context(), nil)
+	resp, err := c.CheckExposure(t.Context(), contactlog.Report{})
 	if err != nil {
 		t.Fatalf("exposure check through the relay: %v", err)
 	}

@@ -155,6 +155,10 @@ func printIdentity(w io.Writer, id attest.Identity, policyDoc []byte) error {
 		for _, a := range p.Authorities {
 			line("authority", "%s (ed25519 %x)", a.Name, []byte(a.PublicKey))
 		}
+		line("matching", "%s", strings.Join(p.Matching, ", "))
+		for _, k := range p.GAENExportKeys {
+			line("gaen export key", "%s (ecdsa p-256 sha256 %x)", k.Name, sha256.Sum256(k.PublicKey))
+		}
 		line("retention", "%d days", p.RetentionDays)
 		line("upload authorization", "valid %s", p.UploadAuthorizationTTL())
 		r := p.Risk
@@ -162,7 +166,7 @@ func printIdentity(w io.Writer, id attest.Identity, policyDoc []byte) error {
 		line("risk threshold", "%d weighted minutes a day", r.MinimumWeightedMinutes)
 		line("interval tolerance", "%d", r.IntervalTolerance)
 		l := p.Limits
-		line("limits", "%d tuples per upload, %d per check, %d minutes per tuple", l.MaxUploadTuples, l.MaxCheckTuples, l.MaxTupleMinutes)
+		line("limits", "%d sightings per upload, %d per check, %d minutes per sighting", l.MaxUploadSightings, l.MaxCheckSightings, l.MaxSightingMinutes)
 	}
 	return bw.Flush()
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/device"
+	"github.com/conftrace/conftrace/enid"
 	"github.com/conftrace/conftrace/internal/cmdtest"
 )
 
@@ -87,7 +90,7 @@ func TestWalkthrough(t *testing.T) {
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	ac := today.AddDate(0, 0, -2).Add(10 * time.Hour)
 	ba := today.AddDate(0, 0, -3).Add(14 * time.Hour)
-	if out := mustRun(t, runDeviceMeet, "--state", p("A"), "--peer", p("C"), "--at", ac.Format(time.RFC3339), "--minutes", "20"); out != "logged 2 tuples on each device\n" {
+	if out := mustRun(t, runDeviceMeet, "--state", p("A"), "--peer", p("C"), "--at", ac.Format(time.RFC3339), "--minutes", "20"); out != "recorded 2 sightings on each device\n" {
 		t.Errorf("meet A-C printed %q", out)
 	}
 	mustRun(t, runDeviceMeet, "--state", p("B"), "--peer", p("A"), "--at", ba.Format(time.RFC3339), "--minutes", "15", "--attenuation", "60")
@@ -104,11 +107,11 @@ func TestWalkthrough(t *testing.T) {
 		t.Errorf("C check-result: %q, %q, %v; want positive and the authorization's expiry", out, stderr, err)
 	}
 	cLog := parseDeviceLog(t, mustRun(t, runDeviceLog, "--state", p("C")))
-	if len(cLog) != 2 {
-		t.Fatalf("C logged %d tuples, want 2", len(cLog))
+	if len(cLog.sightings) != 2 || len(cLog.keys) != 1 {
+		t.Fatalf("C recorded %d sightings under %d daily keys, want 2 under 1", len(cLog.sightings), len(cLog.keys))
 	}
-	if out := mustRun(t, runDeviceUpload, "--state", p("C")); out != "accepted 2\n" {
-		t.Errorf("C upload printed %q, want accepted 2", out)
+	if out := mustRun(t, runDeviceUpload, "--state", p("C")); out != "accepted 2 sightings, 1 daily key\n" {
+		t.Errorf("C upload printed %q, want accepted 2 sightings, 1 daily key", out)
 	}
 	if out, stderr, err := cliRun(t, runDeviceCheckResult, "--state", p("C")); err != nil || out != "positive\n" || !strings.Contains(stderr, "already uploaded") {
 		t.Errorf("C check-result after the upload: %q, %q, %v; want positive and a note that it was uploaded", out, stderr, err)
@@ -164,7 +167,13 @@ func TestWalkthrough(t *testing.T) {
 		t.Errorf("C's second upload: %v, want the backend's already_used refusal", err)
 	}
 
-	// Nothing C uploaded is in the clear on the backend's disk.
+	// Nothing C uploaded is in the clear on the backend's disk: neither the
+	// RPIs it heard nor its daily key.
+	cDev, err := device.Open(t.Context(), p("C"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cKeys := cDev.Keys(0, math.MaxUint32)
 	var files int
 	err = filepath.WalkDir(p("data"), func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -175,9 +184,14 @@ func TestWalkthrough(t *testing.T) {
 			return err
 		}
 		files++
-		for _, tp := range cLog {
-			if bytes.Contains(b, tp.own) || bytes.Contains(b, tp.heard) {
+		for _, sg := range cLog.sightings {
+			if bytes.Contains(b, sg.heard) {
 				t.Errorf("%s holds an RPI that C uploaded in the clear", path)
+			}
+		}
+		for _, k := range cKeys {
+			if bytes.Contains(b, k.TEK[:]) {
+				t.Errorf("%s holds C's daily key in the clear", path)
 			}
 		}
 		return nil
@@ -187,37 +201,59 @@ func TestWalkthrough(t *testing.T) {
 	}
 }
 
-type logTuple struct {
+// deviceLog is what device log prints: the validity of the daily keys and
+// the sightings.
+type deviceLog struct {
+	keys      []logKey
+	sightings []logSighting
+}
+
+type logKey struct {
+	start, period uint64
+	from, until   time.Time
+}
+
+type logSighting struct {
 	interval           uint64
-	own, heard         []byte
+	heard              []byte
 	minutes, attenuate int
 }
 
 // parseDeviceLog reads device log output, checking its format.
-func parseDeviceLog(t *testing.T, out string) []logTuple {
+func parseDeviceLog(t *testing.T, out string) deviceLog {
 	t.Helper()
-	var ts []logTuple
-	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		if l == "" {
-			continue
+	var l deviceLog
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case line == "":
+		case len(f) == 5 && f[0] == "key":
+			var k logKey
+			var errs [4]error
+			k.start, errs[0] = strconv.ParseUint(f[1], 10, 32)
+			k.period, errs[1] = strconv.ParseUint(f[2], 10, 8)
+			k.from, errs[2] = time.Parse(time.RFC3339, f[3])
+			k.until, errs[3] = time.Parse(time.RFC3339, f[4])
+			if err := errors.Join(errs[:]...); err != nil || k.until.Sub(k.from) != time.Duration(k.period)*enid.IntervalLength {
+				t.Fatalf("device log line %q: want key <start> <period> <from> <until> (%v)", line, err)
+			}
+			l.keys = append(l.keys, k)
+		case len(f) == 5 && f[0] == "sighting":
+			var sg logSighting
+			var errs [4]error
+			sg.interval, errs[0] = strconv.ParseUint(f[1], 10, 32)
+			sg.heard, errs[1] = hex.DecodeString(f[2])
+			sg.minutes, errs[2] = strconv.Atoi(f[3])
+			sg.attenuate, errs[3] = strconv.Atoi(f[4])
+			if err := errors.Join(errs[:]...); err != nil || len(sg.heard) != 16 || line != strings.ToLower(line) {
+				t.Fatalf("device log line %q: want sighting <interval> <heard-rpi-hex> <minutes> <attenuation> in lowercase (%v)", line, err)
+			}
+			l.sightings = append(l.sightings, sg)
+		default:
+			t.Fatalf("device log line %q: neither a key nor a sighting", line)
 		}
-		f := strings.Fields(l)
-		if len(f) != 5 {
-			t.Fatalf("device log line %q: want 5 fields", l)
-		}
-		var tp logTuple
-		var errs [5]error
-		tp.interval, errs[0] = strconv.ParseUint(f[0], 10, 32)
-		tp.own, errs[1] = hex.DecodeString(f[1])
-		tp.heard, errs[2] = hex.DecodeString(f[2])
-		tp.minutes, errs[3] = strconv.Atoi(f[3])
-		tp.attenuate, errs[4] = strconv.Atoi(f[4])
-		if err := errors.Join(errs[:]...); err != nil || len(tp.own) != 16 || len(tp.heard) != 16 || l != strings.ToLower(l) {
-			t.Fatalf("device log line %q: want <interval> <own-rpi-hex> <heard-rpi-hex> <minutes> <attenuation> in lowercase (%v)", l, err)
-		}
-		ts = append(ts, tp)
 	}
-	return ts
+	return l
 }
 
 // TestShellWalkthrough runs testdata/walkthrough.sh, the README's

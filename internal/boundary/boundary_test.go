@@ -45,6 +45,8 @@ var measured = map[string]string{
 	"contactlog":            plaintext,
 	"enid":                  plaintext,
 	"gps":                   plaintext,
+	"gaen":                  plaintext, // infected users' daily keys from imported exports
+	"gaen/internal/pb":      plaintext,
 	"internal/tee":          keys,
 	"internal/tee/sim":      keys,
 	"internal/tee/gramine":  keys,

@@ -14,7 +14,7 @@ import (
 // succeeds once the store is back, as if the failed attempt had never
 // happened.
 func TestNothingAcknowledgedUntilDurable(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, bothRules)
 	ctx := context.Background()
 	token := v.authorize()
 	secret := newSecret()
@@ -27,8 +27,8 @@ func TestNothingAcknowledgedUntilDurable(t *testing.T) {
 	v.faults.set(faults{apply: true})
 	_, err := v.upload(token, inf)
 	wantInternal(t, "upload while the store fails", err)
-	if n := v.e.index.Len(); n != 0 {
-		t.Errorf("an upload that was not stored indexed %d tuples", n)
+	if n, m := v.e.index.Len(), v.e.oneSided.Len(); n != 0 || m != 0 {
+		t.Errorf("an upload that was not stored indexed %d sightings and %d one-sided identifiers", n, m)
 	}
 	_, err = v.e.SubmitResult(ctx, result)
 	wantInternal(t, "result while the store fails", err)
@@ -55,7 +55,7 @@ func TestNothingAcknowledgedUntilDurable(t *testing.T) {
 	if _, err := v.upload(token, inf); err != nil {
 		t.Fatalf("upload once the store is back: %v", err)
 	}
-	if r := v.check(contact); dayOf(t, r, contact.Interval.Time()).Minutes != 10 {
+	if r := v.check(contact); dayOf(t, r, when(contact)).Minutes != 10 {
 		t.Error("the upload does not match")
 	}
 	if _, err := v.e.SubmitTrace(ctx, trace); err != nil {

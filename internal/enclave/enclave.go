@@ -46,6 +46,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/conftrace/conftrace/gaen"
 	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/gpsindex"
 	"github.com/conftrace/conftrace/internal/matchindex"
@@ -85,10 +86,14 @@ type Enclave struct {
 	store  store.Store
 	keys   *seal.Keyring
 	macKey []byte
-	index  matchindex.Index
-	gps    *gpsindex.Index
-	now    func() time.Time
-	log    *slog.Logger
+	index  matchindex.Index // reciprocal: uploaded sightings by (own, heard)
+	// oneSided holds the RPIs of uploaded and imported daily keys.
+	oneSided matchindex.Index
+	// gaenKeys verify imported GAEN exports (the policy's).
+	gaenKeys []gaen.VerifyingKey
+	gps      *gpsindex.Index
+	now      func() time.Time
+	log      *slog.Logger
 
 	// mu serialises the flows that change state, so that checks and writes
 	// of one flow see no other flow's half-done work. Exposure checks only
@@ -106,7 +111,12 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("enclave: no store")
 	}
-	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), now: cfg.Now, log: cfg.Logger}
+	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), oneSided: matchindex.NewCompact(), now: cfg.Now, log: cfg.Logger}
+	gk, err := gaenVerifyingKeys(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
+	e.gaenKeys = gk
 	gi, err := gpsindex.New(cfg.Policy.GPS.Params())
 	if err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
@@ -137,6 +147,9 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 		return nil, err
 	}
 	if err := e.rebuildIndex(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.rebuildGAEN(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.rebuildGPS(ctx); err != nil {

@@ -42,30 +42,42 @@ func wantQuiet(t *testing.T, r api.ExposureResponse, except ...string) {
 	}
 }
 
-// TestExposureReciprocal: a device is exposed only by an upload that holds
-// the mirror of one of its tuples; hearing an infected device, or
-// replaying the infected device's own tuple, is not enough.
+// TestExposureReciprocal: a device is exposed only by an upload that
+// holds a sighting of its own identifier in the encounter in which it
+// sighted the uploader's. Hearing an infected device, sending its report,
+// or sending the contact's sightings under other keys is not enough.
 func TestExposureReciprocal(t *testing.T) {
 	v := newEnv(t)
 	at := v.now().Add(-26 * time.Hour)
-	inf, contact := encounter(at, 10, 40)
-	inf2, contact2 := encounter(at, 10, 40)
-	v.mustUpload(inf, inf2)
+	inf, contact, stranger := newDevice(), newDevice(), newDevice()
+	i1, c1 := meet(inf, contact, at, 10, 40)
+	i2, c2 := meet(inf, contact, at.Add(20*time.Minute), 10, 40)
+	v.mustUpload(inf.report(i1, i2))
 
-	if r := v.check(contact, contact2); !r.Exposed || dayOf(t, r, at).Minutes != 20 {
-		t.Errorf("the contact holding the mirrors: %+v; want exposed with 20 minutes", r)
+	if r := v.check(contact.report(c1, c2)); !r.Exposed || dayOf(t, r, at).Minutes != 20 || !dayOf(t, r, at).Reciprocal || dayOf(t, r, at).OneSided {
+		t.Errorf("the contact holding the mirrors: %+v; want exposed with 20 reciprocal minutes", r)
 	}
+	overheard := func(s contactlog.Sighting) contactlog.Sighting {
+		return stranger.hears(inf, s.Interval, s.Interval, s.Minutes, s.Attenuation)
+	}
+	withHeard := func(s contactlog.Sighting, heard enid.RPI) contactlog.Sighting {
+		s.Heard = heard
+		return s
+	}
+	heardInf := []contactlog.Sighting{overheard(c1), overheard(c2)}
 	for _, tc := range []struct {
 		name string
-		ts   []contactlog.Tuple
+		r    contactlog.Report
 	}{
-		{"heard the infected device, was not heard", []contactlog.Tuple{{Own: newRPI(), Heard: inf.Own, Interval: inf.Interval, Duration: 10, Attenuation: 40}, {Own: newRPI(), Heard: inf2.Own, Interval: inf2.Interval, Duration: 10, Attenuation: 40}}},
-		{"the uploaded tuples themselves", []contactlog.Tuple{inf, inf2}},
-		{"own RPI right, heard RPI wrong", []contactlog.Tuple{{Own: contact.Own, Heard: newRPI(), Interval: contact.Interval, Duration: 10, Attenuation: 40}, {Own: contact2.Own, Heard: newRPI(), Interval: contact2.Interval, Duration: 10, Attenuation: 40}}},
-		{"RPIs crossed between encounters", []contactlog.Tuple{{Own: contact.Own, Heard: contact2.Heard, Interval: contact.Interval, Duration: 10, Attenuation: 40}, {Own: contact2.Own, Heard: contact.Heard, Interval: contact2.Interval, Duration: 10, Attenuation: 40}}},
-		{"nothing", nil},
+		{"heard the infected device, was not heard", stranger.report(heardInf...)},
+		{"the uploaded report itself", inf.report(i1, i2)},
+		{"the contact's sightings under another device's keys", stranger.report(c1, c2)},
+		{"own keys right, heard RPI wrong", contact.report(withHeard(c1, newRPI()), withHeard(c2, newRPI()))},
+		{"RPIs crossed between encounters", contact.report(withHeard(c1, c2.Heard), withHeard(c2, c1.Heard))},
+		{"the contact's keys, no sighting", contact.report()},
+		{"nothing", contactlog.Report{}},
 	} {
-		r := v.check(tc.ts...)
+		r := v.check(tc.r)
 		if r.Exposed {
 			t.Errorf("%s: exposed", tc.name)
 		}
@@ -74,25 +86,27 @@ func TestExposureReciprocal(t *testing.T) {
 }
 
 // TestExposureIntervalTolerance: the two sides' intervals may differ by
-// the policy's tolerance (clock skew), not more.
+// the policy's tolerance (clock skew), not more. A device whose clock runs
+// ahead broadcasts, and logs, the identifier of its own interval.
 func TestExposureIntervalTolerance(t *testing.T) {
 	for _, tolerance := range []int{0, 1, 3} {
 		t.Run(fmt.Sprint(tolerance), func(t *testing.T) {
 			v := newEnv(t, func(p *policy.Policy) { p.Risk.IntervalTolerance = tolerance })
 			at := v.now().Add(-26 * time.Hour)
-			var ups []contactlog.Tuple
-			var within, beyond []contactlog.Tuple
-			for _, skew := range []int{-tolerance, tolerance} {
-				inf, contact := encounter(at, 10, 40)
-				contact.Interval = enid.Interval(int(contact.Interval) + skew)
-				ups, within = append(ups, inf), append(within, contact)
+			j := enid.IntervalOf(at)
+			inf := newDevice()
+			var ups []contactlog.Sighting
+			// skewed returns the report of a contact whose clock was skew
+			// intervals ahead of the infected device's.
+			skewed := func(skew int) contactlog.Report {
+				c := newDevice()
+				jc := enid.Interval(int(j) + skew)
+				ups = append(ups, inf.hears(c, j, jc, 10, 40))
+				return c.report(c.hears(inf, jc, j, 10, 40))
 			}
-			for _, skew := range []int{-tolerance - 1, tolerance + 1} {
-				inf, contact := encounter(at, 10, 40)
-				contact.Interval = enid.Interval(int(contact.Interval) + skew)
-				ups, beyond = append(ups, inf), append(beyond, contact)
-			}
-			v.mustUpload(ups...)
+			within := []contactlog.Report{skewed(-tolerance), skewed(tolerance)}
+			beyond := []contactlog.Report{skewed(-tolerance - 1), skewed(tolerance + 1)}
+			v.mustUpload(inf.report(ups...))
 			for i, c := range within {
 				if r := v.check(c); dayOf(t, r, at).Minutes != 10 {
 					t.Errorf("skew of %d intervals within a tolerance of %d: no match", []int{-tolerance, tolerance}[i], tolerance)
@@ -112,8 +126,8 @@ func TestExposureIntervalTolerance(t *testing.T) {
 // policy's threshold on, per day.
 func TestExposureScoring(t *testing.T) {
 	type side struct {
-		infected, contact uint16 // minutes each side logged
-		att               uint8  // attenuation the checking device measured
+		infected, contact uint8 // minutes each side logged
+		att               uint8 // attenuation the checking device measured
 	}
 	close10 := side{10, 10, 50}
 	for _, tc := range []struct {
@@ -147,16 +161,18 @@ func TestExposureScoring(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newEnv(t)
 			at := v.now().Add(-50 * time.Hour)
-			var ups, checks []contactlog.Tuple
+			inf, contact := newDevice(), newDevice()
+			var ups, checks []contactlog.Sighting
 			for i, s := range tc.encounters {
-				inf, contact := encounter(at.Add(time.Duration(i)*20*time.Minute), s.infected, 60)
-				contact.Duration, contact.Attenuation = s.contact, s.att
-				ups, checks = append(ups, inf), append(checks, contact)
+				si, sc := meet(inf, contact, at.Add(time.Duration(i)*20*time.Minute), s.infected, 60)
+				sc.Minutes, sc.Attenuation = s.contact, s.att
+				ups, checks = append(ups, si), append(checks, sc)
 			}
-			v.mustUpload(ups...)
-			r := v.check(checks...)
+			v.mustUpload(inf.report(ups...))
+			r := v.check(contact.report(checks...))
 			want := tc.want
 			want.Date = at.Format(api.DateLayout)
+			want.Reciprocal = true
 			if got := dayOf(t, r, at); got != want {
 				t.Errorf("day: %+v, want %+v", got, want)
 			}
@@ -173,10 +189,11 @@ func TestExposureScoring(t *testing.T) {
 func TestExposurePerDay(t *testing.T) {
 	v := newEnv(t)
 	d1, d2 := v.now().Add(-24*time.Hour), v.now().Add(-48*time.Hour)
-	inf1, c1 := encounter(d1, 10, 50)
-	inf2, c2 := encounter(d2, 10, 50)
-	v.mustUpload(inf1, inf2)
-	r := v.check(c1, c2)
+	inf, contact := newDevice(), newDevice()
+	i1, c1 := meet(inf, contact, d1, 10, 50)
+	i2, c2 := meet(inf, contact, d2, 10, 50)
+	v.mustUpload(inf.report(i1, i2))
+	r := v.check(contact.report(c1, c2))
 	if r.Exposed || dayOf(t, r, d1).Minutes != 10 || dayOf(t, r, d2).Minutes != 10 {
 		t.Fatalf("10 minutes on each of two days: %+v; want two unexposed days of 10 minutes", r)
 	}
@@ -191,26 +208,28 @@ func TestExposurePolicy(t *testing.T) {
 		p.Risk.MinimumWeightedMinutes = 5
 	})
 	at := v.now().Add(-3 * time.Hour)
-	near, cNear := encounter(at, 2, 40)
-	far, cFar := encounter(at, 10, 41)
-	v.mustUpload(near, far)
-	if r := v.check(cNear); !r.Exposed || dayOf(t, r, at).WeightedMinutes != 600 {
+	inf, near, far := newDevice(), newDevice(), newDevice()
+	iNear, cNear := meet(inf, near, at, 2, 40)
+	iFar, cFar := meet(inf, far, at, 10, 41)
+	v.mustUpload(inf.report(iNear, iFar))
+	if r := v.check(near.report(cNear)); !r.Exposed || dayOf(t, r, at).WeightedMinutes != 600 {
 		t.Errorf("2 minutes at 40 dB, weight 300%%, threshold 5: %+v; want 600 and exposed", dayOf(t, r, at))
 	}
-	if r := v.check(cFar); r.Exposed || dayOf(t, r, at).WeightedMinutes != 100 {
+	if r := v.check(far.report(cFar)); r.Exposed || dayOf(t, r, at).WeightedMinutes != 100 {
 		t.Errorf("10 minutes at 41 dB, weight 10%%: %+v; want 100 and not exposed", dayOf(t, r, at))
 	}
 }
 
 // TestExposureWindow: the answer lists every day of the retention window,
-// oldest first, whether or not there is a match; tuples outside the window
-// never match, even before Expire has dropped their day.
+// oldest first, whether or not there is a match; sightings outside the
+// window never match, even before Expire has dropped their day, and a
+// check that still holds them is answered, not refused.
 func TestExposureWindow(t *testing.T) {
 	for _, days := range []int{1, 3, 14} {
 		t.Run(fmt.Sprint(days), func(t *testing.T) {
 			v := newEnv(t, func(p *policy.Policy) { p.RetentionDays = days })
 			_, stranger := encounter(v.now(), 5, 50)
-			for _, r := range []api.ExposureResponse{v.check(), v.check(stranger)} {
+			for _, r := range []api.ExposureResponse{v.check(contactlog.Report{}), v.check(stranger)} {
 				if len(r.Days) != days {
 					t.Fatalf("%d days in the answer, want the policy's %d", len(r.Days), days)
 				}
@@ -244,19 +263,20 @@ func TestExposureWindow(t *testing.T) {
 func TestExposureAnswerSize(t *testing.T) {
 	v := newEnv(t, func(p *policy.Policy) {
 		p.RetentionDays = 2
-		p.Limits.MaxCheckTuples = 6
-		p.Limits.MaxUploadTuples = 6
-		p.Limits.MaxTupleMinutes = 60
+		p.Limits.MaxCheckSightings = 6
+		p.Limits.MaxUploadSightings = 6
+		p.Limits.MaxSightingMinutes = 60
 		p.Risk.WeightsPercent = []int{1000, 1000, 1000, 1000}
 	})
 	at := v.now().Add(-time.Hour)
-	var ups, checks []contactlog.Tuple
+	inf, contact := newDevice(), newDevice()
+	var ups, checks []contactlog.Sighting
 	for i := range 6 {
-		inf, contact := encounter(at.Add(-time.Duration(i)*10*time.Minute), 60, 0)
-		ups, checks = append(ups, inf), append(checks, contact)
+		si, sc := meet(inf, contact, at.Add(-time.Duration(i)*10*time.Minute), 60, 0)
+		ups, checks = append(ups, si), append(checks, sc)
 	}
-	v.mustUpload(ups...)
-	exposed, quiet := v.check(checks...), v.check()
+	v.mustUpload(inf.report(ups...))
+	exposed, quiet := v.check(contact.report(checks...)), v.check(contactlog.Report{})
 	if !exposed.Exposed || quiet.Exposed {
 		t.Fatalf("exposed %v, quiet %v", exposed.Exposed, quiet.Exposed)
 	}
@@ -280,49 +300,97 @@ func TestExposureAnswerSize(t *testing.T) {
 	}
 }
 
-// TestCheckExposureRefusals: malformed and oversized checks are refused.
+// TestCheckExposureRefusals: malformed, oversized and future reports are
+// refused, with the code each deserves; keys and sightings older than the
+// window are not, since they cannot match (see reportRefusals).
 func TestCheckExposureRefusals(t *testing.T) {
-	v := newEnv(t, func(p *policy.Policy) { p.Limits.MaxCheckTuples = 2 })
-	_, c := encounter(v.now(), 5, 50)
-	for _, tc := range []struct {
-		name  string
-		batch []byte
-		code  string
-	}{
-		{"no bytes", nil, api.CodeMalformed},
-		{"wrong version", append([]byte{2}, encode(t, []contactlog.Tuple{c})[1:]...), api.CodeMalformed},
-		{"truncated", encode(t, []contactlog.Tuple{c})[:30], api.CodeMalformed},
-		{"trailing bytes", append(encode(t, []contactlog.Tuple{c}), 1), api.CodeMalformed},
-		{"more tuples than the policy allows", encode(t, []contactlog.Tuple{c, c, c}), api.CodeTooLarge},
-	} {
-		_, err := v.e.CheckExposure(context.Background(), api.ExposureRequest{Tuples: tc.batch})
-		wantCode(t, tc.name, err, tc.code)
+	v := newEnv(t, bothRules, refusalLimits)
+	inf, contact := newDevice(), newDevice()
+	si, sc := meet(inf, contact, v.now().Add(-time.Hour), 5, 50)
+	v.mustUpload(inf.report(si))
+	before := v.snapshot()
+	v.logs.Reset()
+	for _, tc := range reportRefusals(t, v) {
+		_, err := v.e.CheckExposure(context.Background(), api.ExposureRequest{Report: tc.body})
+		if tc.check == "" {
+			if err != nil {
+				t.Errorf("%s: a check refused: %v", tc.name, err)
+			}
+			continue
+		}
+		wantCode(t, tc.name, err, tc.check)
 	}
-	if r := v.check(c, c); r.Exposed || len(r.Days) != v.pol.RetentionDays {
+	if !sameRecords(before, v.snapshot()) || v.logs.String() != "" {
+		t.Error("refused checks wrote to the store or logged")
+	}
+	// At the policy's limits, a check is answered.
+	full := make([]contactlog.Sighting, v.pol.Limits.MaxCheckSightings)
+	for i := range full {
+		full[i] = sc
+	}
+	if r := v.check(contact.report(full...)); dayOf(t, r, sc.Interval.Time()).Minutes != 5 || len(r.Days) != v.pol.RetentionDays {
 		t.Fatalf("a check at the limit: %+v", r)
 	}
 }
 
 // TestCheckExposureLeavesNoTrace: a check writes nothing to the store,
-// logs nothing, and wipes the tuples it was sent.
+// logs nothing, and wipes the report it was sent.
 func TestCheckExposureLeavesNoTrace(t *testing.T) {
 	v := newEnv(t)
-	inf, contact := encounter(v.now().Add(-time.Hour), 10, 50)
-	v.mustUpload(inf)
+	inf, contact := newDevice(), newDevice()
+	i1, c1 := meet(inf, contact, v.now().Add(-time.Hour), 10, 50)
+	i2, c2 := meet(inf, contact, v.now().Add(-2*time.Hour), 10, 50)
+	v.mustUpload(inf.report(i1, i2))
 	before := v.snapshot()
 	v.logs.Reset()
-	req := api.ExposureRequest{Tuples: encode(t, []contactlog.Tuple{contact, contact})}
+	req := api.ExposureRequest{Report: encode(t, contact.report(c1, c2))}
 	r, err := v.e.CheckExposure(context.Background(), req)
 	if err != nil || !r.Exposed {
 		t.Fatalf("check: %+v, %v", r, err)
 	}
-	if !bytes.Equal(req.Tuples, make([]byte, len(req.Tuples))) {
-		t.Error("the check's tuples were left in the request")
+	if !bytes.Equal(req.Report, make([]byte, len(req.Report))) {
+		t.Error("the check's report was left in the request")
 	}
 	if !sameRecords(before, v.snapshot()) {
 		t.Error("a check wrote to the store")
 	}
 	if logs := v.logs.String(); logs != "" {
 		t.Errorf("a check logged:\n%s", logs)
+	}
+}
+
+// TestExposureWindowUploadedSide: an upload's sightings and keys of a day
+// that has left the window match nothing, even within the tolerance of a
+// sighting still in the window, whether or not Expire has dropped their
+// day yet; so answers do not depend on when Expire last ran (or on a
+// restart, which runs it).
+func TestExposureWindowUploadedSide(t *testing.T) {
+	v := newEnv(t, bothRules)
+	first := enid.IntervalOf(v.pol.WindowStart(v.now()))
+	inf, contact, hearer := newDevice(), newDevice(), newDevice()
+	// The first window day's last interval by the uploader's clock, the
+	// next day's first by the others'.
+	edge := first + enid.RollingPeriod - 1
+	up := inf.hears(contact, edge, edge+1, 10, 50)
+	c := contact.report(contact.hears(inf, edge+1, edge, 10, 50))
+	h := hearer.report(hearer.hears(inf, edge+1, edge, 10, 50))
+	v.mustUpload(inf.report(up))
+	for name, r := range map[string]contactlog.Report{"reciprocal": c, "one-sided": h} {
+		if dayOf(t, v.check(r), (edge+1).Time()).Minutes != 10 {
+			t.Fatalf("%s: no match across midnight within the window", name)
+		}
+	}
+	v.clock.Advance(24 * time.Hour) // the uploader's day leaves the window
+	for _, expire := range []bool{false, true} {
+		if expire {
+			if err := v.e.Expire(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for name, r := range map[string]contactlog.Report{"reciprocal": c, "one-sided": h} {
+			if got := v.check(r); got.Exposed || dayOf(t, got, (edge+1).Time()).Minutes != 0 {
+				t.Errorf("%s, Expire run %v: an uploaded day out of the window matches: %+v", name, expire, dayOf(t, got, (edge+1).Time()))
+			}
+		}
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -36,7 +38,7 @@ var testStart = time.Date(2026, 3, 10, 14, 23, 0, 0, time.UTC)
 
 // allTables lists every table the enclave writes, so that tests can look
 // at everything the untrusted host sees.
-var allTables = []string{tableKEK, tableDayKeys, tableResults, tableAuths, tableAuthsUsed, tableUploads, tableTraces, tableTraceSeen}
+var allTables = []string{tableKEK, tableDayKeys, tableResults, tableAuths, tableAuthsUsed, tableUploads, tableTraces, tableTraceSeen, tableGAENImports, tableGAENKeys}
 
 // testClock is a time source the test moves; the enclave reads it
 // through Config.Now.
@@ -279,32 +281,54 @@ func (v *env) authorize() []byte {
 	return pr.UploadAuthorization
 }
 
-func (v *env) upload(token []byte, ts ...contactlog.Tuple) (api.UploadResponse, error) {
-	return v.e.Upload(context.Background(), api.UploadRequest{Authorization: token, Tuples: encode(v.t, ts)})
+func (v *env) upload(token []byte, r contactlog.Report) (api.UploadResponse, error) {
+	return v.e.Upload(context.Background(), api.UploadRequest{Authorization: token, Report: encode(v.t, r)})
 }
 
-// mustUpload uploads ts under a fresh authorization.
-func (v *env) mustUpload(ts ...contactlog.Tuple) {
+// mustUpload uploads r under a fresh authorization.
+func (v *env) mustUpload(r contactlog.Report) {
 	v.t.Helper()
-	if r, err := v.upload(v.authorize(), ts...); err != nil || r.Accepted != len(ts) {
-		v.t.Fatalf("Upload: %+v, %v; want %d accepted", r, err, len(ts))
+	if got, err := v.upload(v.authorize(), r); err != nil || got.Sightings != len(r.Sightings) || got.Keys != len(r.Keys) {
+		v.t.Fatalf("Upload: %+v, %v; want %d sightings and %d keys stored", got, err, len(r.Sightings), len(r.Keys))
 	}
 }
 
-func (v *env) check(ts ...contactlog.Tuple) api.ExposureResponse {
+func (v *env) check(r contactlog.Report) api.ExposureResponse {
 	v.t.Helper()
-	r, err := v.e.CheckExposure(context.Background(), api.ExposureRequest{Tuples: encode(v.t, ts)})
+	resp, err := v.e.CheckExposure(context.Background(), api.ExposureRequest{Report: encode(v.t, r)})
 	if err != nil {
 		v.t.Fatalf("CheckExposure: %v", err)
 	}
-	return r
+	return resp
 }
 
-func encode(t *testing.T, ts []contactlog.Tuple) []byte {
+// encode returns the wire form of r. It encodes a copy, since encoding
+// sorts the keys in place.
+func encode(t *testing.T, r contactlog.Report) []byte {
 	t.Helper()
-	b, err := contactlog.AppendBatch(nil, ts)
+	r.Keys = slices.Clone(r.Keys)
+	b, err := r.AppendBinary(nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return b
+}
+
+// rawReport encodes keys and sightings in the wire format without the
+// checks that AppendBinary makes, so that tests can send what a
+// well-behaved device would not.
+func rawReport(keys []contactlog.DailyKey, ss []contactlog.Sighting) []byte {
+	b := []byte{contactlog.ReportVersion, byte(len(keys))}
+	for _, k := range keys {
+		b = append(b, k.TEK[:]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(k.Start))
+		b = append(b, k.Period)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ss)))
+	for _, s := range ss {
+		b = append(b, s.Heard[:]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(s.Interval))
+		b = append(b, s.Minutes, s.Attenuation)
 	}
 	return b
 }
@@ -315,14 +339,86 @@ func newRPI() enid.RPI {
 	return r
 }
 
-// encounter returns both sides of one encounter at at: the tuple that the
-// device that will test positive logs, and the mirror the other device
-// logs. Each side measured its own attenuation; minutes is both sides'.
-func encounter(at time.Time, minutes uint16, attenuation uint8) (infected, contact contactlog.Tuple) {
-	infected = contactlog.Tuple{Own: newRPI(), Heard: newRPI(), Interval: enid.IntervalOf(at), Duration: minutes, Attenuation: attenuation}
-	contact = infected.Mirror()
-	return infected, contact
+// device is a simulated phone: its daily keys, from which the RPIs it
+// broadcasts derive. Asked for an RPI of an interval that no key covers,
+// it makes that UTC day's key, as a phone makes one a day; tests that
+// need other layouts give the keys explicitly.
+type device struct {
+	keys    []contactlog.DailyKey
+	derived map[contactlog.DailyKey]*enid.Key
 }
+
+func newDevice(keys ...contactlog.DailyKey) *device {
+	return &device{keys: keys, derived: map[contactlog.DailyKey]*enid.Key{}}
+}
+
+// dayKey returns a fresh key valid for the whole UTC day of i.
+func dayKey(i enid.Interval) contactlog.DailyKey {
+	return contactlog.DailyKey{TEK: enid.NewTEK(), Start: i.RollingStart(), Period: enid.RollingPeriod}
+}
+
+// key returns the device's key valid at i, making the day's key if there
+// is none.
+func (d *device) key(i enid.Interval) *enid.Key {
+	j := slices.IndexFunc(d.keys, func(k contactlog.DailyKey) bool { return k.Contains(i) })
+	if j < 0 {
+		k := dayKey(i)
+		if slices.ContainsFunc(d.keys, func(o contactlog.DailyKey) bool { return o.Start < k.End() && k.Start < o.End() }) {
+			panic(fmt.Sprintf("test set-up: interval %d falls in a gap of the device's explicit keys", i))
+		}
+		d.keys = append(d.keys, k)
+		j = len(d.keys) - 1
+	}
+	dk := d.keys[j]
+	k, ok := d.derived[dk]
+	if !ok {
+		var err error
+		if k, err = dk.Key(); err != nil {
+			panic(fmt.Sprintf("test set-up: %v", err))
+		}
+		d.derived[dk] = k
+	}
+	return k
+}
+
+// rpi returns the RPI the device broadcasts during i.
+func (d *device) rpi(i enid.Interval) enid.RPI { return d.key(i).RPI(i) }
+
+// hears returns the device's sighting, logged at its interval at, of the
+// RPI that other broadcast during theirs (the two differ by clock skew).
+func (d *device) hears(other *device, at, theirs enid.Interval, minutes, attenuation uint8) contactlog.Sighting {
+	d.key(at) // the device's own key must cover its sighting
+	return contactlog.Sighting{Heard: other.rpi(theirs), Interval: at, Minutes: minutes, Attenuation: attenuation}
+}
+
+// report returns what the device sends: all its keys and the sightings ss.
+func (d *device) report(ss ...contactlog.Sighting) contactlog.Report {
+	return contactlog.Report{Keys: slices.Clone(d.keys), Sightings: ss}
+}
+
+// meet has a and b hear each other during the interval of at, each for
+// minutes at attenuation (tests change a side's figures as they need). It
+// returns a's sighting of b and b's of a.
+func meet(a, b *device, at time.Time, minutes, attenuation uint8) (ab, ba contactlog.Sighting) {
+	i := enid.IntervalOf(at)
+	return a.hears(b, i, i, minutes, attenuation), b.hears(a, i, i, minutes, attenuation)
+}
+
+// encounter returns both sides of one encounter at at between two fresh
+// devices: the report that the device that will test positive uploads,
+// and the report the other device checks with. Each holds its device's
+// key of the day and its one sighting of the other.
+func encounter(at time.Time, minutes, attenuation uint8) (infected, contact contactlog.Report) {
+	a, b := newDevice(), newDevice()
+	ab, ba := meet(a, b, at, minutes, attenuation)
+	return a.report(ab), b.report(ba)
+}
+
+// when returns the time of a report's first sighting.
+func when(r contactlog.Report) time.Time { return r.Sightings[0].Interval.Time() }
+
+// bothRules is a policy edit that matches uploads by both rules.
+func bothRules(p *policy.Policy) { p.Matching = []string{policy.MatchReciprocal, policy.MatchOneSided} }
 
 // records returns every record of table, as the host sees it.
 func (v *env) records(table string) []store.Record {

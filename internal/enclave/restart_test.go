@@ -17,13 +17,16 @@ import (
 // key matches the same uploads and keeps every result's state.
 func TestRestartSeesUploads(t *testing.T) {
 	v := newEnv(t)
-	var ups, contacts []contactlog.Tuple
-	for _, ago := range []time.Duration{1, 30, 80, 200} {
-		inf, c := encounter(v.now().Add(-ago*time.Hour), 10, 50)
-		ups, contacts = append(ups, inf), append(contacts, c)
+	infs := []*device{newDevice(), newDevice()}
+	var ups [2][]contactlog.Sighting
+	var contacts []contactlog.Report
+	for i, ago := range []time.Duration{1, 30, 80, 200} {
+		c := newDevice()
+		si, sc := meet(infs[i/2], c, v.now().Add(-ago*time.Hour), 10, 50)
+		ups[i/2], contacts = append(ups[i/2], si), append(contacts, c.report(sc))
 	}
-	v.mustUpload(ups[:2]...)
-	v.mustUpload(ups[2:]...)
+	v.mustUpload(infs[0].report(ups[0]...))
+	v.mustUpload(infs[1].report(ups[1]...))
 	unused := v.authorize()
 	before := make([]api.ExposureResponse, len(contacts))
 	for i, c := range contacts {
@@ -31,11 +34,11 @@ func TestRestartSeesUploads(t *testing.T) {
 	}
 
 	v.restart()
-	if n := v.e.index.Len(); n != len(ups) {
-		t.Errorf("rebuilt index holds %d tuples, want %d", n, len(ups))
+	if n := v.e.index.Len(); n != len(contacts) {
+		t.Errorf("rebuilt index holds %d sightings, want %d", n, len(contacts))
 	}
 	for i, c := range contacts {
-		if got := v.check(c); !equalExposure(got, before[i]) || dayOf(t, got, c.Interval.Time()).Minutes != 10 {
+		if got := v.check(c); !equalExposure(got, before[i]) || dayOf(t, got, when(c)).Minutes != 10 {
 			t.Errorf("contact %d after a restart: %+v, before: %+v", i, got, before[i])
 		}
 	}
@@ -45,7 +48,7 @@ func TestRestartSeesUploads(t *testing.T) {
 		t.Fatalf("authorization issued before a restart: %v", err)
 	}
 	v.restart()
-	if r := v.check(c); dayOf(t, r, c.Interval.Time()).Minutes != 10 {
+	if r := v.check(c); dayOf(t, r, when(c)).Minutes != 10 {
 		t.Error("an upload made after one restart is lost by the next")
 	}
 	if len(v.records(tableKEK)) != 1 {
@@ -90,7 +93,7 @@ func TestRestartOtherSealingKey(t *testing.T) {
 	}
 	v.put(kek)
 	v.restart()
-	if r := v.check(c); dayOf(t, r, c.Interval.Time()).Minutes != 10 {
+	if r := v.check(c); dayOf(t, r, when(c)).Minutes != 10 {
 		t.Fatal("the right sealing key no longer opens the store")
 	}
 }
@@ -101,11 +104,11 @@ func TestRestartOtherSealingKey(t *testing.T) {
 func TestRestartRefusesTamperedUploads(t *testing.T) {
 	v := newEnv(t)
 	// Six uploads on six days: one record each.
-	contacts := map[int64]contactlog.Tuple{}
+	contacts := map[int64]contactlog.Report{}
 	for i := range 6 {
 		inf, c := encounter(v.now().Add(-time.Duration(i)*24*time.Hour-time.Hour), 10, 50)
 		v.mustUpload(inf)
-		contacts[int64(utcDay(c.Interval.Time()))] = c
+		contacts[int64(utcDay(when(c)))] = c
 	}
 	recs := v.records(tableUploads)
 	if len(recs) != 6 {
@@ -141,7 +144,7 @@ func TestRestartRefusesTamperedUploads(t *testing.T) {
 	v.restart()
 	for ago := range 6 {
 		c := contacts[d(ago)]
-		matched := dayOf(t, v.check(c), c.Interval.Time()).Minutes != 0
+		matched := dayOf(t, v.check(c), when(c)).Minutes != 0
 		if want := ago == 5; matched != want {
 			t.Errorf("upload of %d days ago: matched = %v, want %v", ago, matched, want)
 		}
@@ -150,7 +153,7 @@ func TestRestartRefusesTamperedUploads(t *testing.T) {
 		t.Errorf("%d refused uploads reported, want 5; logs:\n%s", n, v.logs.String())
 	}
 	if n := v.e.index.Len(); n != 1 {
-		t.Errorf("index holds %d tuples, want the untouched upload's 1", n)
+		t.Errorf("index holds %d sightings, want the untouched upload's 1", n)
 	}
 }
 
@@ -159,9 +162,11 @@ func TestRestartRefusesTamperedUploads(t *testing.T) {
 func TestRestartRefusesTamperedDayKey(t *testing.T) {
 	v := newEnv(t)
 	yesterday, today := v.now().Add(-24*time.Hour), v.now().Add(-time.Hour)
-	infY, cY := encounter(yesterday, 10, 50)
-	infT, cT := encounter(today, 10, 50)
-	v.mustUpload(infY, infT)
+	inf, contact := newDevice(), newDevice()
+	iY, sY := meet(inf, contact, yesterday, 10, 50)
+	iT, sT := meet(inf, contact, today, 10, 50)
+	v.mustUpload(inf.report(iY, iT))
+	cY, cT := contact.report(sY), contact.report(sT)
 	for _, r := range v.records(tableDayKeys) {
 		if r.Day == utcDay(yesterday) {
 			v.put(store.Record{Table: r.Table, Key: r.Key, Day: r.Day, Value: flip(r.Value)})
@@ -228,7 +233,7 @@ func TestTamperedResultsAndAuthorizations(t *testing.T) {
 	_, err = v.upload(token, inf)
 	wantInternal(t, "upload with an altered authorization", err)
 	if n := v.e.index.Len(); n != 0 {
-		t.Errorf("an altered authorization indexed %d tuples", n)
+		t.Errorf("an altered authorization indexed %d sightings", n)
 	}
 	if !strings.Contains(v.logs.String(), "stored record does not open") {
 		t.Errorf("refused records were not reported; logs:\n%s", v.logs.String())

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/internal/calendar"
 )
 
@@ -30,13 +29,13 @@ func (e *Enclave) Expire(ctx context.Context) error {
 			continue
 		}
 		e.keys.Forget(d)
-		dropped := e.index.Drop(d)
+		dropped := e.index.Drop(d) + e.oneSided.Drop(d)
 		dropped += e.gps.Drop(d)
 		n, err := e.store.DeleteDay(ctx, d)
 		if err != nil {
 			return fmt.Errorf("enclave: deleting day %d: %w", d, err)
 		}
-		e.log.Info("day expired", "day", time.Unix(int64(d)*86400, 0).UTC().Format(api.DateLayout), "records", n, "tuples_and_points", dropped)
+		e.log.Info("day expired", "day", d.String(), "records", n, "index_entries", dropped)
 	}
 	for _, d := range e.keys.Days() {
 		if d < first {

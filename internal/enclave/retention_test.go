@@ -21,10 +21,12 @@ func TestExpire(t *testing.T) {
 	ctx := context.Background()
 	old := v.now().Add(-3 * 24 * time.Hour)
 	recent := v.now().Add(-time.Hour)
-	infOld, cOld := encounter(old, 10, 50)
-	infOld2, _ := encounter(old.Add(time.Hour), 10, 50)
-	infRecent, cRecent := encounter(recent, 10, 50)
-	v.mustUpload(infOld, infOld2, infRecent)
+	inf, contact := newDevice(), newDevice()
+	iOld, sOld := meet(inf, contact, old, 10, 50)
+	iOld2, _ := meet(inf, newDevice(), old.Add(time.Hour), 10, 50)
+	iRecent, sRecent := meet(inf, contact, recent, 10, 50)
+	v.mustUpload(inf.report(iOld, iOld2, iRecent))
+	cOld, cRecent := contact.report(sOld), contact.report(sRecent)
 	oldDay := utcDay(old)
 
 	// The last day the old encounter is in the window: Expire keeps it.
@@ -54,7 +56,7 @@ func TestExpire(t *testing.T) {
 		t.Errorf("store days after Expire: %v, %v", days, err)
 	}
 	if n := v.e.index.Len(); n != 1 {
-		t.Errorf("index holds %d tuples after Expire, want the recent day's 1", n)
+		t.Errorf("index holds %d sightings after Expire, want the recent day's 1", n)
 	}
 	if slices.Contains(v.e.keys.Days(), oldDay) {
 		t.Error("the keyring still holds the expired day's key")
@@ -82,7 +84,7 @@ func TestExpire(t *testing.T) {
 		t.Errorf("%d records of a restored expired day survive a restart", len(rs))
 	}
 	if n := v.e.index.Len(); n != 1 {
-		t.Errorf("index holds %d tuples after restoring an expired day, want 1", n)
+		t.Errorf("index holds %d sightings after restoring an expired day, want 1", n)
 	}
 }
 

@@ -6,11 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
-	"github.com/conftrace/conftrace/enid"
 	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/matchindex"
 	"github.com/conftrace/conftrace/internal/store"
@@ -21,39 +21,26 @@ func authKey(token []byte) []byte {
 	return h[:16]
 }
 
-// Upload consumes an upload authorization and stores the tuples. It
-// validates every tuple first and stores all or none; it returns only after
-// the write is durable.
+// Upload consumes an upload authorization and stores the device's daily
+// keys and sightings. It checks the whole report first and stores all or
+// nothing; it returns only after the write is durable.
 func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadResponse, error) {
-	if len(r.Authorization) != 32 {
+	if len(r.Authorization) != api.AuthorizationSize {
 		return api.UploadResponse{}, api.Errorf(api.CodeNotAuthorized, "no valid upload authorization (poll a positive result first)")
 	}
-	tuples, err := contactlog.UnmarshalBatch(r.Tuples, e.policy.Limits.MaxUploadTuples)
+	rep, err := e.parseReport(r.Report, e.policy.Limits.MaxUploadSightings)
+	clear(r.Report)
 	if err != nil {
-		if errors.Is(err, contactlog.ErrTooMany) {
-			return api.UploadResponse{}, api.Errorf(api.CodeTooLarge, "%v (policy limit %d tuples)", err, e.policy.Limits.MaxUploadTuples)
-		}
-		return api.UploadResponse{}, api.Errorf(api.CodeMalformed, "tuples: %v", err)
+		return api.UploadResponse{}, err
 	}
-	defer clear(tuples)
-	if len(tuples) == 0 {
-		return api.UploadResponse{}, api.Errorf(api.CodeMalformed, "an upload needs at least one tuple")
+	defer rep.Clear()
+	if len(rep.Keys) == 0 {
+		return api.UploadResponse{}, api.Errorf(api.CodeMalformed, "an upload needs at least one daily key")
 	}
 	now := e.now()
-	firstDay, _ := e.window(now)
-	latest := enid.IntervalOf(now) + 1 // one interval of clock skew
-	byDay := map[calendar.Day][]contactlog.Tuple{}
-	for i, t := range tuples {
-		day := calendar.DayOf(t.Interval.Time())
-		switch {
-		case t.Interval > latest:
-			return api.UploadResponse{}, api.Errorf(api.CodeOutOfWindow, "tuple %d is in the future (interval %d, now %d)", i, t.Interval, latest-1)
-		case day < firstDay:
-			return api.UploadResponse{}, api.Errorf(api.CodeOutOfWindow, "tuple %d is older than the %d-day retention window", i, e.policy.RetentionDays)
-		case t.Duration == 0 || int(t.Duration) > e.policy.Limits.MaxTupleMinutes:
-			return api.UploadResponse{}, api.Errorf(api.CodeMalformed, "tuple %d lasts %d minutes, want 1 to %d", i, t.Duration, e.policy.Limits.MaxTupleMinutes)
-		}
-		byDay[day] = append(byDay[day], t)
+	w := e.reportWindow(now)
+	if err := e.checkReport(rep, w, true); err != nil {
+		return api.UploadResponse{}, err
 	}
 
 	e.mu.Lock()
@@ -90,18 +77,9 @@ func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadRe
 	}
 	uploadID := make([]byte, 16)
 	rand.Read(uploadID)
-	var added []matchindex.Entry
-	for day, ts := range byDay {
-		batch, err := contactlog.AppendBatch(nil, ts)
-		if err != nil {
-			return api.UploadResponse{}, e.internal("encoding tuples", err)
-		}
-		key := binary.BigEndian.AppendUint32(append([]byte{}, uploadID...), uint32(day))
-		if err := e.sealPutBytes(&b, day, tableUploads, key, batch); err != nil {
-			return api.UploadResponse{}, e.internal("sealing tuples", err)
-		}
-		clear(batch)
-		added = append(added, entries(ts, day)...)
+	recip, oneSided, err := e.storeReport(&b, uploadID, rep, w)
+	if err != nil {
+		return api.UploadResponse{}, err
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
 		if errors.Is(err, store.ErrConflict) {
@@ -109,9 +87,54 @@ func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadRe
 		}
 		return api.UploadResponse{}, e.internal("storing upload", err)
 	}
-	// Durable: now the tuples may match.
-	if err := e.index.Add(added); err != nil {
+	// Durable: now the sightings and keys may match.
+	if err := e.index.Add(recip); err != nil {
 		return api.UploadResponse{}, e.internal("indexing upload", err)
 	}
-	return api.UploadResponse{Accepted: len(tuples)}, nil
+	if err := e.oneSided.Add(oneSided); err != nil {
+		return api.UploadResponse{}, e.internal("indexing upload", err)
+	}
+	return api.UploadResponse{Sightings: len(rep.Sightings), Keys: len(rep.Keys)}, nil
+}
+
+// storeReport adds an upload's report to b, sealed under each of its days,
+// and returns its entries for the indexes the policy's matching rules use.
+func (e *Enclave) storeReport(b *store.Batch, uploadID []byte, rep contactlog.Report, w reportWindow) (recip, oneSided []matchindex.Entry, err error) {
+	for day, part := range splitByDay(rep, w) {
+		body, err := part.AppendBinary(nil)
+		if err != nil {
+			return nil, nil, e.internal("encoding report", err)
+		}
+		key := binary.BigEndian.AppendUint32(slices.Clone(uploadID), uint32(day))
+		err = e.sealPutBytes(b, day, tableUploads, key, body)
+		clear(body)
+		if err != nil {
+			return nil, nil, e.internal("sealing report", err)
+		}
+		r, o, err := e.entries(part, day)
+		if err != nil {
+			return nil, nil, e.internal("deriving identifiers", err)
+		}
+		recip, oneSided = append(recip, r...), append(oneSided, o...)
+	}
+	return recip, oneSided, nil
+}
+
+// entries returns the index entries of the part of an upload that belongs
+// to day, for the indexes the policy's matching rules use.
+func (e *Enclave) entries(part contactlog.Report, day calendar.Day) (recip, oneSided []matchindex.Entry, err error) {
+	if e.policy.Reciprocal() && len(part.Sightings) > 0 {
+		own, err := ownRPIs(part)
+		if err != nil {
+			return nil, nil, err
+		}
+		recip = reciprocalEntries(part.Sightings, own, day)
+		clear(own)
+	}
+	if e.policy.OneSided() {
+		if oneSided, err = oneSidedEntries(part.Keys, day); err != nil {
+			return nil, nil, err
+		}
+	}
+	return recip, oneSided, nil
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
-	"github.com/conftrace/conftrace/policy"
 )
 
 // TestUploadAuthorizationSingleUse: an authorization uploads once; a
@@ -23,7 +22,7 @@ func TestUploadAuthorizationSingleUse(t *testing.T) {
 	token := v.authorize()
 	first, firstContact := encounter(v.now().Add(-2*time.Hour), 10, 50)
 	second, secondContact := encounter(v.now().Add(-3*time.Hour), 10, 50)
-	if r, err := v.upload(token, first); err != nil || r.Accepted != 1 {
+	if r, err := v.upload(token, first); err != nil || r.Sightings != 1 || r.Keys != 1 {
 		t.Fatalf("first upload: %+v, %v", r, err)
 	}
 	_, err := v.upload(token, second)
@@ -41,7 +40,7 @@ func TestUploadAuthorizationSingleUse(t *testing.T) {
 	wantCode(t, "second upload after the host deleted the record of use", err, api.CodeNotAuthorized)
 
 	if got := v.e.index.Len(); got != 1 {
-		t.Errorf("index holds %d tuples, want the first upload's 1", got)
+		t.Errorf("index holds %d sightings, want the first upload's 1", got)
 	}
 	if r := v.check(firstContact); r.Days[len(r.Days)-1].Minutes != 10 {
 		t.Error("the first upload does not match")
@@ -77,7 +76,7 @@ func TestUploadAuthorizationConcurrent(t *testing.T) {
 		}
 	}
 	if accepted != 1 || v.e.index.Len() != 1 {
-		t.Fatalf("%d uploads accepted, %d tuples indexed; want 1 and 1", accepted, v.e.index.Len())
+		t.Fatalf("%d uploads accepted, %d sightings indexed; want 1 and 1", accepted, v.e.index.Len())
 	}
 }
 
@@ -100,7 +99,7 @@ func TestUploadAuthorizationExpiry(t *testing.T) {
 	_, err = v.upload(late, inf)
 	wantCode(t, "upload after expiry", err, api.CodeExpired)
 	if got := v.e.index.Len(); got != 1 {
-		t.Errorf("index holds %d tuples, want only the timely upload's 1", got)
+		t.Errorf("index holds %d sightings, want only the timely upload's 1", got)
 	}
 }
 
@@ -128,7 +127,7 @@ func TestUploadNotAuthorized(t *testing.T) {
 		wantCode(t, tc.name, err, api.CodeNotAuthorized)
 	}
 	if n := v.e.index.Len(); n != 0 {
-		t.Fatalf("unauthorized uploads indexed %d tuples", n)
+		t.Fatalf("unauthorized uploads indexed %d sightings", n)
 	}
 	if _, err := v.upload(token, inf); err != nil {
 		t.Fatalf("the real authorization after refusals: %v", err)
@@ -138,69 +137,70 @@ func TestUploadNotAuthorized(t *testing.T) {
 // TestUploadRefusals: an upload with anything wrong is refused whole,
 // stores and indexes nothing, and leaves the authorization usable.
 func TestUploadRefusals(t *testing.T) {
-	v := newEnv(t, func(p *policy.Policy) { p.Limits.MaxUploadTuples = 4 })
+	v := newEnv(t, bothRules, refusalLimits)
 	token := v.authorize()
-	now := v.now()
-	tuple := func(at time.Time, minutes uint16) contactlog.Tuple {
-		inf, _ := encounter(at, minutes, 50)
-		return inf
+	for _, tc := range reportRefusals(t, v) {
+		_, err := v.e.Upload(context.Background(), api.UploadRequest{Authorization: token, Report: tc.body})
+		wantCode(t, tc.name, err, tc.upload)
 	}
-	interval := func(i enid.Interval) contactlog.Tuple {
-		return tuple(i.Time(), 5)
-	}
-	windowStart := v.pol.WindowStart(now)
-	ok := tuple(now.Add(-time.Hour), 5)
-	raw := func(ts ...contactlog.Tuple) []byte { return encode(t, ts) }
-	tooLong := raw(ok)
-	binary.BigEndian.PutUint16(tooLong[5+36:], contactlog.MaxDuration+1) // beyond what the wire format allows
-
-	for _, tc := range []struct {
-		name  string
-		batch []byte
-		code  string
-	}{
-		{"no bytes", nil, api.CodeMalformed},
-		{"no tuples", raw(), api.CodeMalformed},
-		{"wrong version", append([]byte{9}, raw(ok)[1:]...), api.CodeMalformed},
-		{"truncated", raw(ok)[:20], api.CodeMalformed},
-		{"trailing bytes", append(raw(ok), 0), api.CodeMalformed},
-		{"duration beyond the format", tooLong, api.CodeMalformed},
-		{"more tuples than the policy allows", raw(ok, ok, ok, ok, ok), api.CodeTooLarge},
-		{"a count beyond the policy with no tuples", []byte{1, 0xff, 0xff, 0xff, 0xff}, api.CodeTooLarge},
-		{"in the future", raw(ok, interval(enid.IntervalOf(now)+2)), api.CodeOutOfWindow},
-		{"before the window", raw(ok, tuple(windowStart.Add(-time.Minute), 5)), api.CodeOutOfWindow},
-		{"zero minutes", raw(ok, tuple(now, 0)), api.CodeMalformed},
-		{"more minutes than the policy allows", raw(tuple(now, uint16(v.pol.Limits.MaxTupleMinutes)+1), ok), api.CodeMalformed},
-	} {
-		_, err := v.e.Upload(context.Background(), api.UploadRequest{Authorization: token, Tuples: tc.batch})
-		wantCode(t, tc.name, err, tc.code)
-	}
-	if n, recs := v.e.index.Len(), v.records(tableUploads); n != 0 || len(recs) != 0 {
-		t.Fatalf("refused uploads left %d tuples in the index and %d records in the store", n, len(recs))
+	if n, m, recs := v.e.index.Len(), v.e.oneSided.Len(), v.records(tableUploads); n != 0 || m != 0 || len(recs) != 0 {
+		t.Fatalf("refused uploads left %d sightings and %d one-sided identifiers in the indexes and %d records in the store", n, m, len(recs))
 	}
 	if pr := v.records(tableAuthsUsed); len(pr) != 0 {
 		t.Fatal("a refused upload used up the authorization")
 	}
 
-	// The edges are accepted: the first interval of the window, the next
-	// interval (clock skew), the policy's longest tuple, its most tuples.
-	edges := []contactlog.Tuple{
-		tuple(windowStart, 1),
-		interval(enid.IntervalOf(now) + 1),
-		tuple(now, uint16(v.pol.Limits.MaxTupleMinutes)),
-		ok,
+	// The edges are accepted: a key whose last interval is the window's
+	// first, and a sighting in it; a key that starts in the next interval
+	// (clock skew), and a sighting in it; the policy's longest sighting;
+	// its most sightings, and its most keys.
+	now := v.now()
+	cur := enid.IntervalOf(now)
+	first := enid.IntervalOf(v.pol.WindowStart(now))
+	keys := []contactlog.DailyKey{
+		{TEK: enid.NewTEK(), Start: first - enid.RollingPeriod + 1, Period: enid.RollingPeriod},
+		{TEK: enid.NewTEK(), Start: cur + 1, Period: 1},
 	}
-	if r, err := v.upload(token, edges...); err != nil || r.Accepted != 4 {
+	for i := enid.Interval(0); len(keys) < v.pol.MaxKeys(); i++ {
+		keys = append(keys, contactlog.DailyKey{TEK: enid.NewTEK(), Start: cur - i, Period: 1})
+	}
+	sighting := func(i enid.Interval, minutes uint8) contactlog.Sighting {
+		return contactlog.Sighting{Heard: newRPI(), Interval: i, Minutes: minutes, Attenuation: 50}
+	}
+	edges := contactlog.Report{Keys: keys, Sightings: []contactlog.Sighting{
+		sighting(first, 1),
+		sighting(cur+1, 5),
+		sighting(cur, uint8(v.pol.Limits.MaxSightingMinutes)),
+		sighting(cur-1, 5),
+	}}
+	if r, err := v.upload(token, edges); err != nil || r.Sightings != 4 || r.Keys != len(keys) {
 		t.Fatalf("upload at the edges: %+v, %v", r, err)
 	}
-	if n := v.e.index.Len(); n != 4 {
-		t.Fatalf("index holds %d tuples, want 4", n)
+	// Every interval of every key is indexed one-sided, except the part
+	// of the first key before the window.
+	if n, m := v.e.index.Len(), v.e.oneSided.Len(); n != 4 || m != len(keys) {
+		t.Fatalf("indexes hold %d sightings and %d identifiers, want 4 and %d", n, m, len(keys))
+	}
+}
+
+// TestUploadNoSightings: an upload of daily keys without sightings is
+// accepted (its keys may match one-sided) but adds nothing to the
+// reciprocal index.
+func TestUploadNoSightings(t *testing.T) {
+	v := newEnv(t)
+	d := newDevice(dayKey(enid.IntervalOf(v.now())))
+	v.mustUpload(d.report())
+	if n, m := v.e.index.Len(), v.e.oneSided.Len(); n != 0 || m != 0 {
+		t.Fatalf("indexes hold %d sightings and %d identifiers, want none under the default policy", n, m)
+	}
+	if len(v.records(tableUploads)) != 1 {
+		t.Fatal("the keys were not stored")
 	}
 }
 
 // TestUploadSealedByDay: an upload is stored as one record per day of its
-// tuples, in that day, and the host sees no identifier, test code,
-// secret, authorization or result in the clear.
+// keys and sightings, in that day, and the host sees no daily key,
+// identifier, test code, secret, authorization or result in the clear.
 func TestUploadSealedByDay(t *testing.T) {
 	v := newEnv(t)
 	secret := newSecret()
@@ -209,12 +209,14 @@ func TestUploadSealedByDay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ts []contactlog.Tuple
+	inf := newDevice()
+	var ss []contactlog.Sighting
 	for _, ago := range []time.Duration{1, 1, 2, 5} {
-		inf, _ := encounter(v.now().Add(-ago*24*time.Hour), 10, 50)
-		ts = append(ts, inf)
+		si, _ := meet(inf, newDevice(), v.now().Add(-ago*24*time.Hour), 10, 50)
+		ss = append(ss, si)
 	}
-	if r, err := v.upload(pr.UploadAuthorization, ts...); err != nil || r.Accepted != len(ts) {
+	rep := inf.report(ss...)
+	if r, err := v.upload(pr.UploadAuthorization, rep); err != nil || r.Sightings != len(ss) || r.Keys != 3 {
 		t.Fatalf("upload: %+v, %v", r, err)
 	}
 	recs := v.records(tableUploads)
@@ -229,20 +231,27 @@ func TestUploadSealedByDay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := contactlog.UnmarshalBatch(plain, 10)
+		part, err := contactlog.ParseReport(plain, contactlog.Limits{MaxKeys: contactlog.MaxKeys, MaxSightings: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, tu := range got {
-			if utcDay(tu.Interval.Time()) != r.Day {
-				t.Errorf("record of day %d holds a tuple of day %d", r.Day, utcDay(tu.Interval.Time()))
+		for _, s := range part.Sightings {
+			if utcDay(s.Interval.Time()) != r.Day {
+				t.Errorf("record of day %d holds a sighting of day %d", r.Day, utcDay(s.Interval.Time()))
 			}
+		}
+		if len(part.Keys) != 1 || utcDay(part.Keys[0].Start.Time()) != r.Day {
+			t.Errorf("record of day %d holds keys %+v, want that day's", r.Day, part.Keys)
 		}
 	}
 
 	secrets := [][]byte{secret, []byte(api.TestCode(secret)), pr.UploadAuthorization, []byte(api.Positive)}
-	for _, tu := range ts {
-		secrets = append(secrets, tu.Own[:], tu.Heard[:])
+	for _, k := range rep.Keys {
+		secrets = append(secrets, k.TEK[:])
+	}
+	for _, s := range ss {
+		own := inf.rpi(s.Interval)
+		secrets = append(secrets, own[:], s.Heard[:])
 	}
 	for _, r := range v.snapshot() {
 		for _, s := range secrets {

@@ -160,8 +160,16 @@ var ErrTooManyDays = errors.New("matchindex: too many distinct days in the index
 // interval (skew 1 tolerates the devices' clocks straddling an interval
 // boundary), returning the extended slice.
 func Match(idx Index, dst []Contact, own Key, interval, skew uint32) []Contact {
+	return Near(idx, dst, own.Mirror(), interval, skew)
+}
+
+// Near appends to dst the contacts stored under key whose interval is
+// within skew of interval: the lookup Match makes for the mirror key, for
+// indexes whose keys are not pairs (one-sided matching keys them by the
+// identifier alone).
+func Near(idx Index, dst []Contact, key Key, interval, skew uint32) []Contact {
 	start := len(dst)
-	dst = idx.Lookup(dst, own.Mirror())
+	dst = idx.Lookup(dst, key)
 	kept := dst[:start]
 	for _, c := range dst[start:] {
 		if within(c.Interval, interval, skew) {

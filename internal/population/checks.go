@@ -3,9 +3,12 @@ package population
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/conftrace/conftrace/api"
 )
 
 // checker runs a day's checks, Bluetooth or GPS, concurrently.
@@ -68,9 +71,9 @@ func (c *checker) one(ctx context.Context, j int, checkAt time.Time, check func(
 	}
 }
 
-// checkExposures has every app user check its tuples of the retention
-// window for exposure on day d, and compares every answer with the
-// oracle's.
+// checkExposures has every app user check its report of the retention
+// window (daily keys and sightings) for exposure on day d, and compares
+// every answer, day by day, with the oracle's.
 func (w *world) checkExposures(ctx context.Context, d int) error {
 	checkAt := w.clock.advance(d, checkMinute)
 	var users []int
@@ -81,16 +84,19 @@ func (w *world) checkExposures(ctx context.Context, d int) error {
 	}
 	// got[i] is the backend's answer to device i, and at[i] the time
 	// whose retention window the check followed.
-	got := make([]bool, len(w.people))
+	got := make([]api.ExposureResponse, len(w.people))
 	at := make([]time.Time, len(w.people))
 	err := w.checker.each(ctx, len(users), checkAt, func(ctx context.Context, j int, now time.Time) error {
 		i := users[j]
-		ts := w.people[i].phone.tuples(w.clock.firstDay(now), d)
-		resp, err := w.backend.CheckExposure(withDevice(ctx, i), ts)
+		r, err := w.radio.report(&w.people[i].phone, i, w.clock.firstDay(now), d)
+		if err != nil {
+			return err
+		}
+		resp, err := w.backend.CheckExposure(withDevice(ctx, i), r)
 		if err != nil {
 			return fmt.Errorf("population: day %d: checking exposure: %w", d, err)
 		}
-		got[i], at[i] = resp.Exposed, now
+		got[i], at[i] = resp, now
 		return nil
 	})
 	if err != nil {
@@ -104,27 +110,56 @@ func (w *world) checkExposures(ctx context.Context, d int) error {
 }
 
 // record counts device i's check of day d: the backend answered got, the
-// protocol requires want, and cause is the uploading case that exposed
-// it, or -1.
-func (w *world) record(i, d int, got, want bool, cause int) {
+// protocol requires want, and cause is the case that exposed it, or -1.
+func (w *world) record(i, d int, got, want api.ExposureResponse, cause int) {
 	s := w.sum
 	s.Checks++
 	s.Requests++
 	switch {
-	case want && !got:
+	case want.Exposed && !got.Exposed:
 		s.MissedNotifications++
-	case got && !want:
+	case got.Exposed && !want.Exposed:
 		s.FalseNotifications++
 	}
-	if ph := &w.people[i].phone; got && ph.firstNotified < 0 {
+	if !sameAnswer(got, want) {
+		s.MismatchedAnswers++
+	}
+	ph := &w.people[i].phone
+	if got.Exposed && ph.firstNotified < 0 {
 		ph.firstNotified = d
 		s.Daily[d].NewlyNotified++
 		s.Notified++
 		if cause >= 0 {
-			s.addDelay(d - w.people[cause].phone.upload.testDay)
+			s.addDelay(d - w.oracle.testDay(cause))
 		}
 	}
-	if want && w.oracle.mustNotify(i) {
+	w.countRules(i, got)
+	if want.Exposed && w.oracle.mustNotify(i) {
 		s.ShouldBeNotified++
 	}
+}
+
+// countRules counts device i among the devices notified by a rule the
+// first time the backend tells it "exposed" on a day that rule matched.
+func (w *world) countRules(i int, got api.ExposureResponse) {
+	by := &w.people[i].phone.notifiedBy
+	for _, day := range got.Days {
+		if !day.Exposed {
+			continue
+		}
+		if day.Reciprocal && !by.reciprocal {
+			by.reciprocal = true
+			w.sum.NotifiedReciprocal++
+		}
+		if day.OneSided && !by.oneSided {
+			by.oneSided = true
+			w.sum.NotifiedOneSided++
+		}
+	}
+}
+
+// sameAnswer reports whether two exposure answers agree in every figure
+// of every day.
+func sameAnswer(a, b api.ExposureResponse) bool {
+	return a.Exposed == b.Exposed && slices.Equal(a.Days, b.Days)
 }

@@ -15,6 +15,7 @@ const (
 	testMinute    = 10 * 60    // tests are taken
 	resultMinute  = 23 * 60    // the authority signs the day's results
 	pollMinute    = 23*60 + 10 // phones poll results and upload
+	importMinute  = 23*60 + 20 // the day's GAEN export is imported
 	checkMinute   = 23*60 + 30 // phones check for exposure
 )
 

@@ -2,6 +2,7 @@ package population
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -81,6 +82,15 @@ type Config struct {
 	// Progress, if set, is called after each simulated day.
 	Progress func(day, days int)
 
+	// GAENShare is the fraction of the people without the app who run a
+	// foreign GAEN app instead (see gaen.go); 0 means none. It needs
+	// GAENExportKey.
+	GAENShare float64
+	// GAENExportKey is the ECDSA P-256 key with which the simulator, as
+	// the GAEN-only people's key server, signs the exports it imports; the
+	// backend's policy must list its public key (policy.GAENExportKeys).
+	GAENExportKey *ecdsa.PrivateKey
+
 	// GPS adds GPS traces: the health authority uploads positive
 	// patients' traces and app users' devices check their own against
 	// them; see gps.go for the model. It does not change the Bluetooth
@@ -105,6 +115,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Authority == nil {
 		return cfg, errors.New("population: Config.Authority is required")
+	}
+	if cfg.GAENShare < 0 || cfg.GAENShare > 1 {
+		return cfg, fmt.Errorf("population: Config.GAENShare %v: want 0 to 1", cfg.GAENShare)
+	}
+	if cfg.GAENShare > 0 && cfg.GAENExportKey == nil {
+		return cfg, errors.New("population: Config.GAENShare needs Config.GAENExportKey, the key that signs the GAEN-only people's exports")
 	}
 	if live && !cfg.Start.IsZero() {
 		return cfg, errors.New("population: a live backend (Config.SetClock nil) keeps real time, so the run ends at the present and Config.Start must be zero")

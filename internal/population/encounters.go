@@ -103,15 +103,24 @@ func communityEncounters(rng *mrand.Rand, n int, es []encounter) []encounter {
 }
 
 // meet plays day d's encounters in order: each may pass on the infection
-// and, between app users, has the two phones log each other.
+// and, between app users, has the two phones record each other; an app
+// user's phone also records a GAEN-only person's.
 func (w *world) meet(d int, es []encounter) error {
 	heard := map[pairInterval]bool{}
 	for _, e := range es {
 		w.transmit(d, e)
-		if pa, pb := &w.people[e.a], &w.people[e.b]; pa.app && pb.app {
-			if err := w.radio.exchange(d, e, pa, pb, heard); err != nil {
-				return err
-			}
+		pa, pb := &w.people[e.a], &w.people[e.b]
+		var err error
+		switch {
+		case pa.app && pb.app:
+			err = w.radio.exchange(d, e, pa, pb, heard)
+		case pa.app && pb.gaen:
+			err = w.radio.overhear(d, e, e.a, pa, e.b, heard)
+		case pa.gaen && pb.app:
+			err = w.radio.overhear(d, e, e.b, pb, e.a, heard)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

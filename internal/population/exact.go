@@ -3,15 +3,18 @@ package population
 import (
 	"time"
 
+	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/policy"
 )
 
 // oracle is the Bluetooth side's ground truth: what the protocol requires
-// the backend to answer, computed from the simulator's own record of the
-// tuples each phone logged and uploaded, and who truly was close to an
-// infectious person.
+// the backend to answer, recomputed by the rules of rules.go from the
+// simulator's own record of the sightings each phone recorded, what it
+// broadcast meanwhile, and what reached the backend (uploads, GAEN
+// imports); and who truly was close to an infectious person.
 type oracle struct {
-	risk   policy.Risk // the attested risk policy
+	ledger *ledger
 	clock  *simClock
 	people []person
 	// close accumulates true minutes within closeMeters of (infector,
@@ -22,14 +25,28 @@ type oracle struct {
 	should []bool
 }
 
-func newOracle(risk policy.Risk, clock *simClock, people []person) *oracle {
-	return &oracle{risk: risk, clock: clock, people: people, close: map[[2]int32]int{}, should: make([]bool, len(people))}
+func newOracle(pol policy.Policy, clock *simClock, people []person) *oracle {
+	o := &oracle{ledger: newLedger(pol), clock: clock, people: people, close: map[[2]int32]int{}, should: make([]bool, len(people))}
+	o.ledger.rank = func(source int32) int { return o.testDay(int(source)) }
+	return o
 }
 
 // addClose records minutes that infectious person infector spent within
 // closeMeters of contact.
 func (o *oracle) addClose(infector, contact, minutes int) {
 	o.close[[2]int32{int32(infector), int32(contact)}] += minutes
+}
+
+// uploaded records that the backend acknowledged at at person i's upload
+// of its sightings of days first to last and of keys.
+func (o *oracle) uploaded(i, first, last int, keys []contactlog.DailyKey, at time.Time) {
+	o.ledger.addUpload(o.people[i].phone.recs(first, last), keys, int32(i), at)
+}
+
+// imported records that the backend imported, at at, the keys of GAEN-only
+// person i that it takes (see importable).
+func (o *oracle) imported(i int, keys []contactlog.DailyKey, at time.Time) {
+	o.ledger.addKeys(keys, int32(i), at)
 }
 
 // mustNotify records that the protocol requires device i to be told
@@ -42,60 +59,47 @@ func (o *oracle) mustNotify(i int) bool {
 	return true
 }
 
-// expected computes, from the simulator's own record, whether the protocol
-// requires the backend to answer "exposed" to device i, which holds the
-// tuples of days up to d, checking at the backend's time checkAt: the
-// tuples of the retention window at checkAt, against the uploads the
-// backend acknowledged by then. It also returns which uploading case (the
-// one tested earliest) contributed to an exposed day, or -1. Both the
-// simulated and the live clock come through checkAt, so one rule serves
-// both.
-func (o *oracle) expected(i, d int, checkAt time.Time) (bool, int) {
-	exposed, cause := false, -1
-	for k := o.clock.firstDay(checkAt); k <= d; k++ {
-		dayExposed, dayCause := o.expectedOn(i, k, checkAt)
-		if dayExposed {
-			exposed = true
-			if cause < 0 || o.testDay(dayCause) < o.testDay(cause) {
-				cause = dayCause
-			}
-		}
-	}
-	return exposed, cause
-}
-
-// expectedOn scores device i's tuples of day k, as the backend does per
-// UTC day: only those whose partner logged this phone too (a mirror) and
-// uploaded the day by checkAt count, each with the shorter of the two
-// durations and the checking phone's attenuation. It returns whether the
-// day's score exposes the device, and the earliest-tested case among the
-// partners that counted, or -1.
-func (o *oracle) expectedOn(i, k int, checkAt time.Time) (bool, int) {
-	sum := 0
+// expected computes the answer the protocol requires the backend to give
+// device i, which holds the sightings of days up to d, checking at the
+// backend's time checkAt: its sightings of the retention window at
+// checkAt, scored against the uploads and imports the backend took by
+// then. It also returns which case (the one tested earliest) contributed
+// to an exposed day, or -1. Both the simulated and the live clock come
+// through checkAt, so one rule serves both.
+func (o *oracle) expected(i, d int, checkAt time.Time) (api.ExposureResponse, int) {
+	resp, causes := o.ledger.answer(o.people[i].phone.recs(o.clock.firstDay(checkAt), d), checkAt)
 	cause := -1
-	for _, r := range o.people[i].phone.log[k] {
-		up := &o.people[r.partner].phone.upload
-		if !up.done || up.at.After(checkAt) || r.mirror == 0 || k < up.first || k > up.day {
-			continue
-		}
-		sum += o.risk.WeightedMinutes(int(min(r.t.Duration, r.mirror)), int(r.t.Attenuation))
-		if cause < 0 || up.testDay < o.testDay(cause) {
-			cause = int(r.partner)
+	for k, day := range resp.Days {
+		if c := int(causes[k]); day.Exposed && (cause < 0 || o.testDay(c) < o.testDay(cause)) {
+			cause = c
 		}
 	}
-	return o.risk.Exposed(sum), cause
+	return resp, cause
 }
 
-// testDay returns the day on which uploading case i's test was taken.
-func (o *oracle) testDay(i int) int { return o.people[i].phone.upload.testDay }
+// testDay returns the day on which case i's positive test was taken, for
+// an app user who uploaded or a GAEN-only person whose keys were exported.
+func (o *oracle) testDay(i int) int {
+	if p := &o.people[i]; p.gaen {
+		return p.shared.testDay
+	}
+	return o.people[i].phone.upload.testDay
+}
+
+// sharedKeys reports whether person i's keys reached the backend: by
+// upload, or in a GAEN export.
+func (o *oracle) sharedKeys(i int) bool {
+	p := &o.people[i]
+	return p.phone.upload.done || p.shared.done
+}
 
 // trueContacts counts the distinct people who spent at least closeMinutes
-// within closeMeters of an uploading case while it was infectious, those
-// of them with the app, and those of them notified.
+// within closeMeters of a case whose keys reached the backend while it was
+// infectious, those of them with the app, and those of them notified.
 func (o *oracle) trueContacts() (all, withApp, notified int) {
 	contacts := map[int32]bool{}
 	for k, m := range o.close {
-		if m >= closeMinutes && o.people[k[0]].phone.upload.done {
+		if m >= closeMinutes && o.sharedKeys(int(k[0])) {
 			contacts[k[1]] = true
 		}
 	}

@@ -28,7 +28,7 @@ type labRecord struct {
 
 // lab is the test pipeline: people get tested, the health authority signs
 // the results, phones poll them, and app users who test positive upload
-// their tuples if they consent.
+// their reports if they consent.
 type lab struct {
 	rng       *mrand.Rand // the run's generator
 	people    []person
@@ -38,6 +38,11 @@ type lab struct {
 	nonce     nonce
 	consent   float64 // Config.Consent
 	sum       *Summary
+	radio     *radio  // the phones' keys and reports
+	oracle    *oracle // told of every upload
+	// gaen is the foreign GAEN key server that GAEN-only people's
+	// positive results go to.
+	gaen *gaenServer
 }
 
 // seek has people get tested on day d: symptomatic infected people a day
@@ -123,8 +128,9 @@ func (l *lab) submit(ctx context.Context, d int, t *test) error {
 }
 
 // deliver has app users' phones poll the results submitted on day d; the
-// others learn theirs by letter or phone call. Either way the tests leave
-// the pending list.
+// others learn theirs by letter or phone call, and those of them who run
+// a foreign GAEN app may share their keys (gaen.go). Either way the tests
+// leave the pending list.
 func (l *lab) deliver(ctx context.Context, d int) error {
 	l.clock.advance(d, pollMinute)
 	for i := range l.people {
@@ -136,6 +142,9 @@ func (l *lab) deliver(ctx context.Context, d int) error {
 				continue
 			}
 			if !p.app {
+				// By letter or phone call; a GAEN-only person then
+				// shares their keys through their own app's server.
+				l.gaen.consider(i, t)
 				continue
 			}
 			if err := l.poll(ctx, i, d, t); err != nil {
@@ -148,8 +157,8 @@ func (l *lab) deliver(ctx context.Context, d int) error {
 }
 
 // poll has person i's phone poll the result of test t on day d and, if it
-// is positive, upload the phone's tuples of the retention window, once and
-// only if the person consents.
+// is positive, upload the phone's report of the retention window (its
+// daily keys and sightings), once and only if the person consents.
 func (l *lab) poll(ctx context.Context, i, d int, t test) error {
 	p := &l.people[i]
 	dctx := withDevice(ctx, i)
@@ -162,17 +171,24 @@ func (l *lab) poll(ctx context.Context, i, d int, t test) error {
 		return nil
 	}
 	first := l.clock.uploadFirst(l.clock.advance(d, pollMinute))
-	ts := p.phone.tuples(first, d)
-	if len(ts) == 0 {
-		return nil // nothing to upload
+	r, err := l.radio.report(&p.phone, i, first, d)
+	if err != nil {
+		return err
 	}
-	if _, err := l.backend.Upload(dctx, pr.UploadAuthorization, ts); err != nil {
+	// Without sightings an upload matches nothing unless the policy
+	// matches uploaded keys one-sided.
+	if len(r.Sightings) == 0 && !l.oracle.ledger.pol.OneSided() {
+		return nil
+	}
+	if _, err := l.backend.Upload(dctx, pr.UploadAuthorization, r); err != nil {
 		return fmt.Errorf("population: day %d: uploading: %w", d, err)
 	}
+	at := l.clock.advance(d, pollMinute)
+	l.oracle.uploaded(i, first, d, r.Keys, at)
 	l.sum.Requests++
-	p.phone.upload = upload{done: true, at: l.clock.advance(d, pollMinute), day: d, first: first, testDay: t.day}
+	p.phone.upload = upload{done: true, testDay: t.day}
 	l.sum.Uploads++
 	l.sum.Daily[d].Uploads++
-	l.sum.GAENKeysPublished += d - first + 1
+	l.sum.GAENKeysPublished += len(r.Keys)
 	return nil
 }

@@ -12,9 +12,15 @@ type person struct {
 	household int
 	group     int // workplace or school; -1 for people who stay home
 	app       bool
-	disease   disease
-	lab       labRecord
-	phone     phone
+	// gaen is set for the people who run a foreign GAEN app instead of
+	// this one (Config.GAENShare): app phones hear theirs, and their keys
+	// reach the backend only through a GAEN key export.
+	gaen    bool
+	disease disease
+	lab     labRecord
+	phone   phone
+	// shared is set once a GAEN-only person's keys were exported.
+	shared gaenCase
 }
 
 // newPeople draws n people, with phones that log days days: households,

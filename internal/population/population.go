@@ -6,23 +6,31 @@
 // start, a duration and a distance. An epidemic spreads over those
 // encounters (incubation, infectious period, symptoms); people with symptoms
 // get tested, a health authority signs the results, and app users who test
-// positive upload their contact tuples if they consent. Every app user asks
-// the backend once a simulated day whether it was exposed. All of this goes
-// through the real client SDK, so over attested Oblivious HTTP, to a real
-// backend whose clock follows the simulation (Config.SetClock), or to a
-// live backend that keeps real time (see below).
+// positive upload their reports (daily keys and sightings, protocol v2:
+// package contactlog) if they consent. Every app user asks the backend once
+// a simulated day whether it was exposed, with its report of the retention
+// window. A share of the people without the app run a foreign GAEN app
+// (Config.GAENShare, see gaen.go): app phones record them, and the keys of
+// those who test positive reach the backend in signed GAEN key exports,
+// which it matches one-sided. All of this goes through the real client SDK,
+// so over attested Oblivious HTTP, to a real backend whose clock follows
+// the simulation (Config.SetClock), or to a live backend that keeps real
+// time (see below).
 //
 // Phones are modelled with Bluetooth loss: each side of an encounter hears
 // the other in a 10-minute interval only with some probability, measures its
 // own attenuation (distance, a per-phone calibration offset and noise) and
-// its own duration, so the two sides' records differ as they do in the field.
+// its own duration, and records a sighting of the other's identifier, so
+// the two sides' records differ as they do in the field.
 //
 // Run returns a Summary that sets the backend's answers beside the truth:
 //
 //   - protocol exactness: for every exposure check the simulator computes,
-//     from its own record of the tuples each phone logged and uploaded and
-//     from the attested risk policy, whether the backend must answer
-//     "exposed"; any difference is a bug, and Summary.ProtocolExact says so;
+//     from its own record of what each phone heard and broadcast, what
+//     reached the backend (uploads, GAEN imports) and the attested policy,
+//     the whole answer the backend must give, per day (minutes, weighted
+//     minutes, minimum attenuation, which rules matched, exposed; rules.go);
+//     any difference is a bug, and Summary.ProtocolExact says so;
 //   - epidemiological recall and precision against true close contacts
 //     (15 minutes within 2 m while infectious), which Bluetooth loss and app
 //     adoption limit;
@@ -37,9 +45,10 @@
 //
 // Everything but Summary.Timing is a deterministic function of Config.Seed
 // and the population parameters: randomness comes from one seeded PCG
-// generator consumed in a fixed order (GPS from generators of its own,
-// seeded from the same seed), and the backend's own randomness (keys,
-// tokens) does not reach the counts.
+// generator consumed in a fixed order (GPS and the GAEN-only phones from
+// generators of their own, seeded from the same seed), and the backend's
+// own randomness (keys, tokens) and the export signatures' do not reach
+// the counts.
 //
 // # Live backends
 //
@@ -48,7 +57,7 @@
 // simulated period then ends at the present (day 0 is Config.Days days
 // before today's UTC midnight, the last day is yesterday), so it must fit
 // in the backend's retention window, at most RetentionDays-1 days. Every
-// request happens at real time, while the tuples, test dates and GPS fixes
+// request happens at real time, while the sightings, test dates and GPS fixes
 // carry the simulated past; the ground truth of each check uses the window
 // at the real time of that check, as the backend does. A live backend keeps
 // what earlier runs uploaded, so every identifier that reaches it (daily
@@ -60,7 +69,9 @@ package population
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
@@ -176,7 +187,20 @@ func connect(ctx context.Context, cfg Config, m *meter, simNow *atomic.Int64) (*
 	if a, ok := c.Policy().Authority(cfg.Authority.Name); !ok || !a.PublicKey.Equal(cfg.Authority.PublicKey()) {
 		return nil, fmt.Errorf("population: the backend's policy does not list authority %q with this key", cfg.Authority.Name)
 	}
+	if cfg.GAENExportKey != nil && !listsExportKey(c.Policy(), &cfg.GAENExportKey.PublicKey) {
+		return nil, errors.New("population: the backend's policy lists no GAEN export key matching Config.GAENExportKey, so it would refuse the GAEN-only people's exports")
+	}
 	return c, nil
+}
+
+// listsExportKey reports whether pol lists pub among its GAEN export keys.
+func listsExportKey(pol policy.Policy, pub *ecdsa.PublicKey) bool {
+	for _, k := range pol.GAENExportKeys {
+		if ec, err := k.ECDSA(); err == nil && ec.Equal(pub) {
+			return true
+		}
+	}
+	return false
 }
 
 // liveDays returns how many days a run against a live backend simulates:
@@ -202,16 +226,22 @@ func newWorld(cfg Config, pol policy.Policy, c *client.Client, clock *simClock, 
 		sum.Nonce = hex.EncodeToString(cfg.Nonce)
 	}
 	people := newPeople(rng, cfg.People, cfg.Days, cfg.Adoption)
+	gaenRNG := mrand.New(mrand.NewPCG(cfg.Seed, gaenStream))
+	sum.GAENOnlyPeople = assignGAEN(gaenRNG, people, cfg.GAENShare)
+	r := &radio{rng: rng, gaenRNG: gaenRNG, clock: clock, seed: cfg.Seed, nonce: nonce(cfg.Nonce), detection: cfg.Detection, keys: map[[2]int]*enid.Key{}}
+	o := newOracle(pol, clock, people)
 	w := &world{
 		cfg: cfg, rng: rng, clock: clock, pol: pol, backend: c, people: people,
-		radio: &radio{rng: rng, clock: clock, seed: cfg.Seed, nonce: nonce(cfg.Nonce), detection: cfg.Detection, keys: map[[2]int]*enid.Key{}},
+		radio: r,
 		lab: &lab{rng: rng, people: people, clock: clock, backend: c, authority: cfg.Authority,
-			nonce: nonce(cfg.Nonce), consent: cfg.Consent, sum: sum},
+			nonce: nonce(cfg.Nonce), consent: cfg.Consent, sum: sum, radio: r, oracle: o},
 		checker: &checker{workers: cfg.Workers, clock: clock},
-		oracle:  newOracle(pol.Risk, clock, people),
+		oracle:  o,
 		meter:   m,
 		sum:     sum,
 	}
+	w.lab.gaen = &gaenServer{rng: gaenRNG, people: people, radio: r, clock: clock, backend: c, oracle: o, sum: sum,
+		signer: cfg.GAENExportKey, consent: cfg.Consent}
 	if cfg.GPS {
 		w.gps = newGPSWorld(w)
 	}
@@ -223,10 +253,12 @@ func newWorld(cfg Config, pol policy.Policy, c *client.Client, clock *simClock, 
 //
 //   - the morning: the clock moves and Config.Daily runs;
 //   - encounters (encounters.go): people meet, the infection spreads, and
-//     app users' phones log each other (radio, phones.go);
+//     app users' phones record each other, and GAEN-only phones (radio,
+//     phones.go);
 //   - testing (lab.go): people get tested, the authority submits the
 //     day's results in the evening, phones poll them and positive app
-//     users upload;
+//     users upload; positive GAEN-only people's keys go to their key
+//     server, which exports them to the backend (gaen.go);
 //   - checks (checks.go): every app user checks for exposure, and the
 //     oracle (exact.go) says what the answer must be.
 //
@@ -253,6 +285,9 @@ func (w *world) day(ctx context.Context, d int) error {
 		}
 	}
 	if err := w.lab.deliver(ctx, d); err != nil {
+		return err
+	}
+	if err := w.lab.gaen.publish(ctx, d); err != nil {
 		return err
 	}
 	if err := w.checkExposures(ctx, d); err != nil {

@@ -2,6 +2,10 @@ package population
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"reflect"
@@ -12,19 +16,27 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/authority"
-	"github.com/conftrace/conftrace/contactlog"
-	"github.com/conftrace/conftrace/enid"
 	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/policy"
 )
 
 // run simulates on a fresh backend on loopback whose clock the simulation
-// drives.
+// drives, with the default policy (and a GAEN export key if cfg has a
+// GAEN share).
 func run(t *testing.T, cfg Config) *Summary {
+	t.Helper()
+	return runPolicy(t, cfg, policy.Default())
+}
+
+// runPolicy is run with the backend's policy pol.
+func runPolicy(t *testing.T, cfg Config, pol policy.Policy) *Summary {
 	t.Helper()
 	var mu sync.Mutex
 	now := DefaultStart()
-	b := startBackend(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	if cfg.GAENShare > 0 {
+		gaenKey(t, &cfg, &pol)
+	}
+	b := startBackend(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now }, pol)
 	configure(&cfg, b)
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
 	cfg.Daily = b.Service.Enclave.Expire
@@ -35,11 +47,26 @@ func run(t *testing.T, cfg Config) *Summary {
 	return s
 }
 
-// startBackend starts a backend on loopback with the clock now; nil means
-// real time, as a deployed backend keeps.
-func startBackend(t *testing.T, now func() time.Time) *localbackend.Backend {
+// gaenKey gives cfg a fresh GAEN export key and lists it in pol.
+func gaenKey(t *testing.T, cfg *Config, pol *policy.Policy) {
 	t.Helper()
-	b, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Now: now})
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GAENExportKey = k
+	pol.GAENExportKeys = append(pol.GAENExportKeys, policy.ExportKey{Name: "sim-gaen", PublicKey: der})
+}
+
+// startBackend starts a backend with policy pol on loopback with the clock
+// now; nil means real time, as a deployed backend keeps.
+func startBackend(t *testing.T, now func() time.Time, pol policy.Policy) *localbackend.Backend {
+	t.Helper()
+	b, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Now: now, Policy: &pol})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,18 +112,20 @@ func TestProtocolExact(t *testing.T) {
 
 func TestDeterministic(t *testing.T) {
 	t.Parallel()
-	a := run(t, Config{People: 120, Days: 10, Seed: 5})
-	b := run(t, Config{People: 120, Days: 10, Seed: 5})
-	c := run(t, Config{People: 120, Days: 10, Seed: 6})
+	// GAEN-only phones too: their exports are signed with fresh keys and
+	// randomness each run, which must not reach the counts.
+	a := run(t, Config{People: 120, Days: 10, Seed: 2, GAENShare: 0.5})
+	b := run(t, Config{People: 120, Days: 10, Seed: 2, GAENShare: 0.5})
+	c := run(t, Config{People: 120, Days: 10, Seed: 6, GAENShare: 0.5})
 	a.Timing, b.Timing, c.Timing = Timing{}, Timing{}, Timing{}
-	if a.Uploads == 0 || a.Notified == 0 {
-		t.Fatalf("seed 5: %d uploads, %d notified; pick a seed that exercises matching", a.Uploads, a.Notified)
+	if a.Uploads == 0 || a.Notified == 0 || a.GAENKeysImported == 0 {
+		t.Fatalf("seed 2: %d uploads, %d notified, %d GAEN keys imported; pick a seed that exercises matching", a.Uploads, a.Notified, a.GAENKeysImported)
 	}
 	if !reflect.DeepEqual(a, b) {
-		t.Fatalf("two runs with seed 5 differ:\n%+v\n%+v", a, b)
+		t.Fatalf("two runs with seed 2 differ:\n%+v\n%+v", a, b)
 	}
 	if reflect.DeepEqual(a, c) {
-		t.Fatal("seeds 5 and 6 gave the same summary")
+		t.Fatal("seeds 2 and 6 gave the same summary")
 	}
 }
 
@@ -112,6 +141,8 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"no authority", Config{People: 10, Days: 3, SetClock: set}},
 		{"negative days live", Config{People: 10, Days: -1, Authority: lab}},
 		{"start with a live backend", Config{People: 10, Days: 3, Authority: lab, Start: DefaultStart()}},
+		{"GAEN share without a key", Config{People: 10, Days: 3, Authority: lab, SetClock: set, GAENShare: 0.1}},
+		{"GAEN share over 1", Config{People: 10, Days: 3, Authority: lab, SetClock: set, GAENShare: 1.5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Run(context.Background(), tc.cfg); err == nil {
@@ -121,76 +152,84 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	}
 }
 
-// TestExpected checks the simulator's ground truth against the rules of
-// the protocol on hand-made records: only mirrored tuples of an uploaded
-// window count, with the shorter duration and the checking phone's
-// attenuation, summed per day.
+// TestExpected checks the oracle's wiring to the simulator's records on
+// hand-made ones: only sightings mirrored by an uploaded window count,
+// with the shorter duration and the checking phone's attenuation, summed
+// per day, in the window at the check's time and once the upload was
+// acknowledged; the cause is the uploading case. (TestRulesMatchEnclave
+// checks the rules themselves against the backend's.)
 func TestExpected(t *testing.T) {
 	pol := policy.Default() // 15 weighted minutes; 50% weight in (63, 73] dB
 	clock := &simClock{start: DefaultStart(), pol: pol}
-	people := make([]person, 3)
-	for i := range people {
-		people[i].phone = newPhone(0, 5)
-	}
-	o := newOracle(pol.Risk, clock, people)
+	actors := []actor{newActor(t, "0"), newActor(t, "1"), newActor(t, "2")}
 	uploadAt := clock.at(3, 23*60+10)
-	people[1].phone.upload = upload{done: true, at: uploadAt, day: 3, first: 1, testDay: 2}
 	checkAt := clock.at(4, 23*60+30)
-	tuple := func(minutes uint16, att uint8) contactlog.Tuple {
-		return contactlog.Tuple{Interval: enid.Interval(1), Duration: minutes, Attenuation: att}
+	// sighting is one interval in which phone 0 heard partner's for mine
+	// minutes at att dB, and the partner heard phone 0 for theirs (0: not).
+	type sighting struct {
+		partner, day, minute int
+		mine, theirs, att    uint8
 	}
-	log := people[0].phone.log
-	add := func(day int, r rec) { log[day] = append(log[day], r) }
+	setUp := func(ss []sighting) *oracle {
+		people := make([]person, 3)
+		for i := range people {
+			people[i].phone = newPhone(0, 5)
+		}
+		for _, x := range ss {
+			i := iv(x.day, x.minute)
+			people[0].phone.log[x.day] = append(people[0].phone.log[x.day], actors[0].sight(actors[x.partner], i, i, x.mine, x.att))
+			if x.theirs > 0 {
+				p := &people[x.partner].phone
+				p.log[x.day] = append(p.log[x.day], actors[x.partner].sight(actors[0], i, i, x.theirs, 50))
+			}
+		}
+		people[1].phone.upload = upload{done: true, testDay: 2}
+		o := newOracle(pol, clock, people)
+		o.uploaded(1, 1, 3, actors[1].dailyKeys(1, 3), uploadAt)
+		return o
+	}
 	for _, tc := range []struct {
 		name string
-		recs map[int][]rec
+		ss   []sighting
 		want bool
 	}{
 		{"none", nil, false},
-		{"15 close minutes", map[int][]rec{2: {{tuple(10, 50), 1, 10}, {tuple(5, 50), 1, 9}}}, true},
-		{"shorter mirror", map[int][]rec{2: {{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 4}}}, false},
-		{"not mirrored", map[int][]rec{2: {{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 0}}}, false},
-		{"half weight", map[int][]rec{2: {{tuple(10, 70), 1, 10}, {tuple(10, 50), 1, 10}}}, true},
-		{"half weight short", map[int][]rec{2: {{tuple(10, 70), 1, 10}, {tuple(9, 50), 1, 10}}}, false},
-		{"split over days", map[int][]rec{2: {{tuple(10, 50), 1, 10}}, 3: {{tuple(10, 50), 1, 10}}}, false},
-		{"partner not uploaded", map[int][]rec{2: {{tuple(10, 50), 2, 10}, {tuple(10, 50), 2, 10}}}, false},
-		{"before upload window", map[int][]rec{0: {{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 10}}}, false},
-		{"after upload", map[int][]rec{4: {{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 10}}}, false},
+		{"15 close minutes", []sighting{{1, 2, 600, 10, 10, 50}, {1, 2, 610, 5, 9, 50}}, true},
+		{"shorter mirror", []sighting{{1, 2, 600, 10, 10, 50}, {1, 2, 610, 10, 4, 50}}, false},
+		{"not mirrored", []sighting{{1, 2, 600, 10, 10, 50}, {1, 2, 610, 10, 0, 50}}, false},
+		{"half weight", []sighting{{1, 2, 600, 10, 10, 70}, {1, 2, 610, 10, 10, 50}}, true},
+		{"half weight short", []sighting{{1, 2, 600, 10, 10, 70}, {1, 2, 610, 9, 10, 50}}, false},
+		{"split over days", []sighting{{1, 2, 600, 10, 10, 50}, {1, 3, 600, 10, 10, 50}}, false},
+		{"partner not uploaded", []sighting{{2, 2, 600, 10, 10, 50}, {2, 2, 610, 10, 10, 50}}, false},
+		{"before upload window", []sighting{{1, 0, 600, 10, 10, 50}, {1, 0, 610, 10, 10, 50}}, false},
+		{"after upload", []sighting{{1, 4, 600, 10, 10, 50}, {1, 4, 610, 10, 10, 50}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for d := range log {
-				log[d] = nil
-			}
-			for d, rs := range tc.recs {
-				for _, r := range rs {
-					add(d, r)
-				}
-			}
-			got, cause := o.expected(0, 4, checkAt)
-			if got != tc.want || (got && cause != 1) || (!got && cause != -1) {
-				t.Fatalf("expected() = %v, cause %d; want %v", got, cause, tc.want)
+			got, cause := setUp(tc.ss).expected(0, 4, checkAt)
+			if got.Exposed != tc.want || (got.Exposed && cause != 1) || (!got.Exposed && cause != -1) {
+				t.Fatalf("expected() = %v, cause %d; want %v", got.Exposed, cause, tc.want)
 			}
 		})
 	}
-	log[2] = []rec{{tuple(10, 50), 1, 10}, {tuple(10, 50), 1, 10}}
-	if got, _ := o.expected(0, 4, checkAt); !got {
-		t.Fatal("a 20-minute mirrored exposure did not count")
+	o := setUp([]sighting{{1, 2, 600, 10, 10, 50}, {1, 2, 610, 10, 10, 50}})
+	if got, _ := o.expected(0, 4, checkAt); !got.Exposed || len(got.Days) != pol.RetentionDays || got.Days[len(got.Days)-3].Minutes != 20 {
+		t.Fatalf("a 20-minute mirrored exposure on day 2: %+v", got)
 	}
 	// The window at the check's time excludes the days before it: a
 	// check 15 days after day 0 sees days 2 and later; 16 days, 3 and
 	// later.
-	if got, _ := o.expected(0, 4, clock.at(15, 12*60)); !got {
+	if got, _ := o.expected(0, 4, clock.at(15, 12*60)); !got.Exposed {
 		t.Fatal("a day inside the check's window did not count")
 	}
-	if got, _ := o.expected(0, 4, clock.at(16, 0)); got {
+	if got, _ := o.expected(0, 4, clock.at(16, 0)); got.Exposed {
 		t.Fatal("a day before the check's window counted")
 	}
 	// An upload the backend acknowledged after the check does not count,
 	// whatever simulated day it belongs to.
-	if got, _ := o.expected(0, 4, uploadAt.Add(-time.Second)); got {
+	if got, _ := o.expected(0, 4, uploadAt.Add(-time.Second)); got.Exposed {
 		t.Fatal("an upload made after the check counted")
 	}
-	if got, _ := o.expected(0, 4, uploadAt); !got {
+	if got, _ := o.expected(0, 4, uploadAt); !got.Exposed {
 		t.Fatal("an upload acknowledged at the check's time did not count")
 	}
 }
@@ -202,24 +241,38 @@ func TestCheck(t *testing.T) {
 	if err := (&Summary{MissedNotifications: 1}).Check(); !errors.Is(err, ErrNotExact) {
 		t.Fatalf("Check of an inexact run: %v, want ErrNotExact", err)
 	}
+	// An answer wrong in any figure, or a GAEN import counted wrong, is
+	// inexact even when every verdict was right.
+	for _, s := range []Summary{{MismatchedAnswers: 1}, {GAENImportMismatches: 1}} {
+		s.derive(0)
+		if err := s.Check(); !errors.Is(err, ErrNotExact) {
+			t.Fatalf("Check of %+v: %v, want ErrNotExact", s, err)
+		}
+	}
 }
 
 func TestReports(t *testing.T) {
 	s := &Summary{People: 10, Days: 2, ProtocolExact: true, Daily: []Day{{Date: "2026-03-01", Infections: 2}, {Date: "2026-03-02", Tests: 1}},
-		NotificationDelayDays: []int{0, 3}, BytesPerDeviceDay: 100, GAENBytesPerDeviceDay: 50, Definitions: definitions()}
+		NotificationDelayDays: []int{0, 3}, BytesPerDeviceDay: 100, GAENBytesPerDeviceDay: 50, Definitions: definitions(),
+		Notified: 4, NotifiedReciprocal: 3, NotifiedOneSided: 2, GAENOnlyPeople: 2, GAENCases: 1, GAENExports: 1, GAENKeysImported: 6}
 	var tbl, page strings.Builder
 	if err := WriteTable(&tbl, s); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(tbl.String(), "protocol exact") || !strings.Contains(tbl.String(), "100 (GAEN-style: 50)") {
-		t.Fatalf("table lacks exactness or bandwidth:\n%s", tbl.String())
+	for _, want := range []string{"protocol exact", "100 (GAEN-style: 50)", "3 reciprocal, 2 one-sided", "2 with a foreign GAEN app", "1 cases in 1 exports, 6 keys imported"} {
+		if !strings.Contains(tbl.String(), want) {
+			t.Fatalf("table lacks %q:\n%s", want, tbl.String())
+		}
 	}
 	if err := WriteHTML(&page, s); err != nil {
 		t.Fatal(err)
 	}
 	h := page.String()
-	if strings.Count(h, "<svg") != 3 || strings.Count(h, "<svg") != strings.Count(h, "</svg>") || !strings.HasSuffix(h, "</html>\n") {
-		t.Fatalf("report page does not hold three complete charts")
+	if strings.Count(h, "<svg") != 4 || strings.Count(h, "<svg") != strings.Count(h, "</svg>") || !strings.HasSuffix(h, "</html>\n") {
+		t.Fatalf("report page does not hold four complete charts")
+	}
+	if !strings.Contains(h, "Notified devices by rule") || !strings.Contains(h, "<title>one-sided: 2</title>") {
+		t.Fatalf("report page does not chart the notified devices by rule")
 	}
 	if strings.Contains(tbl.String(), "nonce") {
 		t.Fatalf("table of an in-process run speaks of a nonce:\n%s", tbl.String())
@@ -231,10 +284,10 @@ func TestReports(t *testing.T) {
 	if !strings.Contains(tbl.String(), "run nonce 00112233 (counts not reproducible)") || strings.Contains(tbl.String(), "loopback") {
 		t.Fatalf("table of a live run does not say so:\n%s", tbl.String())
 	}
-	s.ProtocolExact, s.FalseNotifications = false, 2
+	s.ProtocolExact, s.FalseNotifications, s.MismatchedAnswers = false, 2, 3
 	page.Reset()
 	WriteHTML(&page, s)
-	if !strings.Contains(page.String(), "PROTOCOL MISMATCH") {
+	if !strings.Contains(page.String(), "PROTOCOL MISMATCH: 0 missed and 2 false answers, 3 answers differing") {
 		t.Fatal("report of an inexact run does not say so")
 	}
 }
@@ -247,10 +300,12 @@ func TestReports(t *testing.T) {
 // backend.)
 func TestLive(t *testing.T) {
 	t.Parallel()
-	b := startBackend(t, nil)
+	pol := policy.Default()
+	cfg := Config{People: 150, Days: 10, Seed: 8, GPS: true, GAENShare: 0.3}
+	gaenKey(t, &cfg, &pol)
+	b := startBackend(t, nil, pol)
 	// Seed 8 uploads and notifies, over Bluetooth and GPS, whatever the
 	// weekday of the start, which a live run takes from the calendar.
-	cfg := Config{People: 150, Days: 10, Seed: 8, GPS: true}
 	configure(&cfg, b)
 	ctx := context.Background()
 	yesterday := func() string { return time.Now().UTC().AddDate(0, 0, -1).Format(api.DateLayout) }
@@ -262,8 +317,9 @@ func TestLive(t *testing.T) {
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
-	if s.Uploads == 0 || s.Notified == 0 || s.Notified != s.ShouldBeNotified {
-		t.Fatalf("uploads %d, notified %d, should be notified %d: the live run did not exercise matching", s.Uploads, s.Notified, s.ShouldBeNotified)
+	if s.Uploads == 0 || s.Notified == 0 || s.Notified != s.ShouldBeNotified || s.GAENKeysImported == 0 {
+		t.Fatalf("uploads %d, notified %d, should be notified %d, GAEN keys imported %d: the live run did not exercise matching",
+			s.Uploads, s.Notified, s.ShouldBeNotified, s.GAENKeysImported)
 	}
 	if g := s.GPSSummary; g.GPSUploads == 0 || g.GPSNotified == 0 || g.GPSNotified != g.GPSShouldBeNotified {
 		t.Fatalf("GPS: %d uploads, notified %d, should be notified %d: the live run did not exercise matching", g.GPSUploads, g.GPSNotified, g.GPSShouldBeNotified)

@@ -21,7 +21,7 @@ func WriteTable(w io.Writer, s *Summary) error {
 		exact = "NO: THE BACKEND'S ANSWERS DIFFER FROM THE PROTOCOL'S"
 	}
 	rows := [][2]string{
-		{"population", fmt.Sprintf("%d people, %d with the app, %d days, seed %d", s.People, s.AppUsers, s.Days, s.Seed)},
+		{"population", fmt.Sprintf("%d people, %d with the app, %d with a foreign GAEN app, %d days, seed %d", s.People, s.AppUsers, s.GAENOnlyPeople, s.Days, s.Seed)},
 	}
 	if s.Live {
 		rows = append(rows, [2]string{"backend", fmt.Sprintf("running, real clock; days end yesterday; run nonce %s (counts not reproducible)", s.Nonce)})
@@ -30,13 +30,15 @@ func WriteTable(w io.Writer, s *Summary) error {
 		{"infections", fmt.Sprint(s.Infections)},
 		{"tests (positive)", fmt.Sprintf("%d (%d)", s.Tests, s.PositiveTests)},
 		{"uploads", fmt.Sprint(s.Uploads)},
+		{"GAEN exports", fmt.Sprintf("%d cases in %d exports, %d keys imported", s.GAENCases, s.GAENExports, s.GAENKeysImported)},
 		{"exposure checks", fmt.Sprint(s.Checks)},
 		{"", ""},
 		{"protocol exact", exact},
 		{"notified devices", fmt.Sprintf("%d (protocol says %d)", s.Notified, s.ShouldBeNotified)},
-		{"missed / false answers", fmt.Sprintf("%d / %d", s.MissedNotifications, s.FalseNotifications)},
+		{"notified by rule", fmt.Sprintf("%d reciprocal, %d one-sided", s.NotifiedReciprocal, s.NotifiedOneSided)},
+		{"missed / false answers", fmt.Sprintf("%d / %d (%d answers differ in any figure)", s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers)},
 		{"", ""},
-		{"true close contacts", fmt.Sprintf("%d of uploading cases (%d with the app)", s.TrueContacts, s.TrueContactsWithApp)},
+		{"true close contacts", fmt.Sprintf("%d of cases who shared their keys (%d with the app)", s.TrueContacts, s.TrueContactsWithApp)},
 		{"epi recall", fmt.Sprintf("%.1f%% of all, %.1f%% of app users", 100*s.EpiRecall, 100*s.EpiRecallAppUsers)},
 		{"epi precision", fmt.Sprintf("%.1f%%", 100*s.EpiPrecision)},
 		{"test to notification", fmt.Sprintf("median %.0f days", s.MedianDelayDays)},
@@ -77,9 +79,10 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 .note{color:#555;font-size:13px}</style></head><body>
 <h1>conftrace demo</h1>`)
 	if s.ProtocolExact {
-		b.WriteString(`<p class="ok">Protocol exact: every exposure answer was what the protocol requires (0 missed, 0 false).</p>`)
+		b.WriteString(`<p class="ok">Protocol exact: every exposure answer was what the protocol requires, in every figure of every day (0 missed, 0 false), and every GAEN import took the keys it should.</p>`)
 	} else {
-		fmt.Fprintf(&b, `<p class="bad">PROTOCOL MISMATCH: %d missed and %d false answers.</p>`, s.MissedNotifications, s.FalseNotifications)
+		fmt.Fprintf(&b, `<p class="bad">PROTOCOL MISMATCH: %d missed and %d false answers, %d answers differing in any figure, %d GAEN imports counted wrong.</p>`,
+			s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers, s.GAENImportMismatches)
 	}
 	if g := s.GPSSummary; g != nil {
 		if g.GPSProtocolExact {
@@ -108,6 +111,9 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 	}
 	b.WriteString("<h2>Per day</h2>")
 	lineChart(&b, s.Daily, series)
+	b.WriteString("<h2>Notified devices by rule</h2>")
+	barChart(&b, []string{"reciprocal", "one-sided"}, []float64{float64(s.NotifiedReciprocal), float64(s.NotifiedOneSided)}, "#9467bd")
+	b.WriteString(`<p class="note">Devices told "exposed" on a day on which a sighting matched by the rule: reciprocally (an uploading case's phone recorded this one in the same encounter) or one-sided (this phone heard an identifier of an imported GAEN key, or of an uploaded key if the policy allows). A device can count under both.</p>`)
 	b.WriteString("<h2>Test to notification</h2>")
 	labels := make([]string, len(s.NotificationDelayDays))
 	for i := range labels {

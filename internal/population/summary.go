@@ -41,12 +41,32 @@ type Summary struct {
 	// ShouldBeNotified those the protocol says it must tell at least once.
 	Notified         int `json:"notified"`
 	ShouldBeNotified int `json:"should_be_notified"`
+	// NotifiedReciprocal and NotifiedOneSided count the notified devices
+	// told "exposed" at least once on a day on which a sighting matched by
+	// that rule; a device can count under both.
+	NotifiedReciprocal int `json:"notified_reciprocal"`
+	NotifiedOneSided   int `json:"notified_one_sided"`
 	// MissedNotifications and FalseNotifications count exposure checks
 	// whose answer was "not exposed" though the protocol requires
-	// "exposed", and the reverse.
-	MissedNotifications int  `json:"missed_notifications"`
-	FalseNotifications  int  `json:"false_notifications"`
-	ProtocolExact       bool `json:"protocol_exact"`
+	// "exposed", and the reverse; MismatchedAnswers the checks whose answer
+	// differed from the protocol's in any figure of any day (minutes,
+	// weighted minutes, minimum attenuation, rules, exposed).
+	MissedNotifications int `json:"missed_notifications"`
+	FalseNotifications  int `json:"false_notifications"`
+	MismatchedAnswers   int `json:"mismatched_answers"`
+	// GAENImportMismatches counts GAEN imports whose count of imported
+	// and skipped keys differed from the protocol's.
+	GAENImportMismatches int  `json:"gaen_import_mismatches"`
+	ProtocolExact        bool `json:"protocol_exact"`
+
+	// GAENOnlyPeople counts the people running a foreign GAEN app;
+	// GAENCases those of them whose keys reached the backend, in
+	// GAENExports exports (one a day at most), of which the backend
+	// imported GAENKeysImported keys.
+	GAENOnlyPeople   int `json:"gaen_only_people"`
+	GAENCases        int `json:"gaen_cases"`
+	GAENExports      int `json:"gaen_exports"`
+	GAENKeysImported int `json:"gaen_keys_imported"`
 
 	// TrueContacts counts distinct people with at least 15 minutes within
 	// 2 m of an uploading case during its infectious period (whether or not
@@ -63,6 +83,10 @@ type Summary struct {
 	NotificationDelayDays []int   `json:"notification_delay_days"`
 	MedianDelayDays       float64 `json:"median_notification_delay_days"`
 
+	// BytesPerDeviceDay is what an app user's phone sent and received a
+	// day; GAENKeysPublished the daily keys that reached the backend
+	// (uploads and GAEN exports), which every phone of a GAEN-style design
+	// downloads: GAENBytesPerDeviceDay.
 	BytesPerDeviceDay     float64 `json:"bytes_per_device_day"`
 	GAENKeysPublished     int     `json:"gaen_keys_published"`
 	GAENBytesPerDeviceDay float64 `json:"gaen_bytes_per_device_day"`
@@ -132,7 +156,8 @@ func quantileMs(sorted []time.Duration, q float64) float64 {
 // exact, for GPS too when the run had GPS.
 func (s *Summary) Check() error {
 	if !s.ProtocolExact {
-		return fmt.Errorf("%w: %d missed and %d false notifications", ErrNotExact, s.MissedNotifications, s.FalseNotifications)
+		return fmt.Errorf("%w: %d missed and %d false notifications, %d answers differing in any figure, %d GAEN imports counted wrong",
+			ErrNotExact, s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers, s.GAENImportMismatches)
 	}
 	if g := s.GPSSummary; g != nil && !g.GPSProtocolExact {
 		return fmt.Errorf("%w: GPS: %d missed and %d false notifications, %d answers with other episodes", ErrNotExact, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)
@@ -153,7 +178,7 @@ func (s *Summary) addDelay(delay int) {
 // epidemiological ratios, the median delay and the bandwidth, given the
 // bytes all devices sent and received.
 func (s *Summary) derive(deviceBytes int64) {
-	s.ProtocolExact = s.MissedNotifications == 0 && s.FalseNotifications == 0
+	s.ProtocolExact = s.MissedNotifications == 0 && s.FalseNotifications == 0 && s.MismatchedAnswers == 0 && s.GAENImportMismatches == 0
 	s.EpiRecall = ratio(s.NotifiedTrueContacts, s.TrueContacts)
 	s.EpiRecallAppUsers = ratio(s.NotifiedTrueContacts, s.TrueContactsWithApp)
 	s.EpiPrecision = ratio(s.NotifiedTrueContacts, s.Notified)
@@ -179,24 +204,31 @@ func summaryDefinitions(withGPS, live bool) map[string]string {
 // definitions returns the definitions of the Bluetooth figures.
 func definitions() map[string]string {
 	return map[string]string{
-		"protocol_exact":            "every exposure check answered exactly as the protocol requires: the device's tuples of the retention window whose mirror an uploading case logged and uploaded, scored per UTC day with the attested risk policy (minimum of both durations, the checking device's attenuation)",
+		"protocol_exact":            "every exposure check answered exactly as the protocol requires, in every figure of every day (minutes, weighted minutes, minimum attenuation, reciprocal and one-sided flags, exposed), and every GAEN import took the keys the protocol says: the oracle recomputes each answer from the simulator's own record of what each phone heard and broadcast, against the uploads and imports the backend acknowledged by then, scored per UTC day with the attested policy",
 		"missed_notifications":      "exposure checks answered 'not exposed' that the protocol says must be 'exposed'",
 		"false_notifications":       "exposure checks answered 'exposed' that the protocol says must be 'not exposed'",
+		"mismatched_answers":        "exposure checks whose answer differs from the protocol's in any figure of any day (missed and false notifications included)",
 		"notified":                  "devices told 'exposed' at least once",
-		"true_contacts":             "distinct people with at least 15 minutes within 2 m of an uploading case during its infectious period (true proximity, before Bluetooth loss; app or not)",
+		"notified_reciprocal":       "notified devices told 'exposed' on a day on which a sighting matched reciprocally: an uploading case's phone recorded this phone in the same encounter (shorter duration of the two, this phone's attenuation)",
+		"notified_one_sided":        "notified devices told 'exposed' on a day on which a sighting matched one-sided: this phone heard an identifier of an imported GAEN key, or of an uploaded key when the policy lists one_sided (this phone's duration and attenuation)",
+		"gaen_only_people":          "people who run a foreign GAEN app instead of this one (gaen share of those without the app): app phones record them, they never check",
+		"gaen_cases":                "GAEN-only people who tested positive and consented, whose keys of the infectious window (two days before symptom onset, or the test, to the result) reached the backend in a signed GAEN export",
+		"gaen_exports":              "signed GAEN key exports the simulator, as the GAEN-only people's key server, imported into the backend (one a day with new cases)",
+		"gaen_keys_imported":        "daily keys the backend imported from those exports (it skips keys outside its retention window)",
+		"true_contacts":             "distinct people with at least 15 minutes within 2 m of a case whose keys reached the backend (upload or GAEN export) during its infectious period (true proximity, before Bluetooth loss; app or not)",
 		"epi_recall":                "notified true contacts / true contacts (limited by app adoption and Bluetooth loss)",
 		"epi_recall_app_users":      "notified true contacts / true contacts running the app",
 		"epi_precision":             "notified devices that are true contacts / notified devices",
 		"notification_delay_days":   "histogram: days from the test of the (earliest-tested) case that exposed a device to its first notification",
-		"bytes_per_device_day":      "Oblivious HTTP request and response bodies a device sent and received (result polls, uploads, exposure checks), per app user and simulated day; the one-time attestation bundle fetch is not counted",
-		"gaen_bytes_per_device_day": "GAEN-style baseline: every daily key an uploading case publishes (one per day of its window) is downloaded once by every device, 28 bytes each, per simulated day",
+		"bytes_per_device_day":      "Oblivious HTTP request and response bodies a device sent and received (result polls, uploads and exposure checks, each carrying the device's daily keys and sightings of the window), per app user and simulated day; the one-time attestation bundle fetch and the GAEN imports (not a device's) are not counted",
+		"gaen_bytes_per_device_day": "GAEN-style baseline: every daily key that reaches the backend (one per day of an uploading case's window, and every key of the GAEN exports) is downloaded once by every device, 28 bytes each, per simulated day",
 	}
 }
 
 // liveDefinitions explain the figures of a run against a live backend.
 func liveDefinitions() map[string]string {
 	return map[string]string{
-		"live_backend": "the run drove a running backend that keeps real time: the simulated days end yesterday inside its retention window, every request happened at real time while tuples, test dates and GPS fixes carry the simulated past, and each check's truth uses the window at the real time of that check; the counts are not reproducible across runs (the dates, so the weekdays, follow the calendar, and the GPS city moves with run_nonce)",
+		"live_backend": "the run drove a running backend that keeps real time: the simulated days end yesterday inside its retention window, every request happened at real time while sightings, test dates and GPS fixes carry the simulated past, and each check's truth uses the window at the real time of that check; the counts are not reproducible across runs (the dates, so the weekdays, follow the calendar, and the GPS city moves with run_nonce)",
 		"run_nonce":    "random per run and mixed with the seed into every identifier the backend sees (daily keys, test secrets, the GPS city's location), so that a run never matches, nor replays, what earlier runs left on the same backend",
 	}
 }

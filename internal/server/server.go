@@ -13,6 +13,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,7 @@ type Backend interface {
 	CheckTrace(ctx context.Context, r api.TraceCheckRequest) (api.TraceCheckResponse, error)
 	// TraceResponseBound bounds the encoded size of any trace check answer.
 	TraceResponseBound() int
+	ImportGAEN(ctx context.Context, r api.ImportRequest) (api.ImportResponse, error)
 }
 
 // Config wires a Server.
@@ -93,11 +95,12 @@ func New(cfg Config) (*Server, error) {
 	s.inner = map[string]innerHandler{
 		api.PathSubmitResult:  handle(b.SubmitResult),
 		api.PathPollResult:    handle(b.PollResult),
-		api.PathUpload:        handle(b.Upload),
-		api.PathCheckExposure: handle(b.CheckExposure),
+		api.PathUpload:        handleBinary(b.Upload),
+		api.PathCheckExposure: handleBinary(b.CheckExposure),
 		api.PathSubmitTrace:   handle(b.SubmitTrace),
 		api.PathCheckTrace:    handle(b.CheckTrace),
-		api.PathDecoy: handle(func(context.Context, api.DecoyRequest) (api.DecoyResponse, error) {
+		api.PathImportGAEN:    handleBinary(b.ImportGAEN),
+		api.PathDecoy: handleBinary(func(context.Context, api.DecoyRequest) (api.DecoyResponse, error) {
 			return api.DecoyResponse{}, nil
 		}),
 	}
@@ -250,6 +253,21 @@ func handle[Req, Resp any](f func(context.Context, Req) (Resp, error)) innerHand
 		}
 		if dec.More() {
 			return nil, api.Errorf(api.CodeMalformed, "request body: trailing data")
+		}
+		return f(ctx, req)
+	}
+}
+
+// handleBinary adapts a typed backend method to an inner handler whose
+// request body is binary (uploads and exposure checks carry a report).
+func handleBinary[Req any, PReq interface {
+	*Req
+	encoding.BinaryUnmarshaler
+}, Resp any](f func(context.Context, Req) (Resp, error)) innerHandler {
+	return func(ctx context.Context, body []byte) (any, error) {
+		var req Req
+		if err := PReq(&req).UnmarshalBinary(body); err != nil {
+			return nil, api.Errorf(api.CodeMalformed, "request body: %v", err)
 		}
 		return f(ctx, req)
 	}

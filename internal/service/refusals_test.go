@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -79,48 +83,181 @@ func TestResultRefusals(t *testing.T) {
 	}
 }
 
+// covered returns a report of ss with a fresh daily key for every day
+// they fall in.
+func covered(ss ...contactlog.Sighting) contactlog.Report {
+	r := contactlog.Report{Sightings: ss}
+	days := map[enid.Interval]bool{}
+	for _, s := range ss {
+		if start := s.Interval.RollingStart(); !days[start] {
+			days[start] = true
+			r.Keys = append(r.Keys, contactlog.DailyKey{TEK: enid.NewTEK(), Start: start, Period: enid.RollingPeriod})
+		}
+	}
+	return r
+}
+
 func TestUploadRefusals(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
 	c := w.client()
 	d := w.device("d")
-	tuple := func(at time.Time, minutes uint16) contactlog.Tuple {
-		return contactlog.Tuple{Own: enid.RPI{1}, Heard: enid.RPI{2}, Interval: enid.IntervalOf(at), Duration: minutes, Attenuation: 50}
+	sighting := func(at time.Time, minutes uint8) contactlog.Sighting {
+		return contactlog.Sighting{Heard: enid.RPI{2}, Interval: enid.IntervalOf(at), Minutes: minutes, Attenuation: 50}
+	}
+	dayKey := func(at time.Time) contactlog.DailyKey {
+		return contactlog.DailyKey{TEK: enid.NewTEK(), Start: enid.IntervalOf(at).RollingStart(), Period: enid.RollingPeriod}
 	}
 	auth := w.positive(c, d)
+	now := enid.IntervalOf(w.now)
+	tooMany := make([]contactlog.Sighting, w.pol.Limits.MaxUploadSightings+1)
+	for i := range tooMany {
+		tooMany[i] = sighting(w.now, 1)
+	}
+	manyKeys := make([]contactlog.DailyKey, w.pol.MaxKeys()+1)
+	for i := range manyKeys {
+		manyKeys[i] = contactlog.DailyKey{TEK: enid.NewTEK(), Start: now - enid.Interval(len(manyKeys)-i), Period: 1}
+	}
+	stale := w.now.Add(-15 * 24 * time.Hour)
 	for _, tc := range []struct {
-		name   string
-		tuples []contactlog.Tuple
-		code   string
+		name string
+		r    contactlog.Report
+		code string
 	}{
-		{"empty", nil, api.CodeMalformed},
-		{"in the future", []contactlog.Tuple{tuple(w.now, 5), tuple(w.now.Add(time.Hour), 5)}, api.CodeOutOfWindow},
-		{"older than the window", []contactlog.Tuple{tuple(w.now.Add(-15*24*time.Hour), 5)}, api.CodeOutOfWindow},
-		{"zero minutes", []contactlog.Tuple{tuple(w.now, 0)}, api.CodeMalformed},
-		{"longer than an interval allows", []contactlog.Tuple{tuple(w.now, 11)}, api.CodeMalformed},
-		{"too many", make([]contactlog.Tuple, w.pol.Limits.MaxUploadTuples+1), api.CodeTooLarge},
+		// An upload's own identifiers come from its keys: with none, it
+		// proves nothing.
+		{"empty, no daily key", contactlog.Report{}, api.CodeMalformed},
+		{"a sighting in the future", covered(sighting(w.now, 5), sighting(w.now.Add(time.Hour), 5)), api.CodeOutOfWindow},
+		{"a key of the day after tomorrow", contactlog.Report{Keys: []contactlog.DailyKey{dayKey(w.now), dayKey(w.now.Add(48 * time.Hour))}}, api.CodeOutOfWindow},
+		{"a sighting older than the window", covered(sighting(stale, 5)), api.CodeOutOfWindow},
+		{"a key older than the window", contactlog.Report{Keys: []contactlog.DailyKey{dayKey(stale), dayKey(w.now)}, Sightings: []contactlog.Sighting{sighting(w.now, 5)}}, api.CodeOutOfWindow},
+		{"longer than the policy allows", covered(sighting(w.now, uint8(w.pol.Limits.MaxSightingMinutes+1))), api.CodeMalformed},
+		{"too many sightings", covered(tooMany...), api.CodeTooLarge},
+		{"too many keys", contactlog.Report{Keys: manyKeys}, api.CodeTooLarge},
 	} {
-		for i := range tc.tuples {
-			if tc.tuples[i].Duration == 0 && tc.name == "too many" {
-				tc.tuples[i] = tuple(w.now, 1)
-			}
-		}
-		if _, err := c.Upload(ctx, auth, tc.tuples); !isCode(err, tc.code) {
+		if _, err := c.Upload(ctx, auth, tc.r); !isCode(err, tc.code) {
 			t.Errorf("%s: err = %v, want %s", tc.name, err, tc.code)
 		}
 	}
 	// The refused uploads did not use up the authorization...
-	if n, err := c.Upload(ctx, auth, []contactlog.Tuple{tuple(w.now, 5)}); err != nil || n != 1 {
-		t.Fatalf("valid upload after refusals: %d, %v", n, err)
+	if up, err := c.Upload(ctx, auth, covered(sighting(w.now, 5))); err != nil || up != (api.UploadResponse{Sightings: 1, Keys: 1}) {
+		t.Fatalf("valid upload after refusals: %+v, %v", up, err)
 	}
 
 	// ...but time does: an authorization expires.
 	e := w.device("e")
 	auth2 := w.positive(c, e)
 	w.now = w.now.Add(w.pol.UploadAuthorizationTTL() + time.Minute)
-	if _, err := c.Upload(ctx, auth2, []contactlog.Tuple{tuple(w.now, 5)}); !isCode(err, api.CodeExpired) {
+	if _, err := c.Upload(ctx, auth2, covered(sighting(w.now, 5))); !isCode(err, api.CodeExpired) {
 		t.Fatalf("expired authorization: %v", err)
 	}
+}
+
+// postInner sends one inner request through the gateway, as a client of
+// its own could, and returns the decrypted answer.
+func postInner(t *testing.T, w *world, inner []byte) *bhttp.Response {
+	t.Helper()
+	cfgs, err := ohttp.ParseKeyConfigs(w.b.Service.Bundle.KeyConfigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ohttp.SelectKeyConfig(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, rc, err := ohttp.EncapsulateRequest(cfg, inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(w.b.URL+api.PathGateway, ohttp.MediaTypeRequest, bytes.NewReader(enc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	plain, err := rc.DecapsulateResponse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := bhttp.ParseResponse(plain, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// The backend refuses, as malformed, the reports that the SDK never sends
+// (another implementation might): it cannot take on trust what it cannot
+// derive. The refusal does not use up the authorization.
+func TestMalformedReportRefused(t *testing.T) {
+	w := newWorld(t)
+	c := w.client()
+	auth := w.positive(c, w.device("d"))
+	now := enid.IntervalOf(w.now)
+	key := contactlog.DailyKey{TEK: enid.NewTEK(), Start: now.RollingStart(), Period: enid.RollingPeriod}
+	good := contactlog.Report{Keys: []contactlog.DailyKey{key}, Sightings: []contactlog.Sighting{{Heard: enid.RPI{3}, Interval: now, Minutes: 5, Attenuation: 50}}}
+	goodWire, err := good.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The encoding is documented; these edit it where Report would refuse.
+	edit := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(goodWire)) }
+	sightingAt := 2 + contactlog.DailyKeySize + 4
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"a sighting of no minutes", edit(func(b []byte) []byte { b[sightingAt+20] = 0; return b })},
+		{"a sighting no key covers", edit(func(b []byte) []byte {
+			binary.BigEndian.PutUint32(b[sightingAt+16:], uint32(key.Start-1))
+			return b
+		})},
+		{"a key of no intervals", edit(func(b []byte) []byte { b[2+20] = 0; return b })},
+		{"overlapping keys", func() []byte {
+			b := []byte{contactlog.ReportVersion, 2}
+			for range 2 {
+				b = append(b, goodWire[2:2+contactlog.DailyKeySize]...)
+			}
+			return append(b, goodWire[2+contactlog.DailyKeySize:]...)
+		}()},
+		{"the unreleased version 1", edit(func(b []byte) []byte { b[0] = 1; return b })},
+		{"truncated", goodWire[:len(goodWire)-1]},
+		{"trailing bytes", append(bytes.Clone(goodWire), 0)},
+		{"empty", nil},
+		{"JSON", []byte(`{"report":"` + base64.StdEncoding.EncodeToString(goodWire) + `"}`)},
+	} {
+		for _, path := range []string{api.PathUpload, api.PathCheckExposure} {
+			body := tc.body
+			if path == api.PathUpload {
+				body = append(bytes.Clone(auth), body...)
+			}
+			r := postInner(t, w, mustBinaryBHTTP(t, path, body))
+			var ae api.Error
+			if err := json.Unmarshal(r.Content, &ae); err != nil || r.Status != http.StatusBadRequest || ae.Code != api.CodeMalformed {
+				t.Errorf("%s to %s: status %d, %s; want %d %s", tc.name, path, r.Status, r.Content, http.StatusBadRequest, api.CodeMalformed)
+			}
+		}
+	}
+	// An upload too short to hold an authorization is malformed too.
+	if r := postInner(t, w, mustBinaryBHTTP(t, api.PathUpload, auth[:api.AuthorizationSize-1])); r.Status != http.StatusBadRequest {
+		t.Errorf("an upload of %d bytes: status %d, %s; want %d", api.AuthorizationSize-1, r.Status, r.Content, http.StatusBadRequest)
+	}
+	// The hand-built form of the valid report is accepted, once.
+	var up api.UploadResponse
+	r := postInner(t, w, mustBinaryBHTTP(t, api.PathUpload, append(bytes.Clone(auth), goodWire...)))
+	if err := json.Unmarshal(r.Content, &up); err != nil || r.Status != http.StatusOK || up != (api.UploadResponse{Sightings: 1, Keys: 1}) {
+		t.Fatalf("the valid report after the refusals: status %d, %s", r.Status, r.Content)
+	}
+}
+
+func mustBinaryBHTTP(t *testing.T, path string, body []byte) []byte {
+	t.Helper()
+	b, err := (&bhttp.Request{Method: "POST", Scheme: "https", Authority: api.InnerAuthority, Path: path,
+		Header: []bhttp.Field{{Name: "content-type", Value: api.MediaTypeReport}}, Content: body}).MarshalPadded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestGatewayRefusals(t *testing.T) {
@@ -174,8 +311,6 @@ const maxEncapsulatedForTest = bhttp.MaxSize + 4096
 
 func TestMalformedInnerRequest(t *testing.T) {
 	w := newWorld(t)
-	cfgs, _ := ohttp.ParseKeyConfigs(w.b.Service.Bundle.KeyConfigs)
-	cfg, _ := ohttp.SelectKeyConfig(cfgs)
 	for _, tc := range []struct {
 		name   string
 		inner  []byte
@@ -187,25 +322,7 @@ func TestMalformedInnerRequest(t *testing.T) {
 		{"unknown JSON field", mustBHTTP(t, "POST", api.PathPollResult, `{"secret":"","admin":true}`), http.StatusBadRequest},
 		{"not JSON", mustBHTTP(t, "POST", api.PathPollResult, `secret=1`), http.StatusBadRequest},
 	} {
-		enc, rc, err := ohttp.EncapsulateRequest(cfg, tc.inner)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.Post(w.b.URL+api.PathGateway, ohttp.MediaTypeRequest, bytes.NewReader(enc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		plain, err := rc.DecapsulateResponse(body)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		r, err := bhttp.ParseResponse(plain, 0)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if r.Status != tc.status {
+		if r := postInner(t, w, tc.inner); r.Status != tc.status {
 			t.Errorf("%s: inner status %d (%s), want %d", tc.name, r.Status, r.Content, tc.status)
 		}
 	}
@@ -308,6 +425,9 @@ func TestRetentionDeletesTheDay(t *testing.T) {
 	if _, err := c.Upload(ctx, w.positive(c, x), w.window(x)); err != nil {
 		t.Fatal(err)
 	}
+	if e, err := c.CheckExposure(ctx, w.window(a)); err != nil || !e.Exposed {
+		t.Fatalf("before retention: %+v, %v; want exposed", e, err)
+	}
 	countDay := func(day int64) (n int) {
 		db, err := sql.Open("sqlite", w.dbPath())
 		if err != nil {
@@ -331,14 +451,18 @@ func TestRetentionDeletesTheDay(t *testing.T) {
 	if n := countDay(day); n != 0 {
 		t.Fatalf("%d records of the expired day remain", n)
 	}
-	// A's tuples of that day are now outside the window; those within it
-	// never met an upload.
-	tuples := a.Log().Tuples(0, enid.IntervalOf(w.now)+1)
-	if e, err := c.CheckExposure(ctx, tuples); err != nil || e.Exposed {
+	// A's sightings of that day, and its key, are now outside the window:
+	// a check that still sends them is answered, not refused, and they
+	// match nothing.
+	everything := contactlog.Report{Keys: a.Keys(0, math.MaxUint32), Sightings: a.Log().Sightings(0, math.MaxUint32)}
+	if len(everything.Keys) == 0 || len(everything.Sightings) == 0 {
+		t.Fatal("A forgot the encounter")
+	}
+	if e, err := c.CheckExposure(ctx, everything); err != nil || e.Exposed {
 		t.Fatalf("after retention: %+v, %v", e, err)
 	}
 	w.restart()
-	if e, err := w.client().CheckExposure(ctx, tuples); err != nil || e.Exposed {
+	if e, err := w.client().CheckExposure(ctx, everything); err != nil || e.Exposed {
 		t.Fatalf("after retention and a restart: %+v, %v", e, err)
 	}
 }

@@ -3,6 +3,7 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -36,15 +37,19 @@ type world struct {
 	b     *localbackend.Backend
 	sizes *sizeRecorder
 	now   time.Time
+	// policy, if set, replaces the default policy (with the lab added).
+	policy *policy.Policy
 }
 
-func newWorld(t testing.TB) *world {
+func newWorld(t testing.TB) *world { return newWorldWithPolicy(t, nil) }
+
+func newWorldWithPolicy(t testing.TB, p *policy.Policy) *world {
 	t.Helper()
 	lab, err := authority.GenerateKey("lab-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, dir: t.TempDir(), lab: lab, sizes: &sizeRecorder{}, now: time.Now()}
+	w := &world{t: t, dir: t.TempDir(), lab: lab, sizes: &sizeRecorder{}, now: time.Now(), policy: p}
 	w.start()
 	t.Cleanup(w.stop)
 	return w
@@ -61,6 +66,7 @@ func (w *world) startWithLogger(log *slog.Logger) {
 		Authority: w.lab,
 		Logger:    log,
 		Now:       func() time.Time { return w.now },
+		Policy:    w.policy,
 	})
 	if err != nil {
 		w.t.Fatal(err)
@@ -108,14 +114,17 @@ func (w *world) device(name string) *device.Device {
 	return d
 }
 
-func (w *world) window(d *device.Device) []contactlog.Tuple {
-	return d.Log().Tuples(enid.IntervalOf(w.now.Add(-14*24*time.Hour)), enid.IntervalOf(w.now)+1)
+// window returns what d sends in an upload or an exposure check: its
+// daily keys and sightings of the policy's window.
+func (w *world) window(d *device.Device) contactlog.Report {
+	return d.Report(w.pol, w.now)
 }
 
-// sizeRecorder records the length of every gateway response.
+// sizeRecorder records the length of every gateway request and response.
 type sizeRecorder struct {
-	mu    sync.Mutex
-	sizes []int
+	mu        sync.Mutex
+	sizes     []int
+	requested []int
 }
 
 func (s *sizeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -130,15 +139,24 @@ func (s *sizeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	s.mu.Lock()
 	s.sizes = append(s.sizes, len(body))
+	s.requested = append(s.requested, int(r.ContentLength))
 	s.mu.Unlock()
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp, nil
 }
 
+// last returns the length of the latest gateway response.
 func (s *sizeRecorder) last() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sizes[len(s.sizes)-1]
+}
+
+// lastRequest returns the length of the latest gateway request.
+func (s *sizeRecorder) lastRequest() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requested[len(s.requested)-1]
 }
 
 // positive registers a test on d, has the lab declare it positive and
@@ -210,9 +228,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal("a second poll before upload must return the same authorization")
 	}
 	uploaded := w.window(cc)
-	n, err := c.Upload(ctx, pr.UploadAuthorization, uploaded)
-	if err != nil || n != 2 {
-		t.Fatalf("upload: %d, %v (want 2 tuples)", n, err)
+	up, err := c.Upload(ctx, pr.UploadAuthorization, uploaded)
+	if want := (api.UploadResponse{Sightings: 2, Keys: 1}); err != nil || up != want {
+		t.Fatalf("upload: %+v, %v; want %+v (20 minutes of one day)", up, err, want)
 	}
 	if _, err := c.Upload(ctx, pr.UploadAuthorization, uploaded); !errors.Is(err, &api.Error{Code: api.CodeAlreadyUsed}) {
 		t.Fatalf("reused authorization: %v", err)
@@ -229,6 +247,9 @@ func TestEndToEnd(t *testing.T) {
 	var minutes int
 	for _, d := range ea.Days {
 		minutes += d.Minutes
+		if d.Minutes > 0 && (!d.Reciprocal || d.OneSided || d.MinAttenuation != 50) {
+			t.Errorf("A on %s: %+v; want a reciprocal match at A's 50 dB", d.Date, d)
+		}
 	}
 	if minutes != 20 || len(ea.Days) != w.pol.RetentionDays {
 		t.Fatalf("A: %d exposure minutes over %d days, want 20 over %d", minutes, len(ea.Days), w.pol.RetentionDays)
@@ -253,21 +274,158 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("A after restart: %+v, %v", ea, err)
 	}
 
-	// The uploaded identifiers appear nowhere the backend writes.
+	// The uploaded identifiers, heard and derived, and the daily keys they
+	// derive from appear nowhere the backend writes; nor does anything of
+	// the checks, which are never stored.
+	type secret struct {
+		what  string
+		bytes []byte
+	}
+	var secrets []secret
+	for name, d := range map[string]*device.Device{"C's upload": cc, "A's check": a, "B's check": b} {
+		r := w.window(d)
+		if len(r.Keys) == 0 || len(r.Sightings) == 0 {
+			t.Fatalf("%s: %d keys and %d sightings, want some of each", name, len(r.Keys), len(r.Sightings))
+		}
+		for _, k := range r.Keys {
+			secrets = append(secrets, secret{name + ": a daily key", k.TEK[:]})
+		}
+		for _, s := range r.Sightings {
+			own, err := d.RPI(s.Interval)
+			if err != nil {
+				t.Fatal(err)
+			}
+			secrets = append(secrets, secret{name + ": a heard RPI", s.Heard[:]}, secret{name + ": an own RPI", own[:]})
+		}
+	}
 	err = filepath.WalkDir(w.dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
 		data, _ := os.ReadFile(p)
-		for _, tu := range uploaded {
-			if bytes.Contains(data, tu.Own[:]) || bytes.Contains(data, tu.Heard[:]) {
-				t.Errorf("%s holds an uploaded RPI in the clear", filepath.Base(p))
+		for _, sc := range secrets {
+			if bytes.Contains(data, sc.bytes) {
+				t.Errorf("%s holds %s in the clear", filepath.Base(p), sc.what)
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A check's report travels in binary (api.MediaTypeReport), not as base64
+// inside JSON: a report whose binary form fits a size class, and whose
+// base64 would not, crosses the wire in that class, and is answered.
+func TestCheckTravelsInBinary(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	c := w.client()
+	a, b := w.device("a"), w.device("b")
+	// Four and a half days in one household: a sighting of each of
+	// 648 intervals.
+	start := w.now.Add(-5 * 24 * time.Hour).Truncate(enid.IntervalLength)
+	if n, err := device.Meet(ctx, a, b, start, 108*time.Hour, 50, 50); err != nil || n != 648 {
+		t.Fatalf("Meet: %d sightings, %v", n, err)
+	}
+	r := w.window(a)
+	body, err := r.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asJSON, err := json.Marshal(map[string][]byte{"report": body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const class = 16 << 10
+	if len(body) > class-256 || len(asJSON) <= class {
+		t.Fatalf("a report of %d bytes (%d as JSON) does not tell binary from JSON in the %d-byte class", len(body), len(asJSON), class)
+	}
+	// The encapsulation adds the same bytes to every request: those of
+	// the smallest decoy beyond the smallest class.
+	if err := c.Decoy(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	overhead := w.sizes.lastRequest() - 1024
+	if _, err := c.CheckExposure(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.sizes.lastRequest(); got != class+overhead {
+		t.Errorf("the check of a %d-byte report was %d bytes on the wire, want %d: the %d-byte class and %d of encapsulation", len(body), got, class+overhead, class, overhead)
+	}
+}
+
+// Who learns what under each matching rule. A met C and both heard each
+// other; M, a sniffer, heard C's identifiers in the same intervals but C
+// never heard M. After C's upload, A is exposed by the reciprocal rule
+// whatever the policy; M learns that C uploaded only where the attested
+// policy allows one-sided matching.
+func TestMatchingRules(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		matching []string
+		mExposed bool
+	}{
+		{"reciprocal only", []string{policy.MatchReciprocal}, false},
+		{"reciprocal and one-sided", []string{policy.MatchReciprocal, policy.MatchOneSided}, true},
+		{"one-sided only", []string{policy.MatchOneSided}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			p := policy.Default()
+			p.Matching = tc.matching
+			w := newWorldWithPolicy(t, &p)
+			c := w.client()
+			a, cc, m := w.device("a"), w.device("c"), w.device("m")
+			at := w.now.Add(-30 * time.Hour).Truncate(time.Hour)
+			if _, err := device.Meet(ctx, a, cc, at, 20*time.Minute, 50, 52); err != nil {
+				t.Fatal(err)
+			}
+			for k := range 2 {
+				i := enid.IntervalOf(at) + enid.Interval(k)
+				rc, err := cc.RPI(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := m.Hear(ctx, rc, i.Time(), 10, 45); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := c.Upload(ctx, w.positive(c, cc), w.window(cc)); err != nil {
+				t.Fatal(err)
+			}
+			oneSided := p.OneSided()
+			for _, x := range []struct {
+				name                string
+				d                   *device.Device
+				exposed, reciprocal bool
+			}{
+				// A's sightings match both rules where both apply; they
+				// count once, as reciprocal.
+				{"A", a, true, p.Reciprocal()},
+				{"M", m, tc.mExposed, false},
+			} {
+				e, err := c.CheckExposure(ctx, w.window(x.d))
+				if err != nil {
+					t.Fatalf("%s: %v", x.name, err)
+				}
+				if e.Exposed != x.exposed {
+					t.Errorf("%s: exposed %t, want %t", x.name, e.Exposed, x.exposed)
+				}
+				for _, day := range e.Days {
+					if day.Minutes == 0 {
+						if day.Reciprocal || day.OneSided || day.MinAttenuation != 255 {
+							t.Errorf("%s on %s, a day without a match: %+v", x.name, day.Date, day)
+						}
+						continue
+					}
+					if day.Date != at.Format(api.DateLayout) || day.Minutes != 20 || day.Reciprocal != x.reciprocal || day.OneSided != (!x.reciprocal && oneSided) {
+						t.Errorf("%s on %s: %+v; want 20 minutes on %s, reciprocal %t", x.name, day.Date, day, at.Format(api.DateLayout), x.reciprocal)
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -105,7 +105,7 @@ conftrace authority result --server "$url" --key lab.key --code "$code" --positi
 
 # 7. Carol learns the result and, with her consent, uploads her contacts.
 expect positive conftrace device check-result --state carol
-expect "accepted 2" conftrace device upload --state carol
+expect "accepted 2 sightings, 1 daily key" conftrace device upload --state carol
 
 # 8. Alice and Bob check their exposure.
 expect exposed conftrace device check-exposure --state alice
