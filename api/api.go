@@ -12,12 +12,9 @@
 package api
 
 import (
-	"crypto/sha256"
-	"encoding/base32"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -64,31 +61,6 @@ const (
 // TestSecretSize is the size of the secret a device makes when it
 // registers a test.
 const TestSecretSize = 32
-
-// TestCode returns the short code the device shows the test site for a
-// test secret: 10 base32 characters (50 bits) in two groups of five. The
-// code is all the health authority learns; only the holder of the secret
-// can poll the result or upload.
-func TestCode(secret []byte) string {
-	h := sha256.Sum256(append([]byte("conftrace test code v1\x00"), secret...))
-	s := base32.StdEncoding.EncodeToString(h[:])[:10]
-	return s[:5] + "-" + s[5:]
-}
-
-// NormalizeTestCode accepts a code as people type it (lower case, spaces,
-// with or without the dash) and returns its canonical form.
-func NormalizeTestCode(code string) (string, error) {
-	c := strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(code))
-	if len(c) != 10 {
-		return "", fmt.Errorf("api: test code %q: want 10 characters", code)
-	}
-	for _, r := range c {
-		if !(r >= 'A' && r <= 'Z' || r >= '2' && r <= '7') {
-			return "", fmt.Errorf("api: test code %q: %q is not a code character", code, r)
-		}
-	}
-	return c[:5] + "-" + c[5:], nil
-}
 
 // SignedResult is a health authority's statement of a test result, sent
 // to PathSubmitResult.
@@ -139,13 +111,19 @@ type PollResultRequest struct {
 type PollResultResponse struct {
 	Result Result `json:"result"`
 	// UploadAuthorization is set for a positive result whose upload has
-	// not happened yet: a single-use token for PathUpload.
+	// not happened yet: a single-use token for an upload. Every poll
+	// hands one out that is valid for at least the policy's authorization
+	// time, so one that expired unused is simply replaced.
 	UploadAuthorization []byte `json:"upload_authorization,omitempty"`
 	// ExpiresAt is when UploadAuthorization stops being accepted, Unix
 	// seconds.
 	ExpiresAt int64 `json:"expires_at,omitempty"`
-	// Uploaded is true once the authorization has been used.
+	// Uploaded is true once the upload was made and is durable.
 	Uploaded bool `json:"uploaded,omitempty"`
+	// UploadPending is true while an upload was made but is not durable
+	// yet; the next poll says Uploaded, or, if it was lost (the backend
+	// stopped before writing it), hands out an authorization again.
+	UploadPending bool `json:"upload_pending,omitempty"`
 }
 
 // MediaTypeReport is the content type of the binary bodies of uploads and
@@ -185,11 +163,18 @@ func (r *UploadRequest) UnmarshalBinary(body []byte) error {
 	return nil
 }
 
-// UploadResponse acknowledges a durable upload: how many sightings and
-// daily keys the backend stored.
+// UploadResponse acknowledges an upload: how many sightings and daily keys
+// the backend took. The upload matches at once; it is written to the store
+// on the backend's clock, not when it arrives (so that the store's writes
+// do not tell who uploaded), so Durable is false and DurableBy says when it
+// should be. The device's next result poll says Uploaded once it is
+// durable.
 type UploadResponse struct {
-	Sightings int `json:"sightings"`
-	Keys      int `json:"keys"`
+	Sightings int  `json:"sightings"`
+	Keys      int  `json:"keys"`
+	Durable   bool `json:"durable"`
+	// DurableBy is when the upload should be written, Unix seconds.
+	DurableBy int64 `json:"durable_by"`
 }
 
 // ExposureRequest carries a device's daily keys and sightings for an
@@ -211,11 +196,23 @@ func (r *ExposureRequest) UnmarshalBinary(body []byte) error {
 	return nil
 }
 
-// ExposureResponse answers an exposure check. It always lists every day of
-// the retention window, so its size does not depend on the answer.
+// ExposureResponse answers an exposure check, as precisely as the attested
+// policy's answers setting says: by default (policy.AnswersCoarse) only
+// whether the phone was exposed, on which day most recently, and by which
+// rules; with policy.AnswersDetailed also every day of the retention window
+// with its figures, matches below the threshold included. Either way the
+// answer is padded to one size, so its size does not depend on the answer.
 type ExposureResponse struct {
-	Exposed bool          `json:"exposed"`
-	Days    []ExposureDay `json:"days"`
+	Exposed bool `json:"exposed"`
+	// LastExposure is the most recent exposed day (DateLayout), "" when
+	// the phone was not exposed.
+	LastExposure string `json:"last_exposure"`
+	// Reciprocal and OneSided say which rules matched on the exposed days
+	// (RuleReciprocal, RuleOneSided); both false when not exposed.
+	Reciprocal bool `json:"reciprocal"`
+	OneSided   bool `json:"one_sided"`
+	// Days lists every day of the window, only in detailed answers.
+	Days []ExposureDay `json:"days,omitempty"`
 }
 
 // The matching rules an exposure can come from.
@@ -292,10 +289,18 @@ const MaxEpisodes = 64
 
 // TraceCheckResponse answers a trace check. Its padded size does not
 // depend on the answer.
+//
+// Like exposure answers, it is as precise as the policy's answers setting
+// says: by default only whether the phone was exposed and on which day most
+// recently; detailed answers also list the episodes.
 type TraceCheckResponse struct {
 	Exposed bool `json:"exposed"`
-	// Episodes lists the first MaxEpisodes episodes, in time order.
-	Episodes []TraceEpisode `json:"episodes"`
+	// LastExposure is the most recent day (DateLayout) of an episode that
+	// counts towards an exposure, "" when the phone was not exposed.
+	LastExposure string `json:"last_exposure"`
+	// Episodes lists the first MaxEpisodes episodes, in time order, only
+	// in detailed answers.
+	Episodes []TraceEpisode `json:"episodes,omitempty"`
 	// Truncated is true when there were more episodes than listed.
 	Truncated bool `json:"truncated,omitempty"`
 }
@@ -401,9 +406,16 @@ const (
 	CodeNotAuthorized    = "not_authorized"
 	CodeAlreadyUsed      = "already_used"
 	CodeOutOfWindow      = "out_of_window"
-	CodeConflict         = "conflict"
-	CodeNotFound         = "not_found"
-	CodeInternal         = "internal"
+	// CodeRateLimited refuses an exposure check whose daily key took part
+	// in the policy's limit of checks that day.
+	CodeRateLimited = "rate_limited"
+	// CodeStale refuses an inner request whose Date is outside the
+	// gateway's window (a replay, or a wrong clock): the message gives the
+	// gateway's time.
+	CodeStale    = "stale"
+	CodeConflict = "conflict"
+	CodeNotFound = "not_found"
+	CodeInternal = "internal"
 )
 
 // Errorf returns an *Error with the given code.

@@ -6,29 +6,6 @@ import (
 	"testing"
 )
 
-func TestTestCode(t *testing.T) {
-	s1 := bytes.Repeat([]byte{1}, TestSecretSize)
-	s2 := bytes.Repeat([]byte{2}, TestSecretSize)
-	c1 := TestCode(s1)
-	if len(c1) != 11 || c1[5] != '-' {
-		t.Fatalf("code %q is not two groups of five", c1)
-	}
-	if c1 != TestCode(s1) || c1 == TestCode(s2) {
-		t.Fatal("code must be a function of the secret")
-	}
-	for _, typed := range []string{c1, c1[:5] + c1[6:], " " + string(bytes.ToLower([]byte(c1))) + " "} {
-		got, err := NormalizeTestCode(typed)
-		if err != nil || got != c1 {
-			t.Errorf("NormalizeTestCode(%q) = %q, %v; want %q", typed, got, err, c1)
-		}
-	}
-	for _, bad := range []string{"", "ABCDE-FGHI", "ABCDE-FGHI1", "ABCDE-FGHIJK"} {
-		if _, err := NormalizeTestCode(bad); err == nil {
-			t.Errorf("NormalizeTestCode(%q) accepted", bad)
-		}
-	}
-}
-
 func TestSignedBytesCoverEveryField(t *testing.T) {
 	base := SignedResult{Authority: "a", TestCode: "c", Result: Positive, TestDate: "d", SymptomOnset: "s", IssuedAt: 1, Nonce: []byte{1}}
 	edits := []func(*SignedResult){

@@ -29,11 +29,11 @@ func TestKeyPEMRoundTripAndSignature(t *testing.T) {
 		t.Fatalf("round trip lost the name or key: %q %q", name, k2.Name)
 	}
 	day := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
-	r, err := k2.SignResult("abcde fghij", api.Positive, day, time.Time{}, day.Add(30*time.Hour))
+	r, err := k2.SignResult("abcd efgh jkmn pqrsi", api.Positive, day, time.Time{}, day.Add(30*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.TestCode != "ABCDE-FGHIJ" || r.TestDate != "2026-11-20" || r.SymptomOnset != "" {
+	if r.TestCode != "ABCD-EFGH-JKMN-PQRS1" || r.TestDate != "2026-11-20" || r.SymptomOnset != "" {
 		t.Fatalf("unexpected statement %+v", r)
 	}
 	if !ed25519.Verify(pub, r.SignedBytes(), r.Signature) {
@@ -48,7 +48,7 @@ func TestKeyPEMRoundTripAndSignature(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	k, _ := GenerateKey("lab")
 	now := time.Now()
-	if _, err := k.SignResult("ABCDE-FGHIJ", api.Pending, now, time.Time{}, now); err == nil {
+	if _, err := k.SignResult("ABCD-EFGH-JKMN-PQRS1", api.Pending, now, time.Time{}, now); err == nil {
 		t.Error("signed a pending result")
 	}
 	if _, err := k.SignResult("ABC", api.Positive, now, time.Time{}, now); err == nil {

@@ -20,20 +20,23 @@
 // (package ohttp) whose plaintext is a padded Binary HTTP request (package
 // bhttp), posted to the backend's gateway or, when Config.Relay is set, to an
 // OHTTP relay run by someone else, so that the backend never learns the
-// phone's address. [Client.Decoy] sends a request that looks the same on the
-// wire and is answered and discarded, so an observer cannot tell when a phone
-// really uploads.
+// phone's address; the attestation bundle then comes through the relay too.
+// [Client.Decoy] sends a request that looks the same on the wire and is
+// answered and discarded, so an observer cannot tell when a phone really
+// uploads.
 package client
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -54,10 +57,20 @@ import (
 // Config says which backend to talk to and what to accept from it.
 type Config struct {
 	// Server is the backend's base URL, e.g. "https://ct.example.org".
+	// With a Relay the client sends nothing to it: it only names the
+	// backend (in errors).
 	Server string
 	// Relay, if set, is the URL of an Oblivious HTTP relay that forwards
-	// to the backend's gateway; otherwise requests go to the gateway
-	// directly (the backend then sees the client's address).
+	// to the backend's gateway, such as `conftrace relay`. Every request
+	// then goes to the relay: the encapsulated requests are posted to
+	// Relay itself, and the attestation bundle, at New and again whenever
+	// the gateway no longer knows the attested key, is fetched from Relay
+	// with api.PathAttestation appended to its path. The relay must
+	// serve it; the client verifies it as it would the backend's. Had the
+	// client fetched the bundle from the backend, the backend would learn
+	// its address right before its next request. Without a Relay all
+	// requests go to Server directly, and the backend sees the client's
+	// address.
 	Relay string
 	// Expectations say which attested identities are acceptable.
 	Expectations attest.Expectations
@@ -90,8 +103,9 @@ func DefaultVerifiers(exp attest.Expectations) ([]attest.Verifier, error) {
 // Client talks to one attested backend. It is safe for concurrent use.
 type Client struct {
 	http      *http.Client
-	base      string
-	gateway   string
+	base      string // the backend, named in errors
+	bundleURL string // where the attestation bundle is fetched
+	gateway   string // where encapsulated requests are posted
 	exp       attest.Expectations
 	verifiers []attest.Verifier
 	now       func() time.Time
@@ -106,9 +120,9 @@ type Client struct {
 // collateral is tens of kilobytes.
 const maxBundleSize = 1 << 20
 
-// New fetches and verifies the backend's attestation bundle. It returns an
-// error naming what did not match when the backend is not one the
-// expectations accept.
+// New fetches (through the relay, if there is one) and verifies the
+// backend's attestation bundle. It returns an error naming what did not
+// match when the backend is not one the expectations accept.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	base := strings.TrimRight(cfg.Server, "/")
 	if base == "" {
@@ -125,15 +139,22 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
-	gw := base + api.PathGateway
+	gw, bundleURL := base+api.PathGateway, base+api.PathAttestation
 	if cfg.Relay != "" {
-		gw = cfg.Relay
+		u, err := url.Parse(cfg.Relay)
+		if err != nil {
+			return nil, fmt.Errorf("client: relay URL: %w", err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("client: relay URL %q: want an http or https URL", cfg.Relay)
+		}
+		gw, bundleURL = cfg.Relay, u.JoinPath(api.PathAttestation).String()
 	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
-	c := &Client{http: hc, base: base, gateway: gw, exp: cfg.Expectations, verifiers: verifiers, now: now}
+	c := &Client{http: hc, base: base, bundleURL: bundleURL, gateway: gw, exp: cfg.Expectations, verifiers: verifiers, now: now}
 	if err := c.attest(ctx); err != nil {
 		return nil, err
 	}
@@ -143,7 +164,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // attest fetches and verifies the attestation bundle and adopts the keys
 // and policy it vouches for.
 func (c *Client) attest(ctx context.Context) error {
-	body, err := get(ctx, c.http, c.base+api.PathAttestation, maxBundleSize)
+	body, err := get(ctx, c.http, c.bundleURL, maxBundleSize)
 	if err != nil {
 		return fmt.Errorf("client: fetching attestation: %w", err)
 	}
@@ -196,42 +217,51 @@ func (c *Client) SubmitResult(ctx context.Context, r api.SignedResult) error {
 	return c.call(ctx, api.PathSubmitResult, r, &resp)
 }
 
-// PollResult asks for the result of the test registered with secret.
+// PollResult asks for the result of the test registered with secret, in
+// an exchange that carries no report. A phone's app polls in its daily
+// exchange instead (Exchange, with its report), so that its polls look like
+// every other phone's exchanges.
 func (c *Client) PollResult(ctx context.Context, secret []byte) (api.PollResultResponse, error) {
-	var resp api.PollResultResponse
-	err := c.call(ctx, api.PathPollResult, api.PollResultRequest{Secret: secret}, &resp)
-	return resp, err
+	resp, err := c.Exchange(ctx, Daily{Secret: secret})
+	switch {
+	case err != nil:
+		return api.PollResultResponse{}, err
+	case resp.Result == nil:
+		return api.PollResultResponse{}, errors.New("client: the backend's answer to a poll has no result")
+	}
+	return *resp.Result, nil
 }
 
 // Upload sends an infected user's report (its daily keys and its
 // sightings of the retention window) with the upload authorization that a
-// positive result poll returned, and returns how many sightings and keys
-// the backend stored. The report is checked before it is sent.
+// positive result poll returned, in an exchange that also checks it, and
+// returns how many sightings and keys the backend took. The report is
+// checked before it is sent. A refused upload is an *api.Error.
 func (c *Client) Upload(ctx context.Context, authorization []byte, r contactlog.Report) (api.UploadResponse, error) {
-	body, err := r.AppendBinary(nil)
-	if err != nil {
-		return api.UploadResponse{}, fmt.Errorf("client: %w", err)
+	if len(authorization) != api.AuthorizationSize {
+		return api.UploadResponse{}, fmt.Errorf("client: an upload authorization is %d bytes, got %d", api.AuthorizationSize, len(authorization))
 	}
-	defer clear(body)
-	var resp api.UploadResponse
-	err = c.call(ctx, api.PathUpload, api.UploadRequest{Authorization: authorization, Report: body}, &resp)
-	return resp, err
+	resp, err := c.Exchange(ctx, Daily{Report: r, Upload: true, Authorization: authorization})
+	switch {
+	case err != nil:
+		return api.UploadResponse{}, err
+	case resp.UploadError != nil:
+		return api.UploadResponse{}, resp.UploadError
+	case resp.Upload == nil:
+		return api.UploadResponse{}, errors.New("client: the backend's answer to an upload says neither accepted nor refused")
+	}
+	return *resp.Upload, nil
 }
 
 // CheckExposure sends the device's report (its daily keys and its
-// sightings of the retention window) and returns the backend's answer:
-// whether any sighting matches an infected user's, by which rule, and per
-// day the minutes, attenuation and weighted risk. The backend derives the
-// device's own identifiers from its keys and keeps nothing.
+// sightings of the retention window) in an exchange and returns the
+// backend's answer: whether any sighting matches an infected user's, by
+// which rule, and, if the policy's answers are detailed, per day the
+// minutes, attenuation and weighted risk. The backend derives the device's
+// own identifiers from its keys and keeps nothing.
 func (c *Client) CheckExposure(ctx context.Context, r contactlog.Report) (api.ExposureResponse, error) {
-	body, err := r.AppendBinary(nil)
-	if err != nil {
-		return api.ExposureResponse{}, fmt.Errorf("client: %w", err)
-	}
-	defer clear(body)
-	var resp api.ExposureResponse
-	err = c.call(ctx, api.PathCheckExposure, api.ExposureRequest{Report: body}, &resp)
-	return resp, err
+	resp, err := c.Exchange(ctx, Daily{Report: r})
+	return resp.Exposure, err
 }
 
 // ImportGAEN sends a GAEN key export (the zip file a GAEN key server
@@ -287,6 +317,11 @@ func (c *Client) CheckTrace(ctx context.Context, tr gps.Trace) (api.TraceCheckRe
 	return resp, err
 }
 
+// decoyExtra is what an exchange carries besides its report (its version,
+// flags, secret and authorization) and how much longer its inner path is
+// than a decoy's.
+const decoyExtra = 2 + api.TestSecretSize + api.AuthorizationSize + len(api.PathExchange) - len(api.PathDecoy)
+
 // Decoy sends a request that the backend answers and discards, with size
 // bytes of filler in place of a report: a decoy of a check's report length
 // has that check's size on the wire, and its answer the size of an
@@ -296,8 +331,13 @@ func (c *Client) Decoy(ctx context.Context, size int) error {
 	if size < 0 || size > bhttp.MaxSize/2 {
 		return fmt.Errorf("client: decoy size %d outside 0..%d", size, bhttp.MaxSize/2)
 	}
+	// As long as an exchange with a report of size bytes, whose body has a
+	// header and whose path is longer: the same size on the wire. Random,
+	// so that no two decoys are the same request.
+	filler := make([]byte, size+decoyExtra)
+	rand.Read(filler)
 	var resp api.DecoyResponse
-	return c.call(ctx, api.PathDecoy, api.DecoyRequest{Filler: make([]byte, size)}, &resp)
+	return c.call(ctx, api.PathDecoy, api.DecoyRequest{Filler: filler}, &resp)
 }
 
 // errStaleKey reports that the gateway no longer knows the key the request
@@ -343,8 +383,13 @@ func (c *Client) send(ctx context.Context, path, contentType string, body []byte
 		Scheme:    "https",
 		Authority: api.InnerAuthority,
 		Path:      path,
-		Header:    []bhttp.Field{{Name: "content-type", Value: contentType}},
-		Content:   body,
+		// The date lets the gateway refuse replays (RFC 9458, section
+		// 6.5): it answers only requests of the last few minutes.
+		Header: []bhttp.Field{
+			{Name: "content-type", Value: contentType},
+			{Name: "date", Value: c.now().UTC().Format(http.TimeFormat)},
+		},
+		Content: body,
 	}
 	plain, err := inner.MarshalPadded()
 	if err != nil {

@@ -27,14 +27,15 @@ func TestNewRefuses(t *testing.T) {
 		t.Cleanup(srv.Close)
 		return srv.URL
 	}
-	down := httptest.NewServer(nil)
-	down.Close()
+	// Port 1 (tcpmux) is not served here; a closed test server's port
+	// could be reused by the servers this test starts.
+	const down = "http://127.0.0.1:1"
 	for _, tc := range []struct {
 		name, url, want string
 		exp             attest.Expectations
 	}{
 		{"no URL", "", "no server URL", attest.Expectations{}},
-		{"unreachable", down.URL, "fetching attestation", attest.Expectations{}},
+		{"unreachable", down, "fetching attestation", attest.Expectations{}},
 		{"not found", serve(http.StatusNotFound, "nope"), "404", attest.Expectations{}},
 		{"not JSON", serve(http.StatusOK, "<html>"), "attestation bundle", attest.Expectations{}},
 		{"too large", serve(http.StatusOK, strings.Repeat(" ", maxBundleSize+10)), "larger than", attest.Expectations{}},

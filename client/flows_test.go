@@ -28,10 +28,16 @@ import (
 
 func isCode(err error, code string) bool { return errors.Is(err, &api.Error{Code: code}) }
 
+// notExposed reports whether r is the coarse answer of a phone that was
+// not exposed: nothing but "no", and no per-day figures.
+func notExposed(r api.ExposureResponse) bool {
+	return !r.Exposed && r.LastExposure == "" && !r.Reciprocal && !r.OneSided && r.Days == nil
+}
+
 // The life of an infection, as phones and a lab see it: C registers a test,
 // the lab declares it positive, C uploads with the authorization it polls,
 // and A, whom C met, learns it was exposed while B, who met only A, does
-// not.
+// not. Under the default policy, answers are coarse.
 func TestFullFlow(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -41,6 +47,9 @@ func TestFullFlow(t *testing.T) {
 	c := newClient(t, b.URL, b, w, clk.Now)
 	now := clk.Now()
 	pol := c.Policy()
+	if pol.Detailed() {
+		t.Fatal("the default policy gives detailed answers")
+	}
 
 	a, bb, cc := newDevice(t, b.URL), newDevice(t, b.URL), newDevice(t, b.URL)
 	metAC := now.Add(-50 * time.Hour).Truncate(time.Hour)
@@ -55,10 +64,10 @@ func TestFullFlow(t *testing.T) {
 		}
 		return r
 	}
-	if r := checkA(); r.Exposed || len(r.Days) != pol.RetentionDays {
-		t.Fatalf("A before any upload: exposed %t over %d days, want not exposed over %d", r.Exposed, len(r.Days), pol.RetentionDays)
+	if r := checkA(); !notExposed(r) {
+		t.Fatalf("A before any upload: %+v, want a coarse answer, not exposed", r)
 	}
-	notExposed := w.last(t)
+	notExposedWire := w.last(t)
 
 	// Pending until the lab speaks; nothing authorizes an upload yet.
 	code, err := cc.RegisterTest(now)
@@ -98,11 +107,11 @@ func TestFullFlow(t *testing.T) {
 	}
 
 	pr, err = c.PollResult(ctx, tst.Secret)
-	if err != nil || pr.Result != api.Positive || len(pr.UploadAuthorization) == 0 {
+	if err != nil || pr.Result != api.Positive || len(pr.UploadAuthorization) != api.AuthorizationSize || pr.Uploaded || pr.UploadPending {
 		t.Fatalf("poll after the positive result: %+v, %v", pr, err)
 	}
-	if exp := time.Unix(pr.ExpiresAt, 0); !exp.After(now) || exp.After(now.Add(pol.UploadAuthorizationTTL())) {
-		t.Errorf("authorization expires at %s; want within %s of %s", exp, pol.UploadAuthorizationTTL(), now)
+	if exp := time.Unix(pr.ExpiresAt, 0); exp.Before(now.Add(pol.UploadAuthorizationTTL())) {
+		t.Errorf("authorization expires at %s; want it valid for at least %s from %s", exp, pol.UploadAuthorizationTTL(), now)
 	}
 	// A poll with any other secret learns nothing of this test.
 	if pr, err := c.PollResult(ctx, bytes.Repeat([]byte{1}, api.TestSecretSize)); err != nil || pr.Result != api.Pending || pr.UploadAuthorization != nil {
@@ -111,41 +120,47 @@ func TestFullFlow(t *testing.T) {
 
 	uploaded := window(cc, pol, now)
 	up, err := c.Upload(ctx, pr.UploadAuthorization, uploaded)
-	if want := (api.UploadResponse{Sightings: len(uploaded.Sightings), Keys: len(uploaded.Keys)}); err != nil || up != want || up.Sightings == 0 || up.Keys == 0 {
-		t.Fatalf("Upload: %+v, %v; want %+v stored", up, err, want)
+	if err != nil || up.Sightings != len(uploaded.Sightings) || up.Keys != len(uploaded.Keys) || up.Sightings == 0 || up.Keys == 0 {
+		t.Fatalf("Upload: %+v, %v; want %d sightings and %d keys taken", up, err, len(uploaded.Sightings), len(uploaded.Keys))
 	}
-	if _, err := c.Upload(ctx, pr.UploadAuthorization, uploaded); !isCode(err, api.CodeAlreadyUsed) {
-		t.Fatalf("replayed upload authorization: %v, want %s", err, api.CodeAlreadyUsed)
+	// Taken, but written on the backend's clock: durable by its next
+	// flush, not yet.
+	if flushBy := now.Add(time.Duration(pol.StoreFlushSeconds) * time.Second); up.Durable || up.DurableBy < now.Unix() || up.DurableBy > flushBy.Unix() {
+		t.Errorf("Upload: durable %t by %s; want not yet, by the next flush at %s at the latest", up.Durable, time.Unix(up.DurableBy, 0).UTC(), flushBy)
+	}
+	// A refused upload is an *api.Error that says why.
+	_, err = c.Upload(ctx, pr.UploadAuthorization, uploaded)
+	if !errors.As(err, &apiErr) || apiErr.Code != api.CodeAlreadyUsed || apiErr.Message == "" {
+		t.Fatalf("replayed upload authorization: %#v, want an *api.Error %s", err, api.CodeAlreadyUsed)
 	}
 	if _, err := c.Upload(ctx, make([]byte, len(pr.UploadAuthorization)), window(bb, pol, now)); !isCode(err, api.CodeNotAuthorized) {
 		t.Fatalf("made-up upload authorization: %v, want %s", err, api.CodeNotAuthorized)
 	}
-	if pr, err := c.PollResult(ctx, tst.Secret); err != nil || pr.Result != api.Positive || !pr.Uploaded || pr.UploadAuthorization != nil {
-		t.Fatalf("poll after the upload: %+v, %v; want positive, uploaded, no authorization", pr, err)
+	if pr, err := c.PollResult(ctx, tst.Secret); err != nil || pr.Result != api.Positive || pr.Uploaded || !pr.UploadPending || pr.UploadAuthorization != nil {
+		t.Fatalf("poll after the upload, before the flush: %+v, %v; want positive, upload pending, no authorization", pr, err)
 	}
 
+	// The upload matches at once, durable or not.
 	r := checkA()
 	exposed := w.last(t)
-	if !r.Exposed {
-		t.Fatalf("A after C's upload: %+v, want exposed", r)
+	// The default policy matches reciprocally only: C's upload holds its
+	// sightings of A, and A's check proves A's half with its keys. The
+	// coarse answer says only that, and the day.
+	if !r.Exposed || r.LastExposure != metAC.Format(api.DateLayout) || !r.Reciprocal || r.OneSided || r.Days != nil {
+		t.Fatalf("A after C's upload: %+v; want exposed reciprocally on %s, no per-day figures", r, metAC.Format(api.DateLayout))
 	}
-	for _, d := range r.Days {
-		want := 0
-		if d.Date == metAC.Format(api.DateLayout) {
-			want = 20
-		}
-		// The default policy matches reciprocally only: C's upload holds
-		// its sightings of A, and A's check proves A's half with its keys.
-		if d.Minutes != want || d.Exposed != (want > 0) || d.Reciprocal != (want > 0) || d.OneSided {
-			t.Errorf("A on %s: %+v; want %d minutes, matched reciprocally", d.Date, d, want)
-		}
-	}
-	if r, err := c.CheckExposure(ctx, window(bb, pol, now)); err != nil || r.Exposed {
+	if r, err := c.CheckExposure(ctx, window(bb, pol, now)); err != nil || !notExposed(r) {
 		t.Fatalf("B: %+v, %v; want not exposed", r, err)
 	}
 	// Exposed or not, the answer has one size on the wire.
-	if exposed.RespSize != notExposed.RespSize || w.last(t).RespSize != notExposed.RespSize {
-		t.Errorf("exposure answers of %d (exposed) and %d, %d bytes (not exposed) differ", exposed.RespSize, notExposed.RespSize, w.last(t).RespSize)
+	if exposed.RespSize != notExposedWire.RespSize || w.last(t).RespSize != notExposedWire.RespSize {
+		t.Errorf("exposure answers of %d (exposed) and %d, %d bytes (not exposed) differ", exposed.RespSize, notExposedWire.RespSize, w.last(t).RespSize)
+	}
+
+	// Once the journal wrote it, the poll says uploaded.
+	flushUntil(t, b, clk, up.DurableBy)
+	if pr, err := c.PollResult(ctx, tst.Secret); err != nil || pr.Result != api.Positive || !pr.Uploaded || pr.UploadPending || pr.UploadAuthorization != nil {
+		t.Fatalf("poll after the flush: %+v, %v; want positive, uploaded, no authorization", pr, err)
 	}
 
 	// A negative result gives no authorization.
@@ -169,22 +184,34 @@ func TestFullFlow(t *testing.T) {
 	}
 }
 
-// An authorization is good for a limited time only.
+// An authorization is good for a limited time only; the next poll after
+// it expired unused hands out another, which works.
 func TestUploadAuthorizationExpires(t *testing.T) {
 	t.Parallel()
+	ctx := t.Context()
 	clk := newClock()
 	b := startBackend(t, localbackend.Config{Now: clk.Now})
 	c := newClient(t, b.URL, b, nil, clk.Now)
 	d, e := newDevice(t, b.URL), newDevice(t, b.URL)
 	meet(t, d, e, clk.Now().Add(-3*time.Hour), 20)
 	secret := positive(t, c, b.Authority, d, clk.Now())
-	pr, err := c.PollResult(t.Context(), secret)
+	pr, err := c.PollResult(ctx, secret)
 	if err != nil || len(pr.UploadAuthorization) == 0 {
 		t.Fatalf("poll: %+v, %v", pr, err)
 	}
-	clk.Add(c.Policy().UploadAuthorizationTTL() + time.Minute)
-	if _, err := c.Upload(t.Context(), pr.UploadAuthorization, window(d, c.Policy(), clk.Now())); !isCode(err, api.CodeExpired) {
+	clk.Add(time.Unix(pr.ExpiresAt, 0).Sub(clk.Now()) + time.Minute)
+	if _, err := c.Upload(ctx, pr.UploadAuthorization, window(d, c.Policy(), clk.Now())); !isCode(err, api.CodeExpired) {
 		t.Fatalf("upload after the authorization expired: %v, want %s", err, api.CodeExpired)
+	}
+	again, err := c.PollResult(ctx, secret)
+	if err != nil || again.Result != api.Positive || len(again.UploadAuthorization) != api.AuthorizationSize || bytes.Equal(again.UploadAuthorization, pr.UploadAuthorization) {
+		t.Fatalf("poll after the authorization expired: %+v, %v; want a new authorization", again, err)
+	}
+	if exp := time.Unix(again.ExpiresAt, 0); exp.Before(clk.Now().Add(c.Policy().UploadAuthorizationTTL())) {
+		t.Errorf("the new authorization expires at %s, less than %s after %s", exp, c.Policy().UploadAuthorizationTTL(), clk.Now())
+	}
+	if up, err := c.Upload(ctx, again.UploadAuthorization, window(d, c.Policy(), clk.Now())); err != nil || up.Keys == 0 {
+		t.Fatalf("upload with the new authorization: %+v, %v", up, err)
 	}
 }
 
@@ -231,6 +258,24 @@ func TestMalformedReportNotSent(t *testing.T) {
 		if _, err := c.Upload(t.Context(), make([]byte, n), good); err == nil || !strings.Contains(err.Error(), "authorization") {
 			t.Errorf("Upload with a %d-byte authorization: %v, want a refusal of the authorization", n, err)
 		}
+	}
+	// An exchange refuses, before sending, what the backend would refuse
+	// or could not make sense of.
+	secret := make([]byte, api.TestSecretSize)
+	for _, tc := range []struct {
+		name, want string
+		d          client.Daily
+	}{
+		{"an upload with neither an authorization nor a secret", "authorization", client.Daily{Report: good, Upload: true}},
+		{"a secret of the wrong size", "secret", client.Daily{Report: good, Secret: secret[:16]}},
+		{"an authorization of the wrong size", "authorization", client.Daily{Report: good, Upload: true, Authorization: make([]byte, api.AuthorizationSize-1)}},
+	} {
+		if _, err := c.Exchange(t.Context(), tc.d); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Exchange with %s: %v, want a refusal of the %s", tc.name, err, tc.want)
+		}
+	}
+	if _, err := c.Exchange(t.Context(), client.Daily{Report: contactlog.Report{Sightings: []contactlog.Sighting{seen(day+3, 5)}}, Secret: secret}); !errors.Is(err, contactlog.ErrUncovered) {
+		t.Errorf("Exchange of a report with no key: %v, want %v", err, contactlog.ErrUncovered)
 	}
 	if ps := w.posts(); len(ps) != 0 {
 		t.Errorf("%d requests sent for malformed reports", len(ps))
@@ -279,6 +324,8 @@ func TestGPS(t *testing.T) {
 	clk := newClock()
 	pol := policy.Default()
 	pol.GPS.MaxTracePoints = 100
+	// Detailed answers list the episodes.
+	pol.Answers = policy.AnswersDetailed
 	b := startBackend(t, localbackend.Config{Now: clk.Now, Policy: &pol})
 	w := &wire{}
 	c := newClient(t, b.URL, b, w, clk.Now)
@@ -350,9 +397,11 @@ func TestGPS(t *testing.T) {
 	}
 }
 
-// A decoy is answered, and an observer of the wire cannot tell it from an
-// exposure check: same URL, same content type, same sizes both ways.
-func TestDecoyLooksLikeCheck(t *testing.T) {
+// An observer of the wire cannot tell what a phone's daily exchange
+// carries: a check, a poll, a poll with an upload (accepted or refused) and
+// a decoy of the same report length have the same URL, content type and
+// sizes both ways, in every size class.
+func TestExchangesLookAlike(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	clk := newClock()
@@ -360,36 +409,66 @@ func TestDecoyLooksLikeCheck(t *testing.T) {
 	w := &wire{}
 	c := newClient(t, b.URL, b, w, clk.Now)
 	now := clk.Now()
-	a, other := newDevice(t, b.URL), newDevice(t, b.URL)
-	// Enough encounters that the check is not in the smallest size class.
-	for i := range 40 {
-		meet(t, a, other, now.Add(-time.Duration(i+1)*3*time.Hour), 10)
-	}
-	reports := []contactlog.Report{{}, window(a, c.Policy(), now)}
-	for _, r := range reports {
+	var classes []int
+	for _, encounters := range []int{0, 1, 40} {
+		d, other := newDevice(t, b.URL), newDevice(t, b.URL)
+		// Enough encounters, for the last, that the report is not in the
+		// smallest size class.
+		for i := range encounters {
+			meet(t, d, other, now.Add(-time.Duration(i+1)*3*time.Hour), 10)
+		}
+		secret := positive(t, c, b.Authority, d, now)
+		r := window(d, c.Policy(), now)
 		body, err := r.AppendBinary(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.CheckExposure(ctx, r); err != nil {
-			t.Fatal(err)
+		send := func(name string, daily client.Daily) (api.ExchangeResponse, exchange) {
+			t.Helper()
+			resp, err := c.Exchange(ctx, daily)
+			if err != nil {
+				t.Fatalf("%d encounters, %s: %v", encounters, name, err)
+			}
+			return resp, w.last(t)
 		}
-		check := w.last(t)
-		// A decoy with as much filler as the check's report.
-		filler := len(body)
-		if err := c.Decoy(ctx, filler); err != nil {
-			t.Fatalf("Decoy(%d): %v", filler, err)
+		check, checkWire := send("check", client.Daily{Report: r})
+		if check.Result != nil || check.Upload != nil || check.UploadError != nil {
+			t.Errorf("%d encounters: a check answered %+v, want only the exposure", encounters, check)
 		}
-		decoy := w.last(t)
-		if decoy != check {
-			t.Errorf("a report of %d bytes (%d sightings): the decoy %+v differs on the wire from the check %+v", len(body), len(r.Sightings), decoy, check)
+		poll, pollWire := send("poll", client.Daily{Report: r, Secret: secret})
+		if poll.Result == nil || poll.Result.Result != api.Positive || poll.Upload != nil {
+			t.Errorf("%d encounters: a poll answered %+v, want a positive result", encounters, poll)
 		}
+		up, upWire := send("poll and upload", client.Daily{Report: r, Secret: secret, Upload: true})
+		if encounters > 0 && (up.Upload == nil || up.UploadError != nil || up.Result == nil || !up.Result.UploadPending) {
+			t.Errorf("%d encounters: an upload answered %+v, want it taken and pending", encounters, up)
+		}
+		// A phone that broadcast nothing has nothing to upload.
+		if encounters == 0 && (up.Upload != nil || up.UploadError == nil) {
+			t.Errorf("%d encounters: an upload answered %+v, want it refused", encounters, up)
+		}
+		clk.Add(time.Second) // another day's exchange, not a replay
+		again, againWire := send("upload again", client.Daily{Report: r, Secret: secret, Upload: true})
+		if encounters > 0 && (again.UploadError == nil || again.UploadError.Code != api.CodeAlreadyUsed) {
+			t.Errorf("%d encounters: a second upload answered %+v, want it refused as already used", encounters, again)
+		}
+		if err := c.Decoy(ctx, len(body)); err != nil {
+			t.Fatalf("Decoy(%d): %v", len(body), err)
+		}
+		decoyWire := w.last(t)
+		for name, e := range map[string]exchange{"poll": pollWire, "poll and upload": upWire, "refused upload": againWire, "decoy": decoyWire} {
+			if e != checkWire {
+				t.Errorf("a report of %d bytes (%d sightings): the %s %+v differs on the wire from the check %+v", len(body), len(r.Sightings), name, e, checkWire)
+			}
+		}
+		classes = append(classes, checkWire.ReqSize)
 	}
-	if sizes := w.posts(); sizes[0].ReqSize == sizes[len(sizes)-1].ReqSize {
-		t.Errorf("checks of 0 and %d sightings are both %d bytes: the test does not span size classes", len(reports[1].Sightings), sizes[0].ReqSize)
+	if classes[0] == classes[len(classes)-1] {
+		t.Errorf("exchanges of reports of 0 and 40 encounters are both %d bytes: the test does not span size classes", classes[0])
 	}
 
-	// The whole documented range is usable; beyond it, nothing is sent.
+	// The whole documented range of decoys is usable; beyond it, nothing
+	// is sent.
 	if err := c.Decoy(ctx, bhttp.MaxSize/2); err != nil {
 		t.Errorf("Decoy(MaxSize/2): %v", err)
 	}
@@ -401,6 +480,47 @@ func TestDecoyLooksLikeCheck(t *testing.T) {
 	}
 	if got := len(w.posts()); got != posts {
 		t.Errorf("out-of-range decoys sent %d requests", got-posts)
+	}
+}
+
+// A decoy of a report's length looks like the exchange of that report
+// for every length, those whose exchange just crosses into the next size
+// class included: a phone's decoy must not be told from its exchange.
+func TestDecoyOfAnyReportLength(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	clk := newClock()
+	b := startBackend(t, localbackend.Config{Now: clk.Now})
+	w := &wire{}
+	c := newClient(t, b.URL, b, w, clk.Now)
+	day := enid.IntervalOf(clk.Now()).RollingStart()
+	key := contactlog.DailyKey{TEK: enid.TEK{1}, Start: day, Period: enid.RollingPeriod}
+	// One key and 30 to 45 sightings: reports of 687 to 1017 bytes, whose
+	// exchanges cross from the 1 KiB class to the next.
+	var crossed bool
+	for n := 30; n <= 45; n++ {
+		r := contactlog.Report{Keys: []contactlog.DailyKey{key}}
+		for i := range n {
+			r.Sightings = append(r.Sightings, contactlog.Sighting{Heard: enid.RPI{byte(i), 1}, Interval: day + enid.Interval(i), Minutes: 5, Attenuation: 50})
+		}
+		body, err := r.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CheckExposure(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		check := w.last(t)
+		if err := c.Decoy(ctx, len(body)); err != nil {
+			t.Fatal(err)
+		}
+		if decoy := w.last(t); decoy != check {
+			t.Errorf("a report of %d bytes: the decoy %+v differs on the wire from the check %+v", len(body), decoy, check)
+		}
+		crossed = crossed || check.ReqSize != w.posts()[0].ReqSize
+	}
+	if !crossed {
+		t.Error("every check was of one size class: the test does not cross a class boundary")
 	}
 }
 
@@ -443,6 +563,8 @@ func TestImportGAEN(t *testing.T) {
 	server := newGAENServer(t, "xx-keys")
 	pol := policy.Default()
 	pol.GAENExportKeys = []policy.ExportKey{server.entry}
+	// Detailed answers give the minutes of every day.
+	pol.Answers = policy.AnswersDetailed
 	b := startBackend(t, localbackend.Config{Now: clk.Now, Policy: &pol})
 	w := &wire{}
 	c := newClient(t, b.URL, b, w, clk.Now)

@@ -69,6 +69,14 @@ func startBackend(t testing.TB, cfg localbackend.Config) *localbackend.Backend {
 	if cfg.Measurement == nil {
 		cfg.Measurement = testMeasurement
 	}
+	if cfg.Policy != nil {
+		// Answers leave at once, as with the default policy of a local
+		// backend: on loopback their timing tells nothing, and tests
+		// should not wait.
+		p := *cfg.Policy
+		p.AnswerReleaseMillis = 0
+		cfg.Policy = &p
+	}
 	b, err := localbackend.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +146,19 @@ func positive(t testing.TB, c *client.Client, lab *authority.Key, d *device.Devi
 	return tst.Secret
 }
 
+// flushUntil moves clk to durableBy, if it is not past it yet, and has b
+// make the journal flushes then due: an upload acknowledged as durable by
+// durableBy is durable after it.
+func flushUntil(t testing.TB, b *localbackend.Backend, clk *clock, durableBy int64) {
+	t.Helper()
+	if d := time.Unix(durableBy, 0).Sub(clk.Now()); d > 0 {
+		clk.Add(d)
+	}
+	if err := b.Service.Enclave.FlushDue(context.Background()); err != nil {
+		t.Fatalf("FlushDue: %v", err)
+	}
+}
+
 // exchange is one HTTP request a client made, as an observer of the
 // network sees it.
 type exchange struct {
@@ -147,6 +168,8 @@ type exchange struct {
 
 // wire is a RoundTripper that records every exchange of a client.
 type wire struct {
+	// rt sends the requests; nil means http.DefaultTransport.
+	rt  http.RoundTripper
 	mu  sync.Mutex
 	log []exchange
 }
@@ -155,7 +178,11 @@ func (w *wire) client() *http.Client { return &http.Client{Transport: w} }
 
 func (w *wire) RoundTrip(r *http.Request) (*http.Response, error) {
 	ex := exchange{Method: r.Method, Host: r.URL.Host, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), ReqSize: int(r.ContentLength)}
-	resp, err := http.DefaultTransport.RoundTrip(r)
+	rt := w.rt
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	resp, err := rt.RoundTrip(r)
 	if err == nil {
 		var body []byte
 		body, err = io.ReadAll(resp.Body)
@@ -200,8 +227,9 @@ func (w *wire) last(t testing.TB) exchange {
 	return all[len(all)-1]
 }
 
-// hit is a request that reached a backend through a front.
-type hit struct{ Path, UserAgent string }
+// hit is a request that reached a backend through a front, and the
+// address it came from.
+type hit struct{ Method, Path, UserAgent, RemoteAddr string }
 
 // front is a forwarding proxy with a stable address in front of a backend
 // whose address changes when it restarts. It records what passes and may
@@ -227,7 +255,7 @@ func newFront(t testing.TB, target string) *front {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			f.mu.Lock()
 			pr.SetURL(f.target)
-			f.hits = append(f.hits, hit{pr.In.URL.Path, pr.In.Header.Get("User-Agent")})
+			f.hits = append(f.hits, hit{pr.In.Method, pr.In.URL.Path, pr.In.Header.Get("User-Agent"), pr.In.RemoteAddr})
 			f.mu.Unlock()
 		},
 		ModifyResponse: func(r *http.Response) error {

@@ -120,13 +120,23 @@ func scriptedClient(t testing.TB, s *scripted, now func() time.Time) *client.Cli
 	return c
 }
 
-// What the client encrypts: a POST to the endpoint's inner path, of JSON
-// or, for reports and GAEN exports, of their binary form under its own
-// content type, padded to a size class so that its length says little.
+// exchangeAnswer is an answer to an exchange that polled and uploaded.
+const exchangeAnswer = `{"exposure":{"exposed":false,"last_exposure":"","reciprocal":false,"one_sided":false},` +
+	`"result":{"result":"pending"},"upload":{"sightings":1,"keys":2,"durable":false,"durable_by":1}}`
+
+// What the client encrypts: a dated POST to the endpoint's inner path, of
+// JSON or, for exchanges, decoys and GAEN exports, of their binary form
+// under its own content type, padded to a size class so that its length
+// says little. Polls, uploads and checks are all exchanges, of one layout.
 func TestInnerRequests(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	s := newScripted(t, func(*bhttp.Request) []byte { return respond(http.StatusOK, `{}`) })
+	s := newScripted(t, func(r *bhttp.Request) []byte {
+		if r.Path == api.PathExchange {
+			return respond(http.StatusOK, exchangeAnswer)
+		}
+		return respond(http.StatusOK, `{}`)
+	})
 	clk := newClock()
 	c := scriptedClient(t, s, clk.Now)
 	now := clk.Now()
@@ -140,6 +150,7 @@ func TestInnerRequests(t *testing.T) {
 		},
 		Sightings: []contactlog.Sighting{{Heard: enid.RPI{5}, Interval: day + 7, Minutes: 10, Attenuation: 50}},
 	}
+	secret := bytes.Repeat([]byte{0x5a}, api.TestSecretSize)
 	auth := bytes.Repeat([]byte{0xa5}, api.AuthorizationSize)
 	export := []byte("PK\x03\x04 the zip file of a GAEN key export")
 	start := c.Policy().WindowStart(now)
@@ -147,14 +158,22 @@ func TestInnerRequests(t *testing.T) {
 	recent := gps.Trace{{Time: start.Unix(), Lat: 46.5, Lon: 6.6}, {Time: now.Unix(), Lat: 46.5, Lon: 6.6}}
 	recentWire, _ := recent.MarshalBinary()
 	signed := api.SignedTrace{Authority: "lab", Trace: recentWire, IssuedAt: 1, Nonce: []byte{1}, Signature: []byte{2}}
-	result := api.SignedResult{Authority: "lab", TestCode: "AAAAA-AAAAA", Result: api.Positive, IssuedAt: 1}
+	result := api.SignedResult{Authority: "lab", TestCode: "ABCD-EFGH-JKMN-PQRS1", Result: api.Positive, IssuedAt: 1}
 
 	errs := []error{c.SubmitResult(ctx, result)}
-	_, err := c.PollResult(ctx, []byte("secret"))
+	pr, err := c.PollResult(ctx, secret)
+	if pr.Result != api.Pending {
+		t.Errorf("PollResult: %+v, want the exchange's result", pr)
+	}
 	errs = append(errs, err)
-	_, err = c.Upload(ctx, auth, report)
+	up, err := c.Upload(ctx, auth, report)
+	if up != (api.UploadResponse{Sightings: 1, Keys: 2, DurableBy: 1}) {
+		t.Errorf("Upload: %+v, want the exchange's upload", up)
+	}
 	errs = append(errs, err)
 	_, err = c.CheckExposure(ctx, report)
+	errs = append(errs, err)
+	_, err = c.Exchange(ctx, client.Daily{Report: report, Secret: secret, Upload: true})
 	errs = append(errs, err)
 	_, err = c.SubmitTrace(ctx, signed)
 	errs = append(errs, err)
@@ -183,6 +202,17 @@ func TestInnerRequests(t *testing.T) {
 	rep = append(rep, make([]byte, 15)...)
 	rep = binary.BigEndian.AppendUint32(rep, uint32(day+7))
 	rep = append(rep, 10, 50)
+	// An exchange, written out by hand: version, flags, the secret and the
+	// authorization (zeros when absent), the report.
+	exchange := func(flags byte, secret, auth, report []byte) []byte {
+		b := []byte{1, flags}
+		b = append(b, secret...)
+		b = append(b, make([]byte, 2+api.TestSecretSize-len(b))...)
+		b = append(b, auth...)
+		b = append(b, make([]byte, 2+api.TestSecretSize+api.AuthorizationSize-len(b))...)
+		return append(b, report...)
+	}
+	emptyReport := []byte{contactlog.ReportVersion, 0, 0, 0, 0, 0}
 
 	const jsonType = "application/json"
 	want := []struct {
@@ -190,16 +220,18 @@ func TestInnerRequests(t *testing.T) {
 		body              []byte
 	}{
 		{api.PathSubmitResult, jsonType, marshal(t, result)},
-		{api.PathPollResult, jsonType, marshal(t, api.PollResultRequest{Secret: []byte("secret")})},
-		// The authorization, then the report, in binary: no JSON, no
-		// base64.
-		{api.PathUpload, api.MediaTypeReport, append(bytes.Clone(auth), rep...)},
-		{api.PathCheckExposure, api.MediaTypeReport, rep},
+		// A poll alone is an exchange without a report's contents.
+		{api.PathExchange, api.MediaTypeReport, exchange(api.ExchangePoll, secret, nil, emptyReport)},
+		// In binary: no JSON, no base64.
+		{api.PathExchange, api.MediaTypeReport, exchange(api.ExchangeUpload, nil, auth, rep)},
+		{api.PathExchange, api.MediaTypeReport, exchange(0, nil, nil, rep)},
+		{api.PathExchange, api.MediaTypeReport, exchange(api.ExchangePoll|api.ExchangeUpload, secret, nil, rep)},
 		{api.PathSubmitTrace, jsonType, marshal(t, signed)},
 		// Fixes before the window are not sent; those from its first
 		// second on are.
 		{api.PathCheckTrace, jsonType, marshal(t, api.TraceCheckRequest{Trace: recentWire})},
-		{api.PathDecoy, api.MediaTypeReport, make([]byte, 3)},
+		// A decoy's filler is random: no two decoys are the same request.
+		{api.PathDecoy, api.MediaTypeReport, nil},
 		{api.PathImportGAEN, api.MediaTypeZip, export},
 	}
 	reqs := s.requests(t)
@@ -209,15 +241,23 @@ func TestInnerRequests(t *testing.T) {
 	s.mu.Lock()
 	plain := slices.Clone(s.plain)
 	s.mu.Unlock()
+	date := now.UTC().Format(http.TimeFormat)
 	for i, r := range reqs {
 		w := want[i]
 		if r.Method != http.MethodPost || r.Scheme != "https" || r.Authority != api.InnerAuthority || r.Path != w.path {
 			t.Errorf("request %d: %s %s://%s%s, want POST https://%s%s", i, r.Method, r.Scheme, r.Authority, r.Path, api.InnerAuthority, w.path)
 		}
-		if !slices.Equal(r.Header, []bhttp.Field{{Name: "content-type", Value: w.contentType}}) {
-			t.Errorf("request %d to %s: header %v, want only the content type %s", i, w.path, r.Header, w.contentType)
+		if !slices.Equal(r.Header, []bhttp.Field{{Name: "content-type", Value: w.contentType}, {Name: "date", Value: date}}) {
+			t.Errorf("request %d to %s: header %v, want only the content type %s and the date %s", i, w.path, r.Header, w.contentType, date)
 		}
-		if !bytes.Equal(r.Content, w.body) {
+		switch {
+		case w.path == api.PathDecoy:
+			// At least the filler asked for (more stands in for an
+			// exchange's header), random.
+			if len(r.Content) < 3 || bytes.Equal(r.Content, make([]byte, len(r.Content))) {
+				t.Errorf("request %d to %s: body %q, want at least 3 random bytes", i, w.path, r.Content)
+			}
+		case !bytes.Equal(r.Content, w.body):
 			t.Errorf("request %d to %s: body %q, want %q", i, w.path, r.Content, w.body)
 		}
 		if !slices.Contains(bhttp.SizeClasses(), len(plain[i])) {

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +25,7 @@ import (
 	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/internal/relay"
 	"github.com/conftrace/conftrace/ohttp"
+	"github.com/conftrace/conftrace/policy"
 )
 
 // startRelay runs an Oblivious HTTP relay to gateway and returns its URL.
@@ -45,8 +49,8 @@ func host(t testing.TB, raw string) string {
 	return u.Host
 }
 
-// With a relay, every request that carries personal data goes to the
-// relay; the backend's gateway hears only from the relay.
+// With a relay, every request goes to the relay, the bundle fetch as well
+// as those that carry personal data; the backend hears only from the relay.
 func TestThroughRelay(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -84,52 +88,185 @@ func TestThroughRelay(t *testing.T) {
 	if len(posts) != 6 {
 		t.Fatalf("%d POSTs, want 6", len(posts))
 	}
-	for _, e := range posts {
+	if g := countGets(w); g != 1 {
+		t.Errorf("%d bundle fetches, want 1", g)
+	}
+	for _, e := range w.all() {
 		if e.Host != host(t, relayURL) {
-			t.Errorf("client posted to %s%s, not to the relay", e.Host, e.Path)
+			t.Errorf("client sent %s %s to %s, not to the relay", e.Method, e.Path, e.Host)
 		}
 	}
-	var gateway int
+	var gateway, bundles int
 	for _, h := range f.seen() {
+		if h.UserAgent != "conftrace-relay" {
+			t.Errorf("the backend heard %s %s from %q, not from the relay", h.Method, h.Path, h.UserAgent)
+		}
 		switch h.Path {
 		case api.PathGateway:
 			gateway++
-			if h.UserAgent != "conftrace-relay" {
-				t.Errorf("the gateway heard from %q, not from the relay", h.UserAgent)
-			}
 		case api.PathAttestation:
+			bundles++
 		default:
 			t.Errorf("the backend saw a request for %s", h.Path)
 		}
 	}
-	if gateway != len(posts) {
-		t.Errorf("the gateway saw %d requests, the client sent %d", gateway, len(posts))
+	if gateway != len(posts) || bundles != 1 {
+		t.Errorf("the backend saw %d gateway requests and %d bundle fetches, the client sent %d and 1", gateway, bundles, len(posts))
 	}
 
-	// A relay that is down or misconfigured fails the call; the client
-	// never falls back to the gateway.
+	// A relay that is down or misconfigured fails New; the client never
+	// falls back to the backend.
 	down := httptest.NewServer(nil)
 	down.Close()
-	for _, r := range []string{down.URL, "http://[::1"} {
-		c, err := client.New(ctx, client.Config{Server: f.URL, Relay: r, Expectations: b.Expectations()})
-		if err != nil {
-			t.Fatal(err)
+	hits := len(f.seen())
+	for _, r := range []string{down.URL, "http://[::1", "relay.example", "ftp://relay.example"} {
+		if _, err := client.New(ctx, client.Config{Server: f.URL, Relay: r, Expectations: b.Expectations()}); err == nil {
+			t.Errorf("New with relay %q succeeded", r)
 		}
-		hits := len(f.seen())
-		if _, err := c.CheckExposure(ctx, contactlog.Report{}); err == nil {
-			t.Errorf("CheckExposure with relay %q succeeded", r)
-		}
-		for _, h := range f.seen()[hits:] {
-			if h.Path == api.PathGateway {
-				t.Errorf("with relay %q unusable, the client went to the gateway directly", r)
-			}
+	}
+	// Nor when the relay goes away after New.
+	rl, err := relay.New(f.URL+api.PathGateway, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := httptest.NewServer(rl)
+	c, err = client.New(ctx, client.Config{Server: f.URL, Relay: gone.URL, Expectations: b.Expectations()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.Close()
+	if _, err := c.CheckExposure(ctx, contactlog.Report{}); err == nil {
+		t.Error("CheckExposure with the relay gone succeeded")
+	}
+	for _, h := range f.seen()[hits:] {
+		if h.UserAgent != "conftrace-relay" {
+			t.Errorf("with the relay unusable, the client sent %s %s to the backend directly", h.Method, h.Path)
 		}
 	}
 }
 
-// A backend restart rotates the gateway's keys. A client made before it
+// dialed records the local addresses of the connections a client opens.
+type dialed struct {
+	mu    sync.Mutex
+	local map[string]bool
+}
+
+func (d *dialed) transport(t testing.TB) *http.Transport {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			d.mu.Lock()
+			if d.local == nil {
+				d.local = make(map[string]bool)
+			}
+			d.local[conn.LocalAddr().String()] = true
+			d.mu.Unlock()
+		}
+		return conn, err
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+func (d *dialed) addrs() map[string]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.local)
+}
+
+// rotatingPolicy is the default policy with OHTTP keys current for a day,
+// the least a policy allows, so that a rotation is two days away.
+func rotatingPolicy() *policy.Policy {
+	p := policy.Default()
+	p.OHTTPKeyDays = 1
+	return &p
+}
+
+// rotate moves clk two key generations on and has b rotate its keys: the
+// key a client verified before is no longer held.
+func rotate(t testing.TB, b *localbackend.Backend, clk *clock) {
+	t.Helper()
+	clk.Add(2*b.Policy.OHTTPKeyLifetime() + time.Minute)
+	if err := b.Service.Maintain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With a relay, no request reaches the backend on a connection of the
+// client's: not the bundle fetch at New, not the fetch after the keys
+// rotated, not the encapsulated requests. Were any to, the backend would
+// learn the phone's address.
+func TestRelayHidesClientFromBackend(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	clk := newClock()
+	dir := t.TempDir()
+	b1 := startBackend(t, localbackend.Config{Dir: dir, Now: clk.Now, Policy: rotatingPolicy()})
+	f := newFront(t, b1.URL)
+	relayURL := startRelay(t, f.URL+api.PathGateway)
+	conns := &dialed{}
+	w := &wire{rt: conns.transport(t)}
+	c, err := client.New(ctx, client.Config{Server: f.URL, Relay: relayURL, Expectations: b1.Expectations(), HTTPClient: w.client(), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDevice(t, b1.URL)
+	if _, err := c.CheckExposure(ctx, window(d, c.Policy(), clk.Now())); err != nil {
+		t.Fatalf("check through the relay: %v", err)
+	}
+	before := c.Identity().ReportData
+
+	// A restart keeps the keys; a rotation retires the client's.
+	if err := b1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b2 := startBackend(t, localbackend.Config{Dir: dir, Authority: b1.Authority, Now: clk.Now, Policy: rotatingPolicy()})
+	f.setTarget(t, b2.URL)
+	if _, err := c.CheckExposure(ctx, window(d, c.Policy(), clk.Now())); err != nil {
+		t.Fatalf("check after the restart: %v", err)
+	}
+	rotate(t, b2, clk)
+	if _, err := c.CheckExposure(ctx, window(d, c.Policy(), clk.Now())); err != nil {
+		t.Fatalf("check after the rotation: %v", err)
+	}
+	if c.Identity().ReportData == before {
+		t.Error("the client did not adopt the rotated keys")
+	}
+	if g := countGets(w); g != 2 {
+		t.Errorf("%d bundle fetches, want 2 (at New and after the rotation)", g)
+	}
+	for _, e := range w.all() {
+		if e.Host != host(t, relayURL) {
+			t.Errorf("the client sent %s %s to %s, not to the relay", e.Method, e.Path, e.Host)
+		}
+	}
+
+	local := conns.addrs()
+	if len(local) == 0 {
+		t.Fatal("no connection of the client recorded")
+	}
+	var bundles int
+	for _, h := range f.seen() {
+		if local[h.RemoteAddr] {
+			t.Errorf("the backend saw %s %s on the client's own connection", h.Method, h.Path)
+		}
+		if h.UserAgent != "conftrace-relay" {
+			t.Errorf("the backend heard %s %s from %q, not from the relay", h.Method, h.Path, h.UserAgent)
+		}
+		if h.Path == api.PathAttestation {
+			bundles++
+		}
+	}
+	if bundles != 2 {
+		t.Errorf("the backend served %d bundles through the relay, want 2", bundles)
+	}
+}
+
+// A backend restart keeps the gateway's keys: a client made before it goes
+// on without fetching the bundle, and state sealed before it is still
+// there. When the keys rotate, a client whose key the gateway dropped
 // fetches the new bundle, verifies it as strictly as the first, and goes
-// on; state sealed before the restart is still there.
+// on.
 func TestKeyRotation(t *testing.T) {
 	t.Parallel()
 	for _, viaRelay := range []bool{false, true} {
@@ -148,7 +285,7 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 	ctx := t.Context()
 	clk := newClock()
 	dir := t.TempDir()
-	b1 := startBackend(t, localbackend.Config{Dir: dir, Now: clk.Now})
+	b1 := startBackend(t, localbackend.Config{Dir: dir, Now: clk.Now, Policy: rotatingPolicy()})
 	f := newFront(t, b1.URL)
 	w := &wire{}
 	cfg := client.Config{Server: f.URL, Expectations: b1.Expectations(), HTTPClient: w.client(), Now: clk.Now}
@@ -174,7 +311,7 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 		if err := prev.Close(); err != nil {
 			t.Fatal(err)
 		}
-		next := startBackend(t, localbackend.Config{Dir: dir, Authority: b1.Authority, Now: clk.Now})
+		next := startBackend(t, localbackend.Config{Dir: dir, Authority: b1.Authority, Now: clk.Now, Policy: rotatingPolicy()})
 		f.setTarget(t, next.URL)
 		return next
 	}
@@ -184,26 +321,45 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 	if err != nil || up.Sightings == 0 || up.Keys == 0 {
 		t.Fatalf("upload after the restart: %+v, %v", up, err)
 	}
+	if c.Identity().ReportData != before {
+		t.Error("a restart changed the attested keys")
+	}
+	if g, p := countGets(w)-gets, len(w.posts())-posts; g != 0 || p != 1 {
+		t.Errorf("the upload after a restart took %d bundle fetches and %d posts, want 0 and 1", g, p)
+	}
+	// Written by the journal's next flush; an upload not yet durable
+	// would not survive the next restart.
+	flushUntil(t, b2, clk, up.DurableBy)
+	b3 := restart(b2)
+	if r, err := c.CheckExposure(ctx, window(a, c.Policy(), now)); err != nil || !r.Exposed {
+		t.Fatalf("check after a restart: %+v, %v; want the sealed upload to expose A", r, err)
+	}
+
+	// The keys rotate: one refusal of the old key, one bundle, one retry.
+	rotate(t, b3, clk)
+	gets, posts = countGets(w), len(w.posts())
+	if r, err := c.CheckExposure(ctx, window(a, c.Policy(), now)); err != nil || !r.Exposed {
+		t.Fatalf("check after the keys rotated: %+v, %v", r, err)
+	}
 	if c.Identity().ReportData == before {
 		t.Error("the client did not adopt the new attested keys")
 	}
-	// One refusal of the old key, one bundle, one retry: no more.
 	if g, p := countGets(w)-gets, len(w.posts())-posts; g != 1 || p != 2 {
 		t.Errorf("recovering took %d bundle fetches and %d posts, want 1 and 2", g, p)
 	}
 	if stale := w.posts()[posts]; stale.Status != http.StatusUnprocessableEntity {
-		t.Errorf("first post after the restart answered %d, want %d", stale.Status, http.StatusUnprocessableEntity)
+		t.Errorf("first post after the rotation answered %d, want %d", stale.Status, http.StatusUnprocessableEntity)
 	}
 
 	// Concurrent requests that all hold the old key all recover.
-	b3 := restart(b2)
+	rotate(t, b3, clk)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for range cap(errs) {
 		wg.Go(func() {
 			r, err := c.CheckExposure(ctx, window(a, c.Policy(), now))
 			if err == nil && !r.Exposed {
-				err = errors.New("A not exposed after restarts")
+				err = errors.New("A not exposed after the rotation")
 			}
 			errs <- err
 		})
@@ -212,19 +368,22 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 	close(errs)
 	for err := range errs {
 		if err != nil {
-			t.Errorf("concurrent check after a restart: %v", err)
+			t.Errorf("concurrent check after a rotation: %v", err)
 		}
 	}
 
-	// A restart into other code is not followed: the new bundle must meet
-	// the same expectations, and the client keeps its old keys.
-	rogue := startBackend(t, localbackend.Config{Measurement: sha256Sum("a patched build"), Now: clk.Now})
+	// A backend of other code at the address is not followed: its bundle
+	// must meet the same expectations, and the client keeps its keys. (Its
+	// clock is a month off, so that its keys' IDs are not the genuine
+	// one's, and it says the client's key is unknown.)
+	rogue := startBackend(t, localbackend.Config{Measurement: sha256Sum("a patched build"), Policy: rotatingPolicy(),
+		Now: func() time.Time { return clk.Now().Add(30 * 24 * time.Hour) }})
 	f.setTarget(t, rogue.URL)
 	identity := c.Identity()
 	_, err = c.CheckExposure(ctx, window(a, c.Policy(), now))
 	var me *attest.MismatchError
 	if !errors.As(err, &me) || me.Field != "measurement" {
-		t.Fatalf("check after a restart into other code: %v, want a measurement mismatch", err)
+		t.Fatalf("check against a backend of other code: %v, want a measurement mismatch", err)
 	}
 	if c.Identity().ReportData != identity.ReportData {
 		t.Error("the client adopted the keys of a backend it refused")
@@ -232,6 +391,13 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 	f.setTarget(t, b3.URL)
 	if r, err := c.CheckExposure(ctx, window(a, c.Policy(), now)); err != nil || !r.Exposed {
 		t.Fatalf("check back at the genuine backend: %+v, %v", r, err)
+	}
+	if viaRelay {
+		for _, e := range w.all() {
+			if e.Host != host(t, cfg.Relay) {
+				t.Errorf("the client sent %s %s to %s, not to the relay", e.Method, e.Path, e.Host)
+			}
+		}
 	}
 }
 
@@ -315,6 +481,38 @@ func TestTransportFailures(t *testing.T) {
 			}
 		})
 	}
+
+	// An answer cut short: the connection ends before the length the
+	// answer announced.
+	t.Run("answer cut short", func(t *testing.T) {
+		// A middlebox that forwards to the backend and ends the connection
+		// ten bytes into the gateway's answer.
+		cut := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			req, err := http.NewRequestWithContext(r.Context(), r.Method, b.URL+r.URL.Path, r.Body)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			req.Header = r.Header.Clone()
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			rw.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			if r.URL.Path == api.PathGateway {
+				body = body[:10]
+			}
+			rw.Write(body)
+		}))
+		t.Cleanup(cut.Close)
+		c := newClient(t, cut.URL, b, nil, nil)
+		if _, err := c.CheckExposure(t.Context(), window(d, c.Policy(), time.Now())); err == nil || !strings.Contains(err.Error(), "reading response") {
+			t.Fatalf("CheckExposure: %v, want an error reading the response", err)
+		}
+	})
 
 	// The backend goes away after the client verified it. (No kept-alive
 	// connection, so that the refusal is the connection's, not an EOF.)

@@ -390,7 +390,10 @@ func (d *Device) RecordPoll(resp api.PollResultResponse) (Test, error) {
 	if resp.ExpiresAt != 0 {
 		t.ExpiresAt = time.Unix(resp.ExpiresAt, 0).UTC()
 	}
-	t.Uploaded = t.Uploaded || resp.Uploaded
+	// The backend says whether the upload is durable; an upload it lost
+	// (it stopped before writing it) is to be made again, with the
+	// authorization it hands out anew.
+	t.Uploaded = resp.Uploaded
 	return t, d.SaveTest(t)
 }
 

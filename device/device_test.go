@@ -440,6 +440,37 @@ func TestRecordPollKeepsTheAuthorization(t *testing.T) {
 	}
 }
 
+// An authorization that expired unused is replaced by the one the next
+// poll hands out; an upload that is not durable yet hands out none, and
+// the saved one stays.
+func TestRecordPollTakesAReissuedAuthorization(t *testing.T) {
+	d := newDevice(t, "d")
+	d.RegisterTest(time.Now())
+	if _, err := d.RecordPoll(api.PollResultResponse{Result: api.Positive, UploadAuthorization: []byte("first"), ExpiresAt: 1e9}); err != nil {
+		t.Fatal(err)
+	}
+	tst, err := d.RecordPoll(api.PollResultResponse{Result: api.Positive, UploadAuthorization: []byte("second"), ExpiresAt: 2e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(tst.UploadAuthorization) != "second" || tst.ExpiresAt.Unix() != 2e9 || tst.Uploaded {
+		t.Fatalf("state after a reissued authorization: %+v", tst)
+	}
+	if tst, err = d.RecordPoll(api.PollResultResponse{Result: api.Positive, UploadPending: true}); err != nil {
+		t.Fatal(err)
+	}
+	if string(tst.UploadAuthorization) != "second" || tst.ExpiresAt.Unix() != 2e9 || tst.Uploaded {
+		t.Fatalf("state while the upload is pending: %+v; want the authorization kept, not uploaded yet", tst)
+	}
+	again, err := Open(context.Background(), d.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := again.Test(); string(got.UploadAuthorization) != "second" {
+		t.Fatalf("saved state %+v, want the reissued authorization", got)
+	}
+}
+
 // A device verifies its backend with what it was set up with: the saved
 // measurements, and simulation only if it was allowed; a corrupted
 // measurement in the state is an error, not "accept any code".

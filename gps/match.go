@@ -182,11 +182,23 @@ func BruteForce(device Trace, infected []Trace, p Params) []Episode {
 // within some 24-hour span sum to at least p.MinMinutes. With MinMinutes 0
 // any episode is an exposure.
 func Exposed(episodes []Episode, p Params) bool {
+	_, ok := LastExposure(episodes, p)
+	return ok
+}
+
+// LastExposure returns the last episode at which the episodes of the 24
+// hours up to its start reach p.MinMinutes, and whether there is one: the
+// most recent exposure, as coarse answers report it.
+func LastExposure(episodes []Episode, p Params) (Episode, bool) {
 	const day = 24 * 60 * 60
 	// Sum whole seconds, so that adding and removing episodes is exact.
 	secs := func(e Episode) int64 { return int64(math.Round(e.Minutes * 60)) }
 	need := p.MinMinutes * 60
-	var sum int64
+	var (
+		sum   int64
+		last  Episode
+		found bool
+	)
 	j := 0
 	for _, e := range episodes {
 		sum += secs(e)
@@ -195,8 +207,8 @@ func Exposed(episodes []Episode, p Params) bool {
 			j++
 		}
 		if float64(sum) >= need {
-			return true
+			last, found = e, true
 		}
 	}
-	return false
+	return last, found
 }

@@ -165,3 +165,24 @@ func TestBruteForceToleranceWholeSeconds(t *testing.T) {
 		t.Error("90 s did not match under a tolerance of 90.999 s")
 	}
 }
+
+// The most recent exposure is the last episode that completes an exposure,
+// not a later short episode that does not.
+func TestLastExposure(t *testing.T) {
+	p := DefaultParams() // 15 minutes
+	const h = 3600
+	ep := func(start int64, minutes float64) Episode {
+		return Episode{Start: start, End: start + int64(minutes*60), Minutes: minutes}
+	}
+	eps := []Episode{ep(0, 10), ep(2*h, 10), ep(30*h, 16), ep(60*h, 3)}
+	last, ok := LastExposure(eps, p)
+	if !ok || last != eps[2] {
+		t.Errorf("LastExposure = %+v, %v; want the 16-minute episode at 30 h", last, ok)
+	}
+	if _, ok := LastExposure(eps[3:], p); ok {
+		t.Error("a 3-minute episode alone is an exposure")
+	}
+	if last, ok := LastExposure(eps[:2], p); !ok || last != eps[1] {
+		t.Errorf("two 10-minute episodes: %+v, %v; want the second", last, ok)
+	}
+}

@@ -106,10 +106,15 @@ func TestParseLimits(t *testing.T) {
 	if _, err := ParseCSV(strings.NewReader(fast), testLimits); !errors.Is(err, ErrSpeed) {
 		t.Errorf("1377 km/h: %v", err)
 	}
-	// GPS jitter with equal timestamps is within JumpSlack.
-	jitter := "1709294400,46.5,6.6\n1709294400,46.5005,6.6\n" // 56 m
+	// GPS jitter with equal timestamps is within SameTimeSlack; a jump at
+	// one instant (a forged trace sweeping a neighbourhood) is not.
+	jitter := "1709294400,46.5,6.6\n1709294400,46.5002,6.6\n" // 22 m
 	if _, err := ParseCSV(strings.NewReader(jitter), testLimits); err != nil {
-		t.Errorf("56 m jitter at one timestamp: %v", err)
+		t.Errorf("22 m jitter at one timestamp: %v", err)
+	}
+	jump := "1709294400,46.5,6.6\n1709294400,46.5009,6.6\n" // 100 m
+	if _, err := ParseCSV(strings.NewReader(jump), testLimits); !errors.Is(err, ErrSpeed) {
+		t.Errorf("100 m jump at one timestamp: %v, want ErrSpeed", err)
 	}
 }
 

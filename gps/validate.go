@@ -33,11 +33,15 @@ type Limits struct {
 	MaxSkew time.Duration
 }
 
-// JumpSlack is the distance, in metres, that consecutive fixes may be
-// apart beyond what MaxSpeed allows: GPS fixes jump by tens of metres
-// between buildings even when the phone stands still, and two fixes with
-// the same timestamp would otherwise have to be identical.
+// JumpSlack is the distance, in metres, that consecutive fixes of different
+// seconds may be apart beyond what MaxSpeed allows: GPS fixes jump by tens
+// of metres between buildings even when the phone stands still.
 const JumpSlack = 100.0
+
+// SameTimeSlack is the distance, in metres, that fixes with the same
+// timestamp may be apart: a receiver's noise, as when a trace's timestamps
+// are rounded.
+const SameTimeSlack = 25.0
 
 // Defaults of [Limits].
 const (
@@ -166,7 +170,14 @@ func checkStep(a, b Point, maxSpeed float64) error {
 	if dt < 0 {
 		return fmt.Errorf("%w: %s after %s", ErrOrder, b.At().Format(time.RFC3339), a.At().Format(time.RFC3339))
 	}
-	if d := Distance(a, b); d > maxSpeed*float64(dt)+JumpSlack {
+	d := Distance(a, b)
+	// Fixes of one second may differ by a receiver's noise, no more:
+	// allowing them further apart would let a forged trace sweep a
+	// neighbourhood at a single instant, asking where infected people were.
+	if dt == 0 && d > SameTimeSlack {
+		return fmt.Errorf("%w: two fixes at %s, %.0f m apart", ErrSpeed, a.At().Format(time.RFC3339), d)
+	}
+	if d > maxSpeed*float64(dt)+JumpSlack {
 		return fmt.Errorf("%w: %.0f m in %d s", ErrSpeed, d, dt)
 	}
 	return nil

@@ -1,7 +1,8 @@
 // Package policy is the rule book a conftrace backend enforces: which health
 // authorities may declare a test positive, which GAEN key servers' exports
-// it imports, how long data is kept, how uploads match and exposures are
-// scored, and how large requests may be.
+// it imports, how long data is kept, how often the Oblivious HTTP keys
+// rotate, how uploads match and exposures are scored, and how large
+// requests may be.
 //
 // The backend publishes its policy in canonical form inside the attestation
 // bundle, and the evidence binds a hash of those exact bytes, so a client
@@ -51,6 +52,12 @@ type Policy struct {
 	// UploadAuthorizationSeconds is how long a positive result's upload
 	// authorization stays valid.
 	UploadAuthorizationSeconds int `json:"upload_authorization_seconds"`
+	// OHTTPKeyDays is how many days each generation of the backend's
+	// Oblivious HTTP keys is current. The next generation is published
+	// that long ahead, beside the current one, so a client's verified key
+	// works for at least this long; restarts keep the keys, so the
+	// operator cannot make every phone re-fetch the bundle at will.
+	OHTTPKeyDays int `json:"ohttp_key_days"`
 	// Matching lists the rules by which this system's own uploads match
 	// (MatchReciprocal, MatchOneSided). Keys imported from GAEN exports
 	// can only match one-sided.
@@ -58,6 +65,22 @@ type Policy struct {
 	// GAENExportKeys verify the GAEN key exports the backend imports; with
 	// none, it imports nothing.
 	GAENExportKeys []ExportKey `json:"gaen_export_keys"`
+	// Answers says how precise exposure and GPS answers are: AnswersCoarse
+	// (the default) or AnswersDetailed.
+	Answers string `json:"answers"`
+	// StoreFlushSeconds and StoreFlushRows set the clock on which what
+	// phones cause to be stored (uploads) is written: every
+	// StoreFlushSeconds, StoreFlushRows rows of StoreRowBytes, real or
+	// filler, whatever arrived. Their product bounds how fast uploads
+	// become durable; the store grows by the same amount every day.
+	StoreFlushSeconds int `json:"store_flush_seconds"`
+	StoreFlushRows    int `json:"store_flush_rows"`
+	// AnswerReleaseMillis releases every answer of the gateway at the next
+	// multiple of this many milliseconds after its request arrived, so that
+	// how long the backend worked on a request (an upload takes longer
+	// than a check) does not show in when its answer leaves. 0 releases
+	// answers at once.
+	AnswerReleaseMillis int `json:"answer_release_ms"`
 	// Risk scores matched sightings.
 	Risk Risk `json:"risk"`
 	// Limits bound what one request may carry.
@@ -113,6 +136,25 @@ const (
 	// Bluetooth sniffer that heard someone learns whether they uploaded.
 	MatchOneSided = "one_sided"
 )
+
+// How precise answers are.
+const (
+	// AnswersCoarse answers only whether a phone was exposed, on which day
+	// most recently, and by which rules: nothing about matches below the
+	// threshold, so that repeated checks with crafted reports cannot map
+	// who uploaded what, when and how close.
+	AnswersCoarse = "coarse"
+	// AnswersDetailed also gives, for every day of the window, the matched
+	// minutes, weighted minutes and closest attenuation, and GPS episodes
+	// with their times and distances.
+	AnswersDetailed = "detailed"
+)
+
+// StoreRowBytes is the size of every row the flushes write.
+const StoreRowBytes = 4096
+
+// Detailed reports whether answers carry per-day figures and episodes.
+func (p Policy) Detailed() bool { return p.Answers == AnswersDetailed }
 
 // ExportKey is a GAEN key server's export signing key. Exports that it
 // signed are imported for one-sided matching.
@@ -180,6 +222,9 @@ type Limits struct {
 	MaxCheckSightings int `json:"max_check_sightings"`
 	// MaxSightingMinutes is the longest duration one sighting may claim.
 	MaxSightingMinutes int `json:"max_sighting_minutes"`
+	// ChecksPerKeyDay is how many exchanges one daily key may take part
+	// in per UTC day, counted in enclave memory only.
+	ChecksPerKeyDay int `json:"checks_per_key_day"`
 }
 
 // MaxKeys is the most daily keys one upload or exposure check may carry:
@@ -195,15 +240,22 @@ func (p Policy) MaxKeys() int { return 2*p.RetentionDays + 2 }
 // heavily social user's 14 days: 1,000 sightings a day (seven devices in
 // every 10-minute interval, all day) is far above what deployments
 // observed, and 16,000 sightings are 352,000 bytes, well within the
-// largest padded message (1 MiB). Uploads match reciprocally only.
+// largest padded message (1 MiB). Uploads match reciprocally only. The
+// Oblivious HTTP keys rotate weekly: a short enough life for the private
+// keys, and a phone re-verifies the bundle at most about once a week.
 func Default() Policy {
 	return Policy{
 		Version:                    Version,
 		Authorities:                []Authority{},
 		Matching:                   []string{MatchReciprocal},
+		Answers:                    AnswersCoarse,
+		StoreFlushSeconds:          3600,
+		StoreFlushRows:             32,
+		AnswerReleaseMillis:        100,
 		GAENExportKeys:             []ExportKey{},
 		RetentionDays:              14,
 		UploadAuthorizationSeconds: 24 * 60 * 60,
+		OHTTPKeyDays:               7,
 		Risk: Risk{
 			AttenuationThresholds:  []int{55, 63, 73},
 			WeightsPercent:         []int{100, 100, 50, 0},
@@ -214,6 +266,7 @@ func Default() Policy {
 			MaxUploadSightings: 16_000,
 			MaxCheckSightings:  16_000,
 			MaxSightingMinutes: 10,
+			ChecksPerKeyDay:    48,
 		},
 		GPS: defaultGPS(),
 	}
@@ -231,6 +284,12 @@ func defaultGPS() GPS {
 		MaxGapSeconds:        int(d.MaxGap / time.Second),
 		MaxTracePoints:       50_000,
 	}
+}
+
+// OHTTPKeyLifetime returns OHTTPKeyDays as a duration: how long each
+// generation of Oblivious HTTP keys is current.
+func (p Policy) OHTTPKeyLifetime() time.Duration {
+	return time.Duration(p.OHTTPKeyDays) * 24 * time.Hour
 }
 
 // UploadAuthorizationTTL returns UploadAuthorizationSeconds as a duration.
@@ -296,11 +355,26 @@ func (p Policy) Validate() error {
 	if err := p.validateMatching(); err != nil {
 		return err
 	}
+	if p.Answers != AnswersCoarse && p.Answers != AnswersDetailed {
+		return invalidf("answers %q: want %q or %q", p.Answers, AnswersCoarse, AnswersDetailed)
+	}
+	if p.StoreFlushSeconds < 10 || p.StoreFlushSeconds > 86400 {
+		return invalidf("store_flush_seconds %d outside 10..86400", p.StoreFlushSeconds)
+	}
+	if p.StoreFlushRows < 1 || p.StoreFlushRows > 100_000 {
+		return invalidf("store_flush_rows %d outside 1..100000", p.StoreFlushRows)
+	}
+	if p.AnswerReleaseMillis < 0 || p.AnswerReleaseMillis > 10_000 {
+		return invalidf("answer_release_ms %d outside 0..10000", p.AnswerReleaseMillis)
+	}
 	if p.RetentionDays < 1 || p.RetentionDays > 60 {
 		return invalidf("retention_days %d outside 1..60", p.RetentionDays)
 	}
 	if p.UploadAuthorizationSeconds < 60 || p.UploadAuthorizationSeconds > 14*24*3600 {
 		return invalidf("upload_authorization_seconds %d outside 60..1209600", p.UploadAuthorizationSeconds)
+	}
+	if p.OHTTPKeyDays < 1 || p.OHTTPKeyDays > 30 {
+		return invalidf("ohttp_key_days %d outside 1..30", p.OHTTPKeyDays)
 	}
 	r := p.Risk
 	if len(r.AttenuationThresholds) == 0 || len(r.AttenuationThresholds) > 8 {
@@ -335,6 +409,9 @@ func (p Policy) Validate() error {
 	}
 	if l.MaxSightingMinutes < 1 || l.MaxSightingMinutes > 60 {
 		return invalidf("limits: max_sighting_minutes %d outside 1..60", l.MaxSightingMinutes)
+	}
+	if l.ChecksPerKeyDay < 1 || l.ChecksPerKeyDay > 65535 {
+		return invalidf("limits: checks_per_key_day %d outside 1..65535", l.ChecksPerKeyDay)
 	}
 	if err := p.GPS.Params().Validate(); err != nil {
 		return invalidf("gps: %v", err)

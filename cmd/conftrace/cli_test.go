@@ -18,6 +18,7 @@ import (
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/internal/cmdtest"
 	"github.com/conftrace/conftrace/internal/localbackend"
+	"github.com/conftrace/conftrace/policy"
 )
 
 // cmdFunc is the signature of every command.
@@ -59,6 +60,13 @@ type testBackend struct {
 
 func newTestBackend(t *testing.T) *testBackend {
 	t.Helper()
+	return newTestBackendWithPolicy(t, nil)
+}
+
+// newTestBackendWithPolicy is newTestBackend with a policy of its own (nil
+// for the default); its authorities are replaced by "lab".
+func newTestBackendWithPolicy(t *testing.T, pol *policy.Policy) *testBackend {
+	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "lab.key")
 	mustRun(t, runAuthorityKeygen, "--out", key)
@@ -70,7 +78,15 @@ func newTestBackend(t *testing.T) *testBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Authority: lab})
+	if pol != nil {
+		// Answers leave at once, as with the default policy of a local
+		// backend: on loopback their timing tells nothing, and tests
+		// should not wait.
+		p := *pol
+		p.AnswerReleaseMillis = 0
+		pol = &p
+	}
+	lb, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Authority: lab, Policy: pol})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,10 +30,16 @@ import (
 // follows the simulation, or a running one (--server), driven by simulated
 // phones and a health authority through the client SDK over Oblivious HTTP.
 func runDemo(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "demo", "demo [--people N] [--days N] [--seed N] [--gaen-share F] [--gps [--gps-check-every N]] [--json] [--out DIR]\n"+
+	fs := newFlags(cio, "demo", "demo [--people N] [--days N] [--seed N] [--gaen-share F] [--gps [--gps-check-every N]] [--detailed-answers] [--json] [--out DIR]\n"+
 		"       conftrace demo --server URL --authority-key FILE [--gaen-export-key FILE] [--measurement HEX ...] [--allow-simulated] [flags as above]\n\n"+
 		"Runs the whole system on a simulated population and reports what it did beside\n"+
-		"the ground truth. Fails if any exposure answer differs from the protocol's.\n\n"+
+		"the ground truth. Fails if any answer differs from the protocol's.\n\n"+
+		"Every app user's phone makes one exchange a day: its exposure check, with the\n"+
+		"poll of its test's result and, once its user consented after a positive\n"+
+		"result, its upload, in the same request. Answers are coarse, as the default\n"+
+		"policy has them: exposed or not, the last exposed day and the matching rules.\n"+
+		"--detailed-answers gives the local backend a policy that also answers every\n"+
+		"day's figures and the GPS episodes, which the demo then compares too.\n\n"+
 		"A share of the people without the app (--gaen-share) run a foreign GAEN app:\n"+
 		"app phones record their identifiers, and when they test positive and consent,\n"+
 		"the demo, as their key server, imports their keys into the backend in a signed\n"+
@@ -59,7 +65,7 @@ func runDemo(ctx context.Context, cio cmdIO, args []string) error {
 		return err
 	}
 	cfg := population.Config{People: f.people, Days: f.days, Seed: f.seed, Adoption: f.adoption, GAENShare: f.gaenShare,
-		GPS: f.withGPS, GPSCheckEvery: f.gpsEvery}
+		GPS: f.withGPS, GPSCheckEvery: f.gpsEvery, DetailedAnswers: f.detailed}
 	var (
 		s   *population.Summary
 		err error
@@ -88,6 +94,7 @@ type demoFlags struct {
 	seed                   uint64
 	adoption, gaenShare    float64
 	asJSON, withGPS        bool
+	detailed               bool
 	out                    string
 	server, keyFile        string
 	gaenKeyFile            string
@@ -108,6 +115,7 @@ func (f *demoFlags) register(fs *flag.FlagSet) {
 	f.exp.register(fs)
 	fs.BoolVar(&f.withGPS, "gps", false, "add GPS traces: patients' uploads and devices' trace checks")
 	fs.IntVar(&f.gpsEvery, "gps-check-every", 3, "with --gps: each phone checks its GPS trace every `N` days")
+	fs.BoolVar(&f.detailed, "detailed-answers", false, "give the local backend a policy that answers every day's figures and the GPS episodes, and compare them too (with --server: the backend's policy must already)")
 }
 
 // check refuses flags that do not go together or are out of range.
@@ -180,6 +188,13 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 		return nil, err
 	}
 	pol := policy.Default()
+	// In-process there is no network whose timing an observer could read,
+	// so answers leave at once (localbackend's own default, which a policy
+	// of the caller's replaces), and the demo does not wait.
+	pol.AnswerReleaseMillis = 0
+	if cfg.DetailedAnswers {
+		pol.Answers = policy.AnswersDetailed
+	}
 	if cfg.GAENShare > 0 {
 		if cfg.GAENExportKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 			return nil, err
@@ -206,6 +221,10 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	cfg.Authority = lab
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
 	cfg.Daily = b.Service.Maintain // as conftraced does hourly
+	// conftraced has the enclave flush its journal on the clock every
+	// second; here the clock moves when the simulation moves it, and the
+	// flushes it makes due happen then: uploads become durable only so.
+	cfg.Flush = b.Service.Enclave.FlushDue
 	cfg.Progress = progress
 	s, err := population.Run(ctx, cfg)
 	if s != nil {
@@ -216,7 +235,8 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 
 // demoServer runs the simulation against a backend that is already
 // running and keeps real time; it has no clock to move and runs its own
-// retention, so neither SetClock nor Daily is set.
+// retention and journal flushes, so neither SetClock, Daily nor Flush is
+// set.
 func demoServer(ctx context.Context, cfg population.Config, f demoFlags, progress func(day, days int)) (*population.Summary, error) {
 	b, err := os.ReadFile(f.keyFile)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -37,7 +38,8 @@ func TestDemo(t *testing.T) {
 	for _, k := range []string{"people", "days", "infections", "positive_tests", "uploads", "notified", "should_be_notified",
 		"notified_reciprocal", "notified_one_sided", "missed_notifications", "false_notifications", "mismatched_answers",
 		"protocol_exact", "epi_recall", "epi_precision", "gaen_only_people", "gaen_cases", "gaen_exports", "gaen_keys_imported",
-		"bytes_per_device_day", "gaen_bytes_per_device_day", "timing"} {
+		"bytes_per_device_day", "gaen_bytes_per_device_day", "timing", "uploads_durable", "exchange_mismatches",
+		"device_requests_per_day", "detailed_answers"} {
 		if _, ok := got[k]; !ok {
 			t.Errorf("summary lacks %q", k)
 		}
@@ -47,6 +49,13 @@ func TestDemo(t *testing.T) {
 	}
 	if n, _ := got["uploads"].(float64); n == 0 {
 		t.Fatal("no uploads: the demo did not exercise matching")
+	}
+	// One daily exchange per phone carries its check, its result poll and
+	// its upload; the demo has the backend flush its journal as its clock
+	// moves, so uploads become durable.
+	if got["device_requests_per_day"] != 1.0 || got["uploads_durable"] == 0.0 || got["exchange_mismatches"] != 0.0 || got["detailed_answers"] != false {
+		t.Fatalf("%v requests a device and day, %v uploads durable, %v exchange mismatches, detailed answers %v; want 1, some, 0, false",
+			got["device_requests_per_day"], got["uploads_durable"], got["exchange_mismatches"], got["detailed_answers"])
 	}
 	// The default GAEN share gives the local backend a GAEN export key
 	// and some of the people without the app a GAEN app.
@@ -79,12 +88,24 @@ func TestDemo(t *testing.T) {
 }
 
 func TestDemoTable(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if err := runDemo(context.Background(), cmdIO{stdout: &stdout, stderr: &stderr}, []string{"--people", "30", "--days", "2"}); err != nil {
-		t.Fatalf("demo: %v\n%s", err, stderr.String())
-	}
-	if !strings.Contains(stdout.String(), "protocol exact") || !strings.Contains(stdout.String(), "YES") {
-		t.Fatalf("table does not state exactness:\n%s", stdout.String())
+	for _, tc := range []struct {
+		args    []string
+		answers string
+	}{
+		{nil, "coarse"},
+		{[]string{"--detailed-answers"}, "detailed"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := runDemo(context.Background(), cmdIO{stdout: &stdout, stderr: &stderr}, append([]string{"--people", "30", "--days", "2"}, tc.args...)); err != nil {
+			t.Fatalf("demo %v: %v\n%s", tc.args, err, stderr.String())
+		}
+		out := stdout.String()
+		if !strings.Contains(out, "protocol exact") || !strings.Contains(out, "YES") || !strings.Contains(out, "daily exchanges") {
+			t.Fatalf("demo %v: table does not state exactness and the daily exchanges:\n%s", tc.args, out)
+		}
+		if !regexp.MustCompile(`(?m)^answers +` + tc.answers + `:`).MatchString(out) {
+			t.Fatalf("demo %v: table does not say the answers were %s:\n%s", tc.args, tc.answers, out)
+		}
 	}
 }
 
@@ -203,6 +224,7 @@ func TestDemoServerRefuses(t *testing.T) {
 		{"simulated not allowed", []string{"--authority-key", b.key}, "", attest.ErrSimulated},
 		{"no key file", []string{"--authority-key", filepath.Join(t.TempDir(), "none"), "--allow-simulated"}, "--authority-key", fs.ErrNotExist},
 		{"bad key file", []string{"--authority-key", garbage, "--allow-simulated"}, "PRIVATE KEY", nil},
+		{"detailed answers from a coarse backend", []string{"--authority-key", b.key, "--allow-simulated", "--detailed-answers"}, `answers "coarse"`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := cliRun(t, runDemo, append([]string{"--server", b.url, "--people", "10"}, tc.args...)...)
@@ -236,6 +258,7 @@ func TestDemoServerGAEN(t *testing.T) {
 	}
 	pol := policy.Default()
 	pol.GAENExportKeys = []policy.ExportKey{{Name: "foreign", PublicKey: der}}
+	pol.AnswerReleaseMillis = 0 // in-process: nothing to hide, no need to wait
 	lb, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Authority: lab, Policy: &pol})
 	if err != nil {
 		t.Fatal(err)

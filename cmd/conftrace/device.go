@@ -271,6 +271,8 @@ func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
 		switch {
 		case resp.Uploaded:
 			fmt.Fprintln(cio.stderr, "the contacts of this test were already uploaded")
+		case resp.UploadPending:
+			fmt.Fprintln(cio.stderr, "the contacts of this test were uploaded and are not durable yet: run check-result again later to confirm")
 		case resp.UploadAuthorization == nil:
 			fmt.Fprintln(cio.stderr, "the upload authorization has expired; ask the test site for a new test")
 		default:
@@ -286,7 +288,8 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 	cmd := newDeviceCommand(cio, "device upload", "device upload --state DIR\n\n"+
 		"Uploads the device's daily keys and sightings of the backend's retention\n"+
 		"window, with the upload authorization that a positive check-result saved, and\n"+
-		"prints how many the backend stored.")
+		"prints how many the backend took. The backend writes the upload on its clock:\n"+
+		"check-result says uploaded once it is durable.")
 	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
@@ -318,6 +321,10 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 		return fmt.Errorf("uploaded, but recording it failed: %w", err)
 	}
 	fmt.Fprintf(cio.stdout, "accepted %s, %s\n", plural(resp.Sightings, "sighting"), plural(resp.Keys, "daily key"))
+	if !resp.Durable {
+		// The backend writes uploads on its clock, not when they arrive.
+		fmt.Fprintf(cio.stderr, "the upload becomes durable by %s; check-result then says it was uploaded\n", time.Unix(resp.DurableBy, 0).UTC().Format(time.RFC3339))
+	}
 	return nil
 }
 
@@ -326,8 +333,10 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error {
 	cmd := newDeviceCommand(cio, "device check-exposure", "device check-exposure --state DIR [--json]\n\n"+
 		"Sends the contact tuples of the backend's retention window and prints exposed\n"+
-		"or not exposed; with --json, the backend's whole answer (per day: minutes,\n"+
-		"weighted minutes, closest attenuation).")
+		"or not exposed; with --json, the backend's whole answer: whether exposed, the\n"+
+		"last day of exposure and by which rules, and, only if the attested policy's\n"+
+		"answers are detailed, per day the minutes, weighted minutes and closest\n"+
+		"attenuation.")
 	asJSON := cmd.Bool("json", false, "print the backend's answer as JSON")
 	d, err := cmd.open(ctx, args, nil)
 	if err != nil {

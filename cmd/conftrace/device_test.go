@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/device"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/policy"
 )
 
 func TestDeviceMeetAndLog(t *testing.T) {
@@ -257,30 +259,80 @@ func TestDeviceNegativeAndEmpty(t *testing.T) {
 	checkErr(t, err, "nothing to upload: the device broadcast nothing in the last 14 days", false)
 	recent := time.Now().Truncate(10 * time.Minute).Add(-time.Hour) // one interval: one tuple
 	mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", recent.Format(time.RFC3339), "--minutes", "5")
-	if out := mustRun(t, runDeviceUpload, "--state", a); out != "accepted 1 sighting, 1 daily key\n" {
-		t.Errorf("upload printed %q, want accepted 1 sighting, 1 daily key (the recent contact only)", out)
+	out, stderr, err := cliRun(t, runDeviceUpload, "--state", a)
+	if err != nil || out != "accepted 1 sighting, 1 daily key\n" {
+		t.Errorf("upload printed %q, %v; want accepted 1 sighting, 1 daily key (the recent contact only)", out, err)
+	}
+	// Taken, written later on the backend's clock.
+	if !strings.Contains(stderr, "the upload becomes durable by ") {
+		t.Errorf("upload said %q, want when the upload becomes durable", stderr)
+	}
+	if out, stderr, err := cliRun(t, runDeviceCheckResult, "--state", a); err != nil || out != "positive\n" || !strings.Contains(stderr, "not durable yet") {
+		t.Errorf("check-result after the upload: %q, %q, %v; want positive, not durable yet", out, stderr, err)
 	}
 
-	// check-exposure --json prints the backend's whole answer.
+	// check-exposure --json prints the backend's whole answer: under the
+	// default policy, only whether, when and how.
 	var resp map[string]any
 	if err := json.Unmarshal([]byte(mustRun(t, runDeviceCheckExposure, "--state", c, "--json")), &resp); err != nil {
 		t.Fatal(err)
 	}
-	days, _ := resp["days"].([]any)
-	if resp["exposed"] != false || len(days) != 14 {
-		t.Errorf("--json answer %v: want exposed false (5 minutes) and 14 days", resp)
+	if want := map[string]any{"exposed": false, "last_exposure": "", "reciprocal": false, "one_sided": false}; !reflect.DeepEqual(resp, want) {
+		t.Errorf("--json answer %v, want %v: 5 minutes do not expose, and coarse answers say nothing more", resp, want)
 	}
-	var total float64
-	for _, d := range days {
-		day, _ := d.(map[string]any)
-		m, _ := day["minutes"].(float64)
-		total += m
-		if m != 0 && day["date"] != recent.UTC().Format(api.DateLayout) {
-			t.Errorf("--json: %v minutes on %v, want them on %s", m, day["date"], recent.UTC().Format(api.DateLayout))
-		}
-	}
-	if total != 5 {
-		t.Errorf("--json: %v minutes in all, want 5", total)
+}
+
+// check-exposure --json prints the attested policy's answer: coarse by
+// default, and per day under a policy of detailed answers.
+func TestDeviceCheckExposureJSON(t *testing.T) {
+	for _, answers := range []string{policy.AnswersCoarse, policy.AnswersDetailed} {
+		t.Run(answers, func(t *testing.T) {
+			pol := policy.Default()
+			pol.Answers = answers
+			b := newTestBackendWithPolicy(t, &pol)
+			dir := t.TempDir()
+			a, c := filepath.Join(dir, "a"), filepath.Join(dir, "c")
+			for _, d := range []string{a, c} {
+				mustRun(t, runDeviceInit, "--state", d, "--server", b.url, "--allow-simulated")
+			}
+			// Yesterday at noon: one day, whenever the test runs.
+			met := time.Now().UTC().Truncate(24 * time.Hour).Add(-12 * time.Hour)
+			mustRun(t, runDeviceMeet, "--state", a, "--peer", c, "--at", met.Format(time.RFC3339), "--minutes", "30")
+			code := strings.TrimSpace(mustRun(t, runDeviceRegisterTest, "--state", a))
+			mustRun(t, runAuthorityResult, "--server", b.url, "--key", b.key, "--code", code, "--positive", "--allow-simulated")
+			mustRun(t, runDeviceCheckResult, "--state", a)
+			mustRun(t, runDeviceUpload, "--state", a)
+			var resp map[string]any
+			if err := json.Unmarshal([]byte(mustRun(t, runDeviceCheckExposure, "--state", c, "--json")), &resp); err != nil {
+				t.Fatal(err)
+			}
+			date := met.Format(api.DateLayout)
+			if resp["exposed"] != true || resp["last_exposure"] != date || resp["reciprocal"] != true || resp["one_sided"] != false {
+				t.Errorf("--json answer %v: want exposed reciprocally on %s", resp, date)
+			}
+			days, _ := resp["days"].([]any)
+			if answers == policy.AnswersCoarse {
+				if _, ok := resp["days"]; ok || len(resp) != 4 {
+					t.Errorf("coarse --json answer %v: want nothing but exposed, last_exposure, reciprocal and one_sided", resp)
+				}
+				return
+			}
+			if len(days) != 14 {
+				t.Fatalf("detailed --json answer %v: want 14 days", resp)
+			}
+			var total float64
+			for _, d := range days {
+				day, _ := d.(map[string]any)
+				m, _ := day["minutes"].(float64)
+				total += m
+				if m != 0 && day["date"] != date {
+					t.Errorf("--json: %v minutes on %v, want them on %s", m, day["date"], date)
+				}
+			}
+			if total != 30 {
+				t.Errorf("--json: %v minutes in all, want 30", total)
+			}
+		})
 	}
 }
 

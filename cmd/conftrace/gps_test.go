@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,8 +85,12 @@ func episodeLines(eps []gps.Episode) string {
 // GPX; a device that walked beside the first patient is exposed, one that
 // walked the same path a day later is not, and a device with a GPX trace
 // near the second patient is exposed too.
+//
+// The backend's policy gives detailed answers, which list the episodes.
 func TestGPSWalkthrough(t *testing.T) {
-	b := newTestBackend(t)
+	pol := policy.Default()
+	pol.Answers = policy.AnswersDetailed
+	b := newTestBackendWithPolicy(t, &pol)
 	p := func(name string) string { return filepath.Join(b.dir, name) }
 	params := policy.Default().GPS.Params()
 
@@ -150,6 +155,29 @@ func TestGPSWalkthrough(t *testing.T) {
 		resp.Episodes[0].Start != want[0].Start || resp.Episodes[0].End != want[0].End ||
 		resp.Episodes[0].Minutes != math.Round(want[0].Minutes*10)/10 {
 		t.Errorf("G gps-check --json: %+v; the rule gives %+v", resp, want)
+	}
+}
+
+// Under the default policy, gps-check says only whether the device came
+// near a patient, and --json on which day most recently: no episodes.
+func TestGPSCheckCoarse(t *testing.T) {
+	b := newTestBackend(t)
+	p := func(name string) string { return filepath.Join(b.dir, name) }
+	// Yesterday at noon: one day, whenever the test runs.
+	start := time.Now().UTC().Truncate(24 * time.Hour).Add(-12 * time.Hour)
+	writeCSVTrace(t, p("patient.csv"), walkTrace(start, 60, time.Minute, 46.5191, 6.5668))
+	mustRun(t, runAuthorityGPS, "--server", b.url, "--key", b.key, "--trace", p("patient.csv"), "--allow-simulated")
+	mustRun(t, runDeviceInit, "--state", p("A"), "--server", b.url, "--allow-simulated")
+	writeCSVTrace(t, p("alice.csv"), walkTrace(start.Add(-30*time.Minute), 25, 5*time.Minute, 46.519136, 6.5668-30e-5))
+	if out := mustRun(t, runDeviceGPSCheck, "--state", p("A"), "--trace", p("alice.csv")); out != "exposed\n" {
+		t.Errorf("A gps-check printed %q, want exposed and nothing more", out)
+	}
+	var resp map[string]any
+	if err := json.Unmarshal([]byte(mustRun(t, runDeviceGPSCheck, "--state", p("A"), "--trace", p("alice.csv"), "--json")), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]any{"exposed": true, "last_exposure": start.Format(api.DateLayout)}; !reflect.DeepEqual(resp, want) {
+		t.Errorf("A gps-check --json: %v, want %v", resp, want)
 	}
 }
 

@@ -15,8 +15,12 @@ import (
 func runRelay(ctx context.Context, cio cmdIO, args []string) error {
 	fs := newFlags(cio, "relay", "relay --gateway URL [--listen ADDR] [--addr-file FILE]\n\n"+
 		"Runs an Oblivious HTTP relay: it forwards encapsulated requests to the\n"+
-		"gateway without the client's address. It protects users only when someone\n"+
-		"other than the backend's operator runs it.")
+		"gateway without the client's address. It also serves the backend's\n"+
+		"attestation bundle ("+api.PathAttestation+") and key configurations ("+api.PathKeys+"),\n"+
+		"fetched from the gateway URL without "+api.PathGateway+" (or from its origin)\n"+
+		"and cached for a minute, so that phones never contact the backend directly,\n"+
+		"not even when it restarts with fresh keys. It protects users only when\n"+
+		"someone other than the backend's operator runs it.")
 	listen := fs.String("listen", "127.0.0.1:8081", "the `address` to listen on, host:port (port 0 picks a free port)")
 	gateway := fs.String("gateway", "", "the backend's gateway `URL`; a URL without a path gets "+api.PathGateway+" (required)")
 	addrFile := fs.String("addr-file", "", "once listening, write the bound address to this `file` (removed at shutdown), for scripts")
@@ -46,6 +50,6 @@ func runRelay(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "gateway", u.String())
+	log.Info("listening", "addr", ln.Addr().String(), "gateway", u.String(), "backend", rl.Backend())
 	return httpserve.Serve(ctx, ln, rl, httpserve.Options{Log: log, AddrFile: *addrFile})
 }

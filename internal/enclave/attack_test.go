@@ -36,7 +36,7 @@ func metAt(a, b *device, at time.Time, n int) (ab, ba []contactlog.Sighting) {
 // keys, so the enclave indexes them under M's own RPIs, which neither A
 // nor B heard: neither is exposed. Only B's own upload exposes A.
 func TestAttackFraming(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, detailed)
 	at := v.now().Add(-5 * time.Hour)
 	a, b, m := newDevice(), newDevice(), newDevice()
 	sa, sb := metAt(a, b, at, 2)
@@ -58,7 +58,7 @@ func TestAttackFraming(t *testing.T) {
 	// The attack did aim at the right pair: had the enclave indexed what
 	// v1 stored for M's forged upload, (B's RPI, A's RPI), A's very check
 	// would have reported an exposure.
-	v1 := newEnv(t)
+	v1 := newEnv(t, detailed)
 	var forged []matchindex.Entry
 	for _, s := range sa {
 		forged = append(forged, matchindex.Entry{
@@ -108,7 +108,7 @@ func TestAttackProbing(t *testing.T) {
 	}
 
 	t.Run("reciprocal", func(t *testing.T) {
-		v := newEnv(t)
+		v := newEnv(t, detailed)
 		a, b, _, sa, sb, probe, at := setup(v)
 		before := v.check(probe)
 		v.mustUpload(b.report(sb...))
@@ -136,8 +136,21 @@ func TestAttackProbing(t *testing.T) {
 		}
 	})
 
+	// Under the default, coarse answers the sniffer's answers are the
+	// same bytes.
+	t.Run("coarse", func(t *testing.T) {
+		v := newEnv(t)
+		_, b, _, _, sb, probe, _ := setup(v)
+		before, _ := json.Marshal(v.check(probe))
+		v.mustUpload(b.report(sb...))
+		after, _ := json.Marshal(v.check(probe))
+		if string(before) != string(after) {
+			t.Errorf("the sniffer's answers differ: before %s, after %s", before, after)
+		}
+	})
+
 	t.Run("one_sided", func(t *testing.T) {
-		v := newEnv(t, bothRules)
+		v := newEnv(t, bothRules, detailed)
 		_, b, _, _, sb, probe, at := setup(v)
 		if r := v.check(probe); r.Exposed {
 			t.Fatal("the sniffer is exposed before B uploads")

@@ -17,8 +17,11 @@
 //   - PollResult: a device proves knowledge of its test secret and learns
 //     the result; a positive result comes with a single-use, expiring upload
 //     authorization.
-//   - Upload: consumes the authorization and stores the contact tuples,
-//     acknowledging only once the write is durable.
+//   - Upload: consumes the authorization and takes the daily keys and
+//     sightings; they match at once, and the journal writes them on the
+//     clock (journal.go), after which the next poll says they are durable.
+//   - Exchange: a phone's daily request, one shape for all: the exposure
+//     check, and the poll and the upload when it carries them.
 //   - CheckExposure: a device sends its own tuples and learns whether any
 //     uploaded tuple mirrors one of them. Nothing about a check is stored or
 //     logged.
@@ -39,7 +42,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,12 +59,10 @@ import (
 
 // Tables of the store.
 const (
-	tableKEK       = "kek"        // the wrapped key-encryption key (NoDay)
-	tableDayKeys   = "daykeys"    // wrapped day keys, each in its own day
-	tableResults   = "results"    // test results by MAC of the test code
-	tableAuths     = "auths"      // unused upload authorizations by hash
-	tableAuthsUsed = "auths_used" // used upload authorizations by hash
-	tableUploads   = "uploads"    // contact tuples by upload id and day
+	tableKEK     = "kek"     // the wrapped key-encryption key (NoDay)
+	tableDayKeys = "daykeys" // wrapped day keys, each in its own day
+	tableResults = "results" // test results by MAC of the test code
+	tableJournal = "journal" // what phones caused, written on the clock (journal.go)
 )
 
 var kekRecordKey = []byte("kek")
@@ -86,6 +86,14 @@ type Enclave struct {
 	store  store.Store
 	keys   *seal.Keyring
 	macKey []byte
+	// authKey authenticates upload authorizations (results.go).
+	authKey []byte
+	// results are every test's state, in memory (results.go).
+	results map[string]*result
+	// journal holds what phones caused until the clock writes it.
+	journal *journal
+	// checks limits the exchanges each daily key takes part in a day.
+	checks *CheckLimiter
 	index  matchindex.Index // reciprocal: uploaded sightings by (own, heard)
 	// oneSided holds the RPIs of uploaded and imported daily keys.
 	oneSided matchindex.Index
@@ -102,8 +110,9 @@ type Enclave struct {
 }
 
 // Open starts the enclave over cfg.Store: it obtains the key-encryption key
-// (making one on first start), loads the day keys, drops days past
-// retention and rebuilds the match index from the stored uploads.
+// (making one on first start), loads the day keys (making those of the
+// window), drops days past retention, loads the results and rebuilds the
+// match indexes from the journal, the imported keys and the GPS traces.
 func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if err := cfg.Policy.Validate(); err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
@@ -111,7 +120,8 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("enclave: no store")
 	}
-	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), oneSided: matchindex.NewCompact(), now: cfg.Now, log: cfg.Logger}
+	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), oneSided: matchindex.NewCompact(), now: cfg.Now, log: cfg.Logger,
+		checks: NewCheckLimiter(CheckLimiterConfig{PerDay: cfg.Policy.Limits.ChecksPerKeyDay})}
 	gk, err := gaenVerifyingKeys(cfg.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
@@ -135,18 +145,21 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if e.keys, err = seal.NewKeyring(kek); err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
-	e.macKey, err = hkdf.Key(sha256.New, kek[:], nil, "conftrace enclave record-key mac v1", 32)
-	if err != nil {
+	if err := e.deriveKeys(kek); err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
 	clear(kek[:])
+	e.results = map[string]*result{}
 	if err := e.loadDayKeys(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.Expire(ctx); err != nil {
 		return nil, err
 	}
-	if err := e.rebuildIndex(ctx); err != nil {
+	if err := e.loadResults(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.replayJournal(ctx, e.applyJournal); err != nil {
 		return nil, err
 	}
 	if err := e.rebuildGAEN(ctx); err != nil {
@@ -156,6 +169,25 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 		return nil, fmt.Errorf("enclave: rebuilding GPS index: %w", err)
 	}
 	return e, nil
+}
+
+// deriveKeys derives from the key-encryption key the keys that hide record
+// keys, authenticate upload authorizations and seal journal headers.
+func (e *Enclave) deriveKeys(kek [seal.KeySize]byte) error {
+	var err error
+	if e.macKey, err = hkdf.Key(sha256.New, kek[:], nil, "conftrace enclave record-key mac v1", 32); err != nil {
+		return err
+	}
+	if e.authKey, err = hkdf.Key(sha256.New, kek[:], nil, "conftrace enclave upload authorization v2", 32); err != nil {
+		return err
+	}
+	header, err := hkdf.Key(sha256.New, kek[:], nil, "conftrace enclave journal header v1", 32)
+	if err != nil {
+		return err
+	}
+	e.journal, err = newJournal(header, e.now(), time.Duration(e.policy.StoreFlushSeconds)*time.Second)
+	clear(header)
+	return err
 }
 
 func (e *Enclave) loadKEK(ctx context.Context, sealingKey [seal.KeySize]byte) ([seal.KeySize]byte, error) {
@@ -211,15 +243,6 @@ func (e *Enclave) recordKey(label, id string) []byte {
 	return m.Sum(nil)[:16]
 }
 
-// sealPut seals v as JSON and adds it to b, together with its day key.
-func (e *Enclave) sealPut(b *store.Batch, day calendar.Day, table string, key []byte, v any) error {
-	plain, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return e.sealPutBytes(b, day, table, key, plain)
-}
-
 func (e *Enclave) sealPutBytes(b *store.Batch, day calendar.Day, table string, key, plain []byte) error {
 	wrapped, err := e.keys.DayKey(day)
 	if err != nil {
@@ -234,24 +257,6 @@ func (e *Enclave) sealPutBytes(b *store.Batch, day calendar.Day, table string, k
 	}
 	b.Put(table, key, day, sealed)
 	return nil
-}
-
-// getOpen reads and opens a sealed JSON record. A record that does not
-// open is reported and treated as an internal error, never used.
-func (e *Enclave) getOpen(ctx context.Context, table string, key []byte, v any) (store.Record, error) {
-	rec, err := e.store.Get(ctx, table, key)
-	if err != nil {
-		return rec, err
-	}
-	plain, err := e.keys.Open(rec.Day, table, key, rec.Value)
-	if err != nil {
-		e.log.Error("stored record does not open; refused", "table", table, "err", err)
-		return rec, fmt.Errorf("enclave: %s record: %w", table, err)
-	}
-	if err := json.Unmarshal(plain, v); err != nil {
-		return rec, fmt.Errorf("enclave: %s record: %w", table, err)
-	}
-	return rec, nil
 }
 
 // internal logs an unexpected failure (without personal data) and returns

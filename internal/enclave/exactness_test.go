@@ -18,10 +18,11 @@ import (
 // devices with random key layouts (daily, rotated at odd lengths across
 // midnight, with gaps), random encounters (heard both ways or one way,
 // with clock skew, some older than the window), some uploads, under each
-// matching policy, a random tolerance and threshold. Time passes; every
-// device checks, with its sightings shuffled and some repeated; then the
-// enclave restarts and every device checks again. The seed is logged, so that a failure can be
-// replayed.
+// matching policy, coarse or detailed answers, a random tolerance and
+// threshold. The uploads are written; time passes; every device checks,
+// with its sightings shuffled and some repeated; then the enclave restarts
+// and every device checks again. The seed is logged, so that a failure can
+// be replayed.
 func TestMatchExactness(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -31,11 +32,12 @@ func TestMatchExactness(t *testing.T) {
 		{policy.MatchReciprocal, policy.MatchOneSided},
 		{policy.MatchOneSided},
 	}
-	var seen struct{ reciprocal, oneSided, exposed, checks int }
+	var seen struct{ reciprocal, oneSided, exposed, belowOnly, checks int }
 	for world := range 18 {
 		edit := func(p *policy.Policy) {
 			p.RetentionDays = 3
 			p.Matching = matchings[world%len(matchings)]
+			p.Answers = []string{policy.AnswersDetailed, policy.AnswersCoarse}[world/len(matchings)%2]
 			p.Risk.IntervalTolerance = rng.IntN(3)
 			p.Risk.MinimumWeightedMinutes = 5 + rng.IntN(16)
 		}
@@ -48,6 +50,7 @@ func TestMatchExactness(t *testing.T) {
 				uploads = append(uploads, r)
 			}
 		}
+		v.flushAll()
 		// Time passes, at times past midnight: the first round of checks
 		// runs before Expire, the second after a restart, which runs it.
 		v.clock.Advance(time.Duration(rng.IntN(36)) * time.Hour)
@@ -55,13 +58,18 @@ func TestMatchExactness(t *testing.T) {
 			for d := range w.devices {
 				r := w.check(rng, d)
 				got, want := v.check(r), bruteForce(v.pol, v.now(), uploads, r)
+				full := want
+				if !v.pol.Detailed() {
+					want.Days = nil
+				}
 				if !equalExposure(got, want) {
-					t.Fatalf("seed %d, world %d (matching %v, tolerance %d), device %d, round %d:\n got  %+v\n want %+v",
-						seed, world, v.pol.Matching, v.pol.Risk.IntervalTolerance, d, round, got, want)
+					t.Fatalf("seed %d, world %d (matching %v, %s answers, tolerance %d), device %d, round %d:\n got  %+v\n want %+v",
+						seed, world, v.pol.Matching, v.pol.Answers, v.pol.Risk.IntervalTolerance, d, round, got, want)
 				}
 				seen.checks++
 				seen.exposed += btoi(got.Exposed)
-				for _, day := range got.Days {
+				seen.belowOnly += btoi(!got.Exposed && slices.ContainsFunc(full.Days, func(d api.ExposureDay) bool { return d.Minutes > 0 }))
+				for _, day := range full.Days {
 					seen.reciprocal += btoi(day.Reciprocal)
 					seen.oneSided += btoi(day.OneSided)
 				}
@@ -69,10 +77,11 @@ func TestMatchExactness(t *testing.T) {
 			v.restart()
 		}
 	}
-	t.Logf("%d checks, %d exposed; %d days with reciprocal and %d with one-sided matches", seen.checks, seen.exposed, seen.reciprocal, seen.oneSided)
+	t.Logf("%d checks, %d exposed, %d with matches below the threshold only; %d days with reciprocal and %d with one-sided matches",
+		seen.checks, seen.exposed, seen.belowOnly, seen.reciprocal, seen.oneSided)
 	// The worlds must exercise what they test: otherwise the generator,
 	// not the enclave, is broken.
-	if seen.reciprocal == 0 || seen.oneSided == 0 || seen.exposed == 0 || seen.exposed == seen.checks {
+	if seen.reciprocal == 0 || seen.oneSided == 0 || seen.exposed == 0 || seen.exposed == seen.checks || seen.belowOnly == 0 {
 		t.Errorf("seed %d: the worlds exercised too little: %+v", seed, seen)
 	}
 }
@@ -236,7 +245,9 @@ func (w *randomWorld) check(rng *rand.Rand, d int) contactlog.Report {
 //     heard RPI for an interval of the window within the tolerance of the
 //     sighting's; scored with the checking device's own figures;
 //   - the same (heard RPI, interval) counts once;
-//   - a day is exposed when its weighted minutes reach the threshold.
+//   - a day is exposed when its weighted minutes reach the threshold;
+//   - the answer is exposed if a day is, its last exposure is the latest
+//     exposed day, and its rules are those that matched on exposed days.
 func bruteForce(p policy.Policy, now time.Time, uploads []contactlog.Report, check contactlog.Report) api.ExposureResponse {
 	firstDay, lastDay := utcDay(p.WindowStart(now)), utcDay(now)
 	first := enid.IntervalOf(p.WindowStart(now))
@@ -312,8 +323,14 @@ func bruteForce(p policy.Policy, now time.Time, uploads []contactlog.Report, che
 		x.OneSided = x.OneSided || oneSidedMatch
 	}
 	for i := range resp.Days {
-		resp.Days[i].Exposed = resp.Days[i].WeightedMinutes >= 100*p.Risk.MinimumWeightedMinutes
-		resp.Exposed = resp.Exposed || resp.Days[i].Exposed
+		d := &resp.Days[i]
+		d.Exposed = d.WeightedMinutes >= 100*p.Risk.MinimumWeightedMinutes
+		if d.Exposed {
+			resp.Exposed = true
+			resp.LastExposure = d.Date
+			resp.Reciprocal = resp.Reciprocal || d.Reciprocal
+			resp.OneSided = resp.OneSided || d.OneSided
+		}
 	}
 	return resp
 }

@@ -115,12 +115,24 @@ func (s *score) add(day calendar.Day, minutes, attenuation int, rule string, e *
 	x.OneSided = x.OneSided || rule == api.RuleOneSided
 }
 
-// answer judges each day against the policy's threshold.
+// answer judges each day against the policy's threshold, and says as much
+// as the policy's answers setting allows: coarse answers give only whether
+// the phone was exposed, the most recent exposed day and the rules that
+// matched on exposed days, so that matches below the threshold stay hidden.
 func (s *score) answer(e *Enclave) api.ExposureResponse {
-	resp := api.ExposureResponse{Days: s.days}
+	var resp api.ExposureResponse
 	for i := range s.days {
-		s.days[i].Exposed = e.policy.Risk.Exposed(s.days[i].WeightedMinutes)
-		resp.Exposed = resp.Exposed || s.days[i].Exposed
+		d := &s.days[i]
+		d.Exposed = e.policy.Risk.Exposed(d.WeightedMinutes)
+		if d.Exposed {
+			resp.Exposed = true
+			resp.LastExposure = d.Date
+			resp.Reciprocal = resp.Reciprocal || d.Reciprocal
+			resp.OneSided = resp.OneSided || d.OneSided
+		}
+	}
+	if e.policy.Detailed() {
+		resp.Days = s.days
 	}
 	return resp
 }
@@ -128,18 +140,29 @@ func (s *score) answer(e *Enclave) api.ExposureResponse {
 // ExposureResponseBound returns the encoded size of the largest exposure
 // answer the policy allows, so the HTTP layer can pad every answer to it.
 func (e *Enclave) ExposureResponseBound() int {
+	b, _ := json.Marshal(e.largestExposureAnswer())
+	return len(b) + 64 // Binary HTTP framing and the content-type field
+}
+
+// largestExposureAnswer is at least as long as any answer the policy
+// allows. Its flags are false, the longer of the two in JSON: a real
+// answer's rules are not all true.
+func (e *Enclave) largestExposureAnswer() api.ExposureResponse {
 	p := e.policy
+	resp := api.ExposureResponse{LastExposure: "0000-00-00"}
+	if !p.Detailed() {
+		return resp
+	}
 	most := p.Limits.MaxCheckSightings * p.Limits.MaxSightingMinutes
 	heaviest := 0
 	for _, w := range p.Risk.WeightsPercent {
 		heaviest = max(heaviest, w)
 	}
-	resp := api.ExposureResponse{Exposed: true, Days: make([]api.ExposureDay, p.RetentionDays)}
+	resp.Days = make([]api.ExposureDay, p.RetentionDays)
 	for i := range resp.Days {
-		resp.Days[i] = api.ExposureDay{Date: "0000-00-00", Minutes: most, WeightedMinutes: most * heaviest, MinAttenuation: 255, Reciprocal: true, OneSided: true, Exposed: true}
+		resp.Days[i] = api.ExposureDay{Date: "0000-00-00", Minutes: most, WeightedMinutes: most * heaviest, MinAttenuation: 255}
 	}
-	b, _ := json.Marshal(resp)
-	return len(b) + 64 // Binary HTTP framing and the content-type field
+	return resp
 }
 
 func dayDate(d calendar.Day) string { return d.Time().Format(api.DateLayout) }

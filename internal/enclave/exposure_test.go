@@ -47,7 +47,7 @@ func wantQuiet(t *testing.T, r api.ExposureResponse, except ...string) {
 // sighted the uploader's. Hearing an infected device, sending its report,
 // or sending the contact's sightings under other keys is not enough.
 func TestExposureReciprocal(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, detailed)
 	at := v.now().Add(-26 * time.Hour)
 	inf, contact, stranger := newDevice(), newDevice(), newDevice()
 	i1, c1 := meet(inf, contact, at, 10, 40)
@@ -91,7 +91,7 @@ func TestExposureReciprocal(t *testing.T) {
 func TestExposureIntervalTolerance(t *testing.T) {
 	for _, tolerance := range []int{0, 1, 3} {
 		t.Run(fmt.Sprint(tolerance), func(t *testing.T) {
-			v := newEnv(t, func(p *policy.Policy) { p.Risk.IntervalTolerance = tolerance })
+			v := newEnv(t, detailed, func(p *policy.Policy) { p.Risk.IntervalTolerance = tolerance })
 			at := v.now().Add(-26 * time.Hour)
 			j := enid.IntervalOf(at)
 			inf := newDevice()
@@ -159,7 +159,7 @@ func TestExposureScoring(t *testing.T) {
 			api.ExposureDay{Minutes: 30, WeightedMinutes: 2500, MinAttenuation: 30, Exposed: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := newEnv(t)
+			v := newEnv(t, detailed)
 			at := v.now().Add(-50 * time.Hour)
 			inf, contact := newDevice(), newDevice()
 			var ups, checks []contactlog.Sighting
@@ -187,7 +187,7 @@ func TestExposureScoring(t *testing.T) {
 // TestExposurePerDay: the threshold applies to each day alone; minutes of
 // two days do not add up.
 func TestExposurePerDay(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, detailed)
 	d1, d2 := v.now().Add(-24*time.Hour), v.now().Add(-48*time.Hour)
 	inf, contact := newDevice(), newDevice()
 	i1, c1 := meet(inf, contact, d1, 10, 50)
@@ -202,7 +202,7 @@ func TestExposurePerDay(t *testing.T) {
 // TestExposurePolicy: the score follows the attested policy, not
 // constants: its threshold and its weights.
 func TestExposurePolicy(t *testing.T) {
-	v := newEnv(t, func(p *policy.Policy) {
+	v := newEnv(t, detailed, func(p *policy.Policy) {
 		p.Risk.AttenuationThresholds = []int{40}
 		p.Risk.WeightsPercent = []int{300, 10}
 		p.Risk.MinimumWeightedMinutes = 5
@@ -227,7 +227,7 @@ func TestExposurePolicy(t *testing.T) {
 func TestExposureWindow(t *testing.T) {
 	for _, days := range []int{1, 3, 14} {
 		t.Run(fmt.Sprint(days), func(t *testing.T) {
-			v := newEnv(t, func(p *policy.Policy) { p.RetentionDays = days })
+			v := newEnv(t, detailed, func(p *policy.Policy) { p.RetentionDays = days })
 			_, stranger := encounter(v.now(), 5, 50)
 			for _, r := range []api.ExposureResponse{v.check(contactlog.Report{}), v.check(stranger)} {
 				if len(r.Days) != days {
@@ -242,7 +242,7 @@ func TestExposureWindow(t *testing.T) {
 		})
 	}
 
-	v := newEnv(t)
+	v := newEnv(t, detailed)
 	first := v.pol.WindowStart(v.now())
 	inf, contact := encounter(first.Add(10*time.Minute), 10, 50)
 	v.mustUpload(inf)
@@ -257,46 +257,114 @@ func TestExposureWindow(t *testing.T) {
 	}
 }
 
+// heavyAnswers is a policy edit under which a check can be answered with
+// the largest figures: one day, few sightings, each as long and as heavy
+// as the policy allows.
+func heavyAnswers(p *policy.Policy) {
+	p.RetentionDays = 1
+	p.Limits.MaxCheckSightings = 6
+	p.Limits.MaxUploadSightings = 6
+	p.Limits.MaxSightingMinutes = 60
+	p.Risk.WeightsPercent = []int{1000, 1000, 1000, 1000}
+}
+
 // TestExposureAnswerSize: an exposed and an unexposed device get answers
-// of the same shape, and no answer exceeds the bound the HTTP layer pads
-// to, even the heaviest the policy allows.
+// of the same shape, and no answer exceeds the bounds the HTTP layer pads
+// to, even the heaviest the policy allows, coarse or detailed.
 func TestExposureAnswerSize(t *testing.T) {
-	v := newEnv(t, func(p *policy.Policy) {
-		p.RetentionDays = 2
-		p.Limits.MaxCheckSightings = 6
-		p.Limits.MaxUploadSightings = 6
-		p.Limits.MaxSightingMinutes = 60
-		p.Risk.WeightsPercent = []int{1000, 1000, 1000, 1000}
-	})
-	at := v.now().Add(-time.Hour)
-	inf, contact := newDevice(), newDevice()
-	var ups, checks []contactlog.Sighting
-	for i := range 6 {
-		si, sc := meet(inf, contact, at.Add(-time.Duration(i)*10*time.Minute), 60, 0)
-		ups, checks = append(ups, si), append(checks, sc)
+	for _, answers := range []string{policy.AnswersCoarse, policy.AnswersDetailed} {
+		t.Run(answers, func(t *testing.T) {
+			v := newEnv(t, heavyAnswers, func(p *policy.Policy) { p.Answers = answers })
+			at := v.now().Add(-time.Hour)
+			inf, contact := newDevice(), newDevice()
+			var ups, checks []contactlog.Sighting
+			for i := range 6 {
+				// 255 dB: the longest attenuation to write, weighed in full.
+				si, sc := meet(inf, contact, at.Add(-time.Duration(i)*10*time.Minute), 60, 255)
+				ups, checks = append(ups, si), append(checks, sc)
+			}
+			v.mustUpload(inf.report(ups...))
+			exposed, quiet := v.check(contact.report(checks...)), v.check(contactlog.Report{})
+			if !exposed.Exposed || quiet.Exposed {
+				t.Fatalf("exposed %v, quiet %v", exposed.Exposed, quiet.Exposed)
+			}
+			if want := map[bool]int{false: 0, true: 1}[v.pol.Detailed()]; len(exposed.Days) != want || len(quiet.Days) != want {
+				t.Fatalf("an exposed answer lists %d days, an unexposed one %d; want %d", len(exposed.Days), len(quiet.Days), want)
+			}
+			for i := range exposed.Days {
+				if exposed.Days[i].Date != quiet.Days[i].Date {
+					t.Errorf("day %d: %s exposed, %s not", i, exposed.Days[i].Date, quiet.Days[i].Date)
+				}
+			}
+			for _, r := range []api.ExposureResponse{exposed, quiet} {
+				b, err := json.Marshal(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bound := min(v.e.ExposureResponseBound(), v.e.AnswerBound()); len(b)+64 > bound {
+					t.Errorf("answer of %d bytes leaves no room for the framing in the bound %d", len(b), bound)
+				}
+			}
+		})
 	}
-	v.mustUpload(inf.report(ups...))
-	exposed, quiet := v.check(contact.report(checks...)), v.check(contactlog.Report{})
-	if !exposed.Exposed || quiet.Exposed {
-		t.Fatalf("exposed %v, quiet %v", exposed.Exposed, quiet.Exposed)
-	}
-	if len(exposed.Days) != len(quiet.Days) {
-		t.Fatalf("an exposed answer lists %d days, an unexposed one %d", len(exposed.Days), len(quiet.Days))
-	}
-	for i := range exposed.Days {
-		if exposed.Days[i].Date != quiet.Days[i].Date {
-			t.Errorf("day %d: %s exposed, %s not", i, exposed.Days[i].Date, quiet.Days[i].Date)
-		}
-	}
-	bound := v.e.ExposureResponseBound()
-	for _, r := range []api.ExposureResponse{exposed, quiet} {
-		b, err := json.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(b) > bound {
-			t.Errorf("answer of %d bytes exceeds the bound %d", len(b), bound)
-		}
+}
+
+// TestCoarseAnswers: by default an answer says only whether the device
+// was exposed, its most recent exposed day, and the rules that matched on
+// exposed days. A match below the threshold shows nowhere: not as a rule,
+// not as the last day, and alone it is answered as no match at all.
+// Detailed answers say the same and add every day's figures.
+func TestCoarseAnswers(t *testing.T) {
+	for _, answers := range []string{policy.AnswersCoarse, policy.AnswersDetailed} {
+		t.Run(answers, func(t *testing.T) {
+			v := newEnv(t, bothRules, func(p *policy.Policy) { p.Answers = answers })
+			d3, d1, d0 := v.now().Add(-74*time.Hour), v.now().Add(-26*time.Hour), v.now().Add(-2*time.Hour)
+			date := func(at time.Time) string { return at.UTC().Format(api.DateLayout) }
+			inf, a, b := newDevice(), newDevice(), newDevice()
+			// A: heard inf for 20 minutes on d3 (one-sided), met it for
+			// 20 on d1 (reciprocal); both are exposures.
+			j3 := enid.IntervalOf(d3)
+			aHeard := []contactlog.Sighting{a.hears(inf, j3, j3, 10, 50), a.hears(inf, j3+1, j3+1, 10, 50)}
+			infA, aMet := metAt(inf, a, d1, 2)
+			// B: heard inf for 20 minutes on d1 (one-sided, an exposure),
+			// met it for 10 on d0 (reciprocal, below the threshold).
+			j1 := enid.IntervalOf(d1) + 6
+			bHeard := []contactlog.Sighting{b.hears(inf, j1, j1, 10, 50), b.hears(inf, j1+1, j1+1, 10, 50)}
+			infB, bMet := meet(inf, b, d0, 10, 50)
+			v.mustUpload(inf.report(append(infA, infB)...))
+
+			for _, tc := range []struct {
+				name string
+				r    contactlog.Report
+				want api.ExposureResponse // without Days
+			}{
+				{"A", a.report(append(aHeard, aMet...)...), api.ExposureResponse{Exposed: true, LastExposure: date(d1), Reciprocal: true, OneSided: true}},
+				{"B", b.report(append(bHeard, bMet)...), api.ExposureResponse{Exposed: true, LastExposure: date(d1), OneSided: true}},
+				{"B's match below the threshold alone", b.report(bMet), api.ExposureResponse{}},
+			} {
+				got := v.check(tc.r)
+				days := got.Days
+				got.Days = nil
+				if !equalExposure(got, tc.want) {
+					t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+				}
+				if want := map[bool]int{false: 0, true: v.pol.RetentionDays}[v.pol.Detailed()]; len(days) != want {
+					t.Errorf("%s: %d days in the answer, want %d", tc.name, len(days), want)
+				}
+			}
+			below, none := v.check(b.report(bMet)), v.check(newDevice().report())
+			if v.pol.Detailed() {
+				if d := dayOf(t, below, d0); d.Minutes != 10 || !d.Reciprocal || d.Exposed {
+					t.Errorf("a detailed answer's day below the threshold: %+v", d)
+				}
+				return
+			}
+			bb, _ := json.Marshal(below)
+			bn, _ := json.Marshal(none)
+			if string(bb) != string(bn) {
+				t.Errorf("a match below the threshold shows: %s, with no match: %s", bb, bn)
+			}
+		})
 	}
 }
 
@@ -304,7 +372,7 @@ func TestExposureAnswerSize(t *testing.T) {
 // refused, with the code each deserves; keys and sightings older than the
 // window are not, since they cannot match (see reportRefusals).
 func TestCheckExposureRefusals(t *testing.T) {
-	v := newEnv(t, bothRules, refusalLimits)
+	v := newEnv(t, detailed, bothRules, refusalLimits)
 	inf, contact := newDevice(), newDevice()
 	si, sc := meet(inf, contact, v.now().Add(-time.Hour), 5, 50)
 	v.mustUpload(inf.report(si))
@@ -365,7 +433,7 @@ func TestCheckExposureLeavesNoTrace(t *testing.T) {
 // day yet; so answers do not depend on when Expire last ran (or on a
 // restart, which runs it).
 func TestExposureWindowUploadedSide(t *testing.T) {
-	v := newEnv(t, bothRules)
+	v := newEnv(t, detailed, bothRules)
 	first := enid.IntervalOf(v.pol.WindowStart(v.now()))
 	inf, contact, hearer := newDevice(), newDevice(), newDevice()
 	// The first window day's last interval by the uploader's clock, the

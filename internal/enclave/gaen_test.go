@@ -58,7 +58,7 @@ func gaenKey(i enid.Interval) (gaen.Key, *device) {
 // (reciprocal) policy for this system's own uploads.
 func TestImportGAENMatchesOneSided(t *testing.T) {
 	srv, listKey := newGAENServer(t)
-	v := newEnv(t, listKey)
+	v := newEnv(t, listKey, detailed)
 	at := v.now().Add(-26 * time.Hour)
 	k, foreign := gaenKey(enid.IntervalOf(at))
 	phone := newDevice()
@@ -171,7 +171,7 @@ func TestImportGAENRefusals(t *testing.T) {
 // Imported keys leave with their day.
 func TestImportGAENExpires(t *testing.T) {
 	srv, listKey := newGAENServer(t)
-	v := newEnv(t, listKey)
+	v := newEnv(t, listKey, detailed)
 	at := v.now().Add(-13 * 24 * time.Hour) // the window's first day
 	k, foreign := gaenKey(enid.IntervalOf(at))
 	if _, err := v.e.ImportGAEN(t.Context(), api.ImportRequest{Export: srv.export([]gaen.Key{k})}); err != nil {

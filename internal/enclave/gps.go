@@ -107,29 +107,39 @@ func (e *Enclave) CheckTrace(ctx context.Context, r api.TraceCheckRequest) (api.
 	}
 	eps := gps.Episodes(tr, matches, params)
 	clear(matches)
-	resp := api.TraceCheckResponse{Exposed: gps.Exposed(eps, params), Episodes: []api.TraceEpisode{}}
-	for i, ep := range eps {
-		if i == api.MaxEpisodes {
-			resp.Truncated = true
-			break
+	var resp api.TraceCheckResponse
+	if last, ok := gps.LastExposure(eps, params); ok {
+		resp.Exposed = true
+		resp.LastExposure = time.Unix(last.Start, 0).UTC().Format(api.DateLayout)
+	}
+	if e.policy.Detailed() {
+		resp.Episodes = []api.TraceEpisode{}
+		for i, ep := range eps {
+			if i == api.MaxEpisodes {
+				resp.Truncated = true
+				break
+			}
+			resp.Episodes = append(resp.Episodes, api.TraceEpisode{
+				Start:         ep.Start,
+				End:           ep.End,
+				ClosestMeters: math.Round(ep.Closest*10) / 10,
+				Minutes:       math.Round(ep.Minutes*10) / 10,
+			})
 		}
-		resp.Episodes = append(resp.Episodes, api.TraceEpisode{
-			Start:         ep.Start,
-			End:           ep.End,
-			ClosestMeters: math.Round(ep.Closest*10) / 10,
-			Minutes:       math.Round(ep.Minutes*10) / 10,
-		})
 	}
 	clear(eps)
 	return resp, nil
 }
 
 // TraceResponseBound returns the encoded size of the largest trace check
-// answer, so the HTTP layer can pad every answer to it.
+// answer the policy allows, so the HTTP layer can pad every answer to it.
 func (e *Enclave) TraceResponseBound() int {
-	resp := api.TraceCheckResponse{Exposed: true, Truncated: true, Episodes: make([]api.TraceEpisode, api.MaxEpisodes)}
-	for i := range resp.Episodes {
-		resp.Episodes[i] = api.TraceEpisode{Start: math.MinInt64, End: math.MinInt64, ClosestMeters: 99999.9, Minutes: 999999.9}
+	resp := api.TraceCheckResponse{Exposed: true, LastExposure: "0000-00-00", Truncated: true}
+	if e.policy.Detailed() {
+		resp.Episodes = make([]api.TraceEpisode, api.MaxEpisodes)
+		for i := range resp.Episodes {
+			resp.Episodes[i] = api.TraceEpisode{Start: math.MinInt64, End: math.MinInt64, ClosestMeters: 99999.9, Minutes: 999999.9}
+		}
 	}
 	b, _ := json.Marshal(resp)
 	return len(b) + 64

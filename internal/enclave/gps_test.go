@@ -62,14 +62,30 @@ func (v *env) checkTrace(tr gps.Trace) api.TraceCheckResponse {
 }
 
 // wantBruteForce fails unless the enclave's answer to device is what the
-// reference rule gives against the infected traces.
+// reference rule gives against the infected traces, as precisely as the
+// policy answers: whether and on which day most recently the device was
+// exposed, and, in detailed answers only, the episodes.
 func (v *env) wantBruteForce(name string, device gps.Trace, infected []gps.Trace) {
 	v.t.Helper()
 	params := v.pol.GPS.Params()
 	want := gps.BruteForce(device, infected, params)
 	got := v.checkTrace(device)
-	if got.Exposed != gps.Exposed(want, params) {
-		v.t.Errorf("%s: exposed = %v, the reference says %v", name, got.Exposed, !got.Exposed)
+	exposed := gps.Exposed(want, params)
+	if got.Exposed != exposed {
+		v.t.Errorf("%s: exposed = %v, the reference says %v", name, got.Exposed, exposed)
+	}
+	last := ""
+	if ep, ok := gps.LastExposure(want, params); ok {
+		last = time.Unix(ep.Start, 0).UTC().Format(api.DateLayout)
+	}
+	if got.LastExposure != last || (last != "") != exposed {
+		v.t.Errorf("%s: last exposure %q, the reference's %q (exposed %v)", name, got.LastExposure, last, exposed)
+	}
+	if !v.pol.Detailed() {
+		if got.Episodes != nil || got.Truncated {
+			v.t.Errorf("%s: a coarse answer lists episodes: %+v", name, got)
+		}
+		return
 	}
 	if got.Truncated != (len(want) > api.MaxEpisodes) {
 		v.t.Errorf("%s: truncated = %v with %d episodes", name, got.Truncated, len(want))
@@ -132,7 +148,7 @@ func walk5(start time.Time, n int, lat, lon float64) gps.Trace {
 // rule's, after uploads, after a restart (the index rebuilt from the sealed
 // store) and after a patient's day expires.
 func TestCheckTraceMatchesBruteForce(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, detailed)
 	w := newGPSWorld(v.now())
 	for _, p := range w.patients {
 		v.submitTrace(p)
@@ -180,7 +196,7 @@ func TestCheckTraceMatchesBruteForce(t *testing.T) {
 // TestCheckTraceTruncated: past MaxEpisodes episodes the answer lists the
 // first ones, says it is truncated, and still fits the padding bound.
 func TestCheckTraceTruncated(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, detailed)
 	const visits = api.MaxEpisodes + 6
 	// The patient stands still for the phone's visits; the phone comes
 	// for one fix every 22 minutes and waits 1 km away in between, so
@@ -206,8 +222,8 @@ func TestCheckTraceTruncated(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(b) > v.e.TraceResponseBound() {
-			t.Errorf("answer of %d bytes exceeds the bound %d", len(b), v.e.TraceResponseBound())
+		if bound := min(v.e.TraceResponseBound(), v.e.AnswerBound()); len(b)+64 > bound {
+			t.Errorf("answer of %d bytes leaves no room for the framing in the bound %d", len(b), bound)
 		}
 	}
 }
@@ -383,4 +399,57 @@ func TestRestartKeepsTracesAfter2038(t *testing.T) {
 	if !v.checkTrace(phone).Exposed {
 		t.Fatal("a 2039 trace no longer matches after a restart")
 	}
+}
+
+// TestCheckTraceCoarse: by default a trace check says only whether the
+// device was exposed and the most recent day of an episode that made it
+// so: no episodes, and an answer below the threshold is the answer of no
+// match at all.
+func TestCheckTraceCoarse(t *testing.T) {
+	v := newEnv(t)
+	w := newGPSWorld(v.now())
+	for _, p := range w.patients {
+		v.submitTrace(p)
+	}
+	for name, phone := range w.phones {
+		v.wantBruteForce(name, phone, w.patients)
+	}
+	// Alongside patient 0 for 30 minutes, and patient 1 a day later.
+	p0, p1 := w.patients[0], w.patients[1]
+	both := append(walk(time.Unix(p0[0].Time, 0), 30, p0[0].Lat+metersNorth(3), p0[0].Lon, 0.00001),
+		walk(time.Unix(p1[0].Time, 0), 30, p1[0].Lat+metersNorth(3), p1[0].Lon, 0.00001)...)
+	v.wantBruteForce("two days of exposures", both, w.patients)
+	if r := v.checkTrace(both); r.LastExposure != time.Unix(p1[0].Time, 0).UTC().Format(api.DateLayout) {
+		t.Errorf("exposed on two days: last exposure %q, want patient 1's day", r.LastExposure)
+	}
+	below, _ := json.Marshal(v.checkTrace(w.phones["alongside for 10 minutes only"]))
+	none, _ := json.Marshal(v.checkTrace(w.phones["another town"]))
+	if string(below) != string(none) {
+		t.Errorf("an episode below the threshold shows: %s, with no match: %s", below, none)
+	}
+}
+
+// TestTraceSameTimeSlack: two fixes of one second further apart than
+// gps.SameTimeSlack are refused, in a device's trace and a patient's, so
+// that a trace cannot sweep a neighbourhood at one instant; a receiver's
+// noise within the slack is accepted.
+func TestTraceSameTimeSlack(t *testing.T) {
+	v := newEnv(t)
+	at := v.now().Add(-time.Hour).Truncate(time.Minute)
+	trace := func(apart float64) gps.Trace {
+		return gps.Trace{
+			{Time: at.Unix(), Lat: 46.5, Lon: 6.5},
+			{Time: at.Unix(), Lat: round7(46.5 + metersNorth(apart)), Lon: 6.5},
+			{Time: at.Unix() + 60, Lat: 46.5, Lon: 6.5},
+		}
+	}
+	far, near := trace(gps.SameTimeSlack+5), trace(gps.SameTimeSlack-5)
+	_, err := v.e.CheckTrace(context.Background(), api.TraceCheckRequest{Trace: mustWire(t, far)})
+	wantCode(t, "a device's fixes of one second beyond the slack", err, api.CodeMalformed)
+	_, err = v.e.SubmitTrace(context.Background(), v.signTrace(far))
+	wantCode(t, "a patient's fixes of one second beyond the slack", err, api.CodeMalformed)
+	if _, err := v.e.CheckTrace(context.Background(), api.TraceCheckRequest{Trace: mustWire(t, near)}); err != nil {
+		t.Errorf("a device's fixes of one second within the slack: %v", err)
+	}
+	v.submitTrace(near)
 }

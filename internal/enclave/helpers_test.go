@@ -38,7 +38,7 @@ var testStart = time.Date(2026, 3, 10, 14, 23, 0, 0, time.UTC)
 
 // allTables lists every table the enclave writes, so that tests can look
 // at everything the untrusted host sees.
-var allTables = []string{tableKEK, tableDayKeys, tableResults, tableAuths, tableAuthsUsed, tableUploads, tableTraces, tableTraceSeen, tableGAENImports, tableGAENKeys}
+var allTables = []string{tableKEK, tableDayKeys, tableResults, tableJournal, tableTraces, tableTraceSeen, tableGAENImports, tableGAENKeys}
 
 // testClock is a time source the test moves; the enclave reads it
 // through Config.Now.
@@ -142,12 +142,89 @@ func (s *faultStore) Scan(ctx context.Context, table string, fn func(store.Recor
 	return s.Store.Scan(ctx, table, fn)
 }
 
+// recorder is the host's view of the enclave's use of its store: every
+// call, with the enclave's clock when it was made, so that tests can check
+// what the host learns from reads and writes and from their timing.
+type recorder struct {
+	store.Store
+	clock *testClock
+	mu    sync.Mutex
+	calls []storeCall
+}
+
+// storeCall is one call the enclave made to its store.
+type storeCall struct {
+	at     time.Time
+	op     string // get, scan, apply, delete_day or days
+	table  string // of a get or a scan
+	ops    []store.Op
+	checks int
+}
+
+// String says what the call was, without the bytes.
+func (c storeCall) String() string {
+	return fmt.Sprintf("%s %s (%d ops, %d checks) at %s", c.op, c.table, len(c.ops), c.checks, c.at.Format(time.RFC3339))
+}
+
+func (r *recorder) record(c storeCall) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c.at = r.clock.Now()
+	r.calls = append(r.calls, c)
+}
+
+// take returns the calls recorded since the last take, and forgets them.
+func (r *recorder) take() []storeCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	calls := r.calls
+	r.calls = nil
+	return calls
+}
+
+func (r *recorder) Get(ctx context.Context, table string, key []byte) (store.Record, error) {
+	r.record(storeCall{op: "get", table: table})
+	return r.Store.Get(ctx, table, key)
+}
+
+func (r *recorder) Scan(ctx context.Context, table string, fn func(store.Record) error) error {
+	r.record(storeCall{op: "scan", table: table})
+	return r.Store.Scan(ctx, table, fn)
+}
+
+func (r *recorder) Apply(ctx context.Context, b *store.Batch) error {
+	ops := make([]store.Op, len(b.Ops))
+	for i, o := range b.Ops {
+		ops[i] = store.Op{Record: store.Record{Table: o.Table, Key: bytes.Clone(o.Key), Day: o.Day, Value: bytes.Clone(o.Value)}, Delete: o.Delete}
+	}
+	r.record(storeCall{op: "apply", ops: ops, checks: len(b.Checks)})
+	return r.Store.Apply(ctx, b)
+}
+
+func (r *recorder) DeleteDay(ctx context.Context, d calendar.Day) (int64, error) {
+	r.record(storeCall{op: "delete_day"})
+	return r.Store.DeleteDay(ctx, d)
+}
+
+func (r *recorder) Days(ctx context.Context) ([]calendar.Day, error) {
+	r.record(storeCall{op: "days"})
+	return r.Store.Days(ctx)
+}
+
+// hostSees returns the store calls that f makes the enclave make.
+func (v *env) hostSees(f func()) []storeCall {
+	v.rec.take()
+	f()
+	return v.rec.take()
+}
+
 // env is one enclave with its store, sealing key, clock and authority.
 type env struct {
 	t          *testing.T
 	clock      *testClock
 	store      *memstore.Store // the host's view: every record, no faults
-	faults     *faultStore     // what the enclave is given
+	faults     *faultStore     // the store's failures
+	rec        *recorder       // what the enclave is given: every call recorded
 	sealingKey [seal.KeySize]byte
 	lab        *authority.Key
 	labPriv    ed25519.PrivateKey // lab's key, to sign statements SignResult would not make
@@ -182,7 +259,9 @@ func newEnv(t *testing.T, edit ...func(*policy.Policy)) *env {
 		f(&pol)
 	}
 	mem := memstore.New()
-	v := &env{t: t, clock: &testClock{now: testStart}, store: mem, faults: &faultStore{Store: mem}, lab: lab, labPriv: priv.(ed25519.PrivateKey), pol: pol, logs: &logBuffer{}}
+	clock := &testClock{now: testStart}
+	faults := &faultStore{Store: mem}
+	v := &env{t: t, clock: clock, store: mem, faults: faults, rec: &recorder{Store: faults, clock: clock}, lab: lab, labPriv: priv.(ed25519.PrivateKey), pol: pol, logs: &logBuffer{}}
 	rand.Read(v.sealingKey[:])
 	t.Cleanup(func() { v.store.Close() })
 	v.restart()
@@ -193,7 +272,7 @@ func newEnv(t *testing.T, edit ...func(*policy.Policy)) *env {
 func (v *env) config() Config {
 	return Config{
 		Policy:     v.pol,
-		Store:      v.faults,
+		Store:      v.rec,
 		SealingKey: v.sealingKey,
 		Now:        v.clock.Now,
 		Logger:     slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -201,7 +280,8 @@ func (v *env) config() Config {
 }
 
 // restart replaces the enclave by a new one over the same store and
-// sealing key, as a restart of the backend would.
+// sealing key, as a restart of the backend would. What the journal has not
+// written yet is lost: tests that mean to keep it call flushAll first.
 func (v *env) restart() {
 	v.t.Helper()
 	e, err := Open(context.Background(), v.config())
@@ -209,6 +289,56 @@ func (v *env) restart() {
 		v.t.Fatalf("Open: %v", err)
 	}
 	v.e = e
+}
+
+// flushAll makes at once the flushes that write everything the journal
+// holds, as if their time had come: it moves the flush schedule, not the
+// clock, so that tests of other rules can make uploads durable without
+// moving their dates.
+func (v *env) flushAll() {
+	v.t.Helper()
+	for {
+		v.e.mu.Lock()
+		pending := len(v.e.journal.pending) > 0
+		if pending {
+			v.e.journal.nextFlush = v.now()
+		}
+		v.e.mu.Unlock()
+		if !pending {
+			return
+		}
+		if err := v.e.FlushDue(context.Background()); err != nil {
+			v.t.Fatalf("FlushDue: %v", err)
+		}
+	}
+}
+
+// pendingRecords returns how many records the journal holds unwritten.
+func (v *env) pendingRecords() int {
+	v.e.mu.Lock()
+	defer v.e.mu.Unlock()
+	return len(v.e.journal.pending)
+}
+
+// flushEvery is the policy's flush period.
+func (v *env) flushEvery() time.Duration {
+	return time.Duration(v.pol.StoreFlushSeconds) * time.Second
+}
+
+// nextFlush returns when the next flush is due.
+func (v *env) nextFlush() time.Time {
+	v.e.mu.Lock()
+	defer v.e.mu.Unlock()
+	return v.e.journal.nextFlush
+}
+
+// flushDue moves the clock by d and makes the flushes then due.
+func (v *env) flushDue(d time.Duration) {
+	v.t.Helper()
+	v.clock.Advance(d)
+	if err := v.e.FlushDue(context.Background()); err != nil {
+		v.t.Fatalf("FlushDue: %v", err)
+	}
 }
 
 func (v *env) now() time.Time { return v.clock.Now() }
@@ -262,6 +392,10 @@ func (v *env) submit(secret []byte, result api.Result) {
 	}
 }
 
+// detailed is a policy edit for tests that read the per-day figures of
+// answers (policy.AnswersDetailed).
+func detailed(p *policy.Policy) { p.Answers = policy.AnswersDetailed }
+
 // poll polls secret's result. PollResult wipes the secret it is given, so
 // it gets a copy.
 func (v *env) poll(secret []byte) (api.PollResultResponse, error) {
@@ -291,6 +425,12 @@ func (v *env) mustUpload(r contactlog.Report) {
 	if got, err := v.upload(v.authorize(), r); err != nil || got.Sightings != len(r.Sightings) || got.Keys != len(r.Keys) {
 		v.t.Fatalf("Upload: %+v, %v; want %d sightings and %d keys stored", got, err, len(r.Sightings), len(r.Keys))
 	}
+}
+
+// exchange sends a daily exchange. Exchange wipes the secret, the
+// authorization and the report it is given, so it gets copies.
+func (v *env) exchange(flags byte, secret, token []byte, r contactlog.Report) (api.ExchangeResponse, error) {
+	return v.e.Exchange(context.Background(), api.ExchangeRequest{Flags: flags, Secret: bytes.Clone(secret), Authorization: bytes.Clone(token), Report: encode(v.t, r)})
 }
 
 func (v *env) check(r contactlog.Report) api.ExposureResponse {

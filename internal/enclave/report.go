@@ -51,6 +51,23 @@ func (e *Enclave) reportWindow(now time.Time) reportWindow {
 	}
 }
 
+// recent returns r without its keys and sightings before the window (r's
+// slices are not modified).
+func (w reportWindow) recent(r contactlog.Report) contactlog.Report {
+	var out contactlog.Report
+	for _, k := range r.Keys {
+		if k.End() > w.first {
+			out.Keys = append(out.Keys, k)
+		}
+	}
+	for _, s := range r.Sightings {
+		if !w.stale(s.Interval) {
+			out.Sightings = append(out.Sightings, s)
+		}
+	}
+	return out
+}
+
 // stale reports whether a sighting's interval lies before the window.
 func (w reportWindow) stale(i enid.Interval) bool { return calendar.DayOf(i.Time()) < w.firstDay }
 

@@ -75,8 +75,9 @@ func TestSubmitResultRefusals(t *testing.T) {
 		{"short nonce", changed(true, func(r *api.SignedResult) { r.Nonce = r.Nonce[:15] }), api.CodeMalformed},
 		{"signed more than 7 days ago", changed(true, func(r *api.SignedResult) { r.IssuedAt = now.Add(-maxResultAge - time.Minute).Unix() }), api.CodeExpired},
 		{"signed in the future", changed(true, func(r *api.SignedResult) { r.IssuedAt = now.Add(maxClockAhead + time.Minute).Unix() }), api.CodeMalformed},
-		{"code not canonical", changed(true, func(r *api.SignedResult) { r.TestCode = "abcde-fghij" }), api.CodeMalformed},
-		{"code not a code", changed(true, func(r *api.SignedResult) { r.TestCode = "ABCDE-FGHI1" }), api.CodeMalformed},
+		{"code not canonical", changed(true, func(r *api.SignedResult) { r.TestCode = "abcd-efgh-jkmn-pqrs1" }), api.CodeMalformed},
+		{"code not a code", changed(true, func(r *api.SignedResult) { r.TestCode = "ABCDE-FGHIJ" }), api.CodeMalformed},
+		{"code mistyped", changed(true, func(r *api.SignedResult) { r.TestCode = "ABCD-EFGH-JKMN-PQRS2" }), api.CodeMalformed},
 		{"result pending", changed(true, func(r *api.SignedResult) { r.Result = api.Pending }), api.CodeMalformed},
 		{"result unknown", changed(true, func(r *api.SignedResult) { r.Result = "maybe" }), api.CodeMalformed},
 		{"test date tomorrow", changed(true, func(r *api.SignedResult) { r.TestDate = now.Add(24 * time.Hour).Format(api.DateLayout) }), api.CodeMalformed},
@@ -175,8 +176,8 @@ func TestPollResult(t *testing.T) {
 	if err != nil || pr.Result != api.Positive || len(pr.UploadAuthorization) != 32 {
 		t.Fatalf("positive: %+v, %v; want a 32-byte authorization", pr, err)
 	}
-	if want := v.now().Add(v.pol.UploadAuthorizationTTL()).Unix(); pr.ExpiresAt != want {
-		t.Errorf("authorization expires at %d, want now + the policy's TTL, %d", pr.ExpiresAt, want)
+	if want := v.now().Add(2 * v.pol.UploadAuthorizationTTL()).Unix(); pr.ExpiresAt != want {
+		t.Errorf("authorization expires at %d, want the end of the period after the submission's, %d", pr.ExpiresAt, want)
 	}
 	v.clock.Advance(time.Hour)
 	again, err := v.poll(secret)
@@ -192,14 +193,19 @@ func TestPollResult(t *testing.T) {
 	if _, err := v.upload(pr.UploadAuthorization, inf); err != nil {
 		t.Fatal(err)
 	}
+	pending, err := v.poll(secret)
+	if err != nil || pending.Result != api.Positive || !pending.UploadPending || pending.Uploaded || pending.UploadAuthorization != nil {
+		t.Fatalf("poll after the upload: %+v, %v; want it pending and no authorization", pending, err)
+	}
+	v.flushAll()
 	after, err := v.poll(secret)
-	if err != nil || after.Result != api.Positive || !after.Uploaded || after.UploadAuthorization != nil {
-		t.Fatalf("poll after the upload: %+v, %v; want uploaded and no authorization", after, err)
+	if err != nil || after.Result != api.Positive || !after.Uploaded || after.UploadPending || after.UploadAuthorization != nil {
+		t.Fatalf("poll after the upload was written: %+v, %v; want uploaded and no authorization", after, err)
 	}
 }
 
-// TestPollAfterAuthorizationExpired: once the authorization has expired,
-// polls no longer hand it out.
+// TestPollAfterAuthorizationExpired: once the authorization has expired
+// unused, the poll hands out another, valid one, never the expired one.
 func TestPollAfterAuthorizationExpired(t *testing.T) {
 	v := newEnv(t)
 	secret := newSecret()
@@ -210,8 +216,8 @@ func TestPollAfterAuthorizationExpired(t *testing.T) {
 	}
 	v.clock.Advance(time.Duration(pr.ExpiresAt-v.now().Unix()) * time.Second)
 	late, err := v.poll(secret)
-	if err != nil || late.Result != api.Positive || late.UploadAuthorization != nil || late.ExpiresAt != pr.ExpiresAt {
-		t.Fatalf("poll at expiry: %+v, %v; want positive, the expiry and no authorization", late, err)
+	if err != nil || late.Result != api.Positive || len(late.UploadAuthorization) == 0 || bytes.Equal(late.UploadAuthorization, pr.UploadAuthorization) || late.ExpiresAt <= v.now().Unix() {
+		t.Fatalf("poll at expiry: %+v, %v; want positive and a new, valid authorization", late, err)
 	}
 }
 
@@ -236,7 +242,7 @@ func TestResultsPolicyAuthorizationTTL(t *testing.T) {
 	secret := newSecret()
 	v.submit(secret, api.Positive)
 	pr, err := v.poll(secret)
-	if err != nil || pr.ExpiresAt != v.now().Unix()+600 {
-		t.Fatalf("poll: %+v, %v; want expiry in 600 s", pr, err)
+	if err != nil || pr.ExpiresAt != v.now().Unix()+1200 {
+		t.Fatalf("poll: %+v, %v; want expiry at the end of the next 600 s period", pr, err)
 	}
 }

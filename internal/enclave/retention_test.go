@@ -17,7 +17,7 @@ import (
 // leaves, Expire drops it from the index, the keyring and the store,
 // every table of it; the other days stay and still match.
 func TestExpire(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, detailed)
 	ctx := context.Background()
 	old := v.now().Add(-3 * 24 * time.Hour)
 	recent := v.now().Add(-time.Hour)
@@ -26,6 +26,10 @@ func TestExpire(t *testing.T) {
 	iOld2, _ := meet(inf, newDevice(), old.Add(time.Hour), 10, 50)
 	iRecent, sRecent := meet(inf, contact, recent, 10, 50)
 	v.mustUpload(inf.report(iOld, iOld2, iRecent))
+	v.flushAll()
+	// The host keeps a copy of the journal rows. They are stored under
+	// the day of their flush; the old day's part is sealed under its own.
+	rows := v.records(tableJournal)
 	cOld, cRecent := contact.report(sOld), contact.report(sRecent)
 	oldDay := utcDay(old)
 
@@ -41,8 +45,8 @@ func TestExpire(t *testing.T) {
 		t.Fatal("Expire dropped a day still in the window")
 	}
 	kept := v.recordsOf(oldDay)
-	if len(kept) < 2 {
-		t.Fatalf("%d records of the old day before it expires, want its upload and day key", len(kept))
+	if len(kept) != 1 || kept[0].Table != tableDayKeys {
+		t.Fatalf("records of the old day before it expires: %+v, want its day key", kept)
 	}
 
 	v.clock.Advance(24 * time.Hour)
@@ -61,14 +65,18 @@ func TestExpire(t *testing.T) {
 	if slices.Contains(v.e.keys.Days(), oldDay) {
 		t.Error("the keyring still holds the expired day's key")
 	}
-	// A copy of the sealed upload that the host kept no longer opens.
-	for _, r := range kept {
-		if r.Table != tableUploads {
-			continue
+	// The old day's part, in a row still in the store, no longer opens.
+	expired := 0
+	for _, r := range rows {
+		if row, err := v.e.openJournalRow(r); row.day == oldDay {
+			expired++
+			if !errors.Is(err, seal.ErrDayDeleted) {
+				t.Errorf("a journal row of the expired day: %v, want seal.ErrDayDeleted", err)
+			}
 		}
-		if _, err := v.e.keys.Open(r.Day, r.Table, r.Key, r.Value); !errors.Is(err, seal.ErrDayDeleted) {
-			t.Errorf("a kept copy of an expired upload opens: %v", err)
-		}
+	}
+	if expired != 1 {
+		t.Errorf("%d journal rows of the old day, want its part's 1", expired)
 	}
 	if r := v.check(cRecent); dayOf(t, r, recent).Minutes != 10 {
 		t.Error("the day still in the window no longer matches")
@@ -88,8 +96,8 @@ func TestExpire(t *testing.T) {
 	}
 }
 
-// TestExpireEveryTable: results, authorizations and traces leave with
-// their day like uploads.
+// TestExpireEveryTable: results (and with them their authorizations),
+// journal rows and traces leave with their day.
 func TestExpireEveryTable(t *testing.T) {
 	v := newEnv(t)
 	ctx := context.Background()
@@ -104,12 +112,17 @@ func TestExpireEveryTable(t *testing.T) {
 	if _, err := v.upload(pr.UploadAuthorization, inf); err != nil {
 		t.Fatal(err)
 	}
+	v.flushAll()
 	v.submitTrace(walk(v.now().Add(-2*time.Hour), 10, 46.5, 6.5, 0.00001))
 	today := utcDay(v.now())
-	for _, table := range []string{tableResults, tableAuths, tableAuthsUsed, tableUploads, tableTraces, tableTraceSeen, tableDayKeys} {
+	for _, table := range []string{tableResults, tableTraces, tableTraceSeen, tableDayKeys} {
 		if !slices.ContainsFunc(v.records(table), func(r store.Record) bool { return r.Day == today }) {
 			t.Fatalf("no %s record of today before Expire", table)
 		}
+	}
+	// Journal rows are stored under the day after their flush's.
+	if !slices.ContainsFunc(v.records(tableJournal), func(r store.Record) bool { return r.Day == today+1 }) {
+		t.Fatal("no journal row of today's flushes before Expire")
 	}
 
 	v.clock.Advance(time.Duration(v.pol.RetentionDays) * 24 * time.Hour)
@@ -118,6 +131,13 @@ func TestExpireEveryTable(t *testing.T) {
 	}
 	if rs := v.recordsOf(today); len(rs) != 0 {
 		t.Fatalf("%d records of the expired day remain", len(rs))
+	}
+	v.clock.Advance(24 * time.Hour)
+	if err := v.e.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rs := v.recordsOf(today + 1); slices.ContainsFunc(rs, func(r store.Record) bool { return r.Table == tableJournal }) {
+		t.Fatal("journal rows of the expired day's flushes remain a day later")
 	}
 	if len(v.records(tableKEK)) != 1 {
 		t.Fatal("Expire deleted the key-encryption key")

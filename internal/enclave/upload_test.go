@@ -3,7 +3,6 @@ package enclave
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"sync"
 	"testing"
@@ -15,38 +14,56 @@ import (
 )
 
 // TestUploadAuthorizationSingleUse: an authorization uploads once; a
-// second upload with it is refused and indexes nothing, after a restart
-// too.
+// second upload with it, or under the result it authorizes, is refused
+// and indexes nothing, before the first is durable and after a restart
+// once it is.
 func TestUploadAuthorizationSingleUse(t *testing.T) {
-	v := newEnv(t)
-	token := v.authorize()
+	v := newEnv(t, detailed)
+	secret := newSecret()
+	v.submit(secret, api.Positive)
+	pr, err := v.poll(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := pr.UploadAuthorization
 	first, firstContact := encounter(v.now().Add(-2*time.Hour), 10, 50)
 	second, secondContact := encounter(v.now().Add(-3*time.Hour), 10, 50)
 	if r, err := v.upload(token, first); err != nil || r.Sightings != 1 || r.Keys != 1 {
 		t.Fatalf("first upload: %+v, %v", r, err)
 	}
-	_, err := v.upload(token, second)
-	wantCode(t, "second upload with one authorization", err, api.CodeAlreadyUsed)
-	v.restart()
-	_, err = v.upload(token, second)
-	wantCode(t, "second upload after a restart", err, api.CodeAlreadyUsed)
-
-	// A host that deletes the record of the authorization's use cannot
-	// make it usable again: the authorization itself is gone too.
-	for _, r := range v.records(tableAuthsUsed) {
-		v.del(r.Table, r.Key)
+	refused := func(when string) {
+		t.Helper()
+		_, err := v.upload(token, second)
+		wantCode(t, "second upload with one authorization, "+when, err, api.CodeAlreadyUsed)
+		for _, ex := range []struct {
+			name          string
+			flags         byte
+			secret, token []byte
+		}{
+			{"an exchange with the authorization", api.ExchangeUpload, nil, token},
+			{"an exchange under the polled result", api.ExchangePoll | api.ExchangeUpload, secret, nil},
+		} {
+			r, err := v.exchange(ex.flags, ex.secret, ex.token, second)
+			if err != nil || r.Upload != nil {
+				t.Errorf("%s, %s: %+v, %v; want the upload refused in the answer", ex.name, when, r, err)
+				continue
+			}
+			wantCode(t, ex.name+", "+when, r.UploadError, api.CodeAlreadyUsed)
+		}
 	}
-	_, err = v.upload(token, second)
-	wantCode(t, "second upload after the host deleted the record of use", err, api.CodeNotAuthorized)
+	refused("before the first is durable")
+	v.flushAll()
+	v.restart()
+	refused("after a restart")
 
 	if got := v.e.index.Len(); got != 1 {
 		t.Errorf("index holds %d sightings, want the first upload's 1", got)
 	}
-	if r := v.check(firstContact); r.Days[len(r.Days)-1].Minutes != 10 {
+	if r := v.check(firstContact); dayOf(t, r, when(firstContact)).Minutes != 10 {
 		t.Error("the first upload does not match")
 	}
-	if r := v.check(secondContact); r.Exposed || r.Days[len(r.Days)-1].Minutes != 0 {
-		t.Error("the refused second upload matches")
+	if r := v.check(secondContact); r.Exposed || dayOf(t, r, when(secondContact)).Minutes != 0 {
+		t.Error("a refused second upload matches")
 	}
 }
 
@@ -80,54 +97,162 @@ func TestUploadAuthorizationConcurrent(t *testing.T) {
 	}
 }
 
-// TestUploadAuthorizationExpiry: an authorization is accepted until its
-// expiry and refused from then on.
-func TestUploadAuthorizationExpiry(t *testing.T) {
+// TestUploadAuthorizationPeriods: an authorization is derived from its
+// result and the period of the policy's TTL since the result was
+// submitted: every poll of a period, after a restart too, hands out the
+// same one; it is accepted in its period and the next, refused from then
+// on, and the next poll replaces it. Every poll's authorization is valid
+// for at least the TTL and at most twice it.
+func TestUploadAuthorizationPeriods(t *testing.T) {
 	v := newEnv(t)
-	early, late := v.authorize(), v.authorize()
-	expiry := v.now().Add(v.pol.UploadAuthorizationTTL())
-	inf, _ := encounter(v.now().Add(-time.Hour), 10, 50)
-
-	v.clock.Advance(expiry.Sub(v.now()) - time.Second)
-	if _, err := v.upload(early, inf); err != nil {
-		t.Fatalf("upload a second before expiry: %v", err)
+	ttl := v.pol.UploadAuthorizationTTL()
+	submitted := v.now()
+	a, b, c := newSecret(), newSecret(), newSecret()
+	for _, s := range [][]byte{a, b, c} {
+		v.submit(s, api.Positive)
+	}
+	poll := func(secret []byte) api.PollResultResponse {
+		t.Helper()
+		pr, err := v.poll(secret)
+		if err != nil || len(pr.UploadAuthorization) != api.AuthorizationSize {
+			t.Fatalf("poll at submission%+v: %+v, %v; want an authorization", v.now().Sub(submitted), pr, err)
+		}
+		if left := time.Unix(pr.ExpiresAt, 0).Sub(v.now()); left < ttl || left > 2*ttl {
+			t.Errorf("poll at submission%+v: the authorization is valid for %s more, want between the TTL and twice it", v.now().Sub(submitted), left)
+		}
+		return pr
+	}
+	pa, pb := poll(a), poll(b)
+	if want := submitted.Add(2 * ttl).Unix(); pa.ExpiresAt != want {
+		t.Errorf("the first period's authorization expires at %d, want the end of the next period, %d", pa.ExpiresAt, want)
+	}
+	if bytes.Equal(pa.UploadAuthorization, pb.UploadAuthorization) {
+		t.Fatal("two results have the same authorization")
+	}
+	v.clock.Advance(ttl - time.Second)
+	for range 2 {
+		if again := poll(a); !bytes.Equal(again.UploadAuthorization, pa.UploadAuthorization) || again.ExpiresAt != pa.ExpiresAt {
+			t.Errorf("a poll later in the period: %+v; want the same authorization and expiry as %+v", again, pa)
+		}
+		v.restart()
 	}
 	v.clock.Advance(time.Second)
-	_, err := v.upload(late, inf)
-	wantCode(t, "upload at expiry", err, api.CodeExpired)
-	v.clock.Advance(time.Hour)
-	_, err = v.upload(late, inf)
-	wantCode(t, "upload after expiry", err, api.CodeExpired)
-	if got := v.e.index.Len(); got != 1 {
-		t.Errorf("index holds %d sightings, want only the timely upload's 1", got)
+	next := poll(a)
+	if bytes.Equal(next.UploadAuthorization, pa.UploadAuthorization) || next.ExpiresAt != pa.ExpiresAt+int64(ttl/time.Second) {
+		t.Errorf("a poll in the next period: %+v; want another authorization, valid a period longer", next)
+	}
+	for range 4 {
+		v.clock.Advance(ttl / 5)
+		poll(c) // the bounds, at points through a period
+	}
+	inf, _ := encounter(v.now().Add(-time.Hour), 10, 50)
+	v.clock.Advance(submitted.Add(2*ttl - time.Second).Sub(v.now()))
+	if _, err := v.upload(pa.UploadAuthorization, inf); err != nil {
+		t.Fatalf("the first period's authorization in the last second of the next: %v", err)
+	}
+	v.clock.Advance(time.Second)
+	_, err := v.upload(pb.UploadAuthorization, inf)
+	wantCode(t, "the first period's authorization in the third period", err, api.CodeExpired)
+	r, err := v.exchange(api.ExchangeUpload, nil, pb.UploadAuthorization, inf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "the same in an exchange", r.UploadError, api.CodeExpired)
+	replaced := poll(b)
+	if replaced.ExpiresAt != submitted.Add(4*ttl).Unix() {
+		t.Errorf("the replacing authorization expires at %d, want %d", replaced.ExpiresAt, submitted.Add(4*ttl).Unix())
+	}
+	if _, err := v.upload(replaced.UploadAuthorization, inf); err != nil {
+		t.Fatalf("the authorization that replaced an expired one: %v", err)
+	}
+	if got := v.e.index.Len(); got != 2 {
+		t.Errorf("index holds %d sightings, want the two timely uploads' 2", got)
 	}
 }
 
-// TestUploadNotAuthorized: without an authorization that a positive poll
-// issued, nothing is uploaded: not with a made-up token, not with a test
-// code, not with a negative test.
+// TestReplayedPollChangesNothing: a relay that replays a device's poll,
+// hours or a period later, learns the same answer and changes nothing:
+// the store sees nothing, and the authorization the device holds expires
+// when it would have without the replays.
+func TestReplayedPollChangesNothing(t *testing.T) {
+	v := newEnv(t)
+	ttl := v.pol.UploadAuthorizationTTL()
+	secret := newSecret()
+	v.submit(secret, api.Positive)
+	held, err := v.poll(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, later := range []time.Duration{3 * time.Hour, 7 * time.Hour, ttl} {
+		v.clock.Advance(later)
+		calls := v.hostSees(func() {
+			if _, err := v.poll(secret); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if len(calls) != 0 {
+			t.Errorf("a replayed poll made %d store calls", len(calls))
+		}
+	}
+	inf, _ := encounter(v.now().Add(-time.Hour), 10, 50)
+	v.clock.Advance(time.Unix(held.ExpiresAt, 0).Sub(v.now()))
+	_, err = v.upload(held.UploadAuthorization, inf)
+	wantCode(t, "the held authorization at its expiry, after replays", err, api.CodeExpired)
+}
+
+// TestUploadNotAuthorized: without an authorization that the enclave
+// derived for a positive result, nothing is uploaded: not with a made-up,
+// truncated or altered token, not with one spliced from two results', not
+// with one made the enclave's way for a negative or an unknown result, and
+// not with another enclave's; through Upload or an exchange.
 func TestUploadNotAuthorized(t *testing.T) {
 	v := newEnv(t)
 	inf, _ := encounter(v.now().Add(-time.Hour), 10, 50)
-	secret := newSecret()
-	v.submit(secret, api.Negative)
+	negative, other := newSecret(), newSecret()
+	v.submit(negative, api.Negative)
+	v.submit(other, api.Positive)
 	token := v.authorize()
+	po, err := v.poll(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// derived returns the token the enclave would derive for the result
+	// under key, were it positive and known.
+	derived := func(key []byte) []byte {
+		v.e.mu.Lock()
+		defer v.e.mu.Unlock()
+		res := &result{resultRecord: resultRecord{Result: api.Positive, SubmittedAt: v.now().Unix()}}
+		tok, _ := v.e.authorization(key, res, v.now())
+		return tok
+	}
+	spliced := append(bytes.Clone(po.UploadAuthorization[:authKeyLen]), token[authKeyLen:]...)
+	foreign := newEnv(t).authorize()
 	for _, tc := range []struct {
 		name  string
 		token []byte
 	}{
 		{"no authorization", nil},
 		{"made-up authorization", bytes.Repeat([]byte{7}, 32)},
-		{"the test secret instead", secret},
+		{"the test secret instead", negative},
 		{"a truncated authorization", token[:31]},
 		{"an extended authorization", append(bytes.Clone(token), 0)},
 		{"an altered authorization", flip(token)},
+		{"another result's key under this one's MAC", spliced},
+		{"a negative result's", derived(v.e.recordKey(tableResults, api.TestCode(negative)))},
+		{"an unknown result's", derived(v.e.recordKey(tableResults, api.TestCode(newSecret())))},
+		{"another enclave's", foreign},
 	} {
 		_, err := v.upload(tc.token, inf)
 		wantCode(t, tc.name, err, api.CodeNotAuthorized)
+		r, err := v.exchange(api.ExchangeUpload, nil, tc.token, inf)
+		if err != nil || r.Upload != nil {
+			t.Errorf("%s, in an exchange: %+v, %v; want the upload refused in the answer", tc.name, r, err)
+			continue
+		}
+		wantCode(t, tc.name+", in an exchange", r.UploadError, api.CodeNotAuthorized)
 	}
-	if n := v.e.index.Len(); n != 0 {
-		t.Fatalf("unauthorized uploads indexed %d sightings", n)
+	if n, p := v.e.index.Len(), v.pendingRecords(); n != 0 || p != 0 {
+		t.Fatalf("unauthorized uploads indexed %d sightings and queued %d records", n, p)
 	}
 	if _, err := v.upload(token, inf); err != nil {
 		t.Fatalf("the real authorization after refusals: %v", err)
@@ -138,16 +263,23 @@ func TestUploadNotAuthorized(t *testing.T) {
 // stores and indexes nothing, and leaves the authorization usable.
 func TestUploadRefusals(t *testing.T) {
 	v := newEnv(t, bothRules, refusalLimits)
-	token := v.authorize()
+	secret := newSecret()
+	v.submit(secret, api.Positive)
+	pr, err := v.poll(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := pr.UploadAuthorization
 	for _, tc := range reportRefusals(t, v) {
 		_, err := v.e.Upload(context.Background(), api.UploadRequest{Authorization: token, Report: tc.body})
 		wantCode(t, tc.name, err, tc.upload)
 	}
-	if n, m, recs := v.e.index.Len(), v.e.oneSided.Len(), v.records(tableUploads); n != 0 || m != 0 || len(recs) != 0 {
-		t.Fatalf("refused uploads left %d sightings and %d one-sided identifiers in the indexes and %d records in the store", n, m, len(recs))
+	if n, m, p := v.e.index.Len(), v.e.oneSided.Len(), v.pendingRecords(); n != 0 || m != 0 || p != 0 {
+		t.Fatalf("refused uploads left %d sightings and %d one-sided identifiers in the indexes and %d records in the journal", n, m, p)
 	}
-	if pr := v.records(tableAuthsUsed); len(pr) != 0 {
-		t.Fatal("a refused upload used up the authorization")
+
+	if pr, err := v.poll(secret); err != nil || pr.UploadPending || !bytes.Equal(pr.UploadAuthorization, token) {
+		t.Fatalf("poll after refused uploads: %+v, %v; want the authorization still unused", pr, err)
 	}
 
 	// The edges are accepted: a key whose last interval is the window's
@@ -185,22 +317,28 @@ func TestUploadRefusals(t *testing.T) {
 
 // TestUploadNoSightings: an upload of daily keys without sightings is
 // accepted (its keys may match one-sided) but adds nothing to the
-// reciprocal index.
+// reciprocal index; it is still journalled, and matches after a restart.
 func TestUploadNoSightings(t *testing.T) {
-	v := newEnv(t)
+	v := newEnv(t, bothRules)
 	d := newDevice(dayKey(enid.IntervalOf(v.now())))
 	v.mustUpload(d.report())
-	if n, m := v.e.index.Len(), v.e.oneSided.Len(); n != 0 || m != 0 {
-		t.Fatalf("indexes hold %d sightings and %d identifiers, want none under the default policy", n, m)
+	if n, m := v.e.index.Len(), v.e.oneSided.Len(); n != 0 || m != enid.RollingPeriod {
+		t.Fatalf("indexes hold %d sightings and %d identifiers, want none and the key's %d", n, m, enid.RollingPeriod)
 	}
-	if len(v.records(tableUploads)) != 1 {
-		t.Fatal("the keys were not stored")
+	if p := v.pendingRecords(); p != 2 {
+		t.Fatalf("%d records in the journal, want the keys and the mark", p)
+	}
+	v.flushAll()
+	v.restart()
+	if n, m := v.e.index.Len(), v.e.oneSided.Len(); n != 0 || m != enid.RollingPeriod {
+		t.Fatalf("after a restart the indexes hold %d sightings and %d identifiers", n, m)
 	}
 }
 
-// TestUploadSealedByDay: an upload is stored as one record per day of its
-// keys and sightings, in that day, and the host sees no daily key,
-// identifier, test code, secret, authorization or result in the clear.
+// TestUploadSealedByDay: an upload is journalled as one part per day of
+// its keys and sightings, each sealed under its day, and the host sees no
+// daily key, identifier, test code, secret, authorization or result in the
+// clear.
 func TestUploadSealedByDay(t *testing.T) {
 	v := newEnv(t)
 	secret := newSecret()
@@ -219,30 +357,39 @@ func TestUploadSealedByDay(t *testing.T) {
 	if r, err := v.upload(pr.UploadAuthorization, rep); err != nil || r.Sightings != len(ss) || r.Keys != 3 {
 		t.Fatalf("upload: %+v, %v", r, err)
 	}
-	recs := v.records(tableUploads)
-	if len(recs) != 3 {
-		t.Fatalf("%d upload records, want one per day (3)", len(recs))
-	}
-	for _, r := range recs {
-		if got := binary.BigEndian.Uint32(r.Key[len(r.Key)-4:]); got != uint32(r.Day) {
-			t.Errorf("upload record of day %d has the key of day %d", r.Day, got)
+	v.flushAll()
+	parts := 0
+	for _, rec := range v.records(tableJournal) {
+		// Stored under the day after the flush, whatever it holds.
+		if rec.Day != utcDay(v.now())+1 {
+			t.Errorf("a journal row stored under day %d, want the day after the flush's, %d", rec.Day, utcDay(v.now())+1)
 		}
-		plain, err := v.e.keys.Open(r.Day, tableUploads, r.Key, r.Value)
+		row, err := v.e.openJournalRow(rec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		part, err := contactlog.ParseReport(plain, contactlog.Limits{MaxKeys: contactlog.MaxKeys, MaxSightings: 10})
+		if row.kind != journalUpload {
+			continue
+		}
+		parts++
+		if _, err := v.e.keys.Open(row.day, tableJournal, rec.Key, rec.Value[journalHeaderSize:]); err != nil {
+			t.Errorf("the part of day %d is not sealed under that day's key: %v", row.day, err)
+		}
+		part, err := contactlog.ParseReport(row.data, contactlog.Limits{MaxKeys: contactlog.MaxKeys, MaxSightings: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range part.Sightings {
-			if utcDay(s.Interval.Time()) != r.Day {
-				t.Errorf("record of day %d holds a sighting of day %d", r.Day, utcDay(s.Interval.Time()))
+			if utcDay(s.Interval.Time()) != row.day {
+				t.Errorf("part of day %d holds a sighting of day %d", row.day, utcDay(s.Interval.Time()))
 			}
 		}
-		if len(part.Keys) != 1 || utcDay(part.Keys[0].Start.Time()) != r.Day {
-			t.Errorf("record of day %d holds keys %+v, want that day's", r.Day, part.Keys)
+		if len(part.Keys) != 1 || utcDay(part.Keys[0].Start.Time()) != row.day {
+			t.Errorf("part of day %d holds keys %+v, want that day's", row.day, part.Keys)
 		}
+	}
+	if parts != 3 {
+		t.Fatalf("%d upload parts in the journal, want one per day (3)", parts)
 	}
 
 	secrets := [][]byte{secret, []byte(api.TestCode(secret)), pr.UploadAuthorization, []byte(api.Positive)}

@@ -2,6 +2,14 @@
 // (the backend and the relay) all do: with bounded reads and writes, so
 // that slow or stalled clients cannot hold connections and memory, and
 // with a graceful shutdown when the context ends.
+//
+// What a server holds is bounded at each step, because inside an enclave
+// of fixed size running out of memory is a crash: at most
+// Options.MaxConns connections at once (more wait in the kernel's listen
+// backlog), each with fixed buffers and small headers, each request read
+// within fixed deadlines; and handlers that buffer whole bodies read them
+// through a Bodies, which bounds the bytes held across requests and how
+// long one body may take.
 package httpserve
 
 import (
@@ -21,6 +29,34 @@ import (
 // context ends.
 const ShutdownGrace = 15 * time.Second
 
+// DefaultMaxConns caps the connections served at once. Each costs a
+// goroutine, 8 KiB of buffers and its headers, some tens of KiB in all, so
+// the cap bounds that to tens of MiB; it is well above what a backend needs
+// at its design peak, where clients reach it through relays and load
+// balancers that reuse connections.
+const DefaultMaxConns = 1024
+
+// The server's timeouts. Each is a fixed deadline from when its part of
+// the exchange starts, so a client cannot extend it by sending or reading
+// slowly.
+const (
+	// readHeaderTimeout bounds reading a request's headers.
+	readHeaderTimeout = 10 * time.Second
+	// readTimeout bounds reading a whole request, body included.
+	readTimeout = 30 * time.Second
+	// writeTimeout bounds handling and writing a response, from the end
+	// of the request's headers.
+	writeTimeout = 60 * time.Second
+	// idleTimeout is how long a connection may wait for its next request:
+	// longer than clients keep idle connections (90 s in Go's transport),
+	// so that the server rarely closes one as a client reuses it.
+	idleTimeout = 2 * time.Minute
+	// maxHeaderBytes bounds a request's headers, which are small here
+	// (every request's content travels in its body): 8 KiB, the usual
+	// proxy limit, leaves room for what proxies add.
+	maxHeaderBytes = 8 << 10
+)
+
 // Options configure Serve.
 type Options struct {
 	// Log receives the server's start, stop and connection errors; nil
@@ -31,6 +67,11 @@ type Options struct {
 	// script that sees the file reads a whole address. It is removed when
 	// Serve returns.
 	AddrFile string
+	// MaxConns caps the connections served at once; zero means
+	// DefaultMaxConns. At the cap, the connection idle longest is closed
+	// to make room, or, if none is idle, new connections wait in the
+	// kernel's listen backlog until one closes.
+	MaxConns int
 }
 
 // Serve serves h on ln until ctx ends, then stops accepting connections,
@@ -41,13 +82,19 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts Options) e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	maxConns := opts.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	lim := newLimitListener(ln, maxConns)
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         lim.connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if opts.AddrFile != "" {
@@ -58,7 +105,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts Options) e
 		defer os.Remove(opts.AddrFile)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(lim) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("httpserve: serving: %w", err)

@@ -40,8 +40,8 @@ type Config struct {
 	// Authority is the health authority the policy lists; nil means a new
 	// key named "lab".
 	Authority *authority.Key
-	// Policy is the backend's policy; nil means policy.Default(). Its
-	// authorities are replaced by Authority.
+	// Policy is the backend's policy; nil means policy.Default() with
+	// answers released at once. Its authorities are replaced by Authority.
 	Policy *policy.Policy
 	// Now is the backend's clock; nil means real time.
 	Now func() time.Time
@@ -84,6 +84,9 @@ func Start(ctx context.Context, cfg Config) (*Backend, error) {
 		}
 	}
 	pol := policy.Default()
+	// In-process, there is no network whose timing could tell anything:
+	// answers leave at once, so that demos and tests do not wait.
+	pol.AnswerReleaseMillis = 0
 	if cfg.Policy != nil {
 		pol = *cfg.Policy
 	}

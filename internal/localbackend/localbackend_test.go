@@ -19,7 +19,8 @@ func TestStartRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(t.Context(), client.Config{Server: b.URL, Expectations: b.Expectations()})
+	clock := func() time.Time { return now }
+	c, err := client.New(t.Context(), client.Config{Server: b.URL, Expectations: b.Expectations(), Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestStartRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b2.Close()
-	c2, err := client.New(t.Context(), client.Config{Server: b2.URL, Expectations: b2.Expectations()})
+	c2, err := client.New(t.Context(), client.Config{Server: b2.URL, Expectations: b2.Expectations(), Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

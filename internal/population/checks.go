@@ -2,7 +2,6 @@ package population
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,7 +10,7 @@ import (
 	"github.com/conftrace/conftrace/api"
 )
 
-// checker runs a day's checks, Bluetooth or GPS, concurrently.
+// checker runs a day's exchanges, or GPS checks, concurrently.
 type checker struct {
 	workers int // Config.Workers
 	clock   *simClock
@@ -71,44 +70,6 @@ func (c *checker) one(ctx context.Context, j int, checkAt time.Time, check func(
 	}
 }
 
-// checkExposures has every app user check its report of the retention
-// window (daily keys and sightings) for exposure on day d, and compares
-// every answer, day by day, with the oracle's.
-func (w *world) checkExposures(ctx context.Context, d int) error {
-	checkAt := w.clock.advance(d, checkMinute)
-	var users []int
-	for i := range w.people {
-		if w.people[i].app {
-			users = append(users, i)
-		}
-	}
-	// got[i] is the backend's answer to device i, and at[i] the time
-	// whose retention window the check followed.
-	got := make([]api.ExposureResponse, len(w.people))
-	at := make([]time.Time, len(w.people))
-	err := w.checker.each(ctx, len(users), checkAt, func(ctx context.Context, j int, now time.Time) error {
-		i := users[j]
-		r, err := w.radio.report(&w.people[i].phone, i, w.clock.firstDay(now), d)
-		if err != nil {
-			return err
-		}
-		resp, err := w.backend.CheckExposure(withDevice(ctx, i), r)
-		if err != nil {
-			return fmt.Errorf("population: day %d: checking exposure: %w", d, err)
-		}
-		got[i], at[i] = resp, now
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, i := range users {
-		want, cause := w.oracle.expected(i, d, at[i])
-		w.record(i, d, got[i], want, cause)
-	}
-	return nil
-}
-
 // record counts device i's check of day d: the backend answered got, the
 // protocol requires want, and cause is the case that exposed it, or -1.
 func (w *world) record(i, d int, got, want api.ExposureResponse, cause int) {
@@ -140,26 +101,25 @@ func (w *world) record(i, d int, got, want api.ExposureResponse, cause int) {
 }
 
 // countRules counts device i among the devices notified by a rule the
-// first time the backend tells it "exposed" on a day that rule matched.
+// first time the backend tells it "exposed" with that rule among those
+// that matched on its exposed days, which every answer, coarse or
+// detailed, says.
 func (w *world) countRules(i int, got api.ExposureResponse) {
 	by := &w.people[i].phone.notifiedBy
-	for _, day := range got.Days {
-		if !day.Exposed {
-			continue
-		}
-		if day.Reciprocal && !by.reciprocal {
-			by.reciprocal = true
-			w.sum.NotifiedReciprocal++
-		}
-		if day.OneSided && !by.oneSided {
-			by.oneSided = true
-			w.sum.NotifiedOneSided++
-		}
+	if got.Exposed && got.Reciprocal && !by.reciprocal {
+		by.reciprocal = true
+		w.sum.NotifiedReciprocal++
+	}
+	if got.Exposed && got.OneSided && !by.oneSided {
+		by.oneSided = true
+		w.sum.NotifiedOneSided++
 	}
 }
 
-// sameAnswer reports whether two exposure answers agree in every figure
-// of every day.
+// sameAnswer reports whether two exposure answers agree in everything
+// they carry: the verdict, the last exposed day and the rules, and in
+// detailed answers every figure of every day.
 func sameAnswer(a, b api.ExposureResponse) bool {
-	return a.Exposed == b.Exposed && slices.Equal(a.Days, b.Days)
+	return a.Exposed == b.Exposed && a.LastExposure == b.LastExposure && a.Reciprocal == b.Reciprocal &&
+		a.OneSided == b.OneSided && slices.Equal(a.Days, b.Days)
 }

@@ -1,6 +1,8 @@
 package population
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"sync/atomic"
 	"time"
@@ -14,9 +16,11 @@ const (
 	morningMinute = 8 * 60     // Config.Daily runs
 	testMinute    = 10 * 60    // tests are taken
 	resultMinute  = 23 * 60    // the authority signs the day's results
-	pollMinute    = 23*60 + 10 // phones poll results and upload
 	importMinute  = 23*60 + 20 // the day's GAEN export is imported
-	checkMinute   = 23*60 + 30 // phones check for exposure
+	// checkMinute is when phones make their daily exchange (exchange.go):
+	// after the day's results, so that a phone learns a result the day
+	// the authority signs it.
+	checkMinute = 23*60 + 30
 )
 
 // simClock maps the simulation's days and minutes to the backend's time
@@ -29,6 +33,9 @@ type simClock struct {
 	// follows; unused with a live backend.
 	now *atomic.Int64
 	set func(time.Time) // Config.SetClock
+	// flush is Config.Flush: after every move of the clock, the backend
+	// writes what the new time says is due.
+	flush func(context.Context) error
 	// pol says where the backend's retention window lies.
 	pol policy.Policy
 }
@@ -47,14 +54,36 @@ func (c *simClock) weekday(d int) bool {
 // advance returns the backend's time for what the simulation does at
 // minute min of day d: the simulated time, to which it moves the
 // backend's clock, or the real time with a live backend.
-func (c *simClock) advance(d, min int) time.Time {
+func (c *simClock) advance(ctx context.Context, d, min int) (time.Time, error) {
+	return c.advanceTo(ctx, c.at(d, min))
+}
+
+// advanceTo moves the backend's clock to t, which must not be before the
+// current simulated time, and has the backend make the journal flushes
+// due by then (Config.Flush), before anything happens at t: a deployed
+// backend flushes every second, whatever its requests. With a live
+// backend it returns the real time and moves nothing.
+func (c *simClock) advanceTo(ctx context.Context, t time.Time) (time.Time, error) {
+	if c.live {
+		return time.Now(), nil
+	}
+	c.now.Store(t.UnixNano())
+	c.set(t)
+	if c.flush != nil {
+		if err := c.flush(ctx); err != nil {
+			return t, fmt.Errorf("population: %s: the backend's journal flush: %w", t.Format(time.DateTime), err)
+		}
+	}
+	return t, nil
+}
+
+// current returns the backend's time now, without moving it: the
+// simulated time, or the real time with a live backend.
+func (c *simClock) current() time.Time {
 	if c.live {
 		return time.Now()
 	}
-	t := c.at(d, min)
-	c.now.Store(t.UnixNano())
-	c.set(t)
-	return t
+	return time.Unix(0, c.now.Load()).UTC()
 }
 
 // firstDay returns the first simulation day (at least 0) of the backend's

@@ -77,6 +77,23 @@ type Config struct {
 	// the clock moved; the demo expires the backend's old days there, as a
 	// deployed backend does on a timer. A live backend runs its own.
 	Daily func(ctx context.Context) error
+	// Flush, if set, is called after every move of the backend's clock
+	// (SetClock), before anything happens at the new time: the backend
+	// makes the journal flushes that the time says are due
+	// (Enclave.FlushDue), as a deployed backend does every second. Uploads
+	// become durable only through them, and the simulator counts an
+	// upload still not durable two days on as a mismatch, so a backend
+	// whose clock the simulation moves needs it. A live backend flushes on
+	// its own clock.
+	Flush func(ctx context.Context) error
+	// DetailedAnswers asks for a backend whose attested policy answers in
+	// detail (policy.AnswersDetailed: every day's figures, and the GPS
+	// episodes) rather than coarsely. Whoever starts the backend sets its
+	// policy (the demo does, for --detailed-answers); Run refuses a
+	// backend whose policy answers coarsely. Either way the oracle
+	// compares every answer in everything the attested policy says it
+	// carries.
+	DetailedAnswers bool
 	// Workers bounds the concurrent exposure checks (default 8).
 	Workers int
 	// Progress, if set, is called after each simulated day.

@@ -37,8 +37,8 @@ func (o *oracle) addClose(infector, contact, minutes int) {
 	o.close[[2]int32{int32(infector), int32(contact)}] += minutes
 }
 
-// uploaded records that the backend acknowledged at at person i's upload
-// of its sightings of days first to last and of keys.
+// uploaded records that the backend took at at person i's upload of its
+// sightings of days first to last and of keys: from then on they match.
 func (o *oracle) uploaded(i, first, last int, keys []contactlog.DailyKey, at time.Time) {
 	o.ledger.addUpload(o.people[i].phone.recs(first, last), keys, int32(i), at)
 }
@@ -59,13 +59,15 @@ func (o *oracle) mustNotify(i int) bool {
 	return true
 }
 
-// expected computes the answer the protocol requires the backend to give
-// device i, which holds the sightings of days up to d, checking at the
-// backend's time checkAt: its sightings of the retention window at
-// checkAt, scored against the uploads and imports the backend took by
-// then. It also returns which case (the one tested earliest) contributed
-// to an exposed day, or -1. Both the simulated and the live clock come
-// through checkAt, so one rule serves both.
+// expected computes the full answer (ledger.answer's, with every day's
+// figures; ledger.release gives what the policy has the backend say) that
+// the protocol requires the backend to give device i, which holds the
+// sightings of days up to d, checking at the backend's time checkAt: its
+// sightings of the retention window at checkAt, scored against the
+// uploads and imports the backend took by then. It also returns which case
+// (the one tested earliest) contributed to an exposed day, or -1. Both the
+// simulated and the live clock come through checkAt, so one rule serves
+// both.
 func (o *oracle) expected(i, d int, checkAt time.Time) (api.ExposureResponse, int) {
 	resp, causes := o.ledger.answer(o.people[i].phone.recs(o.clock.firstDay(checkAt), d), checkAt)
 	cause := -1

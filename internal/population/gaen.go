@@ -125,12 +125,15 @@ func (g *gaenServer) publish(ctx context.Context, d int) error {
 	if err != nil {
 		return fmt.Errorf("population: day %d: writing a GAEN export: %w", d, err)
 	}
-	before := g.clock.advance(d, importMinute)
+	before, err := g.clock.advance(ctx, d, importMinute)
+	if err != nil {
+		return err
+	}
 	resp, err := g.backend.ImportGAEN(ctx, zip)
 	if err != nil {
 		return fmt.Errorf("population: day %d: importing a GAEN export: %w", d, err)
 	}
-	at := g.clock.advance(d, importMinute)
+	at := g.clock.current()
 	g.record(resp, keys, before, at)
 	return nil
 }

@@ -64,7 +64,7 @@ func TestGAENShareKeepsTheRest(t *testing.T) {
 // policy's rules, stays exact.
 func TestOneSidedUploads(t *testing.T) {
 	t.Parallel()
-	pol := policy.Default()
+	pol := testPolicy()
 	pol.Matching = []string{policy.MatchReciprocal, policy.MatchOneSided}
 	s := runPolicy(t, Config{People: 100, Days: 8, Seed: 1}, pol)
 	if err := s.Check(); err != nil {

@@ -65,25 +65,27 @@ type GPSSummary struct {
 	GPSNotified         int `json:"gps_notified"`
 	GPSShouldBeNotified int `json:"gps_should_be_notified"`
 	// GPSMissed and GPSFalse count checks answered "not exposed" that the
-	// brute force says are exposed, and the reverse; GPSEpisodeMismatches
-	// checks whose episodes differ from the brute force's in any way.
+	// brute force says are exposed, and the reverse; GPSMismatchedAnswers
+	// checks whose answer differs from the brute force's in anything it
+	// carries: the verdict and the last exposed day, and in detailed
+	// answers every episode.
 	GPSMissed            int  `json:"gps_missed"`
 	GPSFalse             int  `json:"gps_false"`
-	GPSEpisodeMismatches int  `json:"gps_episode_mismatches"`
+	GPSMismatchedAnswers int  `json:"gps_mismatched_answers"`
 	GPSProtocolExact     bool `json:"gps_protocol_exact"`
 }
 
 // gpsDefinitions explain the GPS figures.
 func gpsDefinitions() map[string]string {
 	return map[string]string{
-		"gps_protocol_exact":     "every GPS check answered exactly as gps.BruteForce requires: the device's fixes of the retention window against every uploaded patient fix of the window, with the attested GPS thresholds; the same verdict and the same episodes (start, end, minutes and closest distance to 0.1)",
+		"gps_protocol_exact":     "every GPS check answered exactly as gps.BruteForce requires: the device's fixes of the retention window against every uploaded patient fix of the window, with the attested GPS thresholds; the same verdict and last exposed day (the UTC day of the last episode at which 24 hours of episodes reach the minimum), and with detailed answers the same episodes (start, end, minutes and closest distance to 0.1)",
 		"gps_checks":             "device GPS trace checks: every app user every gps_check_every_days days, one fix every 5 minutes over the retention window",
 		"gps_uploads":            "patients' traces the health authority uploaded: people who tested positive and consented, one fix a minute from two days before symptom onset (or the test) to the upload",
 		"gps_notified":           "devices a GPS check told 'exposed' at least once",
 		"gps_should_be_notified": "devices the brute force says a GPS check must tell 'exposed' at least once",
 		"gps_missed":             "GPS checks answered 'not exposed' that the brute force says are exposed",
 		"gps_false":              "GPS checks answered 'exposed' that the brute force says are not",
-		"gps_episode_mismatches": "GPS checks whose episodes differ from the brute force's",
+		"gps_mismatched_answers": "GPS checks whose answer differs from the brute force's in anything it carries: the verdict, the last exposed day, and with detailed answers the episodes",
 	}
 }
 

@@ -16,9 +16,11 @@ import (
 // gpsConfig is a small run that uploads traces and notifies devices.
 var gpsConfig = Config{People: 100, Days: 6, Seed: 9, GPS: true, GPSCheckEvery: 2}
 
-// TestGPSRun runs the GPS mode twice with one seed and once without GPS:
-// it must be exact, exercise matching, repeat itself, and leave the
-// Bluetooth side of the run as it is without GPS.
+// TestGPSRun runs the GPS mode twice with one seed, with coarse answers
+// and with detailed ones, and once without GPS: it must be exact,
+// exercise matching, come to the same with either kind of answers (which
+// say more or less, never something else; only their padded size
+// differs), and leave the Bluetooth side of the run as it is without GPS.
 func TestGPSRun(t *testing.T) {
 	t.Parallel()
 	s := run(t, gpsConfig)
@@ -41,13 +43,24 @@ func TestGPSRun(t *testing.T) {
 		t.Fatalf("%d fixes in %d checks, %d in %d uploads: want a day or more of fixes each", g.GPSCheckedPoints, g.GPSChecks, g.GPSUploadedPoints, g.GPSUploads)
 	}
 
-	again := run(t, gpsConfig)
-	s.Timing, again.Timing = Timing{}, Timing{}
-	if !reflect.DeepEqual(s, again) {
-		t.Fatalf("two GPS runs with one seed differ:\n%+v\n%+v", g, again.GPSSummary)
+	pol := testPolicy()
+	pol.Answers = policy.AnswersDetailed
+	cfg := gpsConfig
+	cfg.DetailedAnswers = true
+	detailed := runPolicy(t, cfg, pol)
+	if err := detailed.Check(); err != nil || !detailed.DetailedAnswers {
+		t.Fatalf("detailed GPS run: %v, detailed %v", err, detailed.DetailedAnswers)
+	}
+	if detailed.BytesPerDeviceDay <= s.BytesPerDeviceDay {
+		t.Fatalf("%v bytes a device and day with detailed answers, %v with coarse ones: detailed answers pad to a larger size", detailed.BytesPerDeviceDay, s.BytesPerDeviceDay)
+	}
+	s.Timing, detailed.Timing = Timing{}, Timing{}
+	detailed.DetailedAnswers, detailed.BytesPerDeviceDay = false, s.BytesPerDeviceDay
+	if !reflect.DeepEqual(s, detailed) {
+		t.Fatalf("a GPS run with detailed answers differs from one with coarse answers:\n%+v\n%+v", *s, *detailed)
 	}
 
-	cfg := gpsConfig
+	cfg = gpsConfig
 	cfg.GPS = false
 	plain := run(t, cfg)
 	if plain.GPSSummary != nil {
@@ -165,6 +178,19 @@ func TestGPSModel(t *testing.T) {
 		if len(dev) != gpsCheckMinute/deviceFixMinutes+1 {
 			t.Fatalf("person %d's device has %d fixes up to 23:40, want one every 5 minutes", i, len(dev))
 		}
+		// Traces of several days, as uploads and checks send them: they
+		// validate across midnight too, and no two fixes share a second
+		// (validation allows those only gps.SameTimeSlack apart).
+		for _, tr := range []gps.Trace{g.patientTrace(i, 0, 2), g.appendDay(g.appendDay(nil, i, 0, deviceFixMinutes, 24*60-1), i, 1, deviceFixMinutes, gpsCheckMinute)} {
+			if err := tr.Validate(gps.Limits{Now: func() time.Time { return DefaultStart().AddDate(0, 0, 3) }}); err != nil {
+				t.Fatalf("person %d's trace of several days does not validate: %v", i, err)
+			}
+			for k := 1; k < len(tr); k++ {
+				if tr[k].Time <= tr[k-1].Time {
+					t.Fatalf("person %d's fixes %d and %d are at %d and %d: want one a second at most", i, k-1, k, tr[k-1].Time, tr[k].Time)
+				}
+			}
+		}
 	}
 }
 
@@ -184,7 +210,7 @@ func TestGPSReports(t *testing.T) {
 	if !strings.Contains(page.String(), "GPS exact: every one of 40") {
 		t.Fatal("report page does not state GPS exactness")
 	}
-	g.GPSProtocolExact, g.GPSEpisodeMismatches = false, 1
+	g.GPSProtocolExact, g.GPSMismatchedAnswers = false, 1
 	page.Reset()
 	WriteHTML(&page, s)
 	if !strings.Contains(page.String(), "GPS MISMATCH") || s.Check() == nil {

@@ -13,7 +13,10 @@ import (
 // of the people whose positive result it signed today and who consent.
 func (g *gpsWorld) upload(ctx context.Context, d int) error {
 	w := g.w
-	now := w.clock.advance(d, gpsUploadMinute)
+	now, err := w.clock.advance(ctx, d, gpsUploadMinute)
+	if err != nil {
+		return err
+	}
 	first := w.clock.uploadFirst(now)
 	for i := range w.people {
 		p := &w.people[i]
@@ -78,16 +81,19 @@ func (g *gpsWorld) submit(ctx context.Context, d, i int, tr gps.Trace, now time.
 // gpsAnswer is one device's check: what the backend said and what the
 // brute force says.
 type gpsAnswer struct {
-	points         int
-	got, want      bool
-	episodesDiffer bool
+	points    int
+	got, want bool
+	differ    bool // in anything the answer carries
 }
 
 // check has the app users whose turn it is check their traces at 23:40 of
 // day d, and compares every answer with the brute force.
 func (g *gpsWorld) check(ctx context.Context, d int) error {
 	w := g.w
-	checkAt := w.clock.advance(d, gpsCheckMinute)
+	checkAt, err := w.clock.advance(ctx, d, gpsCheckMinute)
+	if err != nil {
+		return err
+	}
 	first := w.clock.firstDay(checkAt)
 	for k := range g.patientDays {
 		if k < first {
@@ -102,7 +108,7 @@ func (g *gpsWorld) check(ctx context.Context, d int) error {
 		}
 	}
 	answers := make([]gpsAnswer, len(users))
-	err := w.checker.each(ctx, len(users), checkAt, func(ctx context.Context, j int, now time.Time) error {
+	err = w.checker.each(ctx, len(users), checkAt, func(ctx context.Context, j int, now time.Time) error {
 		a, err := g.checkDevice(ctx, users[j], d, now, truth)
 		answers[j] = a
 		return err
@@ -144,10 +150,10 @@ func (g *gpsWorld) checkDevice(ctx context.Context, i, d int, now time.Time, tru
 	}
 	eps := truth.episodes(tr)
 	return gpsAnswer{
-		points:         len(tr),
-		got:            resp.Exposed,
-		want:           gps.Exposed(eps, g.params),
-		episodesDiffer: !sameEpisodes(resp, eps),
+		points: len(tr),
+		got:    resp.Exposed,
+		want:   gps.Exposed(eps, g.params),
+		differ: !sameTraceAnswer(resp, eps, g.params, w.pol.Detailed()),
 	}, nil
 }
 
@@ -163,8 +169,8 @@ func (g *gpsWorld) record(i int, a gpsAnswer) {
 	case a.got && !a.want:
 		s.GPSFalse++
 	}
-	if a.episodesDiffer {
-		s.GPSEpisodeMismatches++
+	if a.differ {
+		s.GPSMismatchedAnswers++
 	}
 	if a.got && !g.notified[i] {
 		g.notified[i] = true
@@ -179,5 +185,5 @@ func (g *gpsWorld) record(i int, a gpsAnswer) {
 // finish sets the GPS exactness after the last day.
 func (g *gpsWorld) finish() {
 	s := g.sum
-	s.GPSProtocolExact = s.GPSMissed == 0 && s.GPSFalse == 0 && s.GPSEpisodeMismatches == 0
+	s.GPSProtocolExact = s.GPSMissed == 0 && s.GPSFalse == 0 && s.GPSMismatchedAnswers == 0
 }

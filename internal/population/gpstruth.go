@@ -4,10 +4,30 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/gps"
 )
+
+// sameTraceAnswer reports whether the backend's answer resp is what the
+// brute force's episodes eps say, with thresholds p, in everything the
+// answer carries: whether the device was exposed and on which UTC day the
+// last episode at which 24 hours of episodes reach the minimum began, and,
+// only if the answers are detailed, the episodes themselves.
+func sameTraceAnswer(resp api.TraceCheckResponse, eps []gps.Episode, p gps.Params, detailed bool) bool {
+	last := ""
+	if e, ok := gps.LastExposure(eps, p); ok {
+		last = time.Unix(e.Start, 0).UTC().Format(api.DateLayout)
+	}
+	if resp.Exposed != (last != "") || resp.LastExposure != last {
+		return false
+	}
+	if !detailed {
+		return len(resp.Episodes) == 0 && !resp.Truncated
+	}
+	return sameEpisodes(resp, eps)
+}
 
 // sameEpisodes reports whether the backend's episodes are the brute
 // force's, at the backend's rounding to 0.1 and its MaxEpisodes cap.

@@ -11,24 +11,33 @@ import (
 	"github.com/conftrace/conftrace/client"
 )
 
-// test is one test a person took, from the swab to the result.
+// test is one test a person took, from the swab to the result, and for an
+// app user's phone to the upload under it (exchange.go).
 type test struct {
 	day, resultDay int
 	positive       bool
 	secret         []byte
 	// submitted is set once the authority submitted the result.
 	submitted bool
+	// phase is what the phone knows of the test; uploadedAt is when the
+	// backend took the upload made under its result.
+	phase      testPhase
+	uploadedAt time.Time
 }
 
 // labRecord is a person's tests.
 type labRecord struct {
-	lastTest int    // the day of the last test
-	pending  []test // tests whose result the person has not received yet
+	lastTest int // the day of the last test
+	// pending are the tests whose result the person has not received
+	// yet, and, for app users, those their phone still polls: to upload,
+	// or until the upload is durable.
+	pending []test
 }
 
 // lab is the test pipeline: people get tested, the health authority signs
-// the results, phones poll them, and app users who test positive upload
-// their reports if they consent.
+// the results, and people learn them: app users from their phones' daily
+// exchanges, which upload, if the user consents, under a positive result
+// (exchange.go), the others by letter.
 type lab struct {
 	rng       *mrand.Rand // the run's generator
 	people    []person
@@ -91,7 +100,9 @@ func (l *lab) take(p *person, d int) {
 // report has the health authority sign the results due on day d in the
 // evening and submit them to the backend.
 func (l *lab) report(ctx context.Context, d int) error {
-	l.clock.advance(d, resultMinute)
+	if _, err := l.clock.advance(ctx, d, resultMinute); err != nil {
+		return err
+	}
 	for i := range l.people {
 		pending := l.people[i].lab.pending
 		for j := range pending {
@@ -115,7 +126,7 @@ func (l *lab) submit(ctx context.Context, d int, t *test) error {
 		l.sum.PositiveTests++
 		l.sum.Daily[d].PositiveTests++
 	}
-	sr, err := l.authority.SignResult(api.TestCode(t.secret), res, l.clock.at(t.day, testMinute), time.Time{}, l.clock.advance(d, resultMinute))
+	sr, err := l.authority.SignResult(api.TestCode(t.secret), res, l.clock.at(t.day, testMinute), time.Time{}, l.clock.current())
 	if err != nil {
 		return fmt.Errorf("population: day %d: signing a result: %w", d, err)
 	}
@@ -127,68 +138,24 @@ func (l *lab) submit(ctx context.Context, d int, t *test) error {
 	return nil
 }
 
-// deliver has app users' phones poll the results submitted on day d; the
-// others learn theirs by letter or phone call, and those of them who run
-// a foreign GAEN app may share their keys (gaen.go). Either way the tests
-// leave the pending list.
-func (l *lab) deliver(ctx context.Context, d int) error {
-	l.clock.advance(d, pollMinute)
+// deliver has the people without the app learn the results submitted on
+// day d, by letter or phone call; those of them who run a foreign GAEN app
+// may share their keys (gaen.go). App users' phones learn theirs in their
+// daily exchange (exchange.go).
+func (l *lab) deliver(d int) {
 	for i := range l.people {
 		p := &l.people[i]
+		if p.app {
+			continue
+		}
 		keep := p.lab.pending[:0]
 		for _, t := range p.lab.pending {
-			if !t.submitted {
-				keep = append(keep, t)
-				continue
-			}
-			if !p.app {
-				// By letter or phone call; a GAEN-only person then
-				// shares their keys through their own app's server.
+			if t.submitted {
 				l.gaen.consider(i, t)
-				continue
-			}
-			if err := l.poll(ctx, i, d, t); err != nil {
-				return err
+			} else {
+				keep = append(keep, t)
 			}
 		}
 		p.lab.pending = keep
 	}
-	return nil
-}
-
-// poll has person i's phone poll the result of test t on day d and, if it
-// is positive, upload the phone's report of the retention window (its
-// daily keys and sightings), once and only if the person consents.
-func (l *lab) poll(ctx context.Context, i, d int, t test) error {
-	p := &l.people[i]
-	dctx := withDevice(ctx, i)
-	pr, err := l.backend.PollResult(dctx, t.secret)
-	if err != nil {
-		return fmt.Errorf("population: day %d: polling a result: %w", d, err)
-	}
-	l.sum.Requests++
-	if pr.Result != api.Positive || p.phone.upload.done || l.rng.Float64() >= l.consent {
-		return nil
-	}
-	first := l.clock.uploadFirst(l.clock.advance(d, pollMinute))
-	r, err := l.radio.report(&p.phone, i, first, d)
-	if err != nil {
-		return err
-	}
-	// Without sightings an upload matches nothing unless the policy
-	// matches uploaded keys one-sided.
-	if len(r.Sightings) == 0 && !l.oracle.ledger.pol.OneSided() {
-		return nil
-	}
-	if _, err := l.backend.Upload(dctx, pr.UploadAuthorization, r); err != nil {
-		return fmt.Errorf("population: day %d: uploading: %w", d, err)
-	}
-	at := l.clock.advance(d, pollMinute)
-	l.oracle.uploaded(i, first, d, r.Keys, at)
-	l.sum.Requests++
-	p.phone.upload = upload{done: true, testDay: t.day}
-	l.sum.Uploads++
-	l.sum.Daily[d].Uploads++
-	l.sum.GAENKeysPublished += len(r.Keys)
-	return nil
 }

@@ -18,12 +18,14 @@ func withDevice(ctx context.Context, i int) context.Context {
 	return context.WithValue(ctx, deviceKey{}, i)
 }
 
-// meter is the phones' HTTP transport: it counts the bytes of every
-// request and response body that a device sends and receives, and times
-// every request.
+// meter is the phones' HTTP transport: it counts the Oblivious HTTP
+// requests (POSTs) that devices make and the bytes of their bodies and
+// answers, and times every request. The attestation bundle fetches (GETs)
+// are not a device's daily traffic.
 type meter struct {
-	base        http.RoundTripper
-	deviceBytes atomic.Int64
+	base           http.RoundTripper
+	deviceBytes    atomic.Int64
+	deviceRequests atomic.Int64
 
 	mu        sync.Mutex
 	latencies []time.Duration
@@ -53,7 +55,8 @@ func (m *meter) RoundTrip(r *http.Request) (*http.Response, error) {
 	m.mu.Lock()
 	m.latencies = append(m.latencies, elapsed)
 	m.mu.Unlock()
-	if device {
+	if device && r.Method == http.MethodPost {
+		m.deviceRequests.Add(1)
 		m.deviceBytes.Add(max(0, r.ContentLength) + int64(len(body)))
 	}
 	resp.Body = io.NopCloser(&sliceReader{b: body})

@@ -5,11 +5,14 @@
 // on weekdays and meets strangers in the community. Every encounter has a
 // start, a duration and a distance. An epidemic spreads over those
 // encounters (incubation, infectious period, symptoms); people with symptoms
-// get tested, a health authority signs the results, and app users who test
-// positive upload their reports (daily keys and sightings, protocol v2:
-// package contactlog) if they consent. Every app user asks the backend once
-// a simulated day whether it was exposed, with its report of the retention
-// window. A share of the people without the app run a foreign GAEN app
+// get tested, and a health authority signs the results. Every app user's
+// phone makes one exchange with the backend a simulated day (exchange.go):
+// its report of the retention window (daily keys and sightings, protocol
+// v2: package contactlog), which the backend checks for exposure, with the
+// poll of its test's result while it has one, and, once its user learnt a
+// positive result and consented, the upload of the same report, so that an
+// infected phone's traffic looks like any other's. A share of the people
+// without the app run a foreign GAEN app
 // (Config.GAENShare, see gaen.go): app phones record them, and the keys of
 // those who test positive reach the backend in signed GAEN key exports,
 // which it matches one-sided. All of this goes through the real client SDK,
@@ -27,10 +30,16 @@
 //
 //   - protocol exactness: for every exposure check the simulator computes,
 //     from its own record of what each phone heard and broadcast, what
-//     reached the backend (uploads, GAEN imports) and the attested policy,
-//     the whole answer the backend must give, per day (minutes, weighted
-//     minutes, minimum attenuation, which rules matched, exposed; rules.go);
-//     any difference is a bug, and Summary.ProtocolExact says so;
+//     reached the backend and when (uploads, GAEN imports) and the
+//     attested policy, the whole answer the backend must give (rules.go),
+//     and compares everything the answer carries: by default (coarse
+//     answers) whether the phone was exposed, its last exposed day and the
+//     rules that matched on exposed days; with a policy of detailed
+//     answers also every day's minutes, weighted minutes, minimum
+//     attenuation, rules and verdict. Every result poll must answer the
+//     signed result, and every upload must be taken whole and heard
+//     durable within two days. Any difference is a bug, and
+//     Summary.ProtocolExact says so;
 //   - epidemiological recall and precision against true close contacts
 //     (15 minutes within 2 m while infectious), which Bluetooth loss and app
 //     adoption limit;
@@ -39,8 +48,9 @@
 //
 // With Config.GPS, people also have GPS traces drawn from the same
 // encounter model; the authority uploads positive patients' traces and
-// devices check their own, and every answer is compared, episodes
-// included, with gps.BruteForce (Summary.GPSSummary). The Bluetooth side
+// devices check their own, and every answer is compared with
+// gps.BruteForce (Summary.GPSSummary), episodes included when the policy's
+// answers are detailed. The Bluetooth side
 // of the run is unchanged by it.
 //
 // Everything but Summary.Timing is a deterministic function of Config.Seed
@@ -162,7 +172,7 @@ func setUp(ctx context.Context, cfg Config) (*world, error) {
 		}
 		day0 = time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -cfg.Days)
 	}
-	clock := &simClock{start: day0, live: live, now: simNow, set: cfg.SetClock, pol: pol}
+	clock := &simClock{start: day0, live: live, now: simNow, set: cfg.SetClock, flush: cfg.Flush, pol: pol}
 	return newWorld(cfg, pol, c, clock, m), nil
 }
 
@@ -186,6 +196,9 @@ func connect(ctx context.Context, cfg Config, m *meter, simNow *atomic.Int64) (*
 	}
 	if a, ok := c.Policy().Authority(cfg.Authority.Name); !ok || !a.PublicKey.Equal(cfg.Authority.PublicKey()) {
 		return nil, fmt.Errorf("population: the backend's policy does not list authority %q with this key", cfg.Authority.Name)
+	}
+	if cfg.DetailedAnswers && !c.Policy().Detailed() {
+		return nil, fmt.Errorf("population: detailed answers asked for, but the backend's policy answers %q", c.Policy().Answers)
 	}
 	if cfg.GAENExportKey != nil && !listsExportKey(c.Policy(), &cfg.GAENExportKey.PublicKey) {
 		return nil, errors.New("population: the backend's policy lists no GAEN export key matching Config.GAENExportKey, so it would refuse the GAEN-only people's exports")
@@ -221,7 +234,7 @@ func liveDays(days int, pol policy.Policy) (int, error) {
 // newWorld draws the population and wires up the parts of the run.
 func newWorld(cfg Config, pol policy.Policy, c *client.Client, clock *simClock, m *meter) *world {
 	rng := mrand.New(mrand.NewPCG(cfg.Seed, rngStream))
-	sum := &Summary{People: cfg.People, Days: cfg.Days, Seed: cfg.Seed, Live: clock.live, NotificationDelayDays: []int{}}
+	sum := &Summary{People: cfg.People, Days: cfg.Days, Seed: cfg.Seed, Live: clock.live, DetailedAnswers: pol.Detailed(), NotificationDelayDays: []int{}}
 	if cfg.Nonce != nil {
 		sum.Nonce = hex.EncodeToString(cfg.Nonce)
 	}
@@ -256,11 +269,15 @@ func newWorld(cfg Config, pol policy.Policy, c *client.Client, clock *simClock, 
 //     app users' phones record each other, and GAEN-only phones (radio,
 //     phones.go);
 //   - testing (lab.go): people get tested, the authority submits the
-//     day's results in the evening, phones poll them and positive app
-//     users upload; positive GAEN-only people's keys go to their key
+//     day's results in the evening, and people without the app learn
+//     theirs by letter; positive GAEN-only people's keys go to their key
 //     server, which exports them to the backend (gaen.go);
-//   - checks (checks.go): every app user checks for exposure, and the
-//     oracle (exact.go) says what the answer must be.
+//   - the daily exchange (exchange.go): every app user's phone sends its
+//     report, which the backend checks for exposure, with its test's
+//     result poll and, once its user consented after a positive result,
+//     its upload; the oracle (exact.go) says what each check's answer
+//     must be, and the simulator's record of the tests what the poll's
+//     and the upload's must be.
 //
 // GPS (gps.go) plans its traces from the encounters, uploads patients'
 // traces with the results and checks devices' traces last.
@@ -284,13 +301,11 @@ func (w *world) day(ctx context.Context, d int) error {
 			return err
 		}
 	}
-	if err := w.lab.deliver(ctx, d); err != nil {
-		return err
-	}
+	w.lab.deliver(d)
 	if err := w.lab.gaen.publish(ctx, d); err != nil {
 		return err
 	}
-	if err := w.checkExposures(ctx, d); err != nil {
+	if err := w.exchanges(ctx, d); err != nil {
 		return err
 	}
 	if w.gps != nil {
@@ -303,7 +318,9 @@ func (w *world) day(ctx context.Context, d int) error {
 // Config.Daily.
 func (w *world) morning(ctx context.Context, d int) error {
 	w.sum.Daily = append(w.sum.Daily, Day{Date: w.clock.at(d, 0).Format(api.DateLayout)})
-	w.clock.advance(d, morningMinute)
+	if _, err := w.clock.advance(ctx, d, morningMinute); err != nil {
+		return err
+	}
 	if w.cfg.Daily != nil {
 		if err := w.cfg.Daily(ctx); err != nil {
 			return fmt.Errorf("population: day %d: %w", d, err)
@@ -322,7 +339,7 @@ func (w *world) finish() {
 		}
 	}
 	s.TrueContacts, s.TrueContactsWithApp, s.NotifiedTrueContacts = w.oracle.trueContacts()
-	s.derive(w.meter.deviceBytes.Load())
+	s.derive(w.meter.deviceBytes.Load(), w.meter.deviceRequests.Load())
 	s.Definitions = summaryDefinitions(w.gps != nil, w.clock.live)
 	if w.gps != nil {
 		w.gps.finish()

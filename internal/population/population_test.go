@@ -21,11 +21,22 @@ import (
 )
 
 // run simulates on a fresh backend on loopback whose clock the simulation
-// drives, with the default policy (and a GAEN export key if cfg has a
-// GAEN share).
+// drives, with testPolicy (and a GAEN export key if cfg has a GAEN share).
 func run(t *testing.T, cfg Config) *Summary {
 	t.Helper()
-	return runPolicy(t, cfg, policy.Default())
+	return runPolicy(t, cfg, testPolicy())
+}
+
+// testPolicy is the default policy with a lighter journal: a flush every
+// six hours instead of every hour, of as many rows. The rows the default
+// writes a day, 768 of 4 KiB, mostly filler, take the pure-Go SQLite most
+// of a run's time under the race detector, and a population of a few
+// hundred uploads far less than the 128 rows a day that remain.
+// TestProtocolExact runs the default.
+func testPolicy() policy.Policy {
+	pol := policy.Default()
+	pol.StoreFlushSeconds = 6 * 60 * 60
+	return pol
 }
 
 // runPolicy is run with the backend's policy pol.
@@ -40,6 +51,7 @@ func runPolicy(t *testing.T, cfg Config, pol policy.Policy) *Summary {
 	configure(&cfg, b)
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
 	cfg.Daily = b.Service.Enclave.Expire
+	cfg.Flush = b.Service.Enclave.FlushDue
 	s, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +78,9 @@ func gaenKey(t *testing.T, cfg *Config, pol *policy.Policy) {
 // now; nil means real time, as a deployed backend keeps.
 func startBackend(t *testing.T, now func() time.Time, pol policy.Policy) *localbackend.Backend {
 	t.Helper()
+	// In-process no network timing can tell anything: answers leave at
+	// once, so that the tests do not wait.
+	pol.AnswerReleaseMillis = 0
 	b, err := localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Now: now, Policy: &pol})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +98,7 @@ func configure(cfg *Config, b *localbackend.Backend) {
 
 func TestProtocolExact(t *testing.T) {
 	t.Parallel()
-	s := run(t, Config{People: 150, Days: 15, Seed: 4})
+	s := runPolicy(t, Config{People: 150, Days: 15, Seed: 4}, policy.Default())
 	if err := s.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +107,16 @@ func TestProtocolExact(t *testing.T) {
 	if s.Uploads == 0 || s.Notified == 0 || s.ShouldBeNotified != s.Notified {
 		t.Fatalf("uploads %d, notified %d, should be notified %d: the run did not exercise matching", s.Uploads, s.Notified, s.ShouldBeNotified)
 	}
-	if s.Checks != s.AppUsers*s.Days {
-		t.Fatalf("%d exposure checks, want one per app user and day (%d)", s.Checks, s.AppUsers*s.Days)
+	if s.Checks != s.AppUsers*s.Days || s.DeviceRequestsPerDay != 1 {
+		t.Fatalf("%d exposure checks, %v requests a device and day; want one exchange per app user and day (%d)", s.Checks, s.DeviceRequestsPerDay, s.AppUsers*s.Days)
+	}
+	// Every upload but those of the last day, whose phones make no
+	// further exchange, was heard durable at the phone's next exchange.
+	if last := s.Daily[s.Days-1].Uploads; s.UploadsDurable != s.Uploads-last || s.UploadsDurable == 0 {
+		t.Fatalf("%d uploads, %d of the last day, %d heard durable", s.Uploads, last, s.UploadsDurable)
+	}
+	if s.DetailedAnswers {
+		t.Fatal("the default policy's answers are coarse, yet the summary says detailed")
 	}
 	if s.BytesPerDeviceDay <= 0 || s.GAENBytesPerDeviceDay <= 0 {
 		t.Fatalf("bytes per device day %v, GAEN-style %v; want both positive", s.BytesPerDeviceDay, s.GAENBytesPerDeviceDay)
@@ -107,6 +130,41 @@ func TestProtocolExact(t *testing.T) {
 	}
 	if delays == 0 || delays > s.Notified {
 		t.Fatalf("%d notification delays for %d notified devices", delays, s.Notified)
+	}
+}
+
+// TestUnflushedUploads runs against a backend that is never told to
+// flush its journal: no upload becomes durable, and the phones' exchanges
+// two days after their uploads make the run inexact.
+func TestUnflushedUploads(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	now := DefaultStart()
+	b := startBackend(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now }, testPolicy())
+	cfg := Config{People: 120, Days: 10, Seed: 2}
+	configure(&cfg, b)
+	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	s, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Uploads == 0 || s.UploadsDurable != 0 || s.ExchangeMismatches == 0 || !errors.Is(s.Check(), ErrNotExact) {
+		t.Fatalf("%d uploads, %d durable, %d exchange mismatches, check %v: want uploads never durable, and mismatches", s.Uploads, s.UploadsDurable, s.ExchangeMismatches, s.Check())
+	}
+	if s.MismatchedAnswers != 0 {
+		t.Fatalf("%d exposure answers mismatched: uploads match when taken, durable or not", s.MismatchedAnswers)
+	}
+}
+
+// TestDetailedAnswersNeedThePolicy checks that Run refuses to ask for
+// detailed answers from a backend whose policy answers coarsely.
+func TestDetailedAnswersNeedThePolicy(t *testing.T) {
+	t.Parallel()
+	b := startBackend(t, nil, testPolicy())
+	cfg := Config{People: 10, Days: 2, DetailedAnswers: true}
+	configure(&cfg, b)
+	if _, err := Run(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "detailed answers") {
+		t.Fatalf("detailed answers from a coarse backend: %v", err)
 	}
 }
 
@@ -156,7 +214,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 // hand-made ones: only sightings mirrored by an uploaded window count,
 // with the shorter duration and the checking phone's attenuation, summed
 // per day, in the window at the check's time and once the upload was
-// acknowledged; the cause is the uploading case. (TestRulesMatchEnclave
+// taken; the cause is the uploading case. (TestRulesMatchEnclave
 // checks the rules themselves against the backend's.)
 func TestExpected(t *testing.T) {
 	pol := policy.Default() // 15 weighted minutes; 50% weight in (63, 73] dB
@@ -224,13 +282,13 @@ func TestExpected(t *testing.T) {
 	if got, _ := o.expected(0, 4, clock.at(16, 0)); got.Exposed {
 		t.Fatal("a day before the check's window counted")
 	}
-	// An upload the backend acknowledged after the check does not count,
+	// An upload the backend took after the check does not count,
 	// whatever simulated day it belongs to.
 	if got, _ := o.expected(0, 4, uploadAt.Add(-time.Second)); got.Exposed {
 		t.Fatal("an upload made after the check counted")
 	}
 	if got, _ := o.expected(0, 4, uploadAt); !got.Exposed {
-		t.Fatal("an upload acknowledged at the check's time did not count")
+		t.Fatal("an upload taken at the check's time did not count")
 	}
 }
 
@@ -244,7 +302,7 @@ func TestCheck(t *testing.T) {
 	// An answer wrong in any figure, or a GAEN import counted wrong, is
 	// inexact even when every verdict was right.
 	for _, s := range []Summary{{MismatchedAnswers: 1}, {GAENImportMismatches: 1}} {
-		s.derive(0)
+		s.derive(0, 0)
 		if err := s.Check(); !errors.Is(err, ErrNotExact) {
 			t.Fatalf("Check of %+v: %v, want ErrNotExact", s, err)
 		}

@@ -27,16 +27,18 @@ func WriteTable(w io.Writer, s *Summary) error {
 		rows = append(rows, [2]string{"backend", fmt.Sprintf("running, real clock; days end yesterday; run nonce %s (counts not reproducible)", s.Nonce)})
 	}
 	rows = append(rows, [][2]string{
+		{"answers", answersRow(s.DetailedAnswers)},
 		{"infections", fmt.Sprint(s.Infections)},
 		{"tests (positive)", fmt.Sprintf("%d (%d)", s.Tests, s.PositiveTests)},
-		{"uploads", fmt.Sprint(s.Uploads)},
+		{"uploads", uploadsRow(s)},
 		{"GAEN exports", fmt.Sprintf("%d cases in %d exports, %d keys imported", s.GAENCases, s.GAENExports, s.GAENKeysImported)},
-		{"exposure checks", fmt.Sprint(s.Checks)},
+		{"daily exchanges", fmt.Sprintf("%d: each phone's exposure check, with its result poll and upload when it has them", s.Checks)},
 		{"", ""},
 		{"protocol exact", exact},
 		{"notified devices", fmt.Sprintf("%d (protocol says %d)", s.Notified, s.ShouldBeNotified)},
 		{"notified by rule", fmt.Sprintf("%d reciprocal, %d one-sided", s.NotifiedReciprocal, s.NotifiedOneSided)},
-		{"missed / false answers", fmt.Sprintf("%d / %d (%d answers differ in any figure)", s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers)},
+		{"missed / false answers", fmt.Sprintf("%d / %d (%d answers differ in anything they carry)", s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers)},
+		{"polls and uploads", fmt.Sprintf("%d answered wrong", s.ExchangeMismatches)},
 		{"", ""},
 		{"true close contacts", fmt.Sprintf("%d of cases who shared their keys (%d with the app)", s.TrueContacts, s.TrueContactsWithApp)},
 		{"epi recall", fmt.Sprintf("%.1f%% of all, %.1f%% of app users", 100*s.EpiRecall, 100*s.EpiRecallAppUsers)},
@@ -44,7 +46,7 @@ func WriteTable(w io.Writer, s *Summary) error {
 		{"test to notification", fmt.Sprintf("median %.0f days", s.MedianDelayDays)},
 		{"", ""},
 		{"bytes/device/day", fmt.Sprintf("%.0f (GAEN-style: %.0f)", s.BytesPerDeviceDay, s.GAENBytesPerDeviceDay)},
-		{"requests", fmt.Sprint(s.Requests)},
+		{"requests", fmt.Sprintf("%d (%.2f a device and day)", s.Requests, s.DeviceRequestsPerDay)},
 		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (%s)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms, network)},
 	}...)
 	if s.Timing.BackendRequests > 0 {
@@ -52,14 +54,17 @@ func WriteTable(w io.Writer, s *Summary) error {
 	}
 	rows = append(rows, [2]string{"wall time", fmt.Sprintf("%.1f s", s.Timing.TotalSeconds)})
 	if g := s.GPSSummary; g != nil {
-		exact := "YES: every GPS answer and episode was exactly the brute force's"
+		exact := "YES: every GPS answer was exactly the brute force's"
+		if s.DetailedAnswers {
+			exact = "YES: every GPS answer and episode was exactly the brute force's"
+		}
 		if !g.GPSProtocolExact {
 			exact = "NO: THE BACKEND'S GPS ANSWERS DIFFER FROM THE BRUTE FORCE'S"
 		}
 		rows = append(rows[:len(rows)-4:len(rows)-4], append([][2]string{
 			{"GPS exact", exact},
 			{"GPS traces", fmt.Sprintf("%d uploaded (%d fixes), %d checks (%d fixes, every %d days)", g.GPSUploads, g.GPSUploadedPoints, g.GPSChecks, g.GPSCheckedPoints, g.GPSCheckEvery)},
-			{"GPS notified", fmt.Sprintf("%d (brute force says %d); missed / false / other episodes %d / %d / %d", g.GPSNotified, g.GPSShouldBeNotified, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)},
+			{"GPS notified", fmt.Sprintf("%d (brute force says %d); missed / false / differing answers %d / %d / %d", g.GPSNotified, g.GPSShouldBeNotified, g.GPSMissed, g.GPSFalse, g.GPSMismatchedAnswers)},
 			{"", ""},
 		}, rows[len(rows)-4:]...)...)
 	}
@@ -67,6 +72,24 @@ func WriteTable(w io.Writer, s *Summary) error {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}
 	return tw.Flush()
+}
+
+// answersRow says how precise the backend's answers were, and so what the
+// oracle compared.
+func answersRow(detailed bool) string {
+	if detailed {
+		return "detailed: every day's figures and the GPS episodes, all compared"
+	}
+	return "coarse: exposed, last exposed day, rules (--detailed-answers for every day's figures)"
+}
+
+// uploadsRow counts the uploads and how many the phones heard were
+// durable.
+func uploadsRow(s *Summary) string {
+	if waiting := s.Uploads - s.UploadsDurable; waiting > 0 {
+		return fmt.Sprintf("%d (%d durable by the phone's next exchange, %d awaiting that exchange)", s.Uploads, s.UploadsDurable, waiting)
+	}
+	return fmt.Sprintf("%d (all durable by the phone's next exchange)", s.Uploads)
 }
 
 // WriteHTML writes a self-contained report page with SVG charts.
@@ -79,16 +102,16 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 .note{color:#555;font-size:13px}</style></head><body>
 <h1>conftrace demo</h1>`)
 	if s.ProtocolExact {
-		b.WriteString(`<p class="ok">Protocol exact: every exposure answer was what the protocol requires, in every figure of every day (0 missed, 0 false), and every GAEN import took the keys it should.</p>`)
+		b.WriteString(`<p class="ok">Protocol exact: every exposure answer was what the protocol requires, in everything it carries (0 missed, 0 false), every result poll and upload was answered as it should, and every GAEN import took the keys it should.</p>`)
 	} else {
-		fmt.Fprintf(&b, `<p class="bad">PROTOCOL MISMATCH: %d missed and %d false answers, %d answers differing in any figure, %d GAEN imports counted wrong.</p>`,
-			s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers, s.GAENImportMismatches)
+		fmt.Fprintf(&b, `<p class="bad">PROTOCOL MISMATCH: %d missed and %d false answers, %d answers differing in anything they carry, %d polls or uploads answered wrong, %d GAEN imports counted wrong.</p>`,
+			s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers, s.ExchangeMismatches, s.GAENImportMismatches)
 	}
 	if g := s.GPSSummary; g != nil {
 		if g.GPSProtocolExact {
-			fmt.Fprintf(&b, `<p class="ok">GPS exact: every one of %d trace checks was answered as the brute force requires, episodes included.</p>`, g.GPSChecks)
+			fmt.Fprintf(&b, `<p class="ok">GPS exact: every one of %d trace checks was answered as the brute force requires.</p>`, g.GPSChecks)
 		} else {
-			fmt.Fprintf(&b, `<p class="bad">GPS MISMATCH: %d missed, %d false, %d answers with other episodes.</p>`, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)
+			fmt.Fprintf(&b, `<p class="bad">GPS MISMATCH: %d missed, %d false, %d answers differing in anything they carry.</p>`, g.GPSMissed, g.GPSFalse, g.GPSMismatchedAnswers)
 		}
 	}
 	b.WriteString("<table>")
@@ -113,7 +136,7 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 	lineChart(&b, s.Daily, series)
 	b.WriteString("<h2>Notified devices by rule</h2>")
 	barChart(&b, []string{"reciprocal", "one-sided"}, []float64{float64(s.NotifiedReciprocal), float64(s.NotifiedOneSided)}, "#9467bd")
-	b.WriteString(`<p class="note">Devices told "exposed" on a day on which a sighting matched by the rule: reciprocally (an uploading case's phone recorded this one in the same encounter) or one-sided (this phone heard an identifier of an imported GAEN key, or of an uploaded key if the policy allows). A device can count under both.</p>`)
+	b.WriteString(`<p class="note">Devices told "exposed" with the rule among those that matched on their exposed days: reciprocally (an uploading case's phone recorded this one in the same encounter) or one-sided (this phone heard an identifier of an imported GAEN key, or of an uploaded key if the policy allows). A device can count under both.</p>`)
 	b.WriteString("<h2>Test to notification</h2>")
 	labels := make([]string, len(s.NotificationDelayDays))
 	for i := range labels {

@@ -28,14 +28,20 @@ import (
 //     (heard, interval) pair repeated in one check counts once, the first
 //     time; sightings of days before the retention window count never,
 //     and neither do uploads and imports of days the window left or that
-//     the backend acknowledged after the check.
+//     the backend took after the check;
+//   - a day is exposed when its weighted minutes reach the policy's
+//     threshold, and the device when a day is; the answer's last exposure
+//     is the latest exposed day, and its rules those that matched on
+//     exposed days. That is all a coarse answer (the policy's default)
+//     says; a detailed one also lists every day of the window with its
+//     figures, matches below the threshold included.
 
 // held is what the backend holds of one uploaded sighting, or of one
 // identifier that an uploaded or imported daily key derives.
 type held struct {
 	interval enid.Interval
 	minutes  uint8     // the uploader's; 0 for a key's identifier
-	at       time.Time // when the backend acknowledged the upload or import
+	at       time.Time // when the backend took the upload or import
 	source   int32     // the person whose upload or export it came from
 }
 
@@ -56,7 +62,7 @@ func newLedger(pol policy.Policy) *ledger {
 	return &ledger{pol: pol, recip: map[[2]enid.RPI][]held{}, oneSided: map[enid.RPI][]held{}}
 }
 
-// addUpload records an upload that the backend acknowledged at at: the
+// addUpload records an upload that the backend took at at: the
 // uploader's sightings recs (with what it broadcast meanwhile) and its
 // daily keys, by the rules the policy lists.
 func (l *ledger) addUpload(recs []rec, keys []contactlog.DailyKey, source int32, at time.Time) {
@@ -122,9 +128,10 @@ func (l *ledger) match(r rec, checkAt time.Time, first calendar.Day) (minutes in
 	return 0, "", -1
 }
 
-// answer computes the backend's answer to an exposure check at checkAt by
-// a device that sends the sightings of recs, in that order, and for each
-// day of the answer the source of lowest rank among its matches, or -1.
+// answer computes the backend's full answer (detailed, whatever the policy
+// says; see release) to an exposure check at checkAt by a device that
+// sends the sightings of recs, in that order, and for each day of the
+// answer the source of lowest rank among its matches, or -1.
 func (l *ledger) answer(recs []rec, checkAt time.Time) (api.ExposureResponse, []int32) {
 	first, last := calendar.DayOf(l.pol.WindowStart(checkAt)), calendar.DayOf(checkAt)
 	days := make([]api.ExposureDay, int(last-first)+1)
@@ -163,8 +170,23 @@ func (l *ledger) answer(recs []rec, checkAt time.Time) (api.ExposureResponse, []
 	}
 	resp := api.ExposureResponse{Days: days}
 	for k := range days {
-		days[k].Exposed = l.pol.Risk.Exposed(days[k].WeightedMinutes)
-		resp.Exposed = resp.Exposed || days[k].Exposed
+		x := &days[k]
+		x.Exposed = l.pol.Risk.Exposed(x.WeightedMinutes)
+		if x.Exposed {
+			resp.Exposed, resp.LastExposure = true, x.Date
+			resp.Reciprocal = resp.Reciprocal || x.Reciprocal
+			resp.OneSided = resp.OneSided || x.OneSided
+		}
 	}
 	return resp, causes
+}
+
+// release returns what of the full answer resp (answer's) the backend
+// gives the device: all of it when the policy's answers are detailed, and
+// otherwise the coarse answer, without the days.
+func (l *ledger) release(resp api.ExposureResponse) api.ExposureResponse {
+	if !l.pol.Detailed() {
+		resp.Days = nil
+	}
+	return resp
 }

@@ -86,6 +86,28 @@ type outcome struct {
 	reciprocal, oneSid bool
 }
 
+// verdict is what every answer says, coarse or detailed: whether the
+// device was exposed, on which day last (the rules tests' day), and by
+// which rules on its exposed days.
+type verdict struct {
+	exposed              bool
+	last                 int
+	reciprocal, oneSided bool
+}
+
+func verdictOf(t *testing.T, resp api.ExposureResponse) verdict {
+	t.Helper()
+	v := verdict{exposed: resp.Exposed, last: -100, reciprocal: resp.Reciprocal, oneSided: resp.OneSided}
+	if resp.LastExposure != "" {
+		day, err := time.Parse(api.DateLayout, resp.LastExposure)
+		if err != nil {
+			t.Fatalf("last exposure %q: %v", resp.LastExposure, err)
+		}
+		v.last = int(day.Sub(DefaultStart()) / (24 * time.Hour))
+	}
+	return v
+}
+
 func sumUp(resp api.ExposureResponse) outcome {
 	var o outcome
 	for _, d := range resp.Days {
@@ -107,6 +129,17 @@ type rulesWorld struct {
 
 func (w *rulesWorld) clock() time.Time { w.mu.Lock(); defer w.mu.Unlock(); return w.now }
 
+// tick moves the clock on by a second and returns the new time. The
+// gateway refuses a request identical to one it answered, date included,
+// as a replay, and dates have seconds: checks of the same sightings must
+// be a second apart.
+func (w *rulesWorld) tick() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.now = w.now.Add(time.Second)
+	return w.now
+}
+
 func (w *rulesWorld) set(d, minute int) time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -127,6 +160,7 @@ func startRules(t *testing.T, pol policy.Policy) *rulesWorld {
 		t.Fatal(err)
 	}
 	pol.GAENExportKeys = []policy.ExportKey{{Name: "rules-gaen", PublicKey: der}}
+	pol.AnswerReleaseMillis = 0 // in-process: nothing to hide, no need to wait
 	w.b, err = localbackend.Start(t.Context(), localbackend.Config{Dir: t.TempDir(), Policy: &pol, Now: w.clock})
 	if err != nil {
 		t.Fatal(err)
@@ -139,9 +173,11 @@ func startRules(t *testing.T, pol policy.Policy) *rulesWorld {
 	return w
 }
 
-// upload has the authority declare a test positive and uploads r with the
-// authorization, at day d 23:10.
-func (w *rulesWorld) upload(t *testing.T, d int, r contactlog.Report) time.Time {
+// upload has the authority declare a test positive at day d 23:00, and
+// the uploader's phone upload r at 23:10 in an exchange that polls the
+// result and uploads under it, as a phone whose user consented does. It
+// returns when the backend took the upload, and the test's secret.
+func (w *rulesWorld) upload(t *testing.T, d int, r contactlog.Report) (time.Time, []byte) {
 	t.Helper()
 	ctx := t.Context()
 	secret := make([]byte, api.TestSecretSize)
@@ -154,15 +190,31 @@ func (w *rulesWorld) upload(t *testing.T, d int, r contactlog.Report) time.Time 
 	if err := w.c.SubmitResult(ctx, sr); err != nil {
 		t.Fatal(err)
 	}
-	pr, err := w.c.PollResult(ctx, secret)
+	at := w.set(d, 23*60+10)
+	resp, err := w.c.Exchange(ctx, client.Daily{Report: r, Secret: secret, Upload: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := w.set(d, 23*60+10)
-	if _, err := w.c.Upload(ctx, pr.UploadAuthorization, r); err != nil {
+	if resp.Upload == nil || resp.UploadError != nil || resp.Result == nil || !resp.Result.UploadPending {
+		t.Fatalf("an exchange uploading under a positive result: upload %+v, refusal %v, result %+v", resp.Upload, resp.UploadError, resp.Result)
+	}
+	return at, secret
+}
+
+// durable moves the clock to day d, minute minute, has the backend make
+// the journal flushes due by then, and reports whether the phone's poll of
+// secret hears that its upload is durable.
+func (w *rulesWorld) durable(t *testing.T, d, minute int, secret []byte) bool {
+	t.Helper()
+	w.set(d, minute)
+	if err := w.b.Service.Enclave.FlushDue(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return at
+	pr, err := w.c.PollResult(t.Context(), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pr.Uploaded
 }
 
 // importKeys imports an export of keys at day d, minute minute, and
@@ -201,16 +253,21 @@ type rulesCase struct {
 // TestRulesMatchEnclave checks the oracle's per-sighting rules against
 // the backend's on hand-built cases: the same uploads, imports and checks
 // go to a real backend and to the oracle's ledger, whose answers must
-// agree in every figure of every day, under a reciprocal-only policy and
-// one that also matches uploaded keys one-sided. The cases cover the
-// edges the simulation never reaches: clock skew at the tolerance and
-// beyond it, repeated sightings, a sighting matching both rules, the next
-// day's first interval, checks before the upload, and retention.
+// agree in everything they carry, under a reciprocal-only policy and one
+// that also matches uploaded keys one-sided, each with coarse answers
+// (the default: exposed, last exposed day, rules) and detailed ones (every
+// figure of every day). The cases cover the edges the simulation never
+// reaches: clock skew at the tolerance and beyond it, repeated sightings,
+// a sighting matching both rules, the next day's first interval, checks
+// before the upload, exposures on two days and rules of days below the
+// threshold, and retention. Coarse answers say nothing of matches below
+// the threshold, so there the oracle's full answer must come to each
+// case's outcome; detailed ones must come to it themselves.
 func TestRulesMatchEnclave(t *testing.T) {
 	t.Parallel()
 	u, c, g, x := newActor(t, "uploader"), newActor(t, "checker"), newActor(t, "gaen"), newActor(t, "stranger")
 	j1, j2, j3, j4, j5 := iv(1, 600), iv(1, 700), iv(1, 800), iv(1, 900), iv(2, 600)
-	k, gi := iv(1, 1000), iv(1, 1100)
+	k, gi, gi2 := iv(1, 1000), iv(1, 1100), iv(2, 1100)
 	uploaded := []rec{
 		u.sight(c, j1, j1, 7, 60),
 		u.sight(c, j2, j2+1, 5, 55), // U's clock one interval ahead
@@ -243,55 +300,112 @@ func TestRulesMatchEnclave(t *testing.T) {
 		{"two days", []rec{c.sight(u, j1, j1, 9, 50), c.sight(u, j5, j5, 8, 50)}, outcome{15, true, false}, outcome{15, true, false}},
 		{"next day's first interval", []rec{c.sight(g, iv(3, 0), iv(3, 0), 10, 50)}, outcome{10, false, true}, outcome{10, false, true}},
 	}
-	for _, matching := range [][]string{{policy.MatchReciprocal}, {policy.MatchReciprocal, policy.MatchOneSided}} {
-		t.Run(fmt.Sprint(matching), func(t *testing.T) {
-			pol := policy.Default()
-			pol.Matching = matching
-			w := startRules(t, pol)
-			l := newLedger(w.b.Policy)
-			check := func(name string, recs []rec, want *outcome) {
-				t.Helper()
-				now := w.clock()
-				// Keys up to the interval after now: a phone has no key
-				// of the future, and the backend refuses one.
-				got, err := w.c.CheckExposure(t.Context(), c.report(recs, -20, min(5, dayOf(enid.IntervalOf(now)+1))))
-				if err != nil {
-					t.Fatalf("%s: %v", name, err)
-				}
-				oracle, _ := l.answer(recs, now)
-				if !reflect.DeepEqual(got, oracle) {
-					t.Errorf("%s: the backend answered\n%+v\nthe oracle\n%+v", name, got, oracle)
-				}
-				if want != nil && sumUp(got) != *want {
-					t.Errorf("%s: %+v, want %+v", name, sumUp(got), *want)
-				}
-			}
-			// Before the upload and the import: nothing matches yet.
-			w.set(2, 22*60+50)
-			check("before the upload", []rec{c.sight(u, j1, j1, 9, 50), c.sight(g, gi, gi, 10, 50)}, &none)
-
-			l.addUpload(uploaded, u.dailyKeys(0, 2), 1, w.upload(t, 2, u.report(uploaded, 0, 2)))
-			at := w.importKeys(t, 2, 23*60+52, gKeys)
-			l.addKeys(importable(w.b.Policy, gKeys, at), 2, at)
-			w.set(2, 23*60+55)
-			for _, tc := range cases {
-				want := tc.recipOnly
-				if len(matching) == 2 {
-					want = tc.both
-				}
-				check(tc.name, tc.recs, &want)
-			}
-			exposed := []rec{c.sight(u, j1, j1, 10, 50), c.sight(g, gi, gi, 10, 50)}
-			check("exposed", exposed, &outcome{17, true, true})
-
-			// Thirteen days on, day 1 has left the window: its sightings
-			// and the uploads and imports of it no longer count.
-			w.set(15, 23*60+55)
-			if err := w.b.Service.Maintain(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			check("two days, the first expired", []rec{c.sight(u, j1, j1, 9, 50), c.sight(u, j5, j5, 8, 50)}, &outcome{8, true, false})
-			check("GAEN, expired", []rec{c.sight(g, gi, gi, 10, 50)}, &none)
-		})
+	verdicts := []verdictCase{
+		{"below the threshold", []rec{c.sight(u, j1, j1, 9, 50)}, verdict{last: -100}},
+		{"exposed", []rec{c.sight(u, j1, j1, 10, 50), c.sight(g, gi, gi, 10, 50)}, verdict{true, 1, true, true}},
+		{"exposed on two days", []rec{c.sight(u, j1, j1, 9, 50), c.sight(u, j4, j4, 10, 50), c.sight(u, j5, j5, 8, 50), c.sight(g, gi2, gi2, 10, 50)},
+			verdict{true, 2, true, true}},
+		{"rules of exposed days only", []rec{c.sight(u, j1, j1, 9, 50), c.sight(u, j4, j4, 10, 50), c.sight(g, gi2, gi2, 5, 50)},
+			verdict{true, 1, true, false}},
 	}
+	for _, answers := range []string{policy.AnswersCoarse, policy.AnswersDetailed} {
+		for _, matching := range [][]string{{policy.MatchReciprocal}, {policy.MatchReciprocal, policy.MatchOneSided}} {
+			t.Run(fmt.Sprint(answers, matching), func(t *testing.T) {
+				t.Parallel()
+				pol := policy.Default()
+				pol.Matching, pol.Answers = matching, answers
+				// One flush a day, at midnight: the test's clock jumps
+				// days, and every flush due writes its rows.
+				pol.StoreFlushSeconds = 24 * 60 * 60
+				testRules(t, pol, rulesFixture{u: u, c: c, g: g, uploaded: uploaded, gKeys: gKeys, cases: cases, verdicts: verdicts, j1: j1, j5: j5, gi: gi})
+			})
+		}
+	}
+}
+
+// verdictCase is an exposure check of the rules test and what every
+// answer to it, coarse or detailed, must say.
+type verdictCase struct {
+	name string
+	recs []rec
+	want verdict
+}
+
+// rulesFixture is what the subtests of TestRulesMatchEnclave share: the
+// actors, the upload, the GAEN export and the checks.
+type rulesFixture struct {
+	u, c, g    actor
+	uploaded   []rec
+	gKeys      []contactlog.DailyKey
+	cases      []rulesCase
+	verdicts   []verdictCase
+	j1, j5, gi enid.Interval
+}
+
+// testRules runs the rules test on a backend with policy pol: checks
+// before the upload and the import, after them, and once the days of the
+// cases left the window.
+func testRules(t *testing.T, pol policy.Policy, f rulesFixture) {
+	w := startRules(t, pol)
+	l := newLedger(w.b.Policy)
+	c, u, g := f.c, f.u, f.g
+	check := func(name string, recs []rec, want *outcome) api.ExposureResponse {
+		t.Helper()
+		now := w.tick()
+		// Keys up to the interval after now: a phone has no key of the
+		// future, and the backend refuses one.
+		got, err := w.c.CheckExposure(t.Context(), c.report(recs, -20, min(5, dayOf(enid.IntervalOf(now)+1))))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		full, _ := l.answer(recs, now)
+		if oracle := l.release(full); !reflect.DeepEqual(got, oracle) {
+			t.Errorf("%s: the backend answered\n%+v\nthe oracle\n%+v", name, got, oracle)
+		}
+		// Coarse answers say nothing below the threshold: then the
+		// oracle's full answer must come to the outcome.
+		sum := sumUp(full)
+		if pol.Detailed() {
+			sum = sumUp(got)
+		}
+		if want != nil && sum != *want {
+			t.Errorf("%s: %+v, want %+v", name, sum, *want)
+		}
+		return got
+	}
+	// Before the upload and the import: nothing matches yet.
+	w.set(2, 22*60+50)
+	check("before the upload", []rec{c.sight(u, f.j1, f.j1, 9, 50), c.sight(g, f.gi, f.gi, 10, 50)}, &outcome{})
+
+	at, secret := w.upload(t, 2, u.report(f.uploaded, 0, 2))
+	l.addUpload(f.uploaded, u.dailyKeys(0, 2), 1, at)
+	at = w.importKeys(t, 2, 23*60+52, f.gKeys)
+	l.addKeys(importable(w.b.Policy, f.gKeys, at), 2, at)
+	w.set(2, 23*60+55)
+	for _, tc := range f.cases {
+		want := tc.recipOnly
+		if pol.OneSided() {
+			want = tc.both
+		}
+		check(tc.name, tc.recs, &want)
+	}
+	for _, v := range f.verdicts {
+		if got := verdictOf(t, check(v.name, v.recs, nil)); got != v.want {
+			t.Errorf("%s: the answer says %+v, want %+v", v.name, got, v.want)
+		}
+	}
+	// The upload is durable once the backend flushed its journal, on its
+	// clock: at midnight.
+	if !w.durable(t, 3, 0, secret) {
+		t.Error("an upload of the evening before is not durable after the flush at midnight")
+	}
+
+	// Thirteen days on, day 1 has left the window: its sightings and the
+	// uploads and imports of it no longer count.
+	w.set(15, 23*60+55)
+	if err := w.b.Service.Maintain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	check("two days, the first expired", []rec{c.sight(u, f.j1, f.j1, 9, 50), c.sight(u, f.j5, f.j5, 8, 50)}, &outcome{8, true, false})
+	check("GAEN, expired", []rec{c.sight(g, f.gi, f.gi, 10, 50)}, &outcome{})
 }

@@ -30,12 +30,26 @@ type Summary struct {
 	Live  bool   `json:"live_backend,omitempty"`
 	Nonce string `json:"run_nonce,omitempty"`
 
+	// DetailedAnswers is set when the backend's attested policy answers
+	// in detail (every day's figures, GPS episodes), which the oracle then
+	// compares too; by default answers are coarse.
+	DetailedAnswers bool `json:"detailed_answers"`
+
 	Infections    int `json:"infections"`
 	Tests         int `json:"tests"`
 	PositiveTests int `json:"positive_tests"`
-	Uploads       int `json:"uploads"`
-	Checks        int `json:"exposure_checks"`
-	Requests      int `json:"requests"`
+	// Uploads counts the uploads the backend took, each in a phone's
+	// daily exchange; UploadsDurable those of them that a later exchange
+	// of the phone heard were durable. An upload of the run's last day
+	// waits for an exchange the run does not make.
+	Uploads        int `json:"uploads"`
+	UploadsDurable int `json:"uploads_durable"`
+	Checks         int `json:"exposure_checks"`
+	Requests       int `json:"requests"`
+	// DeviceRequestsPerDay is how many requests an app user's phone made a
+	// simulated day: its daily exchange, which carries its check, its
+	// result poll and its upload (GPS checks are not counted).
+	DeviceRequestsPerDay float64 `json:"device_requests_per_day"`
 
 	// Notified counts devices the backend told "exposed" at least once;
 	// ShouldBeNotified those the protocol says it must tell at least once.
@@ -49,11 +63,18 @@ type Summary struct {
 	// MissedNotifications and FalseNotifications count exposure checks
 	// whose answer was "not exposed" though the protocol requires
 	// "exposed", and the reverse; MismatchedAnswers the checks whose answer
-	// differed from the protocol's in any figure of any day (minutes,
-	// weighted minutes, minimum attenuation, rules, exposed).
+	// differed from the protocol's in anything it carries: the verdict,
+	// the last exposed day and the rules, and in detailed answers every
+	// figure of every day (minutes, weighted minutes, minimum
+	// attenuation, rules, exposed).
 	MissedNotifications int `json:"missed_notifications"`
 	FalseNotifications  int `json:"false_notifications"`
 	MismatchedAnswers   int `json:"mismatched_answers"`
+	// ExchangeMismatches counts the daily exchanges whose result poll or
+	// upload was not answered as the protocol requires: another result
+	// than the authority signed (or pending before it did), an upload
+	// refused or taken in part, an upload not durable two days on.
+	ExchangeMismatches int `json:"exchange_mismatches"`
 	// GAENImportMismatches counts GAEN imports whose count of imported
 	// and skipped keys differed from the protocol's.
 	GAENImportMismatches int  `json:"gaen_import_mismatches"`
@@ -156,11 +177,11 @@ func quantileMs(sorted []time.Duration, q float64) float64 {
 // exact, for GPS too when the run had GPS.
 func (s *Summary) Check() error {
 	if !s.ProtocolExact {
-		return fmt.Errorf("%w: %d missed and %d false notifications, %d answers differing in any figure, %d GAEN imports counted wrong",
-			ErrNotExact, s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers, s.GAENImportMismatches)
+		return fmt.Errorf("%w: %d missed and %d false notifications, %d answers differing in anything they carry, %d exchanges whose poll or upload was answered wrong, %d GAEN imports counted wrong",
+			ErrNotExact, s.MissedNotifications, s.FalseNotifications, s.MismatchedAnswers, s.ExchangeMismatches, s.GAENImportMismatches)
 	}
 	if g := s.GPSSummary; g != nil && !g.GPSProtocolExact {
-		return fmt.Errorf("%w: GPS: %d missed and %d false notifications, %d answers with other episodes", ErrNotExact, g.GPSMissed, g.GPSFalse, g.GPSEpisodeMismatches)
+		return fmt.Errorf("%w: GPS: %d missed and %d false notifications, %d answers differing in anything they carry", ErrNotExact, g.GPSMissed, g.GPSFalse, g.GPSMismatchedAnswers)
 	}
 	return nil
 }
@@ -176,15 +197,17 @@ func (s *Summary) addDelay(delay int) {
 
 // derive sets the figures that follow from the counts: exactness, the
 // epidemiological ratios, the median delay and the bandwidth, given the
-// bytes all devices sent and received.
-func (s *Summary) derive(deviceBytes int64) {
-	s.ProtocolExact = s.MissedNotifications == 0 && s.FalseNotifications == 0 && s.MismatchedAnswers == 0 && s.GAENImportMismatches == 0
+// bytes all devices sent and received and the requests they made.
+func (s *Summary) derive(deviceBytes, deviceRequests int64) {
+	s.ProtocolExact = s.MissedNotifications == 0 && s.FalseNotifications == 0 && s.MismatchedAnswers == 0 &&
+		s.ExchangeMismatches == 0 && s.GAENImportMismatches == 0
 	s.EpiRecall = ratio(s.NotifiedTrueContacts, s.TrueContacts)
 	s.EpiRecallAppUsers = ratio(s.NotifiedTrueContacts, s.TrueContactsWithApp)
 	s.EpiPrecision = ratio(s.NotifiedTrueContacts, s.Notified)
 	s.MedianDelayDays = median(s.NotificationDelayDays)
 	deviceDays := float64(max(1, s.AppUsers) * s.Days)
 	s.BytesPerDeviceDay = math.Round(float64(deviceBytes) / deviceDays)
+	s.DeviceRequestsPerDay = math.Round(float64(deviceRequests)/deviceDays*100) / 100
 	s.GAENBytesPerDeviceDay = math.Round(float64(s.GAENKeysPublished*GAENBytesPerKey) / float64(s.Days))
 }
 
@@ -204,13 +227,18 @@ func summaryDefinitions(withGPS, live bool) map[string]string {
 // definitions returns the definitions of the Bluetooth figures.
 func definitions() map[string]string {
 	return map[string]string{
-		"protocol_exact":            "every exposure check answered exactly as the protocol requires, in every figure of every day (minutes, weighted minutes, minimum attenuation, reciprocal and one-sided flags, exposed), and every GAEN import took the keys the protocol says: the oracle recomputes each answer from the simulator's own record of what each phone heard and broadcast, against the uploads and imports the backend acknowledged by then, scored per UTC day with the attested policy",
+		"protocol_exact":            "every exposure check answered exactly as the protocol requires in everything the answer carries (coarse answers, the policy's default: exposed, the last exposed day, which rules matched on exposed days; detailed answers also every figure of every day: minutes, weighted minutes, minimum attenuation, reciprocal and one-sided flags, exposed), every result poll and upload of the daily exchanges answered as the protocol requires (exchange_mismatches), and every GAEN import took the keys the protocol says: the oracle recomputes each answer from the simulator's own record of what each phone heard and broadcast, against the uploads and imports the backend took by then, scored per UTC day with the attested policy",
+		"detailed_answers":          "the backend's attested policy answers in detail (conftrace demo --detailed-answers), so every day's figures and the GPS episodes were compared too; otherwise answers are coarse",
 		"missed_notifications":      "exposure checks answered 'not exposed' that the protocol says must be 'exposed'",
 		"false_notifications":       "exposure checks answered 'exposed' that the protocol says must be 'not exposed'",
-		"mismatched_answers":        "exposure checks whose answer differs from the protocol's in any figure of any day (missed and false notifications included)",
+		"mismatched_answers":        "exposure checks whose answer differs from the protocol's in anything it carries (missed and false notifications included)",
+		"exchange_mismatches":       "daily exchanges whose result poll or upload was answered other than the protocol requires: a result other than the one the authority signed (pending before it signed), an upload refused or taken in part, an upload still not durable two days after it was taken",
+		"uploads":                   "uploads the backend took: each in the daily exchange of a positive app user's phone, the first after the user learnt the result (in the exchange of the day the authority signed it) and consented, carrying the same report (daily keys and sightings of the retention window) as the exposure check it travels with",
+		"uploads_durable":           "uploads that a later exchange of the uploading phone heard were durable: the backend writes uploads to its store by journal flushes on its clock (hourly by default), not when they arrive; an upload of the last simulated day waits for an exchange the run does not make",
+		"device_requests_per_day":   "requests an app user's phone made per simulated day: one daily exchange, which carries its exposure check, its result poll and its upload alike (GPS trace checks not counted; with a running backend, exchanges asked again because its day changed during them)",
 		"notified":                  "devices told 'exposed' at least once",
-		"notified_reciprocal":       "notified devices told 'exposed' on a day on which a sighting matched reciprocally: an uploading case's phone recorded this phone in the same encounter (shorter duration of the two, this phone's attenuation)",
-		"notified_one_sided":        "notified devices told 'exposed' on a day on which a sighting matched one-sided: this phone heard an identifier of an imported GAEN key, or of an uploaded key when the policy lists one_sided (this phone's duration and attenuation)",
+		"notified_reciprocal":       "notified devices told 'exposed' with the reciprocal rule among those that matched on their exposed days: an uploading case's phone recorded this phone in the same encounter (shorter duration of the two, this phone's attenuation)",
+		"notified_one_sided":        "notified devices told 'exposed' with the one-sided rule among those that matched on their exposed days: this phone heard an identifier of an imported GAEN key, or of an uploaded key when the policy lists one_sided (this phone's duration and attenuation)",
 		"gaen_only_people":          "people who run a foreign GAEN app instead of this one (gaen share of those without the app): app phones record them, they never check",
 		"gaen_cases":                "GAEN-only people who tested positive and consented, whose keys of the infectious window (two days before symptom onset, or the test, to the result) reached the backend in a signed GAEN export",
 		"gaen_exports":              "signed GAEN key exports the simulator, as the GAEN-only people's key server, imported into the backend (one a day with new cases)",
@@ -220,7 +248,7 @@ func definitions() map[string]string {
 		"epi_recall_app_users":      "notified true contacts / true contacts running the app",
 		"epi_precision":             "notified devices that are true contacts / notified devices",
 		"notification_delay_days":   "histogram: days from the test of the (earliest-tested) case that exposed a device to its first notification",
-		"bytes_per_device_day":      "Oblivious HTTP request and response bodies a device sent and received (result polls, uploads and exposure checks, each carrying the device's daily keys and sightings of the window), per app user and simulated day; the one-time attestation bundle fetch and the GAEN imports (not a device's) are not counted",
+		"bytes_per_device_day":      "Oblivious HTTP request and response bodies a device sent and received (its daily exchanges, each carrying the device's daily keys and sightings of the window, and with them its result polls and its upload), per app user and simulated day; the attestation bundle fetches and the GAEN imports (not a device's) are not counted",
 		"gaen_bytes_per_device_day": "GAEN-style baseline: every daily key that reaches the backend (one per day of an uploading case's window, and every key of the GAEN exports) is downloaded once by every device, 28 bytes each, per simulated day",
 	}
 }

@@ -20,86 +20,133 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/bhttp"
+	"github.com/conftrace/conftrace/internal/httpserve"
 	"github.com/conftrace/conftrace/ohttp"
 )
 
 // Backend is the enclave logic the gateway hands inner requests to.
 type Backend interface {
 	SubmitResult(ctx context.Context, r api.SignedResult) (api.SubmitResultResponse, error)
-	PollResult(ctx context.Context, r api.PollResultRequest) (api.PollResultResponse, error)
-	Upload(ctx context.Context, r api.UploadRequest) (api.UploadResponse, error)
-	CheckExposure(ctx context.Context, r api.ExposureRequest) (api.ExposureResponse, error)
-	// ExposureResponseBound is an upper bound on the encoded size of any
-	// exposure answer, so that every answer can be padded to one size.
-	ExposureResponseBound() int
+	// Exchange answers a phone's daily exchange: its exposure check, its
+	// result poll and its upload in one request of one shape.
+	Exchange(ctx context.Context, r api.ExchangeRequest) (api.ExchangeResponse, error)
 	SubmitTrace(ctx context.Context, t api.SignedTrace) (api.SubmitTraceResponse, error)
 	CheckTrace(ctx context.Context, r api.TraceCheckRequest) (api.TraceCheckResponse, error)
-	// TraceResponseBound bounds the encoded size of any trace check answer.
-	TraceResponseBound() int
 	ImportGAEN(ctx context.Context, r api.ImportRequest) (api.ImportResponse, error)
+	// AnswerBound is an upper bound on the encoded size of any answer the
+	// policy allows, so that every answer can be padded to one size.
+	AnswerBound() int
 }
 
 // Config wires a Server.
 type Config struct {
 	Backend Backend
 	Gateway *ohttp.Gateway
-	// Bundle is the attestation bundle served at api.PathAttestation.
+	// Bundle is the attestation bundle served at api.PathAttestation; it
+	// vouches for Gateway's keys. SetBundle replaces both.
 	Bundle attest.Bundle
 	Logger *slog.Logger
+	// Limits bound the encapsulated requests the gateway holds at once.
+	Limits Limits
+	// Now is the clock inner requests' dates are checked against; nil
+	// means time.Now.
+	Now func() time.Time
+	// Release, if positive, holds every answer until the next multiple of
+	// Release (of real time) after its request arrived, so that how long
+	// the backend worked on a request does not show in when its answer
+	// leaves (see policy.AnswerReleaseMillis).
+	Release time.Duration
+}
+
+// Limits bound the gateway's encapsulated request bodies, which it must
+// hold whole to decrypt: how many bytes of them at once, how long a
+// request waits for room (then 503, its body unread) and how long one
+// body may take to arrive. Zero fields mean httpserve's defaults
+// (DefaultBodyBudget, DefaultBodyWait, DefaultBodyTimeout). Bodies of the
+// largest size class (uploads, imports, the largest checks) share at most
+// half the budget, so that a flood of them leaves room for daily checks.
+type Limits struct {
+	BodyBudget  int64
+	BodyWait    time.Duration
+	BodyTimeout time.Duration
 }
 
 // Server is the backend's http.Handler.
 type Server struct {
-	backend    Backend
-	gateway    *ohttp.Gateway
-	bundleJSON []byte
-	keys       []byte
-	log        *slog.Logger
-	mux        *http.ServeMux
-	inner      map[string]innerHandler
+	backend Backend
+	// published is replaced whole by SetBundle, so that every request
+	// sees a bundle and a gateway that belong together.
+	published atomic.Pointer[published]
+	log       *slog.Logger
+	mux       *http.ServeMux
+	bodies    *httpserve.Bodies
+	inner     map[string]innerHandler
 	// The sizes answers pad to, computed once: the policy does not change
 	// while the server runs.
-	exposureFloor, traceFloor int
+	answerFloor int
+	replay      *replayGuard
+	release     time.Duration
 }
 
 type innerHandler func(ctx context.Context, body []byte) (any, error)
+
+// published is what a key rotation changes: the gateway's keys and the
+// bundle and key list that vouch for them.
+type published struct {
+	gateway    *ohttp.Gateway
+	bundleJSON []byte
+	keys       []byte
+}
+
+func newPublished(b attest.Bundle, gw *ohttp.Gateway) (*published, error) {
+	bundle, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("server: encoding bundle: %w", err)
+	}
+	keys, err := ohttp.MarshalKeyConfigs(gw.KeyConfigs())
+	if err != nil {
+		return nil, fmt.Errorf("server: encoding key configurations: %w", err)
+	}
+	return &published{gateway: gw, bundleJSON: bundle, keys: keys}, nil
+}
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
 	if cfg.Backend == nil || cfg.Gateway == nil {
 		return nil, errors.New("server: a backend and a gateway are required")
 	}
-	bundle, err := json.Marshal(cfg.Bundle)
+	pub, err := newPublished(cfg.Bundle, cfg.Gateway)
 	if err != nil {
-		return nil, fmt.Errorf("server: encoding bundle: %w", err)
-	}
-	keys, err := ohttp.MarshalKeyConfigs(cfg.Gateway.KeyConfigs())
-	if err != nil {
-		return nil, fmt.Errorf("server: encoding key configurations: %w", err)
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		backend: cfg.Backend, gateway: cfg.Gateway, bundleJSON: bundle, keys: keys, log: log, mux: http.NewServeMux(),
-		exposureFloor: cfg.Backend.ExposureResponseBound(),
-		traceFloor:    cfg.Backend.TraceResponseBound(),
+		backend: cfg.Backend, log: log, mux: http.NewServeMux(),
+		answerFloor: cfg.Backend.AnswerBound(),
+		replay:      newReplayGuard(cfg.Now),
+		release:     cfg.Release,
 	}
+	s.bodies = httpserve.NewBodies(httpserve.BodyLimits{
+		Max: maxEncapsulated, Large: largeEncapsulated,
+		Budget: cfg.Limits.BodyBudget, Wait: cfg.Limits.BodyWait, Timeout: cfg.Limits.BodyTimeout,
+	})
+	s.published.Store(pub)
 	b := cfg.Backend
 	s.inner = map[string]innerHandler{
-		api.PathSubmitResult:  handle(b.SubmitResult),
-		api.PathPollResult:    handle(b.PollResult),
-		api.PathUpload:        handleBinary(b.Upload),
-		api.PathCheckExposure: handleBinary(b.CheckExposure),
-		api.PathSubmitTrace:   handle(b.SubmitTrace),
-		api.PathCheckTrace:    handle(b.CheckTrace),
-		api.PathImportGAEN:    handleBinary(b.ImportGAEN),
+		api.PathSubmitResult: handle(b.SubmitResult),
+		api.PathExchange:     handleBinary(b.Exchange),
+		api.PathSubmitTrace:  handle(b.SubmitTrace),
+		api.PathCheckTrace:   handle(b.CheckTrace),
+		api.PathImportGAEN:   handleBinary(b.ImportGAEN),
 		api.PathDecoy: handleBinary(func(context.Context, api.DecoyRequest) (api.DecoyResponse, error) {
 			return api.DecoyResponse{}, nil
 		}),
@@ -117,39 +164,66 @@ func New(cfg Config) (*Server, error) {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// SetBundle makes the server serve b and decapsulate with gw, whose keys b
+// must vouch for, from now on: the backend's keys rotate while it runs.
+// Both change at once; requests already decapsulated finish as they began.
+func (s *Server) SetBundle(b attest.Bundle, gw *ohttp.Gateway) error {
+	if gw == nil {
+		return errors.New("server: a gateway is required")
+	}
+	pub, err := newPublished(b, gw)
+	if err != nil {
+		return err
+	}
+	s.published.Store(pub)
+	return nil
+}
+
 func (s *Server) serveBundle(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Write(s.bundleJSON)
+	w.Write(s.published.Load().bundleJSON)
 }
 
 func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", ohttp.MediaTypeKeys)
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Write(s.keys)
+	w.Write(s.published.Load().keys)
 }
 
 // maxEncapsulated bounds a gateway request body: the largest padded Binary
 // HTTP message plus the encapsulation overhead of the largest suite.
 const maxEncapsulated = bhttp.MaxSize + 4096
 
+// largeEncapsulated bounds a gateway request body below the largest size
+// class: the second-largest class plus the same overhead.
+var largeEncapsulated = func() int64 {
+	c := bhttp.SizeClasses()
+	return int64(c[len(c)-2]) + maxEncapsulated - bhttp.MaxSize
+}()
+
 func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if ct := r.Header.Get("Content-Type"); ct != ohttp.MediaTypeRequest {
+		httpserve.DropBody(w)
 		s.gatewayError(w, start, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q, want %s", ct, ohttp.MediaTypeRequest))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEncapsulated))
+	// The body's share of the budget is held until the answer is written:
+	// the ciphertext, the plaintext and what the backend decodes from it
+	// live until then.
+	body, release, err := s.bodies.Read(w, r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.gatewayError(w, start, http.StatusRequestEntityTooLarge, fmt.Sprintf("encapsulated request larger than %d bytes", maxEncapsulated))
-			return
+		status := http.StatusBadRequest
+		if be := (*httpserve.BodyError)(nil); errors.As(err, &be) {
+			status = be.Status
 		}
-		s.gatewayError(w, start, http.StatusBadRequest, "reading request: "+err.Error())
+		s.gatewayError(w, start, status, err.Error())
 		return
 	}
-	plain, rc, err := s.gateway.DecapsulateRequest(body)
+	defer release()
+	arrived := time.Now()
+	plain, rc, err := s.published.Load().gateway.DecapsulateRequest(body)
 	if err != nil {
 		status := http.StatusBadRequest
 		switch {
@@ -163,12 +237,13 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		s.gatewayError(w, start, status, err.Error())
 		return
 	}
-	resp := s.serveInner(r.Context(), plain)
+	resp := s.serveInner(r.Context(), plain, requestID(body))
 	enc, err := rc.EncapsulateResponse(resp)
 	if err != nil {
 		s.gatewayError(w, start, http.StatusInternalServerError, "encapsulating response")
 		return
 	}
+	releaseAt(arrived, s.release)
 	w.Header().Set("Content-Type", ohttp.MediaTypeResponse)
 	w.Write(enc)
 	s.log.Debug("gateway request", "status", http.StatusOK, "duration", time.Since(start))
@@ -184,9 +259,15 @@ func (s *Server) gatewayError(w http.ResponseWriter, start time.Time, status int
 // serveInner answers one decapsulated Binary HTTP request with a padded
 // Binary HTTP response. Errors become api.Error bodies inside the
 // encrypted response, so only the client learns why it was refused.
-func (s *Server) serveInner(ctx context.Context, plain []byte) []byte {
+//
+// id identifies the encapsulated request (see requestID): the gateway
+// answers each once.
+func (s *Server) serveInner(ctx context.Context, plain []byte, id [16]byte) []byte {
 	status, body := http.StatusOK, any(nil)
-	floor := 0
+	// Every answer, whatever it answers and whether it refuses, pads to
+	// one size: a third party that sends same-size requests to different
+	// inner paths gets same-size answers.
+	floor := s.answerFloor
 	req, err := bhttp.ParseRequest(plain, bhttp.MaxSize)
 	switch {
 	case err != nil:
@@ -194,18 +275,14 @@ func (s *Server) serveInner(ctx context.Context, plain []byte) []byte {
 	case req.Method != http.MethodPost:
 		status, body = http.StatusMethodNotAllowed, &api.Error{Code: api.CodeMalformed, Message: "inner requests must be POST"}
 	default:
+		if err := s.replay.check(id, req); err != nil {
+			status, body = errorBody(err)
+			break
+		}
 		h, ok := s.inner[req.Path]
 		if !ok {
 			status, body = http.StatusNotFound, &api.Error{Code: api.CodeNotFound, Message: "no inner endpoint " + req.Path}
 			break
-		}
-		switch req.Path {
-		case api.PathCheckExposure, api.PathDecoy:
-			// Exposed or not, every answer pads to the same size; decoys
-			// look like exposure answers.
-			floor = s.exposureFloor
-		case api.PathCheckTrace:
-			floor = s.traceFloor
 		}
 		out, err := h(ctx, req.Content)
 		if err != nil {
@@ -280,6 +357,8 @@ var statusOf = map[string]int{
 	api.CodeBadSignature:     http.StatusUnauthorized,
 	api.CodeUnknownAuthority: http.StatusUnauthorized,
 	api.CodeReplayed:         http.StatusConflict,
+	api.CodeStale:            http.StatusBadRequest,
+	api.CodeRateLimited:      http.StatusTooManyRequests,
 	api.CodeExpired:          http.StatusGone,
 	api.CodeNotAuthorized:    http.StatusForbidden,
 	api.CodeAlreadyUsed:      http.StatusConflict,
@@ -300,4 +379,19 @@ func errorBody(err error) (int, *api.Error) {
 		return st, ae
 	}
 	return http.StatusBadRequest, ae
+}
+
+// releaseAt sleeps until the first multiple of q (counted from the Unix
+// epoch) after arrived that has not passed yet: answers leave on a grid, so
+// the time a request took shows only when it overran a whole step. q <= 0
+// releases at once.
+func releaseAt(arrived time.Time, q time.Duration) {
+	if q <= 0 {
+		return
+	}
+	at := arrived.Truncate(q).Add(q)
+	if now := time.Now(); !at.After(now) {
+		at = now.Truncate(q).Add(q)
+	}
+	time.Sleep(time.Until(at))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/gps"
+	"github.com/conftrace/conftrace/policy"
 )
 
 // walk returns a trace of n fixes, one a minute from start, moving east
@@ -26,9 +27,13 @@ func walk(start time.Time, n int, lat, lon, step float64) gps.Trace {
 	return tr
 }
 
+// Under a policy of detailed answers, a trace check lists the episodes.
 func TestGPSEndToEnd(t *testing.T) {
 	ctx := context.Background()
-	w := newWorld(t)
+	p := policy.Default()
+	p.Answers = policy.AnswersDetailed
+	// At noon, so that the traces of a day ago fall in one day.
+	w := newWorldAt(t, &p, time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))
 	c := w.client()
 	start := w.now.Add(-26 * time.Hour).Truncate(time.Minute)
 	patient := walk(start, 60, 46.5191, 6.5668, 0.00001)
@@ -52,7 +57,7 @@ func TestGPSEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	aliceSize := w.sizes.last()
-	if !ra.Exposed || len(ra.Episodes) != 1 || ra.Episodes[0].Minutes < 29 || ra.Episodes[0].ClosestMeters > 5 {
+	if !ra.Exposed || len(ra.Episodes) != 1 || ra.Episodes[0].Minutes < 29 || ra.Episodes[0].ClosestMeters > 5 || ra.LastExposure != start.UTC().Format(api.DateLayout) {
 		t.Fatalf("alice: %+v", ra)
 	}
 	want := gps.BruteForce(alice, []gps.Trace{patient}, w.pol.GPS.Params())
@@ -104,6 +109,36 @@ func TestGPSEndToEnd(t *testing.T) {
 	w.restart()
 	if again, err := w.client().CheckTrace(ctx, alice); err != nil || !reflect.DeepEqual(again, ra) {
 		t.Fatalf("alice after a restart: %+v, %v; before: %+v", again, err, ra)
+	}
+}
+
+// Under the default policy, a trace check says only whether, and on which
+// day most recently, the phone came close to a patient: no episodes, no
+// times, no distances. The answer has one size whatever it says.
+func TestGPSCoarseAnswer(t *testing.T) {
+	ctx := context.Background()
+	w := newWorldAt(t, nil, time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))
+	c := w.client()
+	start := w.now.Add(-26 * time.Hour).Truncate(time.Minute)
+	patient := walk(start, 60, 46.5191, 6.5668, 0.00001)
+	signed, err := w.lab.SignTrace(patient, w.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SubmitTrace(ctx, signed); err != nil {
+		t.Fatal(err)
+	}
+	ra, err := c.CheckTrace(ctx, walk(start.Add(10*time.Minute), 30, 46.519136, 6.5669, 0.00001))
+	if err != nil || !ra.Exposed || ra.LastExposure != start.UTC().Format(api.DateLayout) || ra.Episodes != nil || ra.Truncated {
+		t.Fatalf("alice: %+v, %v; want exposed on %s, nothing more", ra, err, start.UTC().Format(api.DateLayout))
+	}
+	exposedSize := w.sizes.last()
+	rb, err := c.CheckTrace(ctx, walk(start.Add(24*time.Hour+10*time.Minute), 30, 46.519136, 6.5669, 0.00001))
+	if err != nil || rb.Exposed || rb.LastExposure != "" || rb.Episodes != nil {
+		t.Fatalf("bob: %+v, %v; want not exposed, nothing more", rb, err)
+	}
+	if w.sizes.last() != exposedSize {
+		t.Errorf("trace answers differ in size: %d exposed, %d not", exposedSize, w.sizes.last())
 	}
 }
 

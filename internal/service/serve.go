@@ -36,8 +36,14 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, addrFile string) e
 	mctx, stopMaintenance := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.RunMaintenance(mctx, MaintenanceEvery) })
+	wg.Go(func() { s.RunFlushes(mctx) })
 	err := httpserve.Serve(ctx, ln, s.Handler, httpserve.Options{Log: s.log, AddrFile: addrFile})
 	stopMaintenance()
 	wg.Wait()
+	// What arrived since the last flush would be lost with the enclave's
+	// memory; one more flush, of the usual shape, keeps it.
+	if ferr := s.Enclave.FlushNow(context.WithoutCancel(ctx)); ferr != nil {
+		s.log.Error("journal flush at shutdown", "err", ferr)
+	}
 	return err
 }

@@ -1,8 +1,41 @@
 // Package service assembles the backend that conftraced runs: the TEE, the
-// sealed store, the enclave logic, fresh Oblivious HTTP keys, the
+// sealed store, the enclave logic, the Oblivious HTTP keys, the
 // attestation bundle that binds those keys and the policy, and the HTTP
 // layer; and it serves them, with periodic maintenance and a graceful
 // shutdown. It holds no protocol logic of its own.
+//
+// # Oblivious HTTP keys
+//
+// The gateway's keys come in generations, each a post-quantum hybrid
+// (ML-KEM-768+X25519) key and an X25519 key. A generation is current for
+// the attested policy's ohttp_key_days; it is made and published that
+// long before, beside the current one, and dropped when its time is over.
+// The bundle lists both published generations, newest first, and the
+// gateway accepts both, so a client encrypts to the newest key it
+// verified and that key works for at least ohttp_key_days: no client
+// hears "unknown key" because of a rotation, and rotations happen on the
+// attested schedule, driven by Maintain on the service's clock. Each
+// change of the published set is attested anew and handed to the HTTP
+// layer (server.SetBundle).
+//
+// Generations survive restarts: a restart serves the same keys under the
+// same key IDs, so the host cannot make every phone fetch and verify the
+// bundle again (right before its next request) by restarting the backend.
+// Each generation is stored in its own record, sealed by the enclave
+// (Enclave.SealSecret) under a key derived from the key-encryption key.
+// Sealing there rather than in a package of its own keeps the trust
+// boundary where it is: only the enclave handles the key hierarchy, this
+// package never sees a sealing, key-encryption or data key beyond handing
+// the TEE's sealing key to the enclave, and the store sees sealed bytes
+// only. A key derived from the KEK, not from the TEE's sealing key, also
+// follows the KEK to replicas that obtain it from an attested peer, so that
+// replicas over one store serve the same keys; a generation is stored only
+// where none is, and a backend that finds another's adopts it. A record
+// that does not open (changed, moved to another generation's place, or
+// sealed under another KEK) is refused and logged, and fresh keys replace
+// it. What sealing cannot stop: a host that deletes the records, rolls
+// them back or moves the clock forces fresh keys, as it could before;
+// that is logged, and is no longer as cheap as a restart.
 package service
 
 import (
@@ -16,10 +49,8 @@ import (
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/enclave"
 	"github.com/conftrace/conftrace/internal/server"
-	"github.com/conftrace/conftrace/internal/store"
 	"github.com/conftrace/conftrace/internal/store/sqlite"
 	"github.com/conftrace/conftrace/internal/tee"
-	"github.com/conftrace/conftrace/ohttp"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -38,16 +69,19 @@ type Config struct {
 type Service struct {
 	Enclave *enclave.Enclave
 	Handler http.Handler
-	Bundle  attest.Bundle
-	store   *sqlite.Store
-	tee     tee.TEE
-	log     *slog.Logger
+	// Bundle is the attestation bundle served when Open returned. Its
+	// policy is the one enforced for the whole run; its key
+	// configurations rotate, so CurrentBundle is the one served now.
+	Bundle attest.Bundle
+	store  *sqlite.Store
+	tee    tee.TEE
+	log    *slog.Logger
+	keys   *gatewayKeys
 }
 
-// Open assembles the backend. The OHTTP keys are made fresh on every start
-// and live only in enclave memory: a restart rotates them, and clients
-// fetch and verify the new bundle when the gateway reports their key
-// unknown.
+// Open assembles the backend. It serves the OHTTP keys stored sealed by
+// earlier starts where their time is not over, and makes those missing
+// (see the package documentation).
 func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.TEE == nil {
 		return nil, errors.New("service: no TEE")
@@ -79,63 +113,38 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	hybridID, classicID, err := nextKeyIDs(ctx, st)
-	if err != nil {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	keys := &gatewayKeys{
+		enc: enc, st: st, attester: cfg.TEE, policy: doc,
+		lifetime: cfg.Policy.OHTTPKeyLifetime(), now: now, log: log,
+	}
+	if err := keys.load(ctx); err != nil {
 		return nil, err
 	}
-	hybrid, err := ohttp.GenerateKey(hybridID, ohttp.KEMMLKEM768X25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES256GCM})
+	if err := keys.rotate(ctx); err != nil {
+		return nil, err
+	}
+	served := keys.served.Load()
+	srv, err := server.New(server.Config{Backend: enc, Gateway: served.gateway, Bundle: served.bundle, Logger: log, Now: cfg.Now,
+		Release: time.Duration(cfg.Policy.AnswerReleaseMillis) * time.Millisecond})
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	classic, err := ohttp.GenerateKey(classicID, ohttp.KEMX25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES128GCM})
-	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
-	}
-	gw, err := ohttp.NewGateway(hybrid, classic)
-	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
-	}
-	keyList, err := ohttp.MarshalKeyConfigs(gw.KeyConfigs())
-	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
-	}
-	bundle, err := attest.NewBundle(ctx, cfg.TEE, keyList, doc)
-	if err != nil {
-		return nil, fmt.Errorf("service: attestation: %w", err)
-	}
-	srv, err := server.New(server.Config{Backend: enc, Gateway: gw, Bundle: bundle, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
-	}
+	keys.publish = srv.SetBundle
 	opened = true
-	return &Service{Enclave: enc, Handler: srv, Bundle: bundle, store: st, tee: cfg.TEE, log: log}, nil
+	return &Service{Enclave: enc, Handler: srv, Bundle: served.bundle, store: st, tee: cfg.TEE, log: log, keys: keys}, nil
 }
 
-// nextKeyIDs returns OHTTP key identifiers that differ from the previous
-// start's, so that a client holding keys from before a restart hears
-// "unknown key" (and fetches the new bundle) rather than a decryption
-// failure. The start counter is not secret; it is stored as is.
-func nextKeyIDs(ctx context.Context, st store.Store) (hybrid, classic uint8, err error) {
-	var gen uint8
-	rec, err := st.Get(ctx, "ohttp_keys", []byte("generation"))
-	switch {
-	case err == nil && len(rec.Value) == 1:
-		gen = rec.Value[0] + 1
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return 0, 0, fmt.Errorf("service: key generation: %w", err)
-	}
-	var b store.Batch
-	b.Put("ohttp_keys", []byte("generation"), store.NoDay, []byte{gen})
-	if err := st.Apply(ctx, &b); err != nil {
-		return 0, 0, fmt.Errorf("service: key generation: %w", err)
-	}
-	// Two identifiers per generation, cycling through 0..253.
-	g := gen % 127
-	return 2 * g, 2*g + 1, nil
-}
+// CurrentBundle returns the attestation bundle served now: it changes
+// when the OHTTP keys rotate. The caller must not modify it.
+func (s *Service) CurrentBundle() attest.Bundle { return s.keys.served.Load().bundle }
 
 // RunMaintenance, every interval until ctx ends, expires days past the
-// retention window and compacts the GPS index that uploads fragment.
+// retention window, compacts the GPS index that uploads fragment and
+// rotates the OHTTP keys when the schedule says so.
 func (s *Service) RunMaintenance(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -151,12 +160,16 @@ func (s *Service) RunMaintenance(ctx context.Context, every time.Duration) {
 	}
 }
 
-// Maintain expires days past the retention window and compacts the GPS
-// index, once; RunMaintenance calls it periodically.
+// Maintain expires days past the retention window, compacts the GPS index,
+// makes the journal flushes that are due and rotates the OHTTP keys if a
+// generation's time is over, once, at the service's clock (Config.Now);
+// RunMaintenance calls it periodically.
 func (s *Service) Maintain(ctx context.Context) error {
 	err := s.Enclave.Expire(ctx)
 	s.Enclave.CompactGPS()
-	return err
+	// Flushes are due on the clock whatever maintenance does; a clock
+	// that jumped (the demo's) catches up here.
+	return errors.Join(err, s.Enclave.FlushDue(ctx), s.keys.rotate(ctx))
 }
 
 // Close closes the store.

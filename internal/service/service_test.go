@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,11 +46,25 @@ func newWorld(t testing.TB) *world { return newWorldWithPolicy(t, nil) }
 
 func newWorldWithPolicy(t testing.TB, p *policy.Policy) *world {
 	t.Helper()
+	return newWorldAt(t, p, time.Now())
+}
+
+// newWorldAt returns a world whose clock starts at now.
+func newWorldAt(t testing.TB, p *policy.Policy, now time.Time) *world {
+	t.Helper()
 	lab, err := authority.GenerateKey("lab-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, dir: t.TempDir(), lab: lab, sizes: &sizeRecorder{}, now: time.Now(), policy: p}
+	if p != nil {
+		// Answers leave at once, as with the default policy of a local
+		// backend: on loopback their timing tells nothing, and tests
+		// should not wait.
+		q := *p
+		q.AnswerReleaseMillis = 0
+		p = &q
+	}
+	w := &world{t: t, dir: t.TempDir(), lab: lab, sizes: &sizeRecorder{}, now: now, policy: p}
 	w.start()
 	t.Cleanup(w.stop)
 	return w
@@ -98,6 +113,9 @@ func (w *world) client() *client.Client {
 		Server:       w.b.URL,
 		Expectations: w.b.Expectations(),
 		HTTPClient:   &http.Client{Transport: w.sizes},
+		// The backend's clock: requests are dated, and the gateway answers
+		// only those of its present.
+		Now: func() time.Time { return w.now },
 	})
 	if err != nil {
 		w.t.Fatal(err)
@@ -159,6 +177,32 @@ func (s *sizeRecorder) lastRequest() int {
 	return s.requested[len(s.requested)-1]
 }
 
+// flush moves the world's clock past durableBy, if it is not past it,
+// and has the backend make the journal flushes then due: an upload
+// acknowledged as durable by durableBy is durable after it. (DurableBy is
+// in whole seconds, and the world's clock, started at time.Now, is not:
+// the flush due is up to a second after.)
+func (w *world) flush(durableBy int64) {
+	w.t.Helper()
+	if at := time.Unix(durableBy+1, 0); at.After(w.now) {
+		w.now = at
+	}
+	if err := w.b.Service.Enclave.FlushDue(context.Background()); err != nil {
+		w.t.Fatalf("FlushDue: %v", err)
+	}
+}
+
+// flushPeriod returns how often the journal flushes.
+func (w *world) flushPeriod() time.Duration {
+	return time.Duration(w.pol.StoreFlushSeconds) * time.Second
+}
+
+// notExposed reports whether r is the coarse answer of a phone that was
+// not exposed: nothing but "no", and no per-day figures.
+func notExposed(r api.ExposureResponse) bool {
+	return !r.Exposed && r.LastExposure == "" && !r.Reciprocal && !r.OneSided && r.Days == nil
+}
+
 // positive registers a test on d, has the lab declare it positive and
 // returns the upload authorization d polls.
 func (w *world) positive(c *client.Client, d *device.Device) []byte {
@@ -198,11 +242,18 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := device.Meet(ctx, b, a, twoDaysAgo.Add(3*time.Hour), 20*time.Minute, 50, 50); err != nil {
 		t.Fatal(err)
 	}
+	checkA := func(when string) api.ExposureResponse {
+		t.Helper()
+		r, err := c.CheckExposure(ctx, w.window(a))
+		if err != nil {
+			t.Fatalf("A %s: %v", when, err)
+		}
+		return r
+	}
 
 	// Before any upload, nobody is exposed.
-	before, err := c.CheckExposure(ctx, w.window(a))
-	if err != nil || before.Exposed {
-		t.Fatalf("A before upload: %+v, %v", before, err)
+	if r := checkA("before the upload"); !notExposed(r) {
+		t.Fatalf("A before the upload: %+v, want a coarse answer, not exposed", r)
 	}
 	notExposedSize := w.sizes.last()
 
@@ -229,33 +280,30 @@ func TestEndToEnd(t *testing.T) {
 	}
 	uploaded := w.window(cc)
 	up, err := c.Upload(ctx, pr.UploadAuthorization, uploaded)
-	if want := (api.UploadResponse{Sightings: 2, Keys: 1}); err != nil || up != want {
-		t.Fatalf("upload: %+v, %v; want %+v (20 minutes of one day)", up, err, want)
+	if err != nil || up.Sightings != 2 || up.Keys != 1 {
+		t.Fatalf("upload: %+v, %v; want 2 sightings and 1 key (20 minutes of one day)", up, err)
+	}
+	// Taken, not yet written: the journal's next flush writes it.
+	// DurableBy is rounded up to the second.
+	if up.Durable || up.DurableBy < w.now.Unix() || up.DurableBy > w.now.Add(w.flushPeriod()+time.Second).Unix() {
+		t.Errorf("upload: durable %t by %s; want durable within a flush period of %s", up.Durable, time.Unix(up.DurableBy, 0), w.now)
 	}
 	if _, err := c.Upload(ctx, pr.UploadAuthorization, uploaded); !errors.Is(err, &api.Error{Code: api.CodeAlreadyUsed}) {
 		t.Fatalf("reused authorization: %v", err)
 	}
-	if pr3, _ := c.PollResult(ctx, tst.Secret); !pr3.Uploaded || pr3.UploadAuthorization != nil {
-		t.Fatalf("poll after upload: %+v", pr3)
+	if pr3, _ := c.PollResult(ctx, tst.Secret); pr3.Uploaded || !pr3.UploadPending || pr3.UploadAuthorization != nil {
+		t.Fatalf("poll after upload, before the flush: %+v; want the upload pending", pr3)
 	}
 
-	ea, err := c.CheckExposure(ctx, w.window(a))
-	if err != nil || !ea.Exposed {
-		t.Fatalf("A: %+v, %v; want exposed", ea, err)
+	// The upload matches at once. The answer is coarse: exposed, on which
+	// day, by which rule.
+	ea := checkA("after the upload")
+	if !ea.Exposed || ea.LastExposure != twoDaysAgo.Format(api.DateLayout) || !ea.Reciprocal || ea.OneSided || ea.Days != nil {
+		t.Fatalf("A: %+v; want exposed reciprocally on %s, no per-day figures", ea, twoDaysAgo.Format(api.DateLayout))
 	}
 	exposedSize := w.sizes.last()
-	var minutes int
-	for _, d := range ea.Days {
-		minutes += d.Minutes
-		if d.Minutes > 0 && (!d.Reciprocal || d.OneSided || d.MinAttenuation != 50) {
-			t.Errorf("A on %s: %+v; want a reciprocal match at A's 50 dB", d.Date, d)
-		}
-	}
-	if minutes != 20 || len(ea.Days) != w.pol.RetentionDays {
-		t.Fatalf("A: %d exposure minutes over %d days, want 20 over %d", minutes, len(ea.Days), w.pol.RetentionDays)
-	}
 	eb, err := c.CheckExposure(ctx, w.window(b))
-	if err != nil || eb.Exposed {
+	if err != nil || !notExposed(eb) {
 		t.Fatalf("B: %+v, %v; want not exposed", eb, err)
 	}
 	if exposedSize != notExposedSize || w.sizes.last() != exposedSize {
@@ -267,21 +315,52 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("upload without authorization: %v", err)
 	}
 
-	// After a restart, A is still exposed.
+	// A restart before the flush loses the upload, which was taken but
+	// never said durable: A is not exposed any more, and C's next poll
+	// hands out an authorization again, with which C uploads again.
 	w.restart()
 	c = w.client()
-	if ea, err := c.CheckExposure(ctx, w.window(a)); err != nil || !ea.Exposed {
-		t.Fatalf("A after restart: %+v, %v", ea, err)
+	if r := checkA("after a restart that lost the upload"); !notExposed(r) {
+		t.Fatalf("A after a restart that lost the upload: %+v, want not exposed", r)
+	}
+	pr, err = c.PollResult(ctx, tst.Secret)
+	if err != nil || pr.Result != api.Positive || len(pr.UploadAuthorization) != api.AuthorizationSize || pr.Uploaded || pr.UploadPending {
+		t.Fatalf("poll after a restart that lost the upload: %+v, %v; want an authorization again", pr, err)
+	}
+	if up, err = c.Upload(ctx, pr.UploadAuthorization, uploaded); err != nil {
+		t.Fatalf("upload again: %v", err)
+	}
+	w.flush(up.DurableBy)
+	if pr, err := c.PollResult(ctx, tst.Secret); err != nil || !pr.Uploaded || pr.UploadPending || pr.UploadAuthorization != nil {
+		t.Fatalf("poll after the flush: %+v, %v; want uploaded", pr, err)
+	}
+
+	// Durable, it survives a restart: A is still exposed, C's poll still
+	// says uploaded.
+	w.restart()
+	c = w.client()
+	if r := checkA("after a restart"); !r.Exposed || r.LastExposure != twoDaysAgo.Format(api.DateLayout) {
+		t.Fatalf("A after restart: %+v", r)
+	}
+	if pr, err := c.PollResult(ctx, tst.Secret); err != nil || !pr.Uploaded || pr.UploadAuthorization != nil {
+		t.Fatalf("poll after a restart: %+v, %v; want uploaded", pr, err)
 	}
 
 	// The uploaded identifiers, heard and derived, and the daily keys they
 	// derive from appear nowhere the backend writes; nor does anything of
-	// the checks, which are never stored.
+	// the checks, which are never stored, nor the test's code, secret or
+	// upload authorizations.
 	type secret struct {
 		what  string
 		bytes []byte
 	}
-	var secrets []secret
+	secrets := []secret{
+		{"C's test code", []byte(code)},
+		{"C's test code without dashes", []byte(strings.ReplaceAll(code, "-", ""))},
+		{"C's test secret", tst.Secret},
+		{"C's first upload authorization", pr2.UploadAuthorization},
+		{"C's second upload authorization", pr.UploadAuthorization},
+	}
 	for name, d := range map[string]*device.Device{"C's upload": cc, "A's check": a, "B's check": b} {
 		r := w.window(d)
 		if len(r.Keys) == 0 || len(r.Sightings) == 0 {
@@ -297,11 +376,18 @@ func TestEndToEnd(t *testing.T) {
 			}
 			secrets = append(secrets, secret{name + ": a heard RPI", s.Heard[:]}, secret{name + ": an own RPI", own[:]})
 		}
+		body, err := r.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, secret{name + ": its report", body})
 	}
+	var files int
 	err = filepath.WalkDir(w.dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
+		files++
 		data, _ := os.ReadFile(p)
 		for _, sc := range secrets {
 			if bytes.Contains(data, sc.bytes) {
@@ -312,6 +398,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if files == 0 {
+		t.Fatal("the backend wrote no file")
 	}
 }
 
@@ -375,6 +464,8 @@ func TestMatchingRules(t *testing.T) {
 			ctx := context.Background()
 			p := policy.Default()
 			p.Matching = tc.matching
+			// Detailed answers give the figures of every day.
+			p.Answers = policy.AnswersDetailed
 			w := newWorldWithPolicy(t, &p)
 			c := w.client()
 			a, cc, m := w.device("a"), w.device("c"), w.device("m")
@@ -412,6 +503,9 @@ func TestMatchingRules(t *testing.T) {
 				}
 				if e.Exposed != x.exposed {
 					t.Errorf("%s: exposed %t, want %t", x.name, e.Exposed, x.exposed)
+				}
+				if e.Reciprocal != (x.exposed && x.reciprocal) || e.OneSided != (x.exposed && !x.reciprocal && oneSided) || len(e.Days) != w.pol.RetentionDays {
+					t.Errorf("%s: %+v; want reciprocal %t, one-sided %t, over %d days", x.name, e, x.exposed && x.reciprocal, x.exposed && !x.reciprocal && oneSided, w.pol.RetentionDays)
 				}
 				for _, day := range e.Days {
 					if day.Minutes == 0 {
@@ -470,8 +564,9 @@ func TestThroughRelay(t *testing.T) {
 	}
 }
 
-// After a restart the gateway has fresh keys; a client made before it
-// verifies the new bundle and carries on.
+// A restart keeps the gateway's keys; once the schedule has rotated them
+// past the key a client verified, the client verifies the new bundle and
+// carries on.
 func TestClientFollowsKeyRotation(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t)
@@ -483,7 +578,7 @@ func TestClientFollowsKeyRotation(t *testing.T) {
 		h.ServeHTTP(rw, r)
 	}))
 	defer stable.Close()
-	c, err := client.New(ctx, client.Config{Server: stable.URL, Expectations: w.b.Expectations()})
+	c, err := client.New(ctx, client.Config{Server: stable.URL, Expectations: w.b.Expectations(), Now: func() time.Time { return w.now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,6 +590,17 @@ func TestClientFollowsKeyRotation(t *testing.T) {
 	mu.Lock()
 	w.restart()
 	mu.Unlock()
+	if _, err := c.CheckExposure(ctx, w.window(d)); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	if c.Identity().ReportData != before {
+		t.Fatal("a restart changed the attested keys")
+	}
+	// Two generations on, the key the client verified is no longer held.
+	w.now = w.now.Add(2*w.pol.OHTTPKeyLifetime() + time.Minute)
+	if err := w.b.Service.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.CheckExposure(ctx, w.window(d)); err != nil {
 		t.Fatalf("after the gateway rotated its keys: %v", err)
 	}

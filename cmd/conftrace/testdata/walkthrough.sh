@@ -62,6 +62,11 @@ cd "$work"
 #    the backend's policy.
 conftrace authority keygen --out lab.key
 conftrace policy init --authority lab=lab.key.pub --out policy.json
+# The backend writes uploads on its clock, not when they arrive; here every
+# 10 seconds (the default is hourly), so that step 9 need not wait long.
+sed 's/"store_flush_seconds": [0-9]*/"store_flush_seconds": 10/' policy.json >policy.tmp
+mv policy.tmp policy.json
+grep -q '"store_flush_seconds": 10' policy.json
 
 # 2. The backend, conftraced, on a free port. It logs its address,
 #    measurement and policy hash; --addr-file tells scripts where it listens.
@@ -110,10 +115,27 @@ expect "accepted 2 sightings, 1 daily key" conftrace device upload --state carol
 # 8. Alice and Bob check their exposure.
 expect exposed conftrace device check-exposure --state alice
 expect "not exposed" conftrace device check-exposure --state bob
-# (--json prints the backend's whole answer: per day of the retention
-# window, the matched minutes, weighted minutes and closest attenuation.)
+# (--json prints the backend's whole answer: whether exposed, the last day
+# of exposure and by which rules; per day figures only if the policy's
+# answers are detailed.)
 
-# 9. The backend restarts on the same data; the sealed upload survives.
+# 9. Once the backend's clock wrote the upload, check-result says so; the
+#    backend restarts on the same data, and the sealed upload survives.
+durable=
+for _ in $(seq 30); do
+	sleep 1
+	out=$(conftrace device check-result --state carol 2>&1) || true
+	case $out in *"already uploaded"*)
+		echo "$out"
+		durable=1
+		break
+		;;
+	esac
+done
+if [ -z "$durable" ]; then
+	echo "walkthrough: carol's upload was not durable after 30 seconds: $out" >&2
+	exit 1
+fi
 kill "$server_pid"
 wait "$server_pid" || true
 server_pid=
