@@ -246,3 +246,36 @@ func TestResultsPolicyAuthorizationTTL(t *testing.T) {
 		t.Fatalf("poll: %+v, %v; want expiry at the end of the next 600 s period", pr, err)
 	}
 }
+
+// Result records do not tell what they say by their size: positive and
+// negative, with or without a symptom onset, they are sealed at one length
+// under keys of one length, and polling them changes nothing stored.
+func TestResultRecordsOneSize(t *testing.T) {
+	v := newEnv(t)
+	now := v.now()
+	for _, c := range []struct {
+		result api.Result
+		onset  time.Time
+	}{{api.Positive, time.Time{}}, {api.Negative, time.Time{}}, {api.Positive, now.Add(-72 * time.Hour)}, {api.Negative, now.Add(-72 * time.Hour)}} {
+		secret := newSecret()
+		r, err := v.lab.SignResult(api.TestCode(secret), c.result, now.Add(-24*time.Hour), c.onset, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.e.SubmitResult(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.poll(secret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := v.records(tableResults)
+	if len(rs) != 4 {
+		t.Fatalf("%d result records, want 4", len(rs))
+	}
+	for _, r := range rs {
+		if len(r.Value) != len(rs[0].Value) || len(r.Key) != len(rs[0].Key) {
+			t.Errorf("result records of %d and %d bytes (keys %d and %d): their size tells what they say", len(r.Value), len(rs[0].Value), len(r.Key), len(rs[0].Key))
+		}
+	}
+}

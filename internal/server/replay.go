@@ -91,7 +91,11 @@ func (g *replayGuard) check(d [16]byte, req *bhttp.Request) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if now.Sub(g.turned) >= 2*DateWindow {
+	switch since := now.Sub(g.turned); {
+	case since >= 4*DateWindow:
+		// Both generations are older than any admissible date.
+		g.prev, g.cur, g.turned = map[[16]byte]struct{}{}, map[[16]byte]struct{}{}, now
+	case since >= 2*DateWindow:
 		g.prev, g.cur, g.turned = g.cur, map[[16]byte]struct{}{}, now
 	}
 	if _, ok := g.cur[d]; ok {
