@@ -257,11 +257,15 @@ func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.PollResult(ctx, t.Secret)
+	ex, err := dailyExchange(ctx, d, c, true, false)
 	if err != nil {
 		return refused("the result poll", err)
 	}
-	if t, err = d.RecordPoll(resp); err != nil {
+	if ex.Result == nil {
+		return errors.New("the backend's answer carries no result")
+	}
+	resp := *ex.Result
+	if t, err = d.Test(); err != nil {
 		return err
 	}
 	fmt.Fprintln(cio.stdout, resp.Result)
@@ -305,21 +309,21 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	report := d.Report(c.Policy(), time.Now())
-	if len(report.Keys) == 0 {
+	if len(d.Keys(enid.IntervalOf(c.Policy().WindowStart(time.Now())), enid.IntervalOf(time.Now())+1)) == 0 {
 		// Keep the single-use authorization for when there is something
 		// to upload.
 		return fmt.Errorf("nothing to upload: the device broadcast nothing in the last %d days", c.Policy().RetentionDays)
 	}
-	resp, err := c.Upload(ctx, t.UploadAuthorization, report)
-	report.Clear()
-	if err != nil {
+	ex, err := dailyExchange(ctx, d, c, false, true)
+	switch {
+	case err != nil:
 		return refused("the upload", err)
+	case ex.UploadError != nil:
+		return refused("the upload", ex.UploadError)
+	case ex.Upload == nil:
+		return errors.New("the backend's answer says neither accepted nor refused")
 	}
-	t.Uploaded = true
-	if err := d.SaveTest(t); err != nil {
-		return fmt.Errorf("uploaded, but recording it failed: %w", err)
-	}
+	resp := *ex.Upload
 	fmt.Fprintf(cio.stdout, "accepted %s, %s\n", plural(resp.Sightings, "sighting"), plural(resp.Keys, "daily key"))
 	if !resp.Durable {
 		// The backend writes uploads on its clock, not when they arrive.
@@ -346,12 +350,11 @@ func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error
 	if err != nil {
 		return err
 	}
-	report := d.Report(c.Policy(), time.Now())
-	resp, err := c.CheckExposure(ctx, report)
-	report.Clear()
+	ex, err := dailyExchange(ctx, d, c, false, false)
 	if err != nil {
 		return refused("the exposure check", err)
 	}
+	resp := ex.Exposure
 	if *asJSON {
 		b, err := json.MarshalIndent(resp, "", "  ")
 		if err != nil {
@@ -374,4 +377,31 @@ func plural(n int, thing string) string {
 		return "1 " + thing
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// dailyExchange makes the device's exchange with its backend, as a phone
+// makes its daily one: its report always, the secret of its test while
+// the test is not settled (pending, or positive and not durably uploaded)
+// or when poll asks for it, and, when upload is set, the upload under the
+// saved authorization or the polled result. Whatever it asks, the exchange
+// has one shape on the wire. The poll's answer is saved.
+func dailyExchange(ctx context.Context, d *device.Device, c *client.Client, poll, upload bool) (api.ExchangeResponse, error) {
+	daily := client.Daily{Report: d.Report(c.Policy(), time.Now())}
+	defer daily.Report.Clear()
+	if t, err := d.Test(); err == nil && (poll || upload || t.Result != api.Negative && !t.Uploaded) {
+		daily.Secret = t.Secret
+		if upload {
+			daily.Upload, daily.Authorization = true, t.UploadAuthorization
+		}
+	}
+	resp, err := c.Exchange(ctx, daily)
+	if err != nil {
+		return resp, err
+	}
+	if resp.Result != nil {
+		if _, err := d.RecordPoll(*resp.Result); err != nil {
+			return resp, err
+		}
+	}
+	return resp, nil
 }
