@@ -22,34 +22,13 @@ const TempInfix = ".tmp-"
 // directory (rename is atomic only within one file system), syncs it,
 // renames it over path and syncs the directory so that the rename itself is
 // durable. perm applies to a newly created file.
-func Write(path string, data []byte, perm fs.FileMode) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+TempInfix+"*")
+func Write(path string, data []byte, perm fs.FileMode) error {
+	dir, tmp, err := writeTemp(path, data, perm)
 	if err != nil {
-		return fmt.Errorf("atomicfile: %w", err)
+		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("atomicfile: %w", err)
 	}
 	return syncDir(dir)
@@ -61,39 +40,52 @@ func Write(path string, data []byte, perm fs.FileMode) (err error) {
 // is written and synced under a temporary name, then linked into place),
 // so two processes racing to create the same key file both end up reading
 // the winner's. perm applies to the new file.
-func Create(path string, data []byte, perm fs.FileMode) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+TempInfix+"*")
+func Create(path string, data []byte, perm fs.FileMode) error {
+	dir, tmp, err := writeTemp(path, data, perm)
 	if err != nil {
-		return fmt.Errorf("atomicfile: %w", err)
+		return err
 	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
-		f.Close()
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("atomicfile: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("atomicfile: %w", err)
-	}
+	defer os.Remove(tmp)
 	// Unlike rename, link refuses to replace an existing path.
-	if err := os.Link(f.Name(), path); err != nil {
+	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("atomicfile: %s already exists; not replacing it: %w", path, fs.ErrExist)
 		}
 		return fmt.Errorf("atomicfile: %w", err)
 	}
 	return syncDir(dir)
+}
+
+// writeTemp writes data, synced, to a new temporary file next to path and
+// returns the directory and the file's name. On error it leaves nothing.
+func writeTemp(path string, data []byte, perm fs.FileMode) (dir, name string, err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+TempInfix+"*")
+	if err != nil {
+		return "", "", fmt.Errorf("atomicfile: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
+		return "", "", fmt.Errorf("atomicfile: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return "", "", fmt.Errorf("atomicfile: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", "", fmt.Errorf("atomicfile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", "", fmt.Errorf("atomicfile: %w", err)
+	}
+	return dir, f.Name(), nil
 }
 
 func syncDir(dir string) error {

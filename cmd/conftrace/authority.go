@@ -13,7 +13,6 @@ import (
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/authority"
-	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -78,20 +77,19 @@ func runAuthorityResult(ctx context.Context, cio cmdIO, args []string) error {
 		"    [--test-date YYYY-MM-DD] [--symptom-onset YYYY-MM-DD] [--measurement HEX ...] [--allow-simulated]\n\n"+
 		"Signs the result of the test with the code the patient showed, and submits it\n"+
 		"to the backend after verifying the backend's attestation.")
-	server := fs.String("server", "", "the backend's base `URL` (required)")
+	var backend backendFlags
+	backend.register(fs)
 	keyFile := fs.String("key", "", "the authority's private key `file`, from authority keygen (required)")
 	code := fs.String("code", "", "the test `code` the patient's device shows (required)")
 	positive := fs.Bool("positive", false, "the test is positive")
 	negative := fs.Bool("negative", false, "the test is negative")
 	testDateStr := fs.String("test-date", "", "the `date` the sample was taken, YYYY-MM-DD (default: today, UTC)")
 	onsetStr := fs.String("symptom-onset", "", "the `date` symptoms began, YYYY-MM-DD, if known")
-	var exp expectFlags
-	exp.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
-	case *server == "":
+	case *backend.server == "":
 		return usagef("--server is required")
 	case *keyFile == "":
 		return usagef("--key is required")
@@ -133,7 +131,7 @@ func runAuthorityResult(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *keyFile, err)
 	}
-	c, err := client.New(ctx, client.Config{Server: *server, Expectations: exp.expectations()})
+	c, err := backend.client(ctx)
 	if err != nil {
 		return err
 	}

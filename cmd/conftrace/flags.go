@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/attest/snp"
 	"github.com/conftrace/conftrace/attest/tdx"
+	"github.com/conftrace/conftrace/client"
 )
 
 // Flags that several commands share: which attested identities to accept,
@@ -146,4 +148,22 @@ func (r rtmrsFlag) registers() [tdx.RTMRCount]*[tdx.MeasurementSize]byte {
 		out[i] = (*[tdx.MeasurementSize]byte)(b)
 	}
 	return out
+}
+
+// backendFlags are the flags of the commands that talk to a backend: where
+// it is (--server) and what to accept of it (--measurement,
+// --allow-simulated).
+type backendFlags struct {
+	server *string
+	exp    expectFlags
+}
+
+func (b *backendFlags) register(fs *flag.FlagSet) {
+	b.server = fs.String("server", "", "the backend's base `URL` (required)")
+	b.exp.register(fs)
+}
+
+// client verifies the backend and returns a client for it.
+func (b *backendFlags) client(ctx context.Context) (*client.Client, error) {
+	return client.New(ctx, client.Config{Server: *b.server, Expectations: b.exp.expectations()})
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-
-	"github.com/conftrace/conftrace/client"
 )
 
 // maxExportFile bounds the export file read from disk; the backend takes at
@@ -21,15 +19,14 @@ func runGAENImport(ctx context.Context, cio cmdIO, args []string) error {
 		"The backend checks the signature against the GAEN export keys of its attested\n"+
 		"policy and matches the export's daily keys one-sided until retention drops\n"+
 		"them. Prints what it imported and what it skipped.")
-	server := fs.String("server", "", "the backend's base `URL` (required)")
+	var backend backendFlags
+	backend.register(fs)
 	export := fs.String("export", "", "the export `file` (required)")
-	var exp expectFlags
-	exp.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
-	case *server == "":
+	case *backend.server == "":
 		return usagef("--server is required")
 	case *export == "":
 		return usagef("--export is required")
@@ -45,7 +42,7 @@ func runGAENImport(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--export: %w", err)
 	}
-	c, err := client.New(ctx, client.Config{Server: *server, Expectations: exp.expectations()})
+	c, err := backend.client(ctx)
 	if err != nil {
 		return err
 	}

@@ -107,17 +107,16 @@ func runAuthorityGPS(ctx context.Context, cio cmdIO, args []string) error {
 		"submits it to the backend after verifying the backend's attestation. The\n"+
 		"backend keeps it sealed for its retention window; devices that check their own\n"+
 		"traces learn whether they were near it. Prints how many fixes were stored.")
-	server := fs.String("server", "", "the backend's base `URL` (required)")
+	var backend backendFlags
+	backend.register(fs)
 	keyFile := fs.String("key", "", "the authority's private key `file`, from authority keygen (required)")
 	var trace traceFlags
 	trace.register(fs)
-	var exp expectFlags
-	exp.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
-	case *server == "":
+	case *backend.server == "":
 		return usagef("--server is required")
 	case *keyFile == "":
 		return usagef("--key is required")
@@ -138,7 +137,7 @@ func runAuthorityGPS(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(ctx, client.Config{Server: *server, Expectations: exp.expectations()})
+	c, err := backend.client(ctx)
 	if err != nil {
 		return err
 	}
