@@ -381,15 +381,16 @@ func errorBody(err error) (int, *api.Error) {
 	return http.StatusBadRequest, ae
 }
 
-// releaseAt sleeps until the first multiple of q (counted from the Unix
-// epoch) after arrived that has not passed yet: answers leave on a grid, so
-// the time a request took shows only when it overran a whole step. q <= 0
-// releases at once.
+// releaseAt sleeps until the first multiple of q (counted from Go's zero
+// time) that comes at least q/2 after arrived, or, if the work took longer,
+// the first one after now: answers leave on a grid, and work of up to half
+// a step, which covers the backend's work on any request, does not change
+// which grid point its answer leaves at. q <= 0 releases at once.
 func releaseAt(arrived time.Time, q time.Duration) {
 	if q <= 0 {
 		return
 	}
-	at := arrived.Truncate(q).Add(q)
+	at := arrived.Add(q / 2).Truncate(q).Add(q)
 	if now := time.Now(); !at.After(now) {
 		at = now.Truncate(q).Add(q)
 	}
