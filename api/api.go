@@ -72,8 +72,11 @@ type SignedResult struct {
 	TestDate string `json:"test_date"`
 	// SymptomOnset is the day symptoms began, YYYY-MM-DD, if known.
 	SymptomOnset string `json:"symptom_onset,omitempty"`
-	// IssuedAt is when the authority signed, Unix seconds; the backend
-	// refuses statements too old or from the future.
+	// IssuedAt is when the authority signed, Unix seconds, and part of
+	// what it signs. The backend refuses statements too old, or dated more
+	// than a few minutes after its clock (CodeFutureDated); it moves its
+	// clock forward to the IssuedAt of every statement it verified, so
+	// that a host that stops its clock does not stop retention.
 	IssuedAt int64 `json:"issued_at"`
 	// Nonce makes every statement unique, so a replay is recognisable.
 	Nonce []byte `json:"nonce"`
@@ -253,7 +256,8 @@ type SignedTrace struct {
 	Authority string `json:"authority"`
 	// Trace is the trace in package gps's binary form.
 	Trace []byte `json:"trace"`
-	// IssuedAt is when the authority signed, Unix seconds.
+	// IssuedAt is when the authority signed, Unix seconds, as in
+	// SignedResult: it moves the backend's clock forward.
 	IssuedAt int64 `json:"issued_at"`
 	// Nonce makes every statement unique, so a replay is recognisable.
 	Nonce []byte `json:"nonce"`
@@ -409,6 +413,11 @@ const (
 	// CodeRateLimited refuses an exposure check whose daily key took part
 	// in the policy's limit of checks that day.
 	CodeRateLimited = "rate_limited"
+	// CodeFutureDated refuses a signed statement (a result, a trace, a
+	// GAEN export's end) dated more than a few minutes after the
+	// backend's clock, which verified statements move forward: the
+	// message gives the backend's time.
+	CodeFutureDated = "future_dated"
 	// CodeStale refuses an inner request whose Date is outside the
 	// gateway's window (a replay, or a wrong clock): the message gives the
 	// gateway's time.

@@ -10,10 +10,38 @@
 // A [Verifier] checks evidence of one kind of TEE (sim, sgx, tdx, snp) and
 // returns the [Identity] it proves. [Expectations] then say which identities
 // the caller accepts: the measurements an auditor has reproduced from source,
-// the signer, whether debug enclaves or simulated evidence are acceptable,
-// and which TCB states are good enough. Nothing is accepted by default that a
-// caller did not ask for: simulated evidence, debug enclaves and out-of-date
-// platforms are all refused unless the expectations allow them.
+// the signer, the TDX registers and SNP host data pinned beside them,
+// whether debug enclaves or simulated evidence are acceptable, and which
+// platform TCBs are good enough. Nothing is accepted by default that a
+// caller did not ask for: simulated evidence, debug enclaves, platforms
+// whose TCB is not up to date and platforms whose TCB was not judged at all
+// are refused unless the expectations allow them.
+//
+// # Judging the platform's TCB
+//
+// A quote proves which code runs, and on a genuine platform; whether that
+// platform's microcode, firmware and quoting enclave are free of known
+// vulnerabilities (its trusted computing base, TCB) is a separate judgement:
+//
+//   - SGX: Intel publishes signed collateral (TCB info, QE identity) from
+//     which the verifier derives a TCB status ("UpToDate",
+//     "SWHardeningNeeded", ...) and the security advisories behind it. A
+//     conftrace backend serves the collateral with its evidence
+//     ([Evidence.Collateral]). [Expectations] accept UpToDate, and other
+//     statuses only as [Expectations.AcceptedTCB] lists them with their
+//     advisories. SGX evidence without collateral has no status and is
+//     refused.
+//   - TDX and SNP: the verifiers judge no collateral; the evidence states
+//     the platform's TCB version ([Identity.PlatformTCB]), which must reach
+//     [Expectations.MinTDXTCB] or [Expectations.MinSNPTCB] in every
+//     component. Without a minimum for its TEE, such evidence is refused.
+//     A conftrace client takes the minimums, and the SGX statuses it
+//     accepts, from the backend's attested policy (package policy, TCB).
+//   - The simulated TEE has no platform; its evidence is accepted only with
+//     [Expectations.AllowSimulated].
+//
+// [Expectations.AllowUnjudgedTCB] accepts evidence whose TCB was not judged;
+// it exists for development and for auditors who look at the identity alone.
 //
 // The verifiers live in subpackages: attest/sim (a software stand-in for
 // development, which proves nothing about the platform), attest/sgx (Intel
@@ -57,9 +85,11 @@ type Evidence struct {
 	// quote, an SNP attestation report with its certificates, or a sim
 	// evidence document.
 	Data []byte `json:"data"`
-	// Collateral optionally carries the endorsements a verifier needs to
-	// check the evidence offline (for SGX: TCB info, QE identity and their
-	// signing chain), in a format defined by the TEE's verifier package.
+	// Collateral carries the endorsements a verifier needs to judge the
+	// platform's TCB offline, in a format defined by the TEE's verifier
+	// package. SGX evidence needs it (TCB info, QE identity and their
+	// signing chain: see attest/sgx), or its TCB is not judged; TDX and SNP
+	// evidence carries none.
 	Collateral []byte `json:"collateral,omitempty"`
 }
 
@@ -93,9 +123,35 @@ type Identity struct {
 	// from collateral ("UpToDate", "SWHardeningNeeded", "OutOfDate", ...),
 	// or empty when the verifier had no collateral to judge it.
 	TCBStatus string `json:"tcb_status,omitempty"`
+	// TCBAdvisoryIDs are the security advisories ("INTEL-SA-00615", ...)
+	// that the TCB levels behind TCBStatus name, sorted: what the platform
+	// or its quoting enclave is exposed to.
+	TCBAdvisoryIDs []string `json:"tcb_advisory_ids,omitempty"`
+	// PlatformTCB is the platform's TCB version as TDX and SNP evidence
+	// states it: for TDX the 16-byte TEE_TCB_SVN (the TDX module's security
+	// version), for SNP the reported TCB's four security patch levels
+	// (bootloader, TEE, SNP firmware, microcode); nil for other TEEs.
+	// [Expectations] compare it byte by byte with a minimum.
+	PlatformTCB []byte `json:"platform_tcb,omitempty"`
+	// RTMRs are a TDX guest's runtime measurement registers RTMR0 to
+	// RTMR3 (48 bytes each), which the firmware and the guest extend with
+	// what they boot; all nil for other TEEs.
+	RTMRs [RTMRCount][]byte `json:"rtmrs,omitzero"`
+	// MRConfigID is a TDX guest's MRCONFIGID (48 bytes), which the host
+	// sets when it creates the TD; nil for other TEEs.
+	MRConfigID []byte `json:"mr_config_id,omitempty"`
+	// HostData is an SNP guest's HOST_DATA (32 bytes), which the host
+	// sets at launch; nil for other TEEs.
+	HostData []byte `json:"host_data,omitempty"`
+	// VMPL is the SNP virtual machine privilege level that requested the
+	// report (0 is the most privileged); zero for other TEEs.
+	VMPL uint8 `json:"vmpl,omitempty"`
 	// ReportData is the data the evidence binds.
 	ReportData ReportData `json:"report_data"`
 }
+
+// RTMRCount is the number of runtime measurement registers of a TDX guest.
+const RTMRCount = 4
 
 // Verifier checks the evidence of one kind of TEE and reports the identity it
 // proves. A Verifier checks signatures and certificate chains; whether the

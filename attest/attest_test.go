@@ -84,7 +84,7 @@ var (
 
 func TestExpectationsCheck(t *testing.T) {
 	pid := uint16(7)
-	base := Identity{TEE: SGX, Measurement: []byte{1}, Signer: []byte{2}, ProductID: 7, SVN: 3}
+	base := Identity{TEE: SGX, Measurement: []byte{1}, Signer: []byte{2}, ProductID: 7, SVN: 3, TCBStatus: "UpToDate"}
 	tests := []struct {
 		name  string
 		exp   Expectations
@@ -102,7 +102,8 @@ func TestExpectationsCheck(t *testing.T) {
 		{"svn enough", Expectations{MinSVN: 3}, nil, ""},
 		{"out of date refused by default", Expectations{}, func(i Identity) Identity { i.TCBStatus = "OutOfDate"; return i }, "tcb_status"},
 		{"up to date accepted by default", Expectations{}, func(i Identity) Identity { i.TCBStatus = "UpToDate"; return i }, ""},
-		{"listed status accepted", Expectations{TCBStatuses: []string{"UpToDate", "SWHardeningNeeded"}}, func(i Identity) Identity { i.TCBStatus = "SWHardeningNeeded"; return i }, ""},
+		{"listed status accepted", Expectations{AcceptedTCB: []AcceptedTCB{{Status: "SWHardeningNeeded"}}}, func(i Identity) Identity { i.TCBStatus = "SWHardeningNeeded"; return i }, ""},
+		{"no collateral refused by default", Expectations{}, func(i Identity) Identity { i.TCBStatus = ""; return i }, "not judged"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +115,12 @@ func TestExpectationsCheck(t *testing.T) {
 			if tt.field == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if tt.field == "not judged" {
+				if !errors.Is(err, ErrTCBNotJudged) {
+					t.Fatalf("err = %v, want ErrTCBNotJudged", err)
 				}
 				return
 			}

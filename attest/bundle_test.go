@@ -11,9 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/attest/sim"
@@ -78,10 +81,23 @@ const testPolicy = `{
   "risk": {"min_duration_minutes": 15, "max_attenuation_db": 63}
 }`
 
+// The validity period of the tests' bundles, and a time inside it.
+var (
+	issuedAt = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	notAfter = issuedAt.Add(24 * time.Hour)
+	now      = issuedAt.Add(time.Hour)
+)
+
+// contents returns a bundle of kc and policy, valid for the tests' period,
+// without evidence.
+func contents(kc []byte, policy string) attest.Bundle {
+	return attest.Bundle{KeyConfigs: kc, Policy: []byte(policy), IssuedAt: issuedAt.Unix(), NotAfter: notAfter.Unix()}
+}
+
 func newBundle(t testing.TB) (simAttester, attest.Bundle) {
 	t.Helper()
 	a := newAttester(t)
-	b, err := attest.NewBundle(context.Background(), a, keyConfigs(t, 1), []byte(testPolicy))
+	b, err := attest.NewBundle(context.Background(), a, contents(keyConfigs(t, 1), testPolicy))
 	if err != nil {
 		t.Fatalf("NewBundle: %v", err)
 	}
@@ -102,7 +118,7 @@ func compact(t testing.TB, s string) []byte {
 
 func TestBundleVerifies(t *testing.T) {
 	a, b := newBundle(t)
-	vb, err := attest.VerifyBundle(context.Background(), b, simExpectations(a), allowSim)
+	vb, err := attest.VerifyBundle(context.Background(), b, now, simExpectations(a), allowSim)
 	if err != nil {
 		t.Fatalf("VerifyBundle: %v", err)
 	}
@@ -150,7 +166,7 @@ func TestBundleJSON(t *testing.T) {
 		if err := json.Unmarshal(data, &fields); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range []string{"evidence", "ohttp_keys", "policy"} {
+		for _, f := range []string{"evidence", "ohttp_keys", "policy", "issued_at", "not_after"} {
 			if _, ok := fields[f]; !ok {
 				t.Errorf("%s: bundle JSON has no %q field: %s", name, f, data)
 			}
@@ -162,7 +178,7 @@ func TestBundleJSON(t *testing.T) {
 		if err := json.Unmarshal(data, &got); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := attest.VerifyBundle(context.Background(), got, simExpectations(a), allowSim); err != nil {
+		if _, err := attest.VerifyBundle(context.Background(), got, now, simExpectations(a), allowSim); err != nil {
 			t.Errorf("%s: decoded bundle does not verify: %v", name, err)
 		}
 	}
@@ -182,7 +198,7 @@ func TestBundlePolicyWhitespace(t *testing.T) {
 		"html unescaped": []byte(strings.ReplaceAll(string(b.Policy), `\u0026`, `&`)),
 	} {
 		b.Policy = p
-		if _, err := attest.VerifyBundle(context.Background(), b, simExpectations(a), allowSim); err != nil {
+		if _, err := attest.VerifyBundle(context.Background(), b, now, simExpectations(a), allowSim); err != nil {
 			t.Errorf("%s policy: %v", name, err)
 		}
 	}
@@ -205,8 +221,11 @@ func TestBundleSwapped(t *testing.T) {
 		{"policy string escaped differently", func(b *attest.Bundle) {
 			b.Policy = []byte(strings.Replace(string(b.Policy), "lab", `l\u0061b`, 1))
 		}},
+		{"issued earlier", func(b *attest.Bundle) { b.IssuedAt-- }},
+		{"valid longer", func(b *attest.Bundle) { b.NotAfter += 3600 }},
+		{"release added", func(b *attest.Bundle) { b.Release = []byte("conftrace release v1\n") }},
 		{"evidence from another bundle", func(b *attest.Bundle) {
-			other, err := attest.NewBundle(context.Background(), a, keyConfigs(t, 2), []byte(testPolicy))
+			other, err := attest.NewBundle(context.Background(), a, contents(keyConfigs(t, 2), testPolicy))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -217,13 +236,13 @@ func TestBundleSwapped(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := good
 			tt.edit(&b)
-			_, err := attest.VerifyBundle(context.Background(), b, simExpectations(a), allowSim)
+			_, err := attest.VerifyBundle(context.Background(), b, now, simExpectations(a), allowSim)
 			var me *attest.MismatchError
 			if !errors.As(err, &me) || me.Field != "report_data" {
 				t.Fatalf("VerifyBundle: %v, want a report_data mismatch", err)
 			}
 			if !strings.Contains(err.Error(), "not the attested ones") {
-				t.Errorf("error %q does not say the key configs or policy are not the attested ones", err)
+				t.Errorf("error %q does not say the bundle's contents are not the attested ones", err)
 			}
 		})
 	}
@@ -252,7 +271,7 @@ func TestBundleRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := attest.VerifyBundle(context.Background(), tt.b, tt.exp, tt.v)
+			_, err := attest.VerifyBundle(context.Background(), tt.b, now, tt.exp, tt.v)
 			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
 				t.Fatalf("VerifyBundle: %v, want %v", err, tt.wantErr)
 			}
@@ -273,7 +292,7 @@ func TestBundleMalformed(t *testing.T) {
 	// Evidence that binds key configurations that do not parse: only an
 	// attacker-controlled attester would make it, and it must not pass.
 	junk := []byte{0, 3, 1, 2, 3}
-	rd, err := attest.BindReportData(junk, []byte(testPolicy))
+	rd, err := attest.BindReportData(contents(junk, testPolicy))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,13 +306,14 @@ func TestBundleMalformed(t *testing.T) {
 		b    attest.Bundle
 	}{
 		{"empty bundle", attest.Bundle{}},
-		{"no policy", attest.Bundle{Evidence: good.Evidence, KeyConfigs: good.KeyConfigs}},
-		{"policy not JSON", attest.Bundle{Evidence: good.Evidence, KeyConfigs: good.KeyConfigs, Policy: []byte("{version: 1}")}},
-		{"attested junk key configs", attest.Bundle{Evidence: ev, KeyConfigs: junk, Policy: []byte(testPolicy)}},
+		{"no policy", attest.Bundle{Evidence: good.Evidence, KeyConfigs: good.KeyConfigs, IssuedAt: good.IssuedAt, NotAfter: good.NotAfter}},
+		{"policy not JSON", attest.Bundle{Evidence: good.Evidence, KeyConfigs: good.KeyConfigs, Policy: []byte("{version: 1}"), IssuedAt: good.IssuedAt, NotAfter: good.NotAfter}},
+		{"no validity", attest.Bundle{Evidence: good.Evidence, KeyConfigs: good.KeyConfigs, Policy: good.Policy}},
+		{"attested junk key configs", func() attest.Bundle { b := contents(junk, testPolicy); b.Evidence = ev; return b }()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if vb, err := attest.VerifyBundle(ctx, tt.b, simExpectations(a), allowSim); err == nil {
+			if vb, err := attest.VerifyBundle(ctx, tt.b, now, simExpectations(a), allowSim); err == nil {
 				t.Fatalf("VerifyBundle succeeded: %+v", vb)
 			}
 		})
@@ -310,16 +330,27 @@ func TestNewBundleErrors(t *testing.T) {
 		kc      []byte
 		policy  string
 		wantErr error
+		// issuedAt and notAfter, if not zero, replace the tests' period.
+		issuedAt, notAfter time.Time
 	}{
 		{name: "policy not JSON", a: a, kc: keyConfigs(t, 1), policy: "{"},
 		{name: "empty policy", a: a, kc: keyConfigs(t, 1), policy: ""},
 		{name: "no key configs", a: a, kc: nil, policy: testPolicy},
 		{name: "junk key configs", a: a, kc: []byte{0, 3, 1, 2, 3}, policy: testPolicy},
 		{name: "attester fails", a: simAttester{err: errTEE}, kc: keyConfigs(t, 1), policy: testPolicy, wantErr: errTEE},
+		{name: "empty validity", a: a, kc: keyConfigs(t, 1), policy: testPolicy, notAfter: issuedAt},
+		{name: "validity before 1970", a: a, kc: keyConfigs(t, 1), policy: testPolicy, issuedAt: time.Unix(-10, 0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := attest.NewBundle(ctx, tt.a, tt.kc, []byte(tt.policy))
+			b := contents(tt.kc, tt.policy)
+			if !tt.issuedAt.IsZero() {
+				b.IssuedAt = tt.issuedAt.Unix()
+			}
+			if !tt.notAfter.IsZero() {
+				b.NotAfter = tt.notAfter.Unix()
+			}
+			_, err := attest.NewBundle(ctx, tt.a, b)
 			if err == nil {
 				t.Fatal("NewBundle succeeded")
 			}
@@ -336,46 +367,147 @@ func TestBindReportDataConstruction(t *testing.T) {
 	kc := keyConfigs(t, 1)
 	policy := []byte("{ \"a\" : \"x<y\" ,\n \"b\": [1, 2] }")
 	canon := []byte(`{"a":"x\u003cy","b":[1,2]}`)
+	release := []byte("conftrace release v1\nsequence 1\n")
 
-	var msg []byte
-	msg = append(msg, "conftrace/attest bundle v1\x00"...)
-	msg = binary.BigEndian.AppendUint64(msg, uint64(len(kc)))
-	msg = append(msg, kc...)
-	msg = binary.BigEndian.AppendUint64(msg, uint64(len(canon)))
-	msg = append(msg, canon...)
-	want := sha512.Sum512(msg)
+	for _, rel := range [][]byte{nil, release} {
+		var msg []byte
+		msg = append(msg, "conftrace/attest bundle v2\x00"...)
+		msg = binary.BigEndian.AppendUint64(msg, uint64(issuedAt.Unix()))
+		msg = binary.BigEndian.AppendUint64(msg, uint64(notAfter.Unix()))
+		msg = binary.BigEndian.AppendUint64(msg, uint64(len(kc)))
+		msg = append(msg, kc...)
+		msg = binary.BigEndian.AppendUint64(msg, uint64(len(canon)))
+		msg = append(msg, canon...)
+		rh := sha256.Sum256(rel)
+		msg = append(msg, rh[:]...)
+		want := sha512.Sum512(msg)
 
-	got, err := attest.BindReportData(kc, policy)
+		b := contents(kc, string(policy))
+		b.Release = rel
+		got, err := attest.BindReportData(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != attest.ReportData(want) {
+			t.Errorf("release %q: BindReportData = %x, want %x", rel, got, want)
+		}
+		// The canonical form is also what NewBundle publishes.
+		nb, err := attest.NewBundle(context.Background(), newAttester(t), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(nb.Policy, canon) || !bytes.Equal(nb.Release, rel) || nb.IssuedAt != b.IssuedAt || nb.NotAfter != b.NotAfter {
+			t.Errorf("NewBundle published %s, release %q, %d to %d; want %s, %q, %d to %d",
+				nb.Policy, nb.Release, nb.IssuedAt, nb.NotAfter, canon, rel, b.IssuedAt, b.NotAfter)
+		}
+	}
+}
+
+// TestAuditorRecipe runs the shell recipe of BindReportData's documentation,
+// as written there, on a bundle with a release statement and on one
+// without, and checks that it computes the report data the evidence binds.
+func TestAuditorRecipe(t *testing.T) {
+	for _, tool := range []string{"sh", "jq", "base64", "xxd", "sha256sum", "sha512sum", "sed", "tr", "wc", "cut"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s to run the recipe with", tool)
+		}
+	}
+	src, err := os.ReadFile("bundle.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != attest.ReportData(want) {
-		t.Errorf("BindReportData = %x, want %x", got, want)
+	_, after, ok := strings.Cut(string(src), "with common tools:\n//\n")
+	if !ok {
+		t.Fatal("bundle.go has no auditor's recipe")
 	}
-
-	// The canonical form is also what NewBundle publishes.
-	b, err := attest.NewBundle(context.Background(), newAttester(t), kc, policy)
-	if err != nil {
-		t.Fatal(err)
+	var script strings.Builder
+	for _, l := range strings.Split(after, "\n") {
+		cmd, ok := strings.CutPrefix(l, "//\t")
+		if !ok {
+			break
+		}
+		script.WriteString(cmd + "\n")
 	}
-	if !bytes.Equal(b.Policy, canon) {
-		t.Errorf("bundle policy %s, want %s", b.Policy, canon)
+	a := newAttester(t)
+	for _, rel := range [][]byte{nil, []byte("conftrace release v1\nnote R&D <lab>\n")} {
+		b := contents(keyConfigs(t, 3), testPolicy)
+		b.Release = rel
+		b, err := attest.NewBundle(context.Background(), a, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		j, err := json.MarshalIndent(b, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "bundle.json"), j, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-e", "-c", script.String())
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the recipe failed: %v\n%s\n%s", err, script.String(), out)
+		}
+		want, err := attest.BindReportData(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Fields(string(out)); len(got) == 0 || got[0] != hex.EncodeToString(want[:]) {
+			t.Errorf("release %q: the recipe printed %q, want %x", rel, out, want)
+		}
 	}
 }
 
 // TestBindReportDataSeparatesFields checks that the length prefixes keep
 // bytes from moving between the key configurations and the policy.
 func TestBindReportDataSeparatesFields(t *testing.T) {
-	x, err := attest.BindReportData([]byte("1"), []byte("2"))
+	x, err := attest.BindReportData(contents([]byte("1"), "2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	y, err := attest.BindReportData(nil, []byte("12"))
+	y, err := attest.BindReportData(contents(nil, "12"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if x == y {
 		t.Error("moving a byte from the key configs to the policy kept the binding")
+	}
+}
+
+// A bundle is usable from a little before it was issued (phones' clocks
+// are a few minutes off) until NotAfter, and no longer: a bundle
+// replayed after NotAfter, or one issued in the future, is refused.
+func TestBundleValidity(t *testing.T) {
+	a, b := newBundle(t)
+	for _, tc := range []struct {
+		name    string
+		at      time.Time
+		wantErr error
+	}{
+		{"at issue", issuedAt, nil},
+		{"a clock a few minutes slow", issuedAt.Add(-attest.MaxClockSkew), nil},
+		{"the last second", notAfter.Add(-time.Second), nil},
+		{"past not_after", notAfter, attest.ErrBundleExpired},
+		{"a year later", notAfter.AddDate(1, 0, 0), attest.ErrBundleExpired},
+		{"issued in the future", issuedAt.Add(-attest.MaxClockSkew - time.Second), attest.ErrBundleNotYetValid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vb, err := attest.VerifyBundle(context.Background(), b, tc.at, simExpectations(a), allowSim)
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("VerifyBundle: %v", err)
+				}
+				if !vb.IssuedAt.Equal(issuedAt) || !vb.NotAfter.Equal(notAfter) || vb.Lifetime() != 24*time.Hour {
+					t.Errorf("verified validity %v to %v, want %v to %v", vb.IssuedAt, vb.NotAfter, issuedAt, notAfter)
+				}
+				return
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("VerifyBundle: %v, want %v", err, tc.wantErr)
+			}
+		})
 	}
 }
 
@@ -387,7 +519,7 @@ func FuzzBindReportData(f *testing.F) {
 	f.Add([]byte{}, []byte(`"<&>\u2028"`))
 	f.Add([]byte{}, []byte(`[1, 2.5e3, null, true, {"":""}]`))
 	f.Fuzz(func(t *testing.T, kc, policy []byte) {
-		rd, err := attest.BindReportData(kc, policy)
+		rd, err := attest.BindReportData(contents(kc, string(policy)))
 		if err != nil {
 			if json.Valid(policy) {
 				t.Fatalf("valid policy %q refused: %v", policy, err)
@@ -403,7 +535,7 @@ func FuzzBindReportData(f *testing.F) {
 			t.Fatalf("json.Marshal of an accepted policy: %v", err)
 		}
 		for _, p := range [][]byte{indented.Bytes(), marshaled} {
-			rd2, err := attest.BindReportData(kc, p)
+			rd2, err := attest.BindReportData(contents(kc, string(p)))
 			if err != nil || rd2 != rd {
 				t.Fatalf("policy %q re-encoded as %q binds differently (%v)", policy, p, err)
 			}
@@ -420,7 +552,7 @@ func FuzzVerifyBundle(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
-	f.Add([]byte(`{"evidence":{"tee":"sim","data":""},"ohttp_keys":"","policy":{}}`))
+	f.Add([]byte(`{"evidence":{"tee":"sim","data":""},"ohttp_keys":"","policy":{},"issued_at":1,"not_after":2}`))
 	f.Add([]byte(`{}`))
 	exp := simExpectations(a)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -428,7 +560,7 @@ func FuzzVerifyBundle(f *testing.F) {
 		if json.Unmarshal(data, &b) != nil {
 			return
 		}
-		vb, err := attest.VerifyBundle(context.Background(), b, exp, allowSim)
+		vb, err := attest.VerifyBundle(context.Background(), b, now, exp, allowSim)
 		if err != nil {
 			return
 		}
@@ -436,7 +568,7 @@ func FuzzVerifyBundle(f *testing.F) {
 		if e, err := sim.Parse(b.Evidence.Data); err != nil || !e.PlatformKey.Equal(a.key.Public()) {
 			t.Fatalf("accepted a bundle not signed by the test platform key: %v", err)
 		}
-		if vb.Identity.TEE != attest.Sim || len(vb.KeyConfigs) == 0 {
+		if vb.Identity.TEE != attest.Sim || len(vb.KeyConfigs) == 0 || !now.Before(vb.NotAfter) {
 			t.Fatalf("accepted bundle vouches for %+v", vb)
 		}
 	})
@@ -458,11 +590,11 @@ func TestBundleGatewayKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := attest.NewBundle(context.Background(), a, kc, []byte(testPolicy))
+	b, err := attest.NewBundle(context.Background(), a, contents(kc, testPolicy))
 	if err != nil {
 		t.Fatal(err)
 	}
-	vb, err := attest.VerifyBundle(context.Background(), b, simExpectations(a), allowSim)
+	vb, err := attest.VerifyBundle(context.Background(), b, now, simExpectations(a), allowSim)
 	if err != nil {
 		t.Fatal(err)
 	}

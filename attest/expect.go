@@ -13,10 +13,16 @@ import (
 // do not allow it.
 var ErrSimulated = errors.New("attest: simulated TEE evidence refused: it proves nothing about the platform (allow it explicitly for development)")
 
-// Expectations say which identities a caller accepts. The zero value accepts
-// only non-debug, non-simulated evidence from an up-to-date platform, with
-// any measurement: callers that care which code they talk to (every
-// production client) set Measurements.
+// Expectations say which identities a caller accepts. The zero value
+// accepts only non-debug, non-simulated evidence from a platform whose TCB
+// was judged good: SGX evidence with collateral whose status is UpToDate.
+// It refuses SGX evidence without collateral and TDX and SNP evidence,
+// whose TCB it has no minimum to judge by (see the package documentation).
+// It accepts any measurement: callers that care which code they talk to
+// (every production client) set Measurements.
+//
+// A client that verifies a conftrace backend takes its TCB requirements
+// from the attested policy (see package policy), on top of its own.
 type Expectations struct {
 	// Measurements lists the acceptable measurements; empty accepts any.
 	Measurements [][]byte
@@ -26,13 +32,41 @@ type Expectations struct {
 	ProductID *uint16
 	// MinSVN is the lowest acceptable security version number.
 	MinSVN uint16
+
+	// RTMRs holds the expected TDX runtime measurement registers; a nil
+	// entry accepts any value. MRConfigID, when not nil, is the expected
+	// TDX MRCONFIGID. Setting any of them accepts TDX evidence only.
+	RTMRs      [RTMRCount][]byte
+	MRConfigID []byte
+	// HostData, when not nil, is the expected SNP HOST_DATA, and VMPL,
+	// when not nil, the VMPL the SNP report must come from. Setting either
+	// accepts SNP evidence only.
+	HostData []byte
+	VMPL     *uint8
+
 	// AllowDebug accepts debug-mode TEEs, whose memory the host can read.
 	AllowDebug bool
 	// AllowSimulated accepts evidence from the simulated TEE.
 	AllowSimulated bool
-	// TCBStatuses lists the acceptable TCB statuses when the verifier judged
-	// one. Empty means "UpToDate" only.
-	TCBStatuses []string
+
+	// AcceptedTCB lists the SGX TCB statuses accepted besides UpToDate,
+	// each with the advisories accepted with it. Revoked is never
+	// accepted.
+	AcceptedTCB []AcceptedTCB
+	// MinTDXTCB, when set, is the lowest acceptable TEE_TCB_SVN of TDX
+	// evidence (16 bytes, compared byte by byte). Without it TDX evidence's
+	// TCB is not judged.
+	MinTDXTCB []byte
+	// MinSNPTCB, when set, is the lowest acceptable reported TCB of SNP
+	// evidence: four bytes, the bootloader, TEE, SNP firmware and
+	// microcode security patch levels, compared one by one. Without it SNP
+	// evidence's TCB is not judged.
+	MinSNPTCB []byte
+	// AllowUnjudgedTCB accepts evidence whose platform TCB was not judged:
+	// SGX evidence without collateral, TDX or SNP evidence without a
+	// minimum. Such a platform may run microcode or firmware with known,
+	// exploitable flaws. For development and for auditors only.
+	AllowUnjudgedTCB bool
 }
 
 // MismatchError reports an identity field that did not meet expectations.
@@ -48,7 +82,7 @@ func (e *MismatchError) Error() string {
 
 // Check reports whether id meets the expectations, naming the first field
 // that does not: the code ([Expectations.CheckCode]), then the platform's
-// state (debug mode and TCB status).
+// state (debug mode, then its TCB: [Expectations.CheckTCB]).
 func (e Expectations) Check(id Identity) error {
 	if id.TEE == Sim && !e.AllowSimulated {
 		return ErrSimulated
@@ -59,23 +93,14 @@ func (e Expectations) Check(id Identity) error {
 	if err := e.CheckCode(id); err != nil {
 		return err
 	}
-	if id.TCBStatus != "" {
-		ok := e.TCBStatuses
-		if len(ok) == 0 {
-			ok = []string{"UpToDate"}
-		}
-		if !slices.Contains(ok, id.TCBStatus) {
-			return &MismatchError{Field: "tcb_status", Got: id.TCBStatus, Want: "one of " + strings.Join(ok, ", ")}
-		}
-	}
-	return nil
+	return e.CheckTCB(id)
 }
 
 // CheckCode reports whether id is the code the expectations accept:
-// simulation, measurement, signer, product and security version. It does
-// not judge the platform's state (debug mode, TCB status), which an auditor
-// inspecting evidence offline wants reported rather than refused; clients
-// use Check.
+// simulation, measurement, signer, product and security version, and the
+// pinned TDX registers and SNP host data and VMPL. It does not judge the
+// platform's state (debug mode, TCB), which an auditor inspecting evidence
+// offline may want reported rather than refused; clients use Check.
 func (e Expectations) CheckCode(id Identity) error {
 	if id.TEE == Sim && !e.AllowSimulated {
 		return ErrSimulated
@@ -92,7 +117,7 @@ func (e Expectations) CheckCode(id Identity) error {
 	if id.SVN < e.MinSVN {
 		return &MismatchError{Field: "svn", Got: fmt.Sprint(id.SVN), Want: fmt.Sprintf(">= %d", e.MinSVN)}
 	}
-	return nil
+	return e.checkPins(id)
 }
 
 // measurementSizes are the lengths of the measurements of the TEEs

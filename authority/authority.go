@@ -111,7 +111,8 @@ func ParsePublicKeyPEM(b []byte) (name string, pub ed25519.PublicKey, err error)
 }
 
 // SignTrace signs an infected patient's GPS trace for upload. now is the
-// signing time the backend checks for freshness.
+// signing time, signed with it, which the backend checks for freshness and
+// moves its clock to (see SignResult).
 func (k *Key) SignTrace(tr gps.Trace, now time.Time) (api.SignedTrace, error) {
 	wire, err := tr.MarshalBinary()
 	if err != nil {
@@ -127,8 +128,11 @@ func (k *Key) SignTrace(tr gps.Trace, now time.Time) (api.SignedTrace, error) {
 }
 
 // SignResult signs a test result for the given test code. symptomOnset may
-// be the zero time when unknown; now is the signing time the backend checks
-// for freshness.
+// be the zero time when unknown; now is the signing time, signed with the
+// result (api.SignedResult.IssuedAt). It must be the real time: the
+// backend refuses a result dated more than a few minutes after its own
+// clock (api.CodeFutureDated), and moves its clock forward to the signing
+// time of every result it accepts, so that a host cannot stop its time.
 func (k *Key) SignResult(code string, result api.Result, testDate, symptomOnset, now time.Time) (api.SignedResult, error) {
 	code, err := api.NormalizeTestCode(code)
 	if err != nil {

@@ -16,6 +16,20 @@
 //	res, err := c.PollResult(ctx, secret)
 //	exp, err := c.CheckExposure(ctx, report) // daily keys and sightings
 //
+// A phone that must follow upgrades pins a governance set instead of
+// measurements (Config.Governance, see package release): it then accepts
+// whatever code and policy a release statement signed by every member
+// admits, and never a statement older than one it accepted.
+//
+// A bundle is valid for a limited time, which the attested policy bounds
+// (bundle_hours): the client refuses one past its not_after, issued in the
+// future, or valid for longer than the policy allows. The backend publishes
+// a new bundle, with new keys, halfway through the validity of the one
+// before and accepts the old keys until that bundle's end; a client fetches
+// the bundle again before its first request once a quarter of the validity
+// has passed since it last did. So a long-lived client never finds itself
+// without a valid bundle.
+//
 // Every request that carries personal data is an Oblivious HTTP request
 // (package ohttp) whose plaintext is a padded Binary HTTP request (package
 // bhttp), posted to the backend's gateway or, when Config.Relay is set, to an
@@ -30,6 +44,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding"
 	"encoding/json"
 	"errors"
@@ -39,6 +54,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
@@ -52,6 +68,7 @@ import (
 	"github.com/conftrace/conftrace/gps"
 	"github.com/conftrace/conftrace/ohttp"
 	"github.com/conftrace/conftrace/policy"
+	"github.com/conftrace/conftrace/release"
 )
 
 // Config says which backend to talk to and what to accept from it.
@@ -72,16 +89,47 @@ type Config struct {
 	// requests go to Server directly, and the backend sees the client's
 	// address.
 	Relay string
-	// Expectations say which attested identities are acceptable.
+	// Expectations say which attested identities are acceptable. The
+	// platform TCBs that each bundle's attested policy accepts (see
+	// policy.TCB) are added to them: a policy can accept more SGX statuses
+	// and raise, never lower, the TDX and SNP minimums.
 	Expectations attest.Expectations
 	// Verifiers check evidence; nil means DefaultVerifiers.
 	Verifiers []attest.Verifier
 	// HTTPClient sends the requests; nil means a client with a 30 s timeout.
 	HTTPClient *http.Client
-	// Now is the clock the client trims old data by; nil means time.Now.
-	// Simulations whose backend keeps simulated time set it.
+	// Now is the clock the client judges the bundle's validity and trims
+	// old data by; nil means time.Now. Simulations whose backend keeps
+	// simulated time set it.
 	Now func() time.Time
+	// PolicySHA256, if not nil, is the SHA-256 of the one canonical policy
+	// the client accepts, such as the one a phone saw first.
+	PolicySHA256 []byte
+	// Governance, if not nil, admits the backend's code and policy by
+	// release statements (see package release): a bundle is accepted only
+	// if it carries one that every member signed, that admits the attested
+	// identity and policy, and whose sequence number is at least
+	// MinReleaseSequence and at least that of any statement the client
+	// accepted before. Expectations still judge the platform (debug mode,
+	// TCB, simulation); their Measurements are then usually empty.
+	Governance *release.Governance
+	// MinReleaseSequence is the highest release sequence number accepted
+	// before, by an earlier run of the phone's app for instance.
+	MinReleaseSequence uint64
+	// ReleaseAccepted, if set, is called with each release statement the
+	// client accepts under Governance, before it uses the bundle, so that
+	// the caller can remember the sequence number across runs; an error
+	// refuses the bundle.
+	ReleaseAccepted func(release.Statement) error
 }
+
+// ErrBundleLifetime is returned (wrapped) for a bundle valid for longer
+// than the attested policy's bundle_hours allow.
+var ErrBundleLifetime = errors.New("client: the bundle is valid for longer than its policy allows")
+
+// ErrPolicyNotPinned is returned (wrapped) when the attested policy is not
+// the one Config.PolicySHA256 pins.
+var ErrPolicyNotPinned = errors.New("client: the backend's policy is not the pinned one")
 
 // DefaultVerifiers returns a verifier for every kind of TEE conftrace runs
 // in, checking at the current time against the pinned Intel and AMD roots.
@@ -94,7 +142,8 @@ func DefaultVerifiers(exp attest.Expectations) ([]attest.Verifier, error) {
 	}
 	return []attest.Verifier{
 		sim.NewVerifier(sim.VerifierOptions{AllowSimulated: exp.AllowSimulated}),
-		sgx.NewVerifier(sgx.VerifierOptions{}),
+		// Without collateral an SGX platform's TCB cannot be judged.
+		sgx.NewVerifier(sgx.VerifierOptions{RequireCollateral: !exp.AllowUnjudgedTCB}),
 		tdx.NewVerifier(tdx.VerifierOptions{}),
 		snpV,
 	}, nil
@@ -109,11 +158,24 @@ type Client struct {
 	exp       attest.Expectations
 	verifiers []attest.Verifier
 	now       func() time.Time
+	policyPin []byte
+	gov       *release.Governance
+	accepted  func(release.Statement) error
 
-	mu       sync.RWMutex // guards what the bundle vouches for
-	verified *attest.VerifiedBundle
-	keyCfg   ohttp.KeyConfig
-	policy   policy.Policy
+	fetching sync.Mutex // one bundle fetch at a time
+
+	// dateOffset is added to the clock in the date of inner requests: what
+	// the gateway said its time was, the last time it refused a date as
+	// stale (nanoseconds).
+	dateOffset atomic.Int64
+
+	mu        sync.RWMutex // guards what the bundle vouches for
+	verified  *attest.VerifiedBundle
+	keyCfg    ohttp.KeyConfig
+	policy    policy.Policy
+	release   *release.Statement // accepted under gov; nil without
+	minSeq    uint64             // the highest release sequence accepted
+	refreshAt time.Time          // when to fetch a newer bundle
 }
 
 // maxBundleSize bounds the attestation bundle a client reads: evidence with
@@ -154,7 +216,12 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if now == nil {
 		now = time.Now
 	}
-	c := &Client{http: hc, base: base, bundleURL: bundleURL, gateway: gw, exp: cfg.Expectations, verifiers: verifiers, now: now}
+	c := &Client{
+		http: hc, base: base, bundleURL: bundleURL, gateway: gw, exp: cfg.Expectations, verifiers: verifiers, now: now,
+		policyPin: cfg.PolicySHA256, gov: cfg.Governance, accepted: cfg.ReleaseAccepted, minSeq: cfg.MinReleaseSequence,
+	}
+	c.fetching.Lock()
+	defer c.fetching.Unlock()
 	if err := c.attest(ctx); err != nil {
 		return nil, err
 	}
@@ -162,7 +229,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 }
 
 // attest fetches and verifies the attestation bundle and adopts the keys
-// and policy it vouches for.
+// and policy it vouches for. Callers hold c.fetching, so that concurrent
+// requests that all need a new bundle fetch it once.
 func (c *Client) attest(ctx context.Context) error {
 	body, err := get(ctx, c.http, c.bundleURL, maxBundleSize)
 	if err != nil {
@@ -172,7 +240,15 @@ func (c *Client) attest(ctx context.Context) error {
 	if err := json.Unmarshal(body, &b); err != nil {
 		return fmt.Errorf("client: attestation bundle: %w", err)
 	}
-	vb, err := attest.VerifyBundle(ctx, b, c.exp, c.verifiers...)
+	// The bundle's policy says which platform TCBs to accept on top of
+	// c.exp; VerifyBundle then checks that the evidence binds it. A policy
+	// that does not parse adds nothing, and is refused below.
+	exp := c.exp
+	if e, err := policy.TCBExpectations(b.Policy, c.exp); err == nil {
+		exp = e
+	}
+	now := c.now()
+	vb, err := attest.VerifyBundle(ctx, b, now, exp, c.verifiers...)
 	if err != nil {
 		return fmt.Errorf("client: backend at %s is not trusted: %w", c.base, err)
 	}
@@ -180,14 +256,121 @@ func (c *Client) attest(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("client: attested policy: %w", err)
 	}
+	if vb.Lifetime() > p.BundleLifetime() {
+		return fmt.Errorf("client: backend at %s is not trusted: %w: %v, and bundle_hours is %d", c.base, ErrBundleLifetime, vb.Lifetime(), p.BundleHours)
+	}
+	st, err := c.admit(vb)
+	if err != nil {
+		return fmt.Errorf("client: backend at %s is not trusted: %w", c.base, err)
+	}
 	kc, err := ohttp.SelectKeyConfig(vb.KeyConfigs)
 	if err != nil {
 		return fmt.Errorf("client: attested key configurations: %w", err)
 	}
+	if st != nil && c.accepted != nil {
+		if err := c.accepted(*st); err != nil {
+			return fmt.Errorf("client: recording release %d: %w", st.Sequence, err)
+		}
+	}
 	c.mu.Lock()
 	c.verified, c.keyCfg, c.policy = vb, kc, p
+	if st != nil {
+		c.release, c.minSeq = st, max(c.minSeq, st.Sequence)
+	}
+	c.refreshAt = refreshTime(vb, now)
 	c.mu.Unlock()
 	return nil
+}
+
+// admit checks the attested policy against the pinned one and, under a
+// governance set, the release statement; it returns the statement accepted.
+func (c *Client) admit(vb *attest.VerifiedBundle) (*release.Statement, error) {
+	h := sha256.Sum256(vb.Policy)
+	if c.policyPin != nil && !bytes.Equal(c.policyPin, h[:]) {
+		return nil, fmt.Errorf("%w: its SHA-256 is %x, the pinned one's %x", ErrPolicyNotPinned, h, c.policyPin)
+	}
+	if c.gov == nil {
+		return nil, nil
+	}
+	c.mu.RLock()
+	minSeq := c.minSeq
+	c.mu.RUnlock()
+	return c.gov.Admit(vb.Release, vb.Identity, h, minSeq)
+}
+
+// refreshTime returns when a client that verified vb at now fetches the
+// bundle again: a quarter of vb's validity later, and at its end at the
+// latest. The backend publishes a new bundle every half validity, each
+// valid for a whole one, so a client adopts each within a quarter of its
+// validity and never holds one with less than a quarter left; and a phone
+// that exchanges once a day fetches the bundle before every exchange (with
+// bundle_hours up to 96), like every other phone, so that the fetch tells
+// nothing about it.
+func refreshTime(vb *attest.VerifiedBundle, now time.Time) time.Time {
+	at := now.Add(vb.Lifetime() / 4)
+	if at.After(vb.NotAfter) {
+		return vb.NotAfter
+	}
+	return at
+}
+
+// refreshIfDue fetches a newer bundle once the one verified is due for
+// it (see refreshTime). If that fails while the verified bundle is still
+// valid, the client carries on with it, which is as safe as before, and
+// tries again later; once it has expired, the failure is the caller's.
+func (c *Client) refreshIfDue(ctx context.Context) error {
+	due := func() (time.Time, *attest.VerifiedBundle, bool) {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		now := c.now()
+		return now, c.verified, !now.Before(c.refreshAt)
+	}
+	if _, _, ok := due(); !ok {
+		return nil
+	}
+	c.fetching.Lock()
+	defer c.fetching.Unlock()
+	now, vb, ok := due() // another request may have refreshed it
+	if !ok {
+		return nil
+	}
+	err := c.attest(ctx)
+	if err == nil || !now.Before(vb.NotAfter) {
+		return err
+	}
+	c.mu.Lock()
+	if c.verified == vb {
+		c.refreshAt = refreshTime(vb, now)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// Release returns the release statement under which the client accepted
+// the backend, with Config.Governance; false without.
+func (c *Client) Release() (release.Statement, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.release == nil {
+		return release.Statement{}, false
+	}
+	return *c.release, true
+}
+
+// AttestedRelease returns the release statement file the verified bundle
+// carries, as served (nil for none), whether or not Config.Governance
+// judged it: for auditors, who print what the backend claims.
+func (c *Client) AttestedRelease() []byte {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return bytes.Clone(c.verified.Release)
+}
+
+// Validity returns the period in which the verified bundle may be used.
+func (c *Client) Validity() (issuedAt, notAfter time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.verified.IssuedAt, c.verified.NotAfter
 }
 
 // Identity returns what the backend's evidence proved.
@@ -344,11 +527,16 @@ func (c *Client) Decoy(ctx context.Context, size int) error {
 // was encrypted to (it restarted with fresh keys).
 var errStaleKey = errors.New("client: the gateway does not know the attested key")
 
+// errStaleDate reports that the gateway refused the request's date as
+// outside its window, and that the client has taken the gateway's time.
+var errStaleDate = errors.New("client: the gateway refused the request's date; clock corrected")
+
 // call sends req to an inner path through the gateway, in its binary form
 // if it has one (uploads and exposure checks) and as JSON otherwise, and
 // decodes the answer into resp, or returns the backend's *api.Error. When
-// the gateway has rotated its keys, call verifies the new attestation
-// bundle, with the same expectations, and sends once more.
+// the verified bundle is due for renewal, call first fetches and verifies a
+// newer one; when the gateway no longer knows the verified key, it verifies
+// the bundle served now, with the same expectations, and sends once more.
 func (c *Client) call(ctx context.Context, path string, req, resp any) error {
 	var (
 		body        []byte
@@ -367,14 +555,45 @@ func (c *Client) call(ctx context.Context, path string, req, resp any) error {
 	if err != nil {
 		return fmt.Errorf("client: encoding request: %w", err)
 	}
-	err = c.send(ctx, path, contentType, body, resp)
+	if err := c.refreshIfDue(ctx); err != nil {
+		return err
+	}
+	c.mu.RLock()
+	used := c.verified
+	c.mu.RUnlock()
+	err = c.sendDated(ctx, path, contentType, body, resp)
 	if !errors.Is(err, errStaleKey) {
 		return err
 	}
-	if err := c.attest(ctx); err != nil {
+	if err := c.refetch(ctx, used); err != nil {
 		return err
 	}
-	return c.send(ctx, path, contentType, body, resp)
+	return c.sendDated(ctx, path, contentType, body, resp)
+}
+
+// sendDated sends as send does and, when the gateway refuses the date
+// because this device's clock is off, sends once more dated by the
+// gateway's time (a new encapsulation: the gateway answers each once).
+func (c *Client) sendDated(ctx context.Context, path, contentType string, body []byte, resp any) error {
+	err := c.send(ctx, path, contentType, body, resp)
+	if errors.Is(err, errStaleDate) {
+		err = c.send(ctx, path, contentType, body, resp)
+	}
+	return err
+}
+
+// refetch fetches the bundle served now, after the gateway refused the key
+// of bundle used, unless another request has adopted a newer one since.
+func (c *Client) refetch(ctx context.Context, used *attest.VerifiedBundle) error {
+	c.fetching.Lock()
+	defer c.fetching.Unlock()
+	c.mu.RLock()
+	adopted := c.verified != used
+	c.mu.RUnlock()
+	if adopted {
+		return nil
+	}
+	return c.attest(ctx)
 }
 
 func (c *Client) send(ctx context.Context, path, contentType string, body []byte, resp any) error {
@@ -387,7 +606,7 @@ func (c *Client) send(ctx context.Context, path, contentType string, body []byte
 		// 6.5): it answers only requests of the last few minutes.
 		Header: []bhttp.Field{
 			{Name: "content-type", Value: contentType},
-			{Name: "date", Value: c.now().UTC().Format(http.TimeFormat)},
+			{Name: "date", Value: c.now().Add(time.Duration(c.dateOffset.Load())).UTC().Format(http.TimeFormat)},
 		},
 		Content: body,
 	}
@@ -433,6 +652,9 @@ func (c *Client) send(ctx context.Context, path, contentType string, body []byte
 	if r.Status != http.StatusOK {
 		var apiErr api.Error
 		if json.Unmarshal(r.Content, &apiErr) == nil && apiErr.Code != "" {
+			if apiErr.Code == api.CodeStale && c.takeGatewayTime(r) {
+				return fmt.Errorf("%w: %w", errStaleDate, &apiErr)
+			}
 			return &apiErr
 		}
 		return fmt.Errorf("client: %s: backend answered status %d", path, r.Status)
@@ -441,6 +663,23 @@ func (c *Client) send(ctx context.Context, path, contentType string, body []byte
 		return fmt.Errorf("client: %s: decoding response: %w", path, err)
 	}
 	return nil
+}
+
+// takeGatewayTime sets the date offset from the date header of the
+// gateway's answer r, and reports whether it changed it.
+func (c *Client) takeGatewayTime(r *bhttp.Response) bool {
+	for _, f := range r.Header {
+		if f.Name != "date" {
+			continue
+		}
+		at, err := http.ParseTime(f.Value)
+		if err != nil {
+			return false
+		}
+		off := int64(at.Sub(c.now()))
+		return c.dateOffset.Swap(off) != off
+	}
+	return false
 }
 
 func get(ctx context.Context, hc *http.Client, url string, limit int64) ([]byte, error) {

@@ -34,7 +34,9 @@ type scripted struct {
 	answer func(*bhttp.Request) []byte
 }
 
-func newScripted(t testing.TB, answer func(*bhttp.Request) []byte) *scripted {
+// newScripted serves a bundle valid for a day from now, and answers
+// requests with answer.
+func newScripted(t testing.TB, now time.Time, answer func(*bhttp.Request) []byte) *scripted {
 	t.Helper()
 	key, err := ohttp.GenerateKey(3, ohttp.KEMX25519, ohttp.SymmetricSuite{KDF: ohttp.KDFHKDFSHA256, AEAD: ohttp.AEADAES128GCM})
 	if err != nil {
@@ -52,7 +54,7 @@ func newScripted(t testing.TB, answer func(*bhttp.Request) []byte) *scripted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundle := marshal(t, forgeBundle(t, testMeasurement, keys, doc))
+	bundle := marshal(t, forgeBundleAt(t, testMeasurement, keys, doc, now, now.Add(24*time.Hour), nil))
 	s := &scripted{answer: answer}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && r.URL.Path == api.PathAttestation {
@@ -131,13 +133,13 @@ const exchangeAnswer = `{"exposure":{"exposed":false,"last_exposure":"","recipro
 func TestInnerRequests(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	s := newScripted(t, func(r *bhttp.Request) []byte {
+	clk := newClock()
+	s := newScripted(t, clk.Now(), func(r *bhttp.Request) []byte {
 		if r.Path == api.PathExchange {
 			return respond(http.StatusOK, exchangeAnswer)
 		}
 		return respond(http.StatusOK, `{}`)
 	})
-	clk := newClock()
 	c := scriptedClient(t, s, clk.Now)
 	now := clk.Now()
 
@@ -297,7 +299,7 @@ func TestInnerAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := newScripted(t, func(*bhttp.Request) []byte { return bytes.Clone(tc.answer) })
+			s := newScripted(t, time.Now(), func(*bhttp.Request) []byte { return bytes.Clone(tc.answer) })
 			c := scriptedClient(t, s, nil)
 			pr, err := c.PollResult(t.Context(), make([]byte, api.TestSecretSize))
 			if !tc.check(err) {

@@ -225,8 +225,16 @@ func TestNewPinnedSimPlatformRefusesForgery(t *testing.T) {
 }
 
 // forgeBundle attests keys (fresh ones if nil) and doc with a simulated TEE
-// of its own, as anyone can.
+// of its own, as anyone can, valid from now for a day.
 func forgeBundle(t testing.TB, measurement, keys, doc []byte) attest.Bundle {
+	t.Helper()
+	now := time.Now()
+	return forgeBundleAt(t, measurement, keys, doc, now, now.Add(24*time.Hour), nil)
+}
+
+// forgeBundleAt is forgeBundle with a validity and a release statement of
+// the caller's.
+func forgeBundleAt(t testing.TB, measurement, keys, doc []byte, issuedAt, notAfter time.Time, rel []byte) attest.Bundle {
 	t.Helper()
 	tee, err := simtee.New(simtee.Options{Measurement: measurement})
 	if err != nil {
@@ -241,7 +249,9 @@ func forgeBundle(t testing.TB, measurement, keys, doc []byte) attest.Bundle {
 			t.Fatal(err)
 		}
 	}
-	bd, err := attest.NewBundle(context.Background(), tee, keys, doc)
+	bd, err := attest.NewBundle(context.Background(), tee, attest.Bundle{
+		KeyConfigs: keys, Policy: doc, IssuedAt: issuedAt.Unix(), NotAfter: notAfter.Unix(), Release: rel,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

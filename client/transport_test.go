@@ -29,11 +29,16 @@ import (
 )
 
 // startRelay runs an Oblivious HTTP relay to gateway and returns its URL.
-func startRelay(t testing.TB, gateway string) string {
+// startRelay runs a relay to gateway; with now, its cache follows that
+// clock.
+func startRelay(t testing.TB, gateway string, now ...func() time.Time) string {
 	t.Helper()
 	rl, err := relay.New(gateway, nil, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, n := range now {
+		rl.SetClock(n)
 	}
 	srv := httptest.NewServer(rl)
 	t.Cleanup(srv.Close)
@@ -130,7 +135,7 @@ func TestThroughRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := httptest.NewServer(rl)
-	c, err = client.New(ctx, client.Config{Server: f.URL, Relay: gone.URL, Expectations: b.Expectations()})
+	c, err = client.New(ctx, client.Config{Server: f.URL, Relay: gone.URL, Expectations: b.Expectations(), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,19 +179,20 @@ func (d *dialed) addrs() map[string]bool {
 	return maps.Clone(d.local)
 }
 
-// rotatingPolicy is the default policy with OHTTP keys current for a day,
-// the least a policy allows, so that a rotation is two days away.
+// rotatingPolicy is the default policy with bundles valid for 6 hours, the
+// least a policy allows.
 func rotatingPolicy() *policy.Policy {
 	p := policy.Default()
-	p.OHTTPKeyDays = 1
+	p.BundleHours = 6
 	return &p
 }
 
-// rotate moves clk two key generations on and has b rotate its keys: the
-// key a client verified before is no longer held.
+// rotate moves clk past the validity of every bundle b served so far and
+// has b rotate its keys: the key a client verified before is no longer
+// held, and its bundle has expired.
 func rotate(t testing.TB, b *localbackend.Backend, clk *clock) {
 	t.Helper()
-	clk.Add(2*b.Policy.OHTTPKeyLifetime() + time.Minute)
+	clk.Add(b.Policy.BundleLifetime() + time.Minute)
 	if err := b.Service.Maintain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +209,7 @@ func TestRelayHidesClientFromBackend(t *testing.T) {
 	dir := t.TempDir()
 	b1 := startBackend(t, localbackend.Config{Dir: dir, Now: clk.Now, Policy: rotatingPolicy()})
 	f := newFront(t, b1.URL)
-	relayURL := startRelay(t, f.URL+api.PathGateway)
+	relayURL := startRelay(t, f.URL+api.PathGateway, clk.Now)
 	conns := &dialed{}
 	w := &wire{rt: conns.transport(t)}
 	c, err := client.New(ctx, client.Config{Server: f.URL, Relay: relayURL, Expectations: b1.Expectations(), HTTPClient: w.client(), Now: clk.Now})
@@ -290,7 +296,7 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 	w := &wire{}
 	cfg := client.Config{Server: f.URL, Expectations: b1.Expectations(), HTTPClient: w.client(), Now: clk.Now}
 	if viaRelay {
-		cfg.Relay = startRelay(t, f.URL+api.PathGateway)
+		cfg.Relay = startRelay(t, f.URL+api.PathGateway, clk.Now)
 	}
 	c, err := client.New(ctx, cfg)
 	if err != nil {
@@ -335,7 +341,9 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 		t.Fatalf("check after a restart: %+v, %v; want the sealed upload to expose A", r, err)
 	}
 
-	// The keys rotate: one refusal of the old key, one bundle, one retry.
+	// The keys rotate on the attested schedule: the client's bundle has
+	// expired, so it fetches the new one before it sends: one bundle, one
+	// post, no refusal.
 	rotate(t, b3, clk)
 	gets, posts = countGets(w), len(w.posts())
 	if r, err := c.CheckExposure(ctx, window(a, c.Policy(), now)); err != nil || !r.Exposed {
@@ -344,15 +352,39 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 	if c.Identity().ReportData == before {
 		t.Error("the client did not adopt the new attested keys")
 	}
+	if g, p := countGets(w)-gets, len(w.posts())-posts; g != 1 || p != 1 || w.posts()[posts].Status != http.StatusOK {
+		t.Errorf("the check after a rotation took %d bundle fetches and %d posts (first answered %d), want 1 and 1 (200)", g, p, w.posts()[posts].Status)
+	}
+
+	// A backend that drops the keys early (here: restarted under another
+	// policy, whose bundles never carry keys verified under the old one)
+	// refuses the client's key as unknown: one refusal, one bundle, one
+	// retry.
+	shorter := rotatingPolicy()
+	shorter.RetentionDays = 13
+	if err := b3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b3 = startBackend(t, localbackend.Config{Dir: dir, Authority: b1.Authority, Now: clk.Now, Policy: shorter})
+	f.setTarget(t, b3.URL)
+	gets, posts = countGets(w), len(w.posts())
+	if r, err := c.CheckExposure(ctx, window(a, c.Policy(), now)); err != nil || !r.Exposed {
+		t.Fatalf("check after a restart under another policy: %+v, %v", r, err)
+	}
 	if g, p := countGets(w)-gets, len(w.posts())-posts; g != 1 || p != 2 {
 		t.Errorf("recovering took %d bundle fetches and %d posts, want 1 and 2", g, p)
 	}
 	if stale := w.posts()[posts]; stale.Status != http.StatusUnprocessableEntity {
-		t.Errorf("first post after the rotation answered %d, want %d", stale.Status, http.StatusUnprocessableEntity)
+		t.Errorf("first post after the policy changed answered %d, want %d", stale.Status, http.StatusUnprocessableEntity)
+	}
+	if c.Policy().RetentionDays != 13 {
+		t.Errorf("the client enforces retention_days %d, want the new policy's 13", c.Policy().RetentionDays)
 	}
 
-	// Concurrent requests that all hold the old key all recover.
+	// Concurrent requests whose bundle expired fetch one new bundle, and
+	// all go on.
 	rotate(t, b3, clk)
+	gets = countGets(w)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for range cap(errs) {
@@ -370,6 +402,9 @@ func testKeyRotation(t *testing.T, viaRelay bool) {
 		if err != nil {
 			t.Errorf("concurrent check after a rotation: %v", err)
 		}
+	}
+	if g := countGets(w) - gets; g != 1 {
+		t.Errorf("%d concurrent checks after a rotation fetched %d bundles, want 1", cap(errs), g)
 	}
 
 	// A backend of other code at the address is not followed: its bundle

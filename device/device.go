@@ -1,8 +1,17 @@
 // Package device keeps a phone's conftrace state: its daily keys, its
-// contact log and the test it registered. It is what a phone app (or the
-// conftrace device command) builds on; talking to the backend is package
-// client's job, with the expectations the device was set up with
-// ([Config.Expectations]).
+// contact log, the test it registered and what it trusts of its backend.
+// It is what a phone app (or the conftrace device command) builds on;
+// talking to the backend is package client's job, with what the device
+// pinned ([Config]).
+//
+// A device pins its backend one of three ways: the measurements and the
+// policy it saw first or was given ([Config.Measurements],
+// [Config.PolicySHA256]); a governance set, whose members must all sign a
+// release statement for each build and policy it accepts
+// ([Config.Governance], see package release), together with the highest
+// release sequence number it accepted ([Device.AcceptRelease]), so that
+// upgrades need no re-pinning and rollbacks are refused; or nothing, for
+// development only ([Config.AnyCode]).
 //
 // A device broadcasts, in every 10-minute interval, the rotating identifier
 // (RPI) of that day's key and records the identifiers it hears as
@@ -26,6 +35,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,20 +53,89 @@ import (
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
 	"github.com/conftrace/conftrace/policy"
+	"github.com/conftrace/conftrace/release"
 )
 
-// Config is what a device knows about the backend it talks to.
+// Config is what a device knows about the backend it talks to. It pins
+// the backend's code and policy one way ([Config.Pinned]): by
+// Measurements and PolicySHA256, by Governance, or not at all with AnyCode.
 type Config struct {
 	// Server is the backend's base URL.
 	Server string `json:"server"`
-	// Measurements are the acceptable TEE measurements, lowercase hex; empty
-	// accepts any (development only).
+	// Measurements are the acceptable TEE measurements, lowercase hex.
 	Measurements []string `json:"measurements,omitempty"`
+	// PolicySHA256 is the SHA-256 of the one canonical policy accepted,
+	// lowercase hex; empty accepts any policy of the pinned measurements.
+	PolicySHA256 string `json:"policy_sha256,omitempty"`
+	// Governance is the governance file the device pins instead of
+	// measurements and policy (see package release).
+	Governance string `json:"governance,omitempty"`
+	// ReleaseSequence is the highest release sequence number accepted
+	// under Governance: older statements are refused.
+	ReleaseSequence uint64 `json:"release_sequence,omitempty"`
+	// AnyCode accepts any code and policy: development only.
+	AnyCode bool `json:"any_code,omitempty"`
 	// AllowSimulated accepts a backend running in the simulated TEE.
 	AllowSimulated bool `json:"allow_simulated,omitempty"`
 	// Relay, if set, is the Oblivious HTTP relay that requests go through,
 	// so that the backend never sees the device's address.
 	Relay string `json:"relay,omitempty"`
+}
+
+// ErrNothingPinned is returned by [Config.Pinned] for a device that pins no
+// code and does not say it accepts any: one made before devices pinned
+// what they saw first.
+var ErrNothingPinned = errors.New("device: the device pins no code or policy")
+
+// Pinned reports whether the config pins its backend exactly one way, and
+// the pins are well formed.
+func (c Config) Pinned() error {
+	ways := 0
+	for _, set := range []bool{len(c.Measurements) > 0, c.Governance != "", c.AnyCode} {
+		if set {
+			ways++
+		}
+	}
+	switch {
+	case c.PolicySHA256 != "" && len(c.Measurements) == 0:
+		return errors.New("device: a pinned policy goes with pinned measurements")
+	case ways == 0:
+		return ErrNothingPinned
+	case ways != 1:
+		return errors.New("device: pin measurements, a governance set, or any code: exactly one")
+	}
+	if _, err := c.Expectations(); err != nil {
+		return err
+	}
+	if _, err := c.PolicyPin(); err != nil {
+		return err
+	}
+	_, err := c.GovernanceSet()
+	return err
+}
+
+// PolicyPin returns the SHA-256 of the pinned policy, or nil.
+func (c Config) PolicyPin() ([]byte, error) {
+	if c.PolicySHA256 == "" {
+		return nil, nil
+	}
+	h, err := hex.DecodeString(c.PolicySHA256)
+	if err != nil || len(h) != sha256.Size || hex.EncodeToString(h) != c.PolicySHA256 {
+		return nil, fmt.Errorf("device: policy_sha256 %q: want %d bytes of lowercase hex", c.PolicySHA256, sha256.Size)
+	}
+	return h, nil
+}
+
+// GovernanceSet returns the pinned governance set, or nil.
+func (c Config) GovernanceSet() (*release.Governance, error) {
+	if c.Governance == "" {
+		return nil, nil
+	}
+	g, err := release.ParseGovernance([]byte(c.Governance))
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	return g, nil
 }
 
 // Expectations returns what the device accepts of its backend, as
@@ -112,8 +192,14 @@ type Device struct {
 	test *Test
 }
 
-// Create makes a new device in dir (created if missing).
+// Create makes a new device in dir (created if missing). A cfg that pins
+// nothing is accepted, for devices that never talk to a backend or pin
+// the first they see ([Device.Pin]); one that pins in more than one way, or
+// badly, is not.
 func Create(ctx context.Context, dir string, cfg Config) (*Device, error) {
+	if err := cfg.Pinned(); err != nil && !errors.Is(err, ErrNothingPinned) {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("device: %w", err)
 	}
@@ -181,7 +267,50 @@ func Open(ctx context.Context, dir string) (*Device, error) {
 func (d *Device) Dir() string { return d.dir }
 
 // Config returns what the device knows about its backend.
-func (d *Device) Config() Config { return d.cfg }
+func (d *Device) Config() Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// AcceptRelease records that the device accepted a backend under release
+// statement st, so that it refuses older statements from now on, across
+// restarts. It is what client.Config.ReleaseAccepted calls.
+func (d *Device) AcceptRelease(st release.Statement) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st.Sequence <= d.cfg.ReleaseSequence {
+		return nil
+	}
+	cfg := d.cfg
+	cfg.ReleaseSequence = st.Sequence
+	if err := writeJSON(filepath.Join(d.dir, configFile), cfg); err != nil {
+		return err
+	}
+	d.cfg = cfg
+	return nil
+}
+
+// Pin pins the measurement and the policy of the backend the device sees
+// first, when it pins nothing yet ([ErrNothingPinned]): trust on first use.
+func (d *Device) Pin(measurement, policySHA256 []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.cfg.Pinned(); !errors.Is(err, ErrNothingPinned) {
+		return errors.New("device: the device pins its backend already")
+	}
+	cfg := d.cfg
+	cfg.Measurements = []string{hex.EncodeToString(measurement)}
+	cfg.PolicySHA256 = hex.EncodeToString(policySHA256)
+	if err := cfg.Pinned(); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(d.dir, configFile), cfg); err != nil {
+		return err
+	}
+	d.cfg = cfg
+	return nil
+}
 
 // Log returns the device's contact log.
 func (d *Device) Log() *contactlog.Log { return d.log }

@@ -1,7 +1,7 @@
 // Package policy is the rule book a conftrace backend enforces: which health
 // authorities may declare a test positive, which GAEN key servers' exports
-// it imports, how long data is kept, how often the Oblivious HTTP keys
-// rotate, how uploads match and exposures are scored, and how large
+// it imports, how long data is kept, how long its attestation (and so its
+// Oblivious HTTP keys) lives, how uploads match and exposures are scored, and how large
 // requests may be.
 //
 // The backend publishes its policy in canonical form inside the attestation
@@ -52,12 +52,13 @@ type Policy struct {
 	// UploadAuthorizationSeconds is how long a positive result's upload
 	// authorization stays valid.
 	UploadAuthorizationSeconds int `json:"upload_authorization_seconds"`
-	// OHTTPKeyDays is how many days each generation of the backend's
-	// Oblivious HTTP keys is current. The next generation is published
-	// that long ahead, beside the current one, so a client's verified key
-	// works for at least this long; restarts keep the keys, so the
+	// BundleHours bounds how long an attestation bundle is valid: clients
+	// refuse one valid for longer, and one past its end. The backend
+	// attests new Oblivious HTTP keys every BundleHours/2 and accepts the
+	// previous ones until their bundle's end, so a client's verified key
+	// works for at least BundleHours/2; restarts keep the keys, so the
 	// operator cannot make every phone re-fetch the bundle at will.
-	OHTTPKeyDays int `json:"ohttp_key_days"`
+	BundleHours int `json:"bundle_hours"`
 	// Matching lists the rules by which this system's own uploads match
 	// (MatchReciprocal, MatchOneSided). Keys imported from GAEN exports
 	// can only match one-sided.
@@ -87,6 +88,9 @@ type Policy struct {
 	Limits Limits `json:"limits"`
 	// GPS holds the thresholds of GPS trace matching.
 	GPS GPS `json:"gps"`
+	// TCB says which platform TCBs clients accept besides up-to-date SGX
+	// ones (see [TCB]); a policy without it is written without it.
+	TCB TCB `json:"tcb,omitzero"`
 }
 
 // GPS holds the thresholds of GPS trace matching (see package gps for the
@@ -240,9 +244,10 @@ func (p Policy) MaxKeys() int { return 2*p.RetentionDays + 2 }
 // heavily social user's 14 days: 1,000 sightings a day (seven devices in
 // every 10-minute interval, all day) is far above what deployments
 // observed, and 16,000 sightings are 352,000 bytes, well within the
-// largest padded message (1 MiB). Uploads match reciprocally only. The
-// Oblivious HTTP keys rotate weekly: a short enough life for the private
-// keys, and a phone re-verifies the bundle at most about once a week.
+// largest padded message (1 MiB). Uploads match reciprocally only. A
+// bundle lives a day: evidence from a platform that a TCB recovery has
+// since fixed stops working within a day, and a phone that exchanges once
+// a day fetches and verifies a bundle once a day.
 func Default() Policy {
 	return Policy{
 		Version:                    Version,
@@ -255,7 +260,7 @@ func Default() Policy {
 		GAENExportKeys:             []ExportKey{},
 		RetentionDays:              14,
 		UploadAuthorizationSeconds: 24 * 60 * 60,
-		OHTTPKeyDays:               7,
+		BundleHours:                24,
 		Risk: Risk{
 			AttenuationThresholds:  []int{55, 63, 73},
 			WeightsPercent:         []int{100, 100, 50, 0},
@@ -286,10 +291,10 @@ func defaultGPS() GPS {
 	}
 }
 
-// OHTTPKeyLifetime returns OHTTPKeyDays as a duration: how long each
-// generation of Oblivious HTTP keys is current.
-func (p Policy) OHTTPKeyLifetime() time.Duration {
-	return time.Duration(p.OHTTPKeyDays) * 24 * time.Hour
+// BundleLifetime returns BundleHours as a duration: the longest an
+// attestation bundle may be valid.
+func (p Policy) BundleLifetime() time.Duration {
+	return time.Duration(p.BundleHours) * time.Hour
 }
 
 // UploadAuthorizationTTL returns UploadAuthorizationSeconds as a duration.
@@ -355,6 +360,9 @@ func (p Policy) Validate() error {
 	if err := p.validateMatching(); err != nil {
 		return err
 	}
+	if err := p.TCB.Validate(); err != nil {
+		return err
+	}
 	if p.Answers != AnswersCoarse && p.Answers != AnswersDetailed {
 		return invalidf("answers %q: want %q or %q", p.Answers, AnswersCoarse, AnswersDetailed)
 	}
@@ -373,8 +381,8 @@ func (p Policy) Validate() error {
 	if p.UploadAuthorizationSeconds < 60 || p.UploadAuthorizationSeconds > 14*24*3600 {
 		return invalidf("upload_authorization_seconds %d outside 60..1209600", p.UploadAuthorizationSeconds)
 	}
-	if p.OHTTPKeyDays < 1 || p.OHTTPKeyDays > 30 {
-		return invalidf("ohttp_key_days %d outside 1..30", p.OHTTPKeyDays)
+	if p.BundleHours < 6 || p.BundleHours > 168 {
+		return invalidf("bundle_hours %d outside 6..168", p.BundleHours)
 	}
 	r := p.Risk
 	if len(r.AttenuationThresholds) == 0 || len(r.AttenuationThresholds) > 8 {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -109,7 +110,9 @@ func ReadCollateralDir(dir string) (*Collateral, error) {
 // to have revocation checked.
 func NewCollateral(tcbInfo, qeIdentity, tcbSigningChain []byte) (*Collateral, error) {
 	chain := bytes.Clone(tcbSigningChain)
-	if !bytes.HasPrefix(bytes.TrimSpace(chain), []byte("-----BEGIN")) {
+	// PEM never holds a '%'; PCS's header, "-----BEGIN%20CERTIFICATE...",
+	// always does.
+	if bytes.ContainsRune(chain, '%') {
 		// PathUnescape, not QueryUnescape: base64 '+' may appear unescaped.
 		s, err := url.PathUnescape(string(bytes.TrimSpace(chain)))
 		if err != nil {
@@ -260,7 +263,8 @@ type tcbInfo struct {
 			} `json:"sgxtcbcomponents"`
 			PCESVN int `json:"pcesvn"`
 		} `json:"tcb"`
-		TCBStatus string `json:"tcbStatus"`
+		TCBStatus   string   `json:"tcbStatus"`
+		AdvisoryIDs []string `json:"advisoryIDs"`
 	} `json:"tcbLevels"`
 
 	fmspc  [6]byte
@@ -270,9 +274,10 @@ type tcbInfo struct {
 
 // platformLevel is one platform TCB level of a TCB info.
 type platformLevel struct {
-	comp   [16]int
-	pceSVN int
-	status string
+	comp       [16]int
+	pceSVN     int
+	status     string
+	advisories []string
 }
 
 func parseTCBInfo(b []byte) (*tcbInfo, signedDoc, error) {
@@ -323,8 +328,12 @@ func (ti *tcbInfo) validate() error {
 		if !slices.Contains(knownStatuses, l.TCBStatus) {
 			return fmt.Errorf("TCB level %d has unknown status %q", i, l.TCBStatus)
 		}
+		if err := checkAdvisories(l.AdvisoryIDs); err != nil {
+			return fmt.Errorf("TCB level %d: %w", i, err)
+		}
 		ti.levels[i].pceSVN = l.TCB.PCESVN
 		ti.levels[i].status = l.TCBStatus
+		ti.levels[i].advisories = l.AdvisoryIDs
 	}
 	return nil
 }
@@ -341,18 +350,22 @@ type qeIdentity struct {
 	AttributesMask string    `json:"attributesMask"`
 	MRSigner       string    `json:"mrsigner"`
 	ISVProdID      int       `json:"isvprodid"`
-	TCBLevels      []struct {
-		TCB struct {
-			ISVSVN int `json:"isvsvn"`
-		} `json:"tcb"`
-		TCBStatus string `json:"tcbStatus"`
-	} `json:"tcbLevels"`
+	TCBLevels      []qeLevel `json:"tcbLevels"`
 
 	// The byte fields are in report body order: MISCSELECT and ATTRIBUTES
 	// as the little-endian bytes of the report.
 	miscSelect, miscSelectMask [4]byte
 	attributes, attributesMask [16]byte
 	mrSigner                   [32]byte
+}
+
+// qeLevel is one TCB level of a QE identity.
+type qeLevel struct {
+	TCB struct {
+		ISVSVN int `json:"isvsvn"`
+	} `json:"tcb"`
+	TCBStatus   string   `json:"tcbStatus"`
+	AdvisoryIDs []string `json:"advisoryIDs"`
 }
 
 func parseQEIdentity(b []byte) (*qeIdentity, signedDoc, error) {
@@ -405,6 +418,27 @@ func (qi *qeIdentity) validate() error {
 		// Intel rates quoting enclaves with these three only.
 		if !slices.Contains([]string{statusUpToDate, statusOutOfDate, statusRevoked}, l.TCBStatus) {
 			return fmt.Errorf("TCB level %d has unknown status %q", i, l.TCBStatus)
+		}
+		if err := checkAdvisories(l.AdvisoryIDs); err != nil {
+			return fmt.Errorf("TCB level %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// maxAdvisories bounds the advisory IDs of one TCB level; Intel's levels
+// name a few dozen at most.
+const maxAdvisories = 256
+
+// checkAdvisories checks a TCB level's advisory IDs, which reach clients'
+// error messages and outputs: a bounded number of short printable names.
+func checkAdvisories(ids []string) error {
+	if len(ids) > maxAdvisories {
+		return fmt.Errorf("%d advisory IDs, more than %d", len(ids), maxAdvisories)
+	}
+	for _, id := range ids {
+		if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' || r > '~' }) {
+			return fmt.Errorf("advisory ID %q is not 1 to 64 printable ASCII characters", id)
 		}
 	}
 	return nil

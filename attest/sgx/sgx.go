@@ -32,6 +32,12 @@
 // in [attest.Evidence.Collateral] ([Collateral.Marshal]). Collateral is
 // valid for about a month; refresh it daily.
 //
+// A conftrace backend serves collateral with every quote, so that phones
+// judge the TCB without asking Intel anything (which would tell Intel, or a
+// PCCS operator, who uses the backend). It takes the collateral from a
+// [CollateralSource]: a [CollateralDir] that the operator keeps fresh, or
+// [PCS], which fetches it from Intel PCS or a PCCS at each attestation.
+//
 // # What is checked, in order
 //
 //  1. The quote's format ([ParseQuote]): version, key type, TEE type and
@@ -62,18 +68,22 @@
 //     The platform status and the QE status are combined as Intel's quote
 //     verification library does (see [Verifier.Verify]). A Revoked status is
 //     always refused; any other status is reported in
-//     [attest.Identity.TCBStatus] for [attest.Expectations] to judge.
+//     [attest.Identity.TCBStatus], with the advisory IDs of both TCB levels
+//     in [attest.Identity.TCBAdvisoryIDs], for [attest.Expectations] to
+//     judge.
 //
 // # What is not checked
 //
 // Without collateral, step 6 is skipped: the quote proves that some genuine
 // SGX platform ran the enclave, but not that the platform's microcode,
 // firmware and quoting enclave are free of known vulnerabilities, and
-// Identity.TCBStatus is empty (which [attest.Expectations] accept). Set
-// [VerifierOptions.RequireCollateral] to refuse such quotes.
+// Identity.TCBStatus is empty, which [attest.Expectations] refuse unless
+// they allow an unjudged TCB. Set [VerifierOptions.RequireCollateral] to
+// have the verifier itself refuse such quotes, as conftrace's clients do.
 //
 // Revocation of PCK certificates is checked only when the collateral carries
-// the CRLs; this package does not fetch anything. Collateral is trusted as
+// the CRLs, which [PCS] does not fetch; verification itself never fetches
+// anything. Collateral is trusted as
 // fresh if the verification time lies between its issue and next-update
 // dates; an attacker who replays old, still-unexpired collateral can hide a
 // TCB recovery for up to its validity period (about 30 days). The QE

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/conftrace/conftrace/attest"
@@ -25,8 +26,9 @@ type VerifierOptions struct {
 	// platform (FMSPC) that produced the quote.
 	Collateral *Collateral
 	// RequireCollateral refuses evidence when no collateral is available,
-	// with an error wrapping [ErrNoCollateral]. Without it such evidence is
-	// accepted with an empty TCB status: the platform's TCB is not judged.
+	// with an error wrapping [ErrNoCollateral]. Without it such evidence
+	// verifies with an empty TCB status, which [attest.Expectations] refuse
+	// unless they allow an unjudged TCB.
 	RequireCollateral bool
 }
 
@@ -53,9 +55,10 @@ func (v *Verifier) TEE() attest.TEE { return attest.SGX }
 // Verify checks the quote in ev.Data, in the order the package
 // documentation gives, and returns the identity it proves: Measurement is
 // MRENCLAVE, Signer MRSIGNER, ProductID ISVPRODID, SVN ISVSVN, Debug the
-// DEBUG attribute, ReportData the report data, and TCBStatus the platform's
-// TCB status when collateral was available (ev.Collateral, in the form of
-// [Collateral.Marshal], or else [VerifierOptions.Collateral]).
+// DEBUG attribute, ReportData the report data, and TCBStatus and
+// TCBAdvisoryIDs the platform's TCB status and advisories when collateral
+// was available (ev.Collateral, in the form of [Collateral.Marshal], or else
+// [VerifierOptions.Collateral]).
 //
 // The TCB status combines the platform's level (from the TCB info) with the
 // quoting enclave's (from the QE identity) as Intel's quote verification
@@ -111,7 +114,7 @@ func (v *Verifier) Verify(ctx context.Context, ev attest.Evidence) (attest.Ident
 		ReportData:  q.Report.ReportData,
 	}
 	if col != nil {
-		if id.TCBStatus, err = judgeTCB(col, q, pck, root, t); err != nil {
+		if id.TCBStatus, id.TCBAdvisoryIDs, err = judgeTCB(col, q, pck, root, t); err != nil {
 			return attest.Identity{}, err
 		}
 	}
@@ -153,65 +156,81 @@ func verifyQuote(q *Quote, root *x509.Certificate, t time.Time) ([]*x509.Certifi
 	return certs, nil
 }
 
-// judgeTCB checks the collateral and returns the combined TCB status (step
-// 6 of the package documentation). pck is the verified PCK chain.
-func judgeTCB(c *Collateral, q *Quote, pck []*x509.Certificate, root *x509.Certificate, t time.Time) (string, error) {
+// judgeTCB checks the collateral and returns the combined TCB status and
+// the advisories of the platform's and the quoting enclave's TCB levels,
+// sorted (step 6 of the package documentation). pck is the verified PCK
+// chain.
+func judgeTCB(c *Collateral, q *Quote, pck []*x509.Certificate, root *x509.Certificate, t time.Time) (string, []string, error) {
+	ti, qi, err := checkCollateral(c, pck, root, t)
+	if err != nil {
+		return "", nil, err
+	}
+	qeLevel, err := qeTCBLevel(qi, &q.QEReport)
+	if err != nil {
+		return "", nil, err
+	}
+	ext, err := pckExtensionOf(pck[0])
+	if err != nil {
+		return "", nil, err
+	}
+	if ext.FMSPC != ti.fmspc || ext.PCEID != ti.pceID {
+		return "", nil, fmt.Errorf("%w: PCK certificate has FMSPC %x PCE ID %x, TCB info is for %x and %x",
+			ErrPlatformMismatch, ext.FMSPC, ext.PCEID, ti.fmspc, ti.pceID)
+	}
+	plat, err := platformTCBLevel(ti, ext)
+	if err != nil {
+		return "", nil, err
+	}
+	status := convergeStatus(plat.status, qeLevel.TCBStatus)
+	if status == statusRevoked {
+		return "", nil, fmt.Errorf("%w: TCB status Revoked (platform %s, quoting enclave %s)", ErrRevoked, plat.status, qeLevel.TCBStatus)
+	}
+	// Both levels' advisories, as Intel's quote verification library
+	// reports them: the platform's status may stand while the QE's
+	// advisories still apply.
+	advisories := slices.Concat(plat.advisories, qeLevel.AdvisoryIDs)
+	slices.Sort(advisories)
+	return status, slices.Compact(advisories), nil
+}
+
+// checkCollateral checks the collateral's signatures, validity dates and
+// CRLs, and returns its TCB info and QE identity.
+func checkCollateral(c *Collateral, pck []*x509.Certificate, root *x509.Certificate, t time.Time) (*tcbInfo, *qeIdentity, error) {
 	signers, err := parseCertChain(c.TCBSigningChain)
 	if err != nil {
-		return "", fmt.Errorf("%w: TCB signing chain: %w", ErrCollateral, err)
+		return nil, nil, fmt.Errorf("%w: TCB signing chain: %w", ErrCollateral, err)
 	}
 	signKey, err := verifyChain(signers, root, t, cnTCBSigning)
 	if err != nil {
 		if errors.Is(err, ErrUntrustedRoot) {
-			return "", fmt.Errorf("sgx: TCB signing chain: %w", err)
+			return nil, nil, fmt.Errorf("sgx: TCB signing chain: %w", err)
 		}
-		return "", fmt.Errorf("%w: TCB signing chain: %w", ErrCollateralSignature, err)
+		return nil, nil, fmt.Errorf("%w: TCB signing chain: %w", ErrCollateralSignature, err)
 	}
 	ti, tiDoc, err := parseTCBInfo(c.TCBInfo)
 	if err != nil {
-		return "", err
+		return nil, nil, err
 	}
 	if !tiDoc.verify(signKey) {
-		return "", fmt.Errorf("%w: TCB info", ErrCollateralSignature)
+		return nil, nil, fmt.Errorf("%w: TCB info", ErrCollateralSignature)
 	}
 	qi, qiDoc, err := parseQEIdentity(c.QEIdentity)
 	if err != nil {
-		return "", err
+		return nil, nil, err
 	}
 	if !qiDoc.verify(signKey) {
-		return "", fmt.Errorf("%w: QE identity", ErrCollateralSignature)
+		return nil, nil, fmt.Errorf("%w: QE identity", ErrCollateralSignature)
 	}
 	if err := checkPeriod("TCB info", ti.IssueDate, ti.NextUpdate, t); err != nil {
-		return "", err
+		return nil, nil, err
 	}
 	if err := checkPeriod("QE identity", qi.IssueDate, qi.NextUpdate, t); err != nil {
-		return "", err
+		return nil, nil, err
 	}
 	if err := checkCRLs(c, pck, t); err != nil {
-		return "", err
+		return nil, nil, err
 	}
-
-	qeStatus, err := qeTCBStatus(qi, &q.QEReport)
-	if err != nil {
-		return "", err
-	}
-	ext, err := pckExtensionOf(pck[0])
-	if err != nil {
-		return "", err
-	}
-	if ext.FMSPC != ti.fmspc || ext.PCEID != ti.pceID {
-		return "", fmt.Errorf("%w: PCK certificate has FMSPC %x PCE ID %x, TCB info is for %x and %x",
-			ErrPlatformMismatch, ext.FMSPC, ext.PCEID, ti.fmspc, ti.pceID)
-	}
-	platStatus, err := platformTCBStatus(ti, ext)
-	if err != nil {
-		return "", err
-	}
-	status := convergeStatus(platStatus, qeStatus)
-	if status == statusRevoked {
-		return "", fmt.Errorf("%w: TCB status Revoked (platform %s, quoting enclave %s)", ErrRevoked, platStatus, qeStatus)
-	}
-	return status, nil
+	return ti, qi, nil
 }
 
 func checkPeriod(what string, issued, next, t time.Time) error {
@@ -260,28 +279,28 @@ func checkCRLs(c *Collateral, pck []*x509.Certificate, t time.Time) error {
 	return nil
 }
 
-// qeTCBStatus matches the QE report against the QE identity and returns the
-// status of the first TCB level whose ISVSVN the QE reaches.
-func qeTCBStatus(qi *qeIdentity, qe *ReportBody) (string, error) {
+// qeTCBLevel matches the QE report against the QE identity and returns the
+// first TCB level whose ISVSVN the QE reaches.
+func qeTCBLevel(qi *qeIdentity, qe *ReportBody) (qeLevel, error) {
 	if qe.MRSigner != qi.mrSigner {
-		return "", fmt.Errorf("%w: MRSIGNER %x, want %x", ErrQEIdentity, qe.MRSigner[:], qi.mrSigner[:])
+		return qeLevel{}, fmt.Errorf("%w: MRSIGNER %x, want %x", ErrQEIdentity, qe.MRSigner[:], qi.mrSigner[:])
 	}
 	if int(qe.ISVProdID) != qi.ISVProdID {
-		return "", fmt.Errorf("%w: ISVPRODID %d, want %d", ErrQEIdentity, qe.ISVProdID, qi.ISVProdID)
+		return qeLevel{}, fmt.Errorf("%w: ISVPRODID %d, want %d", ErrQEIdentity, qe.ISVProdID, qi.ISVProdID)
 	}
 	body := qe.Marshal()
 	if !maskedEqual(body[16:20], qi.miscSelectMask[:], qi.miscSelect[:]) {
-		return "", fmt.Errorf("%w: MISCSELECT %x under mask %x, want %x", ErrQEIdentity, body[16:20], qi.miscSelectMask[:], qi.miscSelect[:])
+		return qeLevel{}, fmt.Errorf("%w: MISCSELECT %x under mask %x, want %x", ErrQEIdentity, body[16:20], qi.miscSelectMask[:], qi.miscSelect[:])
 	}
 	if !maskedEqual(body[48:64], qi.attributesMask[:], qi.attributes[:]) {
-		return "", fmt.Errorf("%w: ATTRIBUTES %x under mask %x, want %x", ErrQEIdentity, body[48:64], qi.attributesMask[:], qi.attributes[:])
+		return qeLevel{}, fmt.Errorf("%w: ATTRIBUTES %x under mask %x, want %x", ErrQEIdentity, body[48:64], qi.attributesMask[:], qi.attributes[:])
 	}
 	for _, l := range qi.TCBLevels {
 		if int(qe.ISVSVN) >= l.TCB.ISVSVN {
-			return l.TCBStatus, nil
+			return l, nil
 		}
 	}
-	return "", fmt.Errorf("%w: quoting enclave ISVSVN %d is below every level", ErrTCBLevel, qe.ISVSVN)
+	return qeLevel{}, fmt.Errorf("%w: quoting enclave ISVSVN %d is below every level", ErrTCBLevel, qe.ISVSVN)
 }
 
 func maskedEqual(value, mask, want []byte) bool {
@@ -293,10 +312,10 @@ func maskedEqual(value, mask, want []byte) bool {
 	return true
 }
 
-// platformTCBStatus returns the status of the first TCB level whose 16
-// component SVNs and PCESVN the PCK certificate's all reach (Intel's
-// algorithm for TCB info v3).
-func platformTCBStatus(ti *tcbInfo, ext *pckExtension) (string, error) {
+// platformTCBLevel returns the first TCB level whose 16 component SVNs and
+// PCESVN the PCK certificate's all reach (Intel's algorithm for TCB info
+// v3).
+func platformTCBLevel(ti *tcbInfo, ext *pckExtension) (platformLevel, error) {
 next:
 	for _, l := range ti.levels {
 		for i, svn := range l.comp {
@@ -305,10 +324,10 @@ next:
 			}
 		}
 		if int(ext.PCESVN) >= l.pceSVN {
-			return l.status, nil
+			return l, nil
 		}
 	}
-	return "", fmt.Errorf("%w: platform with component SVNs %s and PCESVN %d is below every level",
+	return platformLevel{}, fmt.Errorf("%w: platform with component SVNs %s and PCESVN %d is below every level",
 		ErrTCBLevel, hex.EncodeToString(ext.CompSVN[:]), ext.PCESVN)
 }
 

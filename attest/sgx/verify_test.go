@@ -93,7 +93,7 @@ func TestVerifyRealQuoteExpectations(t *testing.T) {
 	if !errors.As(err, &mm) || mm.Field != "tcb_status" {
 		t.Fatalf("default expectations: %v, want a tcb_status mismatch", err)
 	}
-	exp := attest.Expectations{Measurements: [][]byte{mrenclave}, TCBStatuses: []string{"UpToDate", "SWHardeningNeeded"}}
+	exp := attest.Expectations{Measurements: [][]byte{mrenclave}, AcceptedTCB: []attest.AcceptedTCB{{Status: "SWHardeningNeeded", Advisories: []string{"INTEL-SA-00615", "INTEL-SA-00657"}}}}
 	if _, err := attest.Verify(ctx, ev, rd, exp, v); err != nil {
 		t.Fatalf("accepting SWHardeningNeeded: %v", err)
 	}

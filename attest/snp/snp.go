@@ -15,12 +15,15 @@
 // [attest.Identity] it proves; [attest.Verify] then checks it against the
 // caller's [attest.Expectations]:
 //
-//	v, err := snp.NewVerifier(snp.VerifierOptions{
-//		// The lowest TCB that AMD's bulletins still consider safe.
-//		MinimumTCB: snp.TCB{Bootloader: 3, TEE: 0, SNP: 8, Microcode: 115},
-//	})
+//	v, err := snp.NewVerifier(snp.VerifierOptions{})
 //	...
-//	id, err := attest.Verify(ctx, ev, reportData, attest.Expectations{Measurements: want}, v)
+//	id, err := attest.Verify(ctx, ev, reportData, attest.Expectations{
+//		Measurements: [][]byte{launchDigest},
+//		HostData:     configHash,
+//		// The lowest TCB (bootloader, TEE, SNP, microcode) that AMD's
+//		// bulletins still consider safe.
+//		MinSNPTCB: []byte{3, 0, 8, 115},
+//	}, v)
 //
 // # Evidence format
 //
@@ -68,14 +71,16 @@
 //
 //   - Revocation: AMD's certificate revocation lists are not consulted.
 //   - Whether the platform's TCB (firmware and microcode versions) is
-//     current: the identity's TCBStatus is left empty, which
-//     [attest.Expectations] treats as "not judged". AMD publishes no
-//     collateral saying which TCB is current that could be checked
-//     offline, so by default any TCB is accepted, including firmware with
-//     published vulnerabilities. Deployments should set
-//     [VerifierOptions.MinimumTCB] to the lowest TCB that AMD's security
-//     bulletins still consider safe, and raise it as bulletins appear;
-//     [Report.TCB] shows the reported TCB.
+//     current: AMD publishes no collateral saying which TCB is current that
+//     could be checked offline, so the identity's TCBStatus is left empty.
+//     Its PlatformTCB holds the reported TCB's four security patch levels,
+//     which [attest.Expectations] compare with their MinSNPTCB, and refuse
+//     as "not judged" when they have none; a conftrace client takes it from
+//     the attested policy, which should name the lowest TCB that AMD's
+//     security bulletins still consider safe, raised as bulletins appear.
+//     The verifier itself accepts any TCB unless
+//     [VerifierOptions.MinimumTCB] is set; [Report.TCB] shows the reported
+//     TCB.
 //   - The guest policy beyond its DEBUG bit, which becomes
 //     [attest.Identity.Debug]: whether SMT or a migration agent are allowed
 //     is visible in [Report.Policy] but not judged.
@@ -83,8 +88,9 @@
 //     launch (firmware, and with measured direct boot the kernel, initrd and
 //     command line); whether that stack pins the conftrace binary is for the
 //     auditor who reproduces the measurement.
-//   - HOST_DATA, FAMILY_ID, IMAGE_ID, VMPL and the report ID, which are
-//     exposed in [Report] but not judged.
+//   - FAMILY_ID, IMAGE_ID and the report ID, which are exposed in [Report]
+//     but not judged. HOST_DATA and VMPL are in the identity, for
+//     [attest.Expectations] to pin.
 //
 // The identity's Measurement is the 48-byte launch measurement, Signer is
 // the digest of the ID key that signed the VM's ID block (nil when the VM
@@ -245,14 +251,23 @@ func (r *Report) TCB() TCB { return splitTCB(r.ReportedTCB) }
 // that is, to read its memory.
 func (r *Report) Debug() bool { return r.Policy&policyDebug != 0 }
 
-// Identity returns the attestation identity the report proves.
+// Identity returns the attestation identity the report proves: the launch
+// measurement, HOST_DATA and VMPL for callers to pin, and the reported
+// TCB's security patch levels (bootloader, TEE, SNP, microcode) as the
+// platform's TCB.
 func (r *Report) Identity() attest.Identity {
+	tcb := r.TCB()
 	id := attest.Identity{
 		TEE:         attest.SNP,
 		Measurement: bytes.Clone(r.Measurement),
 		SVN:         uint16(min(r.GuestSVN, math.MaxUint16)),
 		Debug:       r.Debug(),
-		ReportData:  r.ReportData,
+		PlatformTCB: []byte{tcb.Bootloader, tcb.TEE, tcb.SNP, tcb.Microcode},
+		HostData:    bytes.Clone(r.HostData),
+		// The firmware reports VMPLs 0 to 3; saturate rather than wrap
+		// anything else, which then matches no pinned VMPL.
+		VMPL:       uint8(min(r.VMPL, math.MaxUint8)),
+		ReportData: r.ReportData,
 	}
 	if slices.ContainsFunc(r.IDKeyDigest, func(b byte) bool { return b != 0 }) {
 		id.Signer = bytes.Clone(r.IDKeyDigest)

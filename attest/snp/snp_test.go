@@ -104,7 +104,13 @@ func TestVerifyRealReport(t *testing.T) {
 	if !errors.As(err, &mm) || mm.Field != "debug" {
 		t.Errorf("attest.Verify with default expectations: %v, want a debug mismatch", err)
 	}
-	if _, err := attest.Verify(context.Background(), ev, want, attest.Expectations{Measurements: [][]byte{m}, AllowDebug: true}, realVerifier(t)); err != nil {
+	// Allowing debug, the TCB must still be judged: against a minimum.
+	exp := attest.Expectations{Measurements: [][]byte{m}, AllowDebug: true}
+	if _, err := attest.Verify(context.Background(), ev, want, exp, realVerifier(t)); !errors.Is(err, attest.ErrTCBNotJudged) {
+		t.Errorf("attest.Verify allowing debug, without a minimum TCB: %v, want ErrTCBNotJudged", err)
+	}
+	exp.MinSNPTCB = id.PlatformTCB
+	if _, err := attest.Verify(context.Background(), ev, want, exp, realVerifier(t)); err != nil {
 		t.Errorf("attest.Verify allowing debug: %v", err)
 	}
 }
@@ -332,7 +338,7 @@ func TestVerifyFakeAMD(t *testing.T) {
 		if id.ReportData != rd || id.SVN != 7 || !bytes.Equal(id.Measurement, bytes.Repeat([]byte{0xAB}, 48)) {
 			t.Errorf("identity %+v does not carry the report's fields", id)
 		}
-		_, err = attest.Verify(context.Background(), ev, rd, attest.Expectations{}, v)
+		_, err = attest.Verify(context.Background(), ev, rd, attest.Expectations{MinSNPTCB: id.PlatformTCB}, v)
 		if debug && err == nil {
 			t.Error("attest.Verify accepted a debug guest by default")
 		}

@@ -16,11 +16,11 @@
 // [attest.Identity] it proves; [attest.Verify] then checks it against the
 // caller's [attest.Expectations]:
 //
-//	v := tdx.NewVerifier(tdx.VerifierOptions{
-//		MinimumTEETCBSVN: minSVN,                            // from Intel's advisories
-//		RTMRs:            [tdx.RTMRCount]*[48]byte{1: &kernel}, // reproduced by the auditor
-//	})
-//	id, err := attest.Verify(ctx, ev, reportData, attest.Expectations{Measurements: want}, v)
+//	id, err := attest.Verify(ctx, ev, reportData, attest.Expectations{
+//		Measurements: [][]byte{mrtd},           // reproduced by the auditor
+//		RTMRs:        [4][]byte{2: kernelRTMR}, // the measured boot that pins the binary
+//		MinTDXTCB:    minSVN,                   // from Intel's advisories
+//	}, tdx.NewVerifier(tdx.VerifierOptions{}))
 //
 // [Verifier.VerifyQuote] returns all the quote's measurements (RTMRs,
 // MRCONFIGID, MROWNER, the TDX module's MRSEAM, ...) for an auditor to print
@@ -64,18 +64,23 @@
 //   - Collateral: TCB info and the QE identity are not fetched, so the
 //     platform's TCB status (whether its microcode, SEAM module and quoting
 //     enclave are up to date) is not judged and the identity's TCBStatus is
-//     empty, which [attest.Expectations] treats as "not judged". Neither is
-//     the identity of the quoting enclave compared with Intel's published
-//     one. By default any TDX module version is accepted; deployments
-//     should set [VerifierOptions.MinimumTEETCBSVN] to the lowest one
-//     Intel's security advisories still consider safe.
+//     empty. Neither is the identity of the quoting enclave compared with
+//     Intel's published one. The identity's PlatformTCB is the TEE_TCB_SVN,
+//     which [attest.Expectations] compare with their MinTDXTCB, and refuse
+//     as "not judged" when they have none; a conftrace client takes it from
+//     the attested policy. That judges the TDX module's version only, not
+//     the CPU's microcode (in the PCK certificate) or the quoting enclave.
+//     The verifier itself accepts any TDX module version unless
+//     [VerifierOptions.MinimumTEETCBSVN] is set.
 //   - Revocation: Intel's certificate revocation lists are not consulted.
 //   - MROWNERCONFIG, and the RTMRs, MRCONFIGID and MROWNER unless they are
-//     set in [VerifierOptions]. The identity's Measurement is MRTD alone, which covers only the TD's
-//     virtual firmware; what the firmware then booted is in the RTMRs,
-//     which [Verifier.VerifyQuote] returns for the auditor who reproduces
-//     them. A deployment that pins the conftrace binary by RTMR sets
-//     [VerifierOptions.RTMRs].
+//     set in [VerifierOptions] (or, for the RTMRs and MRCONFIGID, in
+//     [attest.Expectations], which judge the identity). The identity's
+//     Measurement is MRTD alone, which covers only the TD's virtual
+//     firmware; what the firmware then booted is in the RTMRs, which the
+//     identity and [Verifier.VerifyQuote] return for the auditor who
+//     reproduces them. A deployment that pins the conftrace binary by RTMR
+//     sets [attest.Expectations.RTMRs].
 //   - The TDX module (MRSEAM, MRSIGNERSEAM, SEAM attributes), beyond
 //     returning them.
 //
@@ -177,14 +182,22 @@ type Quote struct {
 // read its memory.
 func (q *Quote) Debug() bool { return q.TDAttributes&tdAttributesDebug != 0 }
 
-// Identity returns the attestation identity the quote proves.
+// Identity returns the attestation identity the quote proves: MRTD as the
+// measurement, the RTMRs and MRCONFIGID for callers to pin, and the
+// TEE_TCB_SVN as the platform's TCB.
 func (q *Quote) Identity() attest.Identity {
-	return attest.Identity{
+	id := attest.Identity{
 		TEE:         attest.TDX,
 		Measurement: bytes.Clone(q.MRTD),
 		Debug:       q.Debug(),
+		PlatformTCB: bytes.Clone(q.TEETCBSVN),
+		MRConfigID:  bytes.Clone(q.MRConfigID),
 		ReportData:  q.ReportData,
 	}
+	for i, r := range q.RTMRs {
+		id.RTMRs[i] = bytes.Clone(r)
+	}
+	return id
 }
 
 // VerifierOptions configure a [Verifier].

@@ -101,8 +101,14 @@ func TestVerifyRealQuote(t *testing.T) {
 		t.Errorf("measurement is %d bytes, want 48", len(id.Measurement))
 	}
 
-	// Through attest.Verify with the default expectations.
-	if _, err := attest.Verify(context.Background(), ev, q.ReportData, attest.Expectations{Measurements: [][]byte{q.MRTD}}, realVerifier()); err != nil {
+	// Through attest.Verify: the default expectations refuse the quote,
+	// whose TCB they cannot judge without a minimum; with one they accept.
+	exp := attest.Expectations{Measurements: [][]byte{q.MRTD}}
+	if _, err := attest.Verify(context.Background(), ev, q.ReportData, exp, realVerifier()); !errors.Is(err, attest.ErrTCBNotJudged) {
+		t.Errorf("attest.Verify without a minimum TCB: %v, want ErrTCBNotJudged", err)
+	}
+	exp.MinTDXTCB = q.TEETCBSVN
+	if _, err := attest.Verify(context.Background(), ev, q.ReportData, exp, realVerifier()); err != nil {
 		t.Errorf("attest.Verify: %v", err)
 	}
 	var other attest.ReportData
@@ -195,7 +201,7 @@ func TestVerifyFakeIntel(t *testing.T) {
 		if q.ReportData != rd {
 			t.Errorf("report data %x, want %x", q.ReportData, rd)
 		}
-		_, err = attest.Verify(context.Background(), ev, rd, attest.Expectations{}, v)
+		_, err = attest.Verify(context.Background(), ev, rd, attest.Expectations{MinTDXTCB: q.TEETCBSVN}, v)
 		var mm *attest.MismatchError
 		if debug && !(errors.As(err, &mm) && mm.Field == "debug") {
 			t.Errorf("attest.Verify of a debug TD: %v, want a debug mismatch", err)

@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/atomicfile"
+	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/internal/population"
 	"github.com/conftrace/conftrace/policy"
+	"github.com/conftrace/conftrace/release"
 )
 
 // runDemo runs the whole system on a simulated population: a real backend
@@ -210,14 +212,27 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 		now = population.DefaultStart()
 	)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	b, err := localbackend.Start(ctx, localbackend.Config{Dir: dir, Authority: lab, Policy: &pol, Now: clock})
+	// The production path: a governance set (here a demo health authority
+	// and a demo auditor) signs a release statement for this build and
+	// policy, the backend serves it, and the phones pin the set rather
+	// than a measurement.
+	var members []*release.Key
+	for _, name := range []string{"demo-health-authority", "demo-auditor"} {
+		k, err := release.GenerateKey(name)
+		if err != nil {
+			return nil, err
+		}
+		members = append(members, k)
+	}
+	b, err := localbackend.Start(ctx, localbackend.Config{Dir: dir, Authority: lab, Policy: &pol, Now: clock, Governance: members})
 	if err != nil {
 		return nil, err
 	}
 	defer b.Close()
 
 	cfg.Server = b.URL
-	cfg.Expectations = b.Expectations()
+	cfg.Expectations = attest.Expectations{AllowSimulated: true}
+	cfg.Governance = b.Governance
 	cfg.Authority = lab
 	cfg.SetClock = func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
 	cfg.Daily = b.Service.Maintain // as conftraced does hourly

@@ -3,13 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
@@ -17,6 +20,7 @@ import (
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/device"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/release"
 )
 
 // errNoAuthorization is returned by device upload when the device holds no
@@ -57,27 +61,121 @@ func (c deviceCommand) open(ctx context.Context, args []string, check func() err
 	return device.Open(ctx, *c.state)
 }
 
-// deviceClient verifies the backend that a device's state names, with the
-// expectations the device was initialised with, and returns a client for it.
-func deviceClient(ctx context.Context, d *device.Device) (*client.Client, error) {
+// deviceClient verifies the backend that a device's state names, with what
+// the device pinned, and returns a client for it. A device that pins
+// nothing yet (made by an older conftrace) pins what it sees now and says
+// so; one that accepts any code says so every time.
+func deviceClient(ctx context.Context, cio cmdIO, d *device.Device) (*client.Client, error) {
 	cfg := d.Config()
-	exp, err := cfg.Expectations()
+	tofu := errors.Is(cfg.Pinned(), device.ErrNothingPinned)
+	ccfg, err := clientConfig(cfg, d)
 	if err != nil {
 		return nil, fmt.Errorf("device state %s: %w", d.Dir(), err)
 	}
-	return client.New(ctx, client.Config{Server: cfg.Server, Relay: cfg.Relay, Expectations: exp})
+	if cfg.AnyCode {
+		warnAnyCode(cio)
+	}
+	c, err := client.New(ctx, ccfg)
+	if err != nil || !tofu {
+		return c, err
+	}
+	id, pol := c.Identity(), sha256.Sum256(c.PolicyDocument())
+	if err := d.Pin(id.Measurement, pol[:]); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(cio.stderr, "this device pinned no backend yet: it now trusts on first use measurement %x and policy sha256 %x, and refuses any other\n", id.Measurement, pol)
+	return c, nil
+}
+
+// clientConfig returns the client configuration that verifies cfg's
+// backend as cfg pins it; with d, the device remembers the release
+// statements it accepts.
+func clientConfig(cfg device.Config, d *device.Device) (client.Config, error) {
+	exp, err := cfg.Expectations()
+	if err != nil {
+		return client.Config{}, err
+	}
+	pol, err := cfg.PolicyPin()
+	if err != nil {
+		return client.Config{}, err
+	}
+	gov, err := cfg.GovernanceSet()
+	if err != nil {
+		return client.Config{}, err
+	}
+	cc := client.Config{Server: cfg.Server, Relay: cfg.Relay, Expectations: exp, PolicySHA256: pol,
+		Governance: gov, MinReleaseSequence: cfg.ReleaseSequence}
+	if d != nil {
+		cc.ReleaseAccepted = d.AcceptRelease
+	}
+	return cc, nil
+}
+
+// warnAnyCode says, at every use, that a device trusts whatever it meets.
+func warnAnyCode(cio cmdIO) {
+	fmt.Fprintln(cio.stderr, "WARNING: this device accepts any code and any policy (--any-measurement): whoever runs the backend can read what it sends. For development only.")
+}
+
+// pinFlags are the flags of device init that say what the device trusts.
+type pinFlags struct {
+	measurements   measurementsFlag
+	governance     string
+	anyCode        bool
+	allowSimulated bool
+}
+
+func (p *pinFlags) register(fs *flag.FlagSet) {
+	fs.Var(&p.measurements, "measurement", "pin this TEE measurement in `hex` (repeatable), with the policy the backend attests now;\n"+
+		"without --measurement, --governance or --any-measurement the device pins the measurement and policy it sees first")
+	fs.StringVar(&p.governance, "governance", "", "pin the governance set in this `file` (see conftrace release): accept the code and policy\n"+
+		"that a release statement signed by all its members admits, and never an older statement than one accepted")
+	fs.BoolVar(&p.anyCode, "any-measurement", false, "accept any code and any policy, and warn at every use (development only)")
+	fs.BoolVar(&p.allowSimulated, "allow-simulated", false, "accept a backend in the simulated TEE, which protects nothing (development only)")
+}
+
+// config returns the device configuration the flags ask for, before the
+// backend is seen.
+func (p *pinFlags) config(server, relay string) (device.Config, error) {
+	n := 0
+	for _, set := range []bool{len(p.measurements) > 0, p.governance != "", p.anyCode} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return device.Config{}, usagef("--measurement, --governance and --any-measurement do not go together")
+	}
+	cfg := device.Config{Server: server, Relay: relay, AnyCode: p.anyCode, AllowSimulated: p.allowSimulated}
+	for _, m := range p.measurements {
+		cfg.Measurements = append(cfg.Measurements, hex.EncodeToString(m))
+	}
+	if p.governance != "" {
+		b, err := os.ReadFile(p.governance)
+		if err != nil {
+			return device.Config{}, fmt.Errorf("--governance: %w", err)
+		}
+		if _, err := release.ParseGovernance(b); err != nil {
+			return device.Config{}, fmt.Errorf("--governance %s: %w", p.governance, err)
+		}
+		cfg.Governance = string(b)
+	}
+	return cfg, nil
 }
 
 // runDeviceInit verifies a backend and creates a device that trusts it.
 func runDeviceInit(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "device init", "device init --state DIR --server URL [--relay URL] [--measurement HEX ...] [--allow-simulated]\n\n"+
-		"Verifies the backend's attestation with these expectations, then creates a\n"+
-		"device in DIR that will verify it the same way before every request.")
+	fs := newFlags(cio, "device init", "device init --state DIR --server URL [--relay URL] [--measurement HEX ... | --governance FILE | --any-measurement] [--allow-simulated]\n\n"+
+		"Verifies the backend's attestation, then creates a device in DIR that will\n"+
+		"verify it before every request. The device pins what it sees first: the\n"+
+		"backend's measurement and policy (trust on first use), or the policy with the\n"+
+		"measurements of --measurement, and refuses any other code or policy after.\n"+
+		"With --governance it pins a governance set instead, and follows the upgrades\n"+
+		"its members sign (see conftrace release).")
 	state := stateFlag(fs)
 	server := fs.String("server", "", "the backend's base `URL` (required)")
 	relay := fs.String("relay", "", "an Oblivious HTTP relay's `URL` to send requests through (optional)")
-	var exp expectFlags
-	exp.register(fs)
+	var pins pinFlags
+	pins.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -87,17 +185,51 @@ func runDeviceInit(ctx context.Context, cio cmdIO, args []string) error {
 	case *server == "":
 		return usagef("--server is required")
 	}
-	// Verify first: a device that cannot trust its backend is no use.
-	c, err := client.New(ctx, client.Config{Server: *server, Relay: *relay, Expectations: exp.expectations()})
+	cfg, err := pins.config(*server, *relay)
 	if err != nil {
 		return err
 	}
-	if _, err := device.Create(ctx, *state, device.Config{Server: *server, Relay: *relay, Measurements: exp.measurementsHex(), AllowSimulated: exp.allowSimulated}); err != nil {
+	if cfg.AnyCode {
+		warnAnyCode(cio)
+	}
+	// Verify first: a device that cannot trust its backend is no use.
+	ccfg, err := clientConfig(cfg, nil)
+	if err != nil {
 		return err
 	}
-	id := c.Identity()
-	fmt.Fprintf(cio.stdout, "device created in %s; backend attested: tee %s, measurement %x\n", *state, id.TEE, id.Measurement)
+	c, err := client.New(ctx, ccfg)
+	if err != nil {
+		return err
+	}
+	id, pol := c.Identity(), sha256.Sum256(c.PolicyDocument())
+	var pinned string
+	switch st, ok := c.Release(); {
+	case ok:
+		cfg.ReleaseSequence = st.Sequence
+		pinned = fmt.Sprintf("pinned the governance set of %s; accepted release statement %d %q", memberNames(ccfg.Governance), st.Sequence, st.Note)
+	case cfg.AnyCode:
+		pinned = "pinned nothing: any code and any policy are accepted"
+	case len(cfg.Measurements) == 0:
+		cfg.Measurements, cfg.PolicySHA256 = []string{hex.EncodeToString(id.Measurement)}, hex.EncodeToString(pol[:])
+		pinned = fmt.Sprintf("pinned on first use: measurement %x and policy sha256 %x; any other code or policy is refused", id.Measurement, pol)
+	default:
+		cfg.PolicySHA256 = hex.EncodeToString(pol[:])
+		pinned = fmt.Sprintf("pinned the measurements given and policy sha256 %x; any other policy is refused", pol)
+	}
+	if _, err := device.Create(ctx, *state, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(cio.stdout, "device created in %s; backend attested: tee %s, measurement %x\n%s\n", *state, id.TEE, id.Measurement, pinned)
 	return nil
+}
+
+// memberNames lists a governance set's members.
+func memberNames(g *release.Governance) string {
+	names := make([]string, len(g.Members))
+	for i, m := range g.Members {
+		names[i] = m.Name
+	}
+	return strings.Join(names, " and ")
 }
 
 // runDeviceMeet simulates a Bluetooth encounter between two devices.
@@ -253,7 +385,7 @@ func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := deviceClient(ctx, d)
+	c, err := deviceClient(ctx, cio, d)
 	if err != nil {
 		return err
 	}
@@ -305,7 +437,7 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := deviceClient(ctx, d)
+	c, err := deviceClient(ctx, cio, d)
 	if err != nil {
 		return err
 	}
@@ -346,7 +478,7 @@ func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error
 	if err != nil {
 		return err
 	}
-	c, err := deviceClient(ctx, d)
+	c, err := deviceClient(ctx, cio, d)
 	if err != nil {
 		return err
 	}

@@ -178,7 +178,7 @@ func runDeviceGPSCheck(ctx context.Context, cio cmdIO, args []string) error {
 		return err
 	}
 	defer clear(tr)
-	c, err := deviceClient(ctx, d)
+	c, err := deviceClient(ctx, cio, d)
 	if err != nil {
 		return err
 	}

@@ -70,6 +70,11 @@ func commands() map[string]command {
 			"check-exposure": {summary: "ask whether an encounter was with an infected user", run: runDeviceCheckExposure},
 			"gps-check":      {summary: "check the device's GPS trace against infected patients'", run: runDeviceGPSCheck},
 		}},
+		"release": {summary: "governance: sign and check the releases phones accept", sub: map[string]command{
+			"keygen": {summary: "make a governance member's signing key", run: runReleaseKeygen},
+			"sign":   {summary: "sign a release statement (a build and its policy)", run: runReleaseSign},
+			"verify": {summary: "check that every member signed a release statement; print it", run: runReleaseVerify},
+		}},
 		"gaen": {summary: "GAEN interoperability", sub: map[string]command{
 			"import": {summary: "send a GAEN key export for the backend to import", run: runGAENImport},
 		}},

@@ -41,16 +41,45 @@ func (a *authorityFlag) Set(s string) error {
 	return nil
 }
 
+// sgxAcceptFlag is a repeatable --sgx-accept STATUS=ADVISORY,... flag.
+type sgxAcceptFlag []policy.SGXAccepted
+
+func (a *sgxAcceptFlag) String() string {
+	if a == nil {
+		return ""
+	}
+	s := make([]string, len(*a))
+	for i, x := range *a {
+		s[i] = x.Status + "=" + strings.Join(x.Advisories, ",")
+	}
+	return strings.Join(s, " ")
+}
+
+func (a *sgxAcceptFlag) Set(s string) error {
+	status, list, ok := strings.Cut(s, "=")
+	if !ok || status == "" {
+		return fmt.Errorf("%q: want STATUS=ADVISORY,... (an empty list accepts only TCB levels that name no advisory)", s)
+	}
+	advisories := []string{}
+	if list != "" {
+		advisories = strings.Split(list, ",")
+	}
+	*a = append(*a, policy.SGXAccepted{Status: status, Advisories: advisories})
+	return nil
+}
+
 // runPolicyInit writes a policy listing the given health authorities, with
 // the default retention, risk scoring and limits.
 func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	def := policy.Default()
 	fs := newFlags(cio, "policy init", "policy init --authority NAME=FILE.pub [--authority ...] --out FILE [--retention-days N]\n"+
-		"       [--matching reciprocal|one_sided|reciprocal,one_sided] [--gaen-export-key NAME=FILE.pem ...] [--force]\n\n"+
+		"       [--matching reciprocal|one_sided|reciprocal,one_sided] [--gaen-export-key NAME=FILE.pem ...]\n"+
+		"       [--sgx-accept STATUS=ADVISORY,... ...] [--tdx-min-tcb HEX] [--snp-min-tcb B,T,S,M] [--force]\n\n"+
 		"Writes a policy for the backend, conftraced: the health authorities whose signed\n"+
 		"results the backend accepts, how uploads match, the GAEN key servers whose signed\n"+
-		"exports it imports, and the default retention, risk scoring and limits. Edit the\n"+
-		"JSON for other values; the backend refuses an invalid policy.")
+		"exports it imports, the platforms phones accept, and the default retention, risk\n"+
+		"scoring and limits. Edit the JSON for other values; the backend refuses an\n"+
+		"invalid policy. Phones refuse a TDX or SNP backend whose policy names no minimum TCB.")
 	var auths authorityFlag
 	fs.Var(&auths, "authority", "an authority's `NAME=FILE` with its public key, from authority keygen (repeatable; at least one)")
 	matching := fs.String("matching", strings.Join(def.Matching, ","), "the `rules` by which uploads match, comma-separated: reciprocal (both phones\n"+
@@ -58,6 +87,13 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	var exportKeys nameFileFlag
 	fs.Var(&exportKeys, "gaen-export-key", "a GAEN key server's export signing key, `NAME=FILE` with a PEM SubjectPublicKeyInfo\n"+
 		"(ECDSA P-256); exports it signed are imported for one-sided matching (repeatable)")
+	var sgxAccept sgxAcceptFlag
+	fs.Var(&sgxAccept, "sgx-accept", "accept SGX platforms of this TCB status when every advisory their TCB level names is\n"+
+		"listed, `STATUS=ADVISORY,...` (SWHardeningNeeded, ConfigurationNeeded or\n"+
+		"ConfigurationAndSWHardeningNeeded; repeatable); UpToDate is always accepted")
+	tdxMin := fs.String("tdx-min-tcb", "", "the lowest TEE_TCB_SVN phones accept from a TDX platform, 32 hex `digits`")
+	snpMin := fs.String("snp-min-tcb", "", "the lowest reported TCB phones accept from an SEV-SNP platform,\n"+
+		"`bootloader,tee,snp,microcode` (decimal)")
 	out := fs.String("out", "", "the policy `file` to write (required)")
 	days := fs.Int("retention-days", def.RetentionDays, "how many `days` of uploads the backend keeps")
 	force := fs.Bool("force", false, "replace an existing --out file")
@@ -72,6 +108,15 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	}
 	p := def
 	p.RetentionDays = *days
+	p.TCB.SGXAccepted = sgxAccept
+	p.TCB.TDXMinTCB = strings.ToLower(*tdxMin)
+	if *snpMin != "" {
+		m, err := parseSNPMinTCB(*snpMin)
+		if err != nil {
+			return usagef("--snp-min-tcb %q: want bootloader,tee,snp,microcode, each a decimal number from 0 to 255", *snpMin)
+		}
+		p.TCB.SNPMinTCB = &policy.SNPTCB{Bootloader: int(m.Bootloader), TEE: int(m.TEE), SNP: int(m.SNP), Microcode: int(m.Microcode)}
+	}
 	p.Matching = nil
 	if *matching != "" {
 		p.Matching = strings.Split(*matching, ",")
@@ -126,7 +171,23 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	for i, a := range p.Authorities {
 		names[i] = a.Name
 	}
-	fmt.Fprintf(cio.stdout, "wrote %s: authorities %s; matching %s; %d GAEN export keys; retention %d days; policy sha256 %x\n",
-		*out, strings.Join(names, ", "), strings.Join(p.Matching, ","), len(p.GAENExportKeys), p.RetentionDays, sha256.Sum256(canon))
+	fmt.Fprintf(cio.stdout, "wrote %s: authorities %s; matching %s; %d GAEN export keys; retention %d days; %s; policy sha256 %x\n",
+		*out, strings.Join(names, ", "), strings.Join(p.Matching, ","), len(p.GAENExportKeys), p.RetentionDays, platformsAccepted(p.TCB), sha256.Sum256(canon))
 	return nil
+}
+
+// platformsAccepted says in a few words which platforms phones accept
+// under t.
+func platformsAccepted(t policy.TCB) string {
+	s := []string{"SGX UpToDate"}
+	for _, a := range t.SGXAccepted {
+		s = append(s, fmt.Sprintf("SGX %s with %d advisories", a.Status, len(a.Advisories)))
+	}
+	if t.TDXMinTCB != "" {
+		s = append(s, "TDX from "+t.TDXMinTCB)
+	}
+	if m := t.SNPMinTCB; m != nil {
+		s = append(s, fmt.Sprintf("SNP from %d,%d,%d,%d", m.Bootloader, m.TEE, m.SNP, m.Microcode))
+	}
+	return "accepts " + strings.Join(s, ", ")
 }

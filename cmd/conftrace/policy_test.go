@@ -106,6 +106,13 @@ func TestPolicyInitErrors(t *testing.T) {
 		{"export key missing", []string{"--authority", lab, "--out", out, "--gaen-export-key", "de=" + p("none.pem")}, "no such file", false},
 		{"export key not PEM", []string{"--authority", lab, "--out", out, "--gaen-export-key", "de=" + p("lab.key.pub")}, "want an ECDSA P-256 key", true},
 		{"export key no equals", []string{"--authority", lab, "--out", out, "--gaen-export-key", p("lab.key.pub")}, "want NAME=FILE", true},
+		{"sgx status no equals", []string{"--authority", lab, "--out", out, "--sgx-accept", "SWHardeningNeeded"}, "want STATUS=ADVISORY", true},
+		{"sgx out of date", []string{"--authority", lab, "--out", out, "--sgx-accept", "OutOfDate=INTEL-SA-00615"}, "cannot be accepted by an attested policy", true},
+		{"sgx unknown status", []string{"--authority", lab, "--out", out, "--sgx-accept", "Fine=INTEL-SA-00615"}, "unknown SGX TCB status", true},
+		{"sgx bad advisory", []string{"--authority", lab, "--out", out, "--sgx-accept", "SWHardeningNeeded=CVE-2024-1"}, "want INTEL-SA- and five digits", true},
+		{"tdx short", []string{"--authority", lab, "--out", out, "--tdx-min-tcb", "0300"}, "tdx_min_tcb", true},
+		{"snp three parts", []string{"--authority", lab, "--out", out, "--snp-min-tcb", "3,0,8"}, "--snp-min-tcb", true},
+		{"snp too large", []string{"--authority", lab, "--out", out, "--snp-min-tcb", "3,0,8,256"}, "--snp-min-tcb", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,6 +125,41 @@ func TestPolicyInitErrors(t *testing.T) {
 				t.Error("a policy file was written despite the error")
 			}
 		})
+	}
+}
+
+// policy init writes the platforms phones accept: further SGX statuses
+// with their advisories, and the TDX and SNP minimums without which phones
+// refuse those TEEs.
+func TestPolicyInitTCB(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	mustRun(t, runAuthorityKeygen, "--out", p("lab.key"))
+	out := mustRun(t, runPolicyInit, "--authority", "lab="+p("lab.key.pub"), "--out", p("policy.json"),
+		"--sgx-accept", "SWHardeningNeeded=INTEL-SA-00615,INTEL-SA-00657", "--sgx-accept", "ConfigurationNeeded=",
+		"--tdx-min-tcb", "03000500000000000000000000000000", "--snp-min-tcb", "3,0,8,115")
+	doc, err := os.ReadFile(p("policy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := policy.Parse(doc)
+	if err != nil {
+		t.Fatalf("policy init wrote a policy that policy.Parse refuses: %v", err)
+	}
+	want := policy.TCB{
+		SGXAccepted: []policy.SGXAccepted{
+			{Status: "SWHardeningNeeded", Advisories: []string{"INTEL-SA-00615", "INTEL-SA-00657"}},
+			{Status: "ConfigurationNeeded", Advisories: []string{}},
+		},
+		TDXMinTCB: "03000500000000000000000000000000",
+		SNPMinTCB: &policy.SNPTCB{Bootloader: 3, TEE: 0, SNP: 8, Microcode: 115},
+	}
+	if fmt.Sprint(got.TCB.SGXAccepted) != fmt.Sprint(want.SGXAccepted) || got.TCB.TDXMinTCB != want.TDXMinTCB ||
+		got.TCB.SNPMinTCB == nil || *got.TCB.SNPMinTCB != *want.SNPMinTCB {
+		t.Errorf("tcb = %+v, want %+v", got.TCB, want)
+	}
+	if !strings.Contains(out, "SGX SWHardeningNeeded with 2 advisories") || !strings.Contains(out, "SNP from 3,0,8,115") {
+		t.Errorf("policy init printed %q, want the platforms accepted", out)
 	}
 }
 

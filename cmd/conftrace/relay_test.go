@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
@@ -94,7 +95,7 @@ func TestRelayServesBundle(t *testing.T) {
 	if err := json.Unmarshal(got, &bundle); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := attest.VerifyBundle(t.Context(), bundle, b.Expectations(), sim.NewVerifier(sim.VerifierOptions{AllowSimulated: true})); err != nil {
+	if _, err := attest.VerifyBundle(t.Context(), bundle, time.Now(), b.Expectations(), sim.NewVerifier(sim.VerifierOptions{AllowSimulated: true})); err != nil {
 		t.Errorf("the bundle the relay served does not verify: %v", err)
 	}
 	if err := rl.Stop(); err != nil {

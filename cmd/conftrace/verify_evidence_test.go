@@ -57,20 +57,20 @@ func snpEvidenceFile(t *testing.T) string {
 
 func TestVerifyEvidenceSGX(t *testing.T) {
 	quote := filepath.Join(sgxDir, "quote_v3_ecdsa_p256_pck_chain.bin")
-	v := verifyJSON(t, "--evidence", quote, "--tee", "sgx", "--at", sgxAt, "--collateral", sgxDir)
+	v := verifyJSON(t, "--evidence", quote, "--tee", "sgx", "--at", sgxAt, "--collateral", sgxDir, "--tcb-status", "SWHardeningNeeded")
 	if v.TEE != attest.SGX ||
 		v.Measurement != "68823bc62f409ee33a32ea270cfe45d4b19a6fb3c8570d7bc186cbe062398e8f" ||
 		v.Signer != "9affcfae47b848ec2caf1c49b4b283531e1cc425f93582b36806e52a43d78d1a" ||
 		v.Debug || v.TCBStatus != "SWHardeningNeeded" || !strings.HasPrefix(v.ReportData, "026a69ced96c3e02") {
 		t.Fatalf("identity %+v", v)
 	}
-	// Without collateral the TCB is not judged.
-	if v := verifyJSON(t, "--evidence", quote, "--tee", "sgx", "--at", sgxAt); v.TCBStatus != "" {
-		t.Fatalf("TCB status %q without collateral", v.TCBStatus)
+	// Without collateral the TCB is not judged, which --no-tcb accepts.
+	if v := verifyJSON(t, "--evidence", quote, "--tee", "sgx", "--at", sgxAt, "--no-tcb"); v.TCBStatus != "" || v.TCBJudged == nil || *v.TCBJudged {
+		t.Fatalf("TCB status %q, judged %v without collateral", v.TCBStatus, v.TCBJudged)
 	}
 	// A pinned measurement that matches passes; one that does not fails.
-	mustRun(t, runVerify, "--evidence", quote, "--tee", "sgx", "--at", sgxAt, "--measurement", v.Measurement)
-	if _, _, err := cliRun(t, runVerify, "--evidence", quote, "--tee", "sgx", "--at", sgxAt, "--measurement", strings.Repeat("00", 32)); err == nil || !strings.Contains(err.Error(), "measurement mismatch") {
+	mustRun(t, runVerify, "--evidence", quote, "--tee", "sgx", "--at", sgxAt, "--no-tcb", "--measurement", v.Measurement)
+	if _, _, err := cliRun(t, runVerify, "--evidence", quote, "--tee", "sgx", "--at", sgxAt, "--no-tcb", "--measurement", strings.Repeat("00", 32)); err == nil || !strings.Contains(err.Error(), "measurement mismatch") {
 		t.Fatalf("wrong measurement: %v", err)
 	}
 
@@ -92,17 +92,17 @@ func TestVerifyEvidenceSGX(t *testing.T) {
 }
 
 func TestVerifyEvidenceTDXAndSNP(t *testing.T) {
-	v := verifyJSON(t, "--evidence", tdxFile, "--tee", "tdx", "--at", tdxAt)
-	if v.TEE != attest.TDX || len(v.Measurement) != 96 || v.Debug {
+	v := verifyJSON(t, "--evidence", tdxFile, "--tee", "tdx", "--at", tdxAt, "--no-tcb")
+	if v.TEE != attest.TDX || len(v.Measurement) != 96 || v.Debug || len(v.RTMRs) != 4 || len(v.MRConfigID) != 96 || len(v.PlatformTCB) != 32 {
 		t.Fatalf("TDX identity %+v", v)
 	}
 	snpFile := snpEvidenceFile(t)
-	s := verifyJSON(t, "--evidence", snpFile, "--tee", "snp", "--at", snpAt)
+	s := verifyJSON(t, "--evidence", snpFile, "--tee", "snp", "--at", snpAt, "--no-tcb")
 	// The real report go-sev-guest ships comes from a debug guest.
-	if s.TEE != attest.SNP || len(s.Measurement) != 96 || !s.Debug {
+	if s.TEE != attest.SNP || len(s.Measurement) != 96 || !s.Debug || len(s.HostData) != 64 || s.VMPL == nil || len(s.PlatformTCB) != 8 {
 		t.Fatalf("SNP identity %+v", s)
 	}
-	_, _, err := cliRun(t, runVerify, "--evidence", snpFile, "--tee", "snp", "--at", snpAt, "--forbid-debug")
+	_, _, err := cliRun(t, runVerify, "--evidence", snpFile, "--tee", "snp", "--at", snpAt, "--no-tcb", "--forbid-debug")
 	var me *attest.MismatchError
 	if !errors.As(err, &me) || me.Field != "debug" {
 		t.Fatalf("--forbid-debug on a debug guest: %v", err)

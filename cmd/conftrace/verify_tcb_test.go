@@ -96,12 +96,12 @@ func TestVerifyEvidenceTDXMinTCBAndRTMR(t *testing.T) {
 	}
 
 	rtmr := func(i int, b []byte) string { return fmt.Sprintf("%d=%x", i, b) }
-	if err := run("--rtmr", rtmr(0, q.RTMRs[0]), "--rtmr", rtmr(2, q.RTMRs[2])); err != nil {
+	if err := run("--no-tcb", "--rtmr", rtmr(0, q.RTMRs[0]), "--rtmr", rtmr(2, q.RTMRs[2])); err != nil {
 		t.Fatalf("--rtmr with the quote's values: %v", err)
 	}
 	wrong := append([]byte(nil), q.RTMRs[2]...)
 	wrong[0] ^= 1
-	if err := run("--rtmr", rtmr(0, q.RTMRs[0]), "--rtmr", rtmr(2, wrong)); !errors.Is(err, tdx.ErrMismatch) || !strings.Contains(err.Error(), "RTMR[2]") {
+	if err := run("--no-tcb", "--rtmr", rtmr(0, q.RTMRs[0]), "--rtmr", rtmr(2, wrong)); !errors.Is(err, tdx.ErrMismatch) || !strings.Contains(err.Error(), "RTMR[2]") {
 		t.Fatalf("--rtmr 2 with a wrong value: %v", err)
 	}
 }

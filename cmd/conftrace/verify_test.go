@@ -44,7 +44,7 @@ func TestVerifyJSON(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	want := []string{"debug", "measurement", "policy", "product_id", "report_data", "signer", "svn", "tcb_status", "tee"}
+	want := []string{"debug", "issued_at", "measurement", "not_after", "policy", "product_id", "report_data", "signer", "svn", "tcb_status", "tee"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("verify --json keys %v, want %v", keys, want)
 	}
@@ -62,7 +62,7 @@ func TestVerifyJSON(t *testing.T) {
 	}
 	// The report data printed is the binding of the served keys and policy.
 	bundle := fetchBundle(t, b.url)
-	rd, err := attest.BindReportData(bundle.KeyConfigs, bundle.Policy)
+	rd, err := attest.BindReportData(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,21 @@
 //
 // Usage:
 //
-//	conftraced --data DIR --policy FILE [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
+//	conftraced --data DIR --policy FILE [--release FILE] [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
+//	           [--collateral DIR | --pccs URL]
+//
+// On SGX, each quote is served with Intel's signed collateral for the
+// platform, without which phones cannot judge its TCB and refuse it: from
+// --collateral, a directory the operator refreshes daily (it is read at
+// every attestation), or fetched at every attestation from the PCCS or
+// Intel PCS at --pccs.
+//
+// --release names the release statement that the deployment's governance
+// set signed for this build and policy (see package release and
+// docs/governance.md). It is not part of the measurement, so that a
+// statement can name the measurement; the attestation bundle carries it
+// and binds its hash, and phones pinned to the governance set accept the
+// backend only under a statement all members signed.
 //
 // The image is built reproducibly; two builds of one commit are the same
 // bytes, whatever the checkout's path (the README's "For auditors" section):
@@ -60,7 +74,8 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-const usage = `usage: conftraced --data DIR --policy FILE [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
+const usage = `usage: conftraced --data DIR --policy FILE [--release FILE] [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
+                  [--collateral DIR | --pccs URL]
 
 Runs the conftrace backend: the attested HTTP endpoints and the Oblivious HTTP
 gateway, over a sealed SQLite store in DIR. Serves plain HTTP; put TLS in front
@@ -75,7 +90,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "the `address` to listen on, host:port (port 0 picks a free port)")
 	dataDir := fs.String("data", "", "the `directory` of the sealed store, created if missing (required)")
 	policyFile := fs.String("policy", "", "the policy `file`, as written by \"conftrace policy init\" (required)")
+	releaseFile := fs.String("release", "", "the release statement `file` the governance set signed for this build and policy\n(conftrace release sign); required in a real TEE, where phones pin a governance set")
 	teeName := fs.String("tee", "sim", "the trusted execution `environment`: sim (simulated, protects nothing), sgx (under Gramine), tdx or snp")
+	collateralDir := fs.String("collateral", "", "with --tee sgx: the `directory` of Intel's collateral for this platform (tcb_info*.json,\nqe_identity*.json, the signing chain *.pem), kept fresh by the operator and read at every attestation")
+	pccs := fs.String("pccs", "", "with --tee sgx: the `URL` of a PCCS (or Intel PCS) to fetch the collateral from at every attestation")
 	addrFile := fs.String("addr-file", "", "once listening, write the bound address to this `file` (removed at shutdown), for scripts")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -96,6 +114,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := service.CheckTEE(attest.TEE(*teeName)); err != nil {
 		return usagef("--tee: %v", err)
 	}
+	collateral, err := collateralSource(attest.TEE(*teeName), *collateralDir, *pccs)
+	if err != nil {
+		return err
+	}
 	doc, err := os.ReadFile(*policyFile)
 	if err != nil {
 		return fmt.Errorf("reading policy: %w", err)
@@ -104,15 +126,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *policyFile, err)
 	}
+	var rel []byte
+	if *releaseFile == "" && attest.TEE(*teeName) != attest.Sim {
+		return usagef("--tee %s needs --release FILE: phones pin a governance set and refuse a backend whose build and policy it did not sign (docs/governance.md)", *teeName)
+	}
+	if *releaseFile != "" {
+		if rel, err = os.ReadFile(*releaseFile); err != nil {
+			return fmt.Errorf("reading the release statement: %w", err)
+		}
+	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	t, err := service.OpenTEE(attest.TEE(*teeName), *dataDir)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	t, err := service.OpenTEEWith(attest.TEE(*teeName), *dataDir, service.TEEOptions{SGXCollateral: collateral, Logger: log})
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
-	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, Policy: p, TEE: t, Logger: log})
+	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, Policy: p, TEE: t, Release: rel, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,11 @@ func TestServeErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
+	// Read before the TEE opens, checked after: any file gets that far.
+	rel := filepath.Join(dir, "release.txt")
+	if err := os.WriteFile(rel, []byte("conftrace release v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name  string
 		args  []string
@@ -102,9 +107,12 @@ func TestServeErrors(t *testing.T) {
 		{"unknown tee", []string{"--data", data, "--policy", pol, "--tee", "tpm"}, `TEE "tpm": want sim, sgx, tdx or snp`, true},
 		{"tee checked first", []string{"--data", data, "--policy", filepath.Join(dir, "none.json"), "--tee", "tpm"}, `TEE "tpm"`, true},
 		// This machine is no TEE: each backend must say so at start.
-		{"sgx absent", []string{"--data", data, "--policy", pol, "--tee", "sgx"}, "not running under Gramine-SGX", false},
-		{"tdx absent", []string{"--data", data, "--policy", pol, "--tee", "tdx"}, "TDX guest interface not found", false},
-		{"snp absent", []string{"--data", data, "--policy", pol, "--tee", "snp"}, "not found", false},
+		{"sgx absent", []string{"--data", data, "--policy", pol, "--tee", "sgx", "--collateral", dir, "--release", rel}, "not running under Gramine-SGX", false},
+		{"tdx absent", []string{"--data", data, "--policy", pol, "--tee", "tdx", "--release", rel}, "TDX guest interface not found", false},
+		{"snp absent", []string{"--data", data, "--policy", pol, "--tee", "snp", "--release", rel}, "not found", false},
+		// A real TEE serves phones that pin a governance set.
+		{"tdx without release", []string{"--data", data, "--policy", pol, "--tee", "tdx"}, "--tee tdx needs --release FILE", true},
+		{"missing release", []string{"--data", data, "--policy", pol, "--tee", "snp", "--release", filepath.Join(dir, "none.txt")}, "reading the release statement", false},
 		{"missing policy", []string{"--data", data, "--policy", filepath.Join(dir, "none.json")}, "reading policy", false},
 		{"invalid policy", []string{"--data", data, "--policy", bad}, "policy: invalid", false},
 		{"data is a file", []string{"--data", notDir, "--policy", pol}, "data directory", false},

@@ -58,6 +58,7 @@ var measured = map[string]string{
 	"internal/httpserve":    sealed, // sees only Oblivious HTTP ciphertext
 	"internal/calendar":     public,
 	"policy":                public,
+	"release":               public, // the release statement the bundle carries
 	"attest":                public,
 	"attest/sim":            public,
 	"attest/sgx":            public,

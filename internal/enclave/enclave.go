@@ -2,8 +2,9 @@
 // code that sees test results, contact tuples and exposure checks in the
 // clear. It runs inside the TEE and depends only on interfaces for what lies
 // outside: an untrusted store that holds sealed bytes, the TEE's sealing key
-// and a clock; it keeps its match indexes in memory. It knows nothing of
-// HTTP, SQL or a particular TEE.
+// and the host's clock, which it does not trust (clock.go); it keeps its
+// match indexes in memory. It knows nothing of HTTP, SQL or a particular
+// TEE.
 //
 // What it persists is sealed under per-day data keys (package seal), which
 // a key-encryption key wraps, which the TEE's sealing key wraps in turn:
@@ -74,8 +75,10 @@ type Config struct {
 	Store store.Store
 	// SealingKey is the TEE's sealing key; it wraps the key-encryption key.
 	SealingKey [seal.KeySize]byte
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// HostClock is the host's clock; nil means time.Now. The enclave does
+	// not trust it: its own time (Enclave.Now) never goes back, starts at
+	// the time mark it sealed, and follows verified statements (clock.go).
+	HostClock func() time.Time
 	// Logger receives operational events, never personal data.
 	Logger *slog.Logger
 }
@@ -100,8 +103,11 @@ type Enclave struct {
 	// gaenKeys verify imported GAEN exports (the policy's).
 	gaenKeys []gaen.VerifyingKey
 	gps      *gpsindex.Index
-	now      func() time.Time
+	clock    *trustedClock
 	log      *slog.Logger
+	// lagReported is set when the host's clock was logged as behind the
+	// enclave's, and cleared by every flush (clock.go). Guarded by mu.
+	lagReported bool
 
 	// mu serialises the flows that change state, so that checks and writes
 	// of one flow see no other flow's half-done work. Exposure checks only
@@ -120,7 +126,7 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("enclave: no store")
 	}
-	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), oneSided: matchindex.NewCompact(), now: cfg.Now, log: cfg.Logger,
+	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), oneSided: matchindex.NewCompact(), clock: newTrustedClock(cfg.HostClock), log: cfg.Logger,
 		checks: NewCheckLimiter(CheckLimiterConfig{PerDay: cfg.Policy.Limits.ChecksPerKeyDay})}
 	gk, err := gaenVerifyingKeys(cfg.Policy)
 	if err != nil {
@@ -132,9 +138,6 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
 	e.gps = gi
-	if e.now == nil {
-		e.now = time.Now
-	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -149,6 +152,12 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
 	clear(kek[:])
+	// The time mark opens with a key derived from the KEK's; everything
+	// after reads the clock it sets.
+	if err := e.loadMark(ctx); err != nil {
+		return nil, err
+	}
+	e.journal.nextFlush = e.now().Add(time.Duration(e.policy.StoreFlushSeconds) * time.Second)
 	e.results = map[string]*result{}
 	if err := e.loadDayKeys(ctx); err != nil {
 		return nil, err
@@ -185,7 +194,7 @@ func (e *Enclave) deriveKeys(kek [seal.KeySize]byte) error {
 	if err != nil {
 		return err
 	}
-	e.journal, err = newJournal(header, e.now(), time.Duration(e.policy.StoreFlushSeconds)*time.Second)
+	e.journal, err = newJournal(header)
 	clear(header)
 	return err
 }

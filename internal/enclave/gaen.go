@@ -59,6 +59,10 @@ func (e *Enclave) ImportGAEN(ctx context.Context, r api.ImportRequest) (api.Impo
 		return api.ImportResponse{}, importRefusal(err)
 	}
 	defer func() { clear(exp.Keys); clear(exp.Revised) }()
+	// The key server signed its end: that time has come (clock.go).
+	if err := e.witness("the export's end_timestamp", exp.End); err != nil {
+		return api.ImportResponse{}, err
+	}
 	resp := api.ImportResponse{SignedBy: exp.SignedBy, Region: exp.Region}
 	w := e.reportWindow(e.now())
 	var keys []contactlog.DailyKey

@@ -271,7 +271,7 @@ func TestSubmitTraceRefusals(t *testing.T) {
 		{"authority not in the policy", unknown, api.CodeUnknownAuthority},
 		{"altered after signing", altered, api.CodeBadSignature},
 		{"signed 8 days ago", custom(wire(good), now.Add(-8*24*time.Hour)), api.CodeExpired},
-		{"signed in the future", custom(wire(good), now.Add(time.Hour)), api.CodeMalformed},
+		{"signed in the future", custom(wire(good), now.Add(time.Hour)), api.CodeFutureDated},
 		{"not a trace", custom([]byte{0xff, 1, 2}, now), api.CodeMalformed},
 		{"truncated", custom(wire(good)[:20], now), api.CodeMalformed},
 		{"trailing bytes", custom(append(wire(good), 0), now), api.CodeMalformed},

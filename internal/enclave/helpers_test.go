@@ -38,7 +38,7 @@ var testStart = time.Date(2026, 3, 10, 14, 23, 0, 0, time.UTC)
 
 // allTables lists every table the enclave writes, so that tests can look
 // at everything the untrusted host sees.
-var allTables = []string{tableKEK, tableDayKeys, tableResults, tableJournal, tableTraces, tableTraceSeen, tableGAENImports, tableGAENKeys}
+var allTables = []string{tableKEK, tableDayKeys, tableResults, tableJournal, tableTraces, tableTraceSeen, tableGAENImports, tableGAENKeys, tableClock}
 
 // testClock is a time source the test moves; the enclave reads it
 // through Config.Now.
@@ -220,7 +220,7 @@ func (v *env) hostSees(f func()) []storeCall {
 
 // env is one enclave with its store, sealing key, clock and authority.
 type env struct {
-	t          *testing.T
+	t          testing.TB
 	clock      *testClock
 	store      *memstore.Store // the host's view: every record, no faults
 	faults     *faultStore     // the store's failures
@@ -235,7 +235,7 @@ type env struct {
 
 // newEnv opens an enclave over an empty store with the default policy,
 // after edit changes it, listing one authority, "lab-1".
-func newEnv(t *testing.T, edit ...func(*policy.Policy)) *env {
+func newEnv(t testing.TB, edit ...func(*policy.Policy)) *env {
 	t.Helper()
 	lab, err := authority.GenerateKey("lab-1")
 	if err != nil {
@@ -274,7 +274,7 @@ func (v *env) config() Config {
 		Policy:     v.pol,
 		Store:      v.rec,
 		SealingKey: v.sealingKey,
-		Now:        v.clock.Now,
+		HostClock:  v.clock.Now,
 		Logger:     slog.New(slog.NewTextHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 }
@@ -444,7 +444,7 @@ func (v *env) check(r contactlog.Report) api.ExposureResponse {
 
 // encode returns the wire form of r. It encodes a copy, since encoding
 // sorts the keys in place.
-func encode(t *testing.T, r contactlog.Report) []byte {
+func encode(t testing.TB, r contactlog.Report) []byte {
 	t.Helper()
 	r.Keys = slices.Clone(r.Keys)
 	b, err := r.AppendBinary(nil)

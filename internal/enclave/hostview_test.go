@@ -16,6 +16,7 @@ import (
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/internal/calendar"
+	"github.com/conftrace/conftrace/internal/store"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -145,8 +146,8 @@ func TestUploadsTouchNoStore(t *testing.T) {
 		t.Fatalf("a second before the next flush is due, the host sees %d store calls", len(calls))
 	}
 	calls = v.hostSees(func() { v.flushDue(time.Second) })
-	if len(calls) != 1 || calls[0].op != "apply" || len(calls[0].ops) != v.pol.StoreFlushRows || !calls[0].at.Equal(next) {
-		t.Fatalf("at the flush the host sees %+v; want one write of %d rows at %s", calls, v.pol.StoreFlushRows, next)
+	if len(calls) != 1 || calls[0].op != "apply" || len(calls[0].ops) != v.pol.StoreFlushRows+1 || !calls[0].at.Equal(next) {
+		t.Fatalf("at the flush the host sees %+v; want one write of %d rows and the time mark at %s", calls, v.pol.StoreFlushRows, next)
 	}
 	if n := v.pendingRecords(); n != 0 {
 		t.Errorf("%d records wait after the flush", n)
@@ -167,9 +168,10 @@ type flushShape struct {
 
 // TestFlushShape: every flush writes, at its time on the clock, exactly the
 // policy's number of rows of StoreRowBytes to the journal table, under
-// random 16-byte keys and the day after the flush's, and nothing else; whether no
-// upload, one or many (some spanning several days, more than a flush
-// holds) are waiting, the host sees the very same writes.
+// random 16-byte keys and the day after the flush's, and the time mark
+// (clock.go), and nothing else; whether no upload, one or many (some
+// spanning several days, more than a flush holds) are waiting, the host
+// sees the very same writes.
 func TestFlushShape(t *testing.T) {
 	const rows = 4
 	run := func(uploads int) (shape []flushShape, keys [][]byte) {
@@ -202,7 +204,9 @@ func TestFlushShape(t *testing.T) {
 			}
 			for _, o := range c.ops {
 				shape = append(shape, flushShape{c.at, c.op, c.checks, o.Table, len(o.Key), o.Day, len(o.Value), o.Delete})
-				keys = append(keys, o.Key)
+				if o.Table == tableJournal {
+					keys = append(keys, o.Key)
+				}
 			}
 		}
 		for i, s := range secrets {
@@ -213,22 +217,22 @@ func TestFlushShape(t *testing.T) {
 		return shape, keys
 	}
 	none, keys := run(0)
-	if len(none) != 12*rows {
-		t.Fatalf("12 flushes wrote %d rows, want %d", len(none), 12*rows)
+	if len(none) != 12*(rows+1) {
+		t.Fatalf("12 flushes wrote %d rows, want %d and 12 time marks", len(none), 12*rows)
 	}
 	days := map[calendar.Day]bool{}
 	for i, s := range none {
-		want := flushShape{
-			at:     testStart.Add(time.Duration(i/rows+1) * time.Hour),
-			op:     "apply",
-			table:  tableJournal,
-			keyLen: 16,
-			day:    utcDay(testStart.Add(time.Duration(i/rows+1)*time.Hour)) + 1, valueLen: policy.StoreRowBytes,
+		at := testStart.Add(time.Duration(i/(rows+1)+1) * time.Hour)
+		want := flushShape{at: at, op: "apply", table: tableJournal, keyLen: 16, day: utcDay(at) + 1, valueLen: policy.StoreRowBytes}
+		if i%(rows+1) == rows {
+			want = flushShape{at: at, op: "apply", table: tableClock, keyLen: len(markKey), day: store.NoDay, valueLen: secretOverhead + markSize}
 		}
 		if s != want {
 			t.Fatalf("row %d of the flushes: %+v, want %+v", i, s, want)
 		}
-		days[s.day] = true
+		if s.table == tableJournal {
+			days[s.day] = true
+		}
 	}
 	if len(days) != 2 {
 		t.Fatalf("the flushes were stored under %d days, want 2 (they cross midnight)", len(days))
@@ -273,9 +277,10 @@ func TestFlushCatchUp(t *testing.T) {
 	}
 	for i, c := range calls {
 		at := testStart.Add(time.Duration(i+1) * v.flushEvery())
-		// Rows are stored under the day after their flush's.
-		if len(c.ops) != 1 || c.ops[0].Day != utcDay(at)+1 {
-			t.Fatalf("flush %d: %d ops of day %s, want one row of day %s", i, len(c.ops), c.ops[0].Day, utcDay(at)+1)
+		// Rows are stored under the day after their flush's; the time
+		// mark under no day.
+		if len(c.ops) != 2 || c.ops[0].Day != utcDay(at)+1 || c.ops[1].Table != tableClock {
+			t.Fatalf("flush %d: %d ops of day %s, want one row of day %s and the time mark", i, len(c.ops), c.ops[0].Day, utcDay(at)+1)
 		}
 	}
 	if want := testStart.Add(73 * v.flushEvery()); !v.nextFlush().Equal(want) {
@@ -310,7 +315,7 @@ func TestFlushCatchUp(t *testing.T) {
 	})
 	for _, c := range calls {
 		for _, o := range c.ops {
-			if o.Day < first {
+			if o.Day < first && o.Table != tableClock {
 				t.Fatalf("a flush wrote a row of day %s, before the window (%s)", o.Day, first)
 			}
 		}
@@ -348,7 +353,7 @@ func TestFlushNow(t *testing.T) {
 				shapes[uploads] = append(shapes[uploads], flushShape{c.at, c.op, c.checks, o.Table, len(o.Key), o.Day, len(o.Value), o.Delete})
 			}
 		}
-		if len(calls) != 1 || len(shapes[uploads]) != v.pol.StoreFlushRows {
+		if len(calls) != 1 || len(shapes[uploads]) != v.pol.StoreFlushRows+1 {
 			t.Fatalf("with %d uploads waiting FlushNow made %v", uploads, calls)
 		}
 		v.restart()

@@ -85,9 +85,9 @@ type journal struct {
 	header    cipher.AEAD
 }
 
-// newJournal returns a journal whose headers are sealed under key and whose
-// first flush is due one period after now.
-func newJournal(key []byte, now time.Time, every time.Duration) (*journal, error) {
+// newJournal returns a journal whose headers are sealed under key. Its
+// first flush is due when the caller sets nextFlush.
+func newJournal(key []byte) (*journal, error) {
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -96,7 +96,7 @@ func newJournal(key []byte, now time.Time, every time.Duration) (*journal, error
 	if err != nil {
 		return nil, err
 	}
-	return &journal{header: g, nextFlush: now.Add(every)}, nil
+	return &journal{header: g}, nil
 }
 
 // add queues a record for the next flushes. The caller holds e.mu.
@@ -141,11 +141,14 @@ func (j *journal) durableBy(p policy.Policy) int64 {
 func chunks(r journalRecord) int { return max(1, (len(r.data)+journalChunk-1)/journalChunk) }
 
 // FlushDue makes every flush the clock says is due: one a period, each of
-// policy.StoreFlushRows rows, real or filler. The service calls it often
-// (every second); the demo calls it when it moves the clock.
+// policy.StoreFlushRows rows, real or filler, and the time mark. The
+// service calls it often (every second); the demo calls it when it moves
+// the clock. It also logs, at most once a flush, that the host's clock is
+// behind the enclave's (clock.go).
 func (e *Enclave) FlushDue(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.reportLag()
 	every := time.Duration(e.policy.StoreFlushSeconds) * time.Second
 	now := e.now()
 	first, _ := e.window(now)
@@ -159,7 +162,7 @@ func (e *Enclave) FlushDue(ctx context.Context) error {
 		// A missed flush of a day past the window is skipped: its rows
 		// would be deleted at once, and its day key may be gone already.
 		if day := calendar.DayOf(e.journal.nextFlush); day >= first {
-			if err := e.flushLocked(ctx, day); err != nil {
+			if err := e.flushLocked(ctx, day, now); err != nil {
 				return err
 			}
 		}
@@ -175,12 +178,13 @@ func (e *Enclave) FlushDue(ctx context.Context) error {
 func (e *Enclave) FlushNow(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.flushLocked(ctx, calendar.DayOf(e.now()))
+	now := e.now()
+	return e.flushLocked(ctx, calendar.DayOf(now), now)
 }
 
 // flushLocked writes one flush of day: the next rows of pending records,
-// then filler. The caller holds e.mu.
-func (e *Enclave) flushLocked(ctx context.Context, day calendar.Day) error {
+// then filler, and the time mark of now. The caller holds e.mu.
+func (e *Enclave) flushLocked(ctx context.Context, day calendar.Day, now time.Time) error {
 	j := e.journal
 	rows := e.policy.StoreFlushRows
 	var b store.Batch
@@ -202,9 +206,13 @@ func (e *Enclave) flushLocked(ctx context.Context, day calendar.Day) error {
 			return e.internal("sealing journal filler", err)
 		}
 	}
+	if err := e.putMark(&b, now); err != nil {
+		return e.internal("sealing time mark", err)
+	}
 	if err := e.store.Apply(ctx, &b); err != nil {
 		return e.internal("flushing journal", err)
 	}
+	e.lagReported = false
 	for _, r := range done {
 		clear(r.data)
 		if r.durable != nil {

@@ -74,7 +74,7 @@ func TestSubmitResultRefusals(t *testing.T) {
 		{"issued_at changed after signing", changed(false, func(r *api.SignedResult) { r.IssuedAt++ }), api.CodeBadSignature},
 		{"short nonce", changed(true, func(r *api.SignedResult) { r.Nonce = r.Nonce[:15] }), api.CodeMalformed},
 		{"signed more than 7 days ago", changed(true, func(r *api.SignedResult) { r.IssuedAt = now.Add(-maxResultAge - time.Minute).Unix() }), api.CodeExpired},
-		{"signed in the future", changed(true, func(r *api.SignedResult) { r.IssuedAt = now.Add(maxClockAhead + time.Minute).Unix() }), api.CodeMalformed},
+		{"signed in the future", changed(true, func(r *api.SignedResult) { r.IssuedAt = now.Add(maxAhead + time.Minute).Unix() }), api.CodeFutureDated},
 		{"code not canonical", changed(true, func(r *api.SignedResult) { r.TestCode = "abcd-efgh-jkmn-pqrs1" }), api.CodeMalformed},
 		{"code not a code", changed(true, func(r *api.SignedResult) { r.TestCode = "ABCDE-FGHIJ" }), api.CodeMalformed},
 		{"code mistyped", changed(true, func(r *api.SignedResult) { r.TestCode = "ABCD-EFGH-JKMN-PQRS2" }), api.CodeMalformed},
@@ -97,7 +97,7 @@ func TestSubmitResultRefusals(t *testing.T) {
 
 	// The edges of freshness are accepted: signed just under 7 days ago,
 	// or up to 5 minutes ahead of the enclave's clock.
-	for _, issued := range []time.Time{now.Add(-maxResultAge + time.Minute), now.Add(maxClockAhead)} {
+	for _, issued := range []time.Time{now.Add(-maxResultAge + time.Minute), now.Add(maxAhead)} {
 		r, err := v.lab.SignResult(api.TestCode(newSecret()), api.Negative, now.Add(-8*24*time.Hour), time.Time{}, issued)
 		if err != nil {
 			t.Fatal(err)

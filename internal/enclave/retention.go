@@ -25,7 +25,8 @@ func (e *Enclave) window(now time.Time) (first, last calendar.Day) {
 func (e *Enclave) Expire(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	first, today := e.window(e.now())
+	now := e.now()
+	first, today := e.window(now)
 	days, err := e.store.Days(ctx)
 	if err != nil {
 		return fmt.Errorf("enclave: expiring: %w", err)
@@ -49,14 +50,14 @@ func (e *Enclave) Expire(ctx context.Context) error {
 		}
 	}
 	e.journal.forget(first)
-	return e.ensureDayKeysLocked(ctx, first, today+1)
+	return e.ensureDayKeysLocked(ctx, first, today+1, now)
 }
 
 // ensureDayKeysLocked makes the day keys of the days from first to last
-// that have none, and stores every one of them (again): a key made here but
-// not stored by a failed write is stored by the next call. The caller
-// holds e.mu.
-func (e *Enclave) ensureDayKeysLocked(ctx context.Context, first, last calendar.Day) error {
+// that have none, and stores every one of them (again), with the time mark
+// of now: a key made here but not stored by a failed write is stored by
+// the next call. The caller holds e.mu.
+func (e *Enclave) ensureDayKeysLocked(ctx context.Context, first, last calendar.Day, now time.Time) error {
 	var b store.Batch
 	for d := first; d <= last; d++ {
 		wrapped, err := e.keys.DayKey(d)
@@ -64,6 +65,9 @@ func (e *Enclave) ensureDayKeysLocked(ctx context.Context, first, last calendar.
 			return fmt.Errorf("enclave: day key of %s: %w", d, err)
 		}
 		b.Put(tableDayKeys, binary.BigEndian.AppendUint32(nil, uint32(d)), d, wrapped)
+	}
+	if err := e.putMark(&b, now); err != nil {
+		return fmt.Errorf("enclave: sealing time mark: %w", err)
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
 		return fmt.Errorf("enclave: storing day keys: %w", err)

@@ -11,6 +11,7 @@ package localbackend
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"github.com/conftrace/conftrace/internal/service"
 	teesim "github.com/conftrace/conftrace/internal/tee/sim"
 	"github.com/conftrace/conftrace/policy"
+	"github.com/conftrace/conftrace/release"
 )
 
 // Config describes a local backend. Only Dir is required.
@@ -50,6 +52,15 @@ type Config struct {
 	// Measurement replaces the simulated TEE's measurement (32 bytes);
 	// nil means the SHA-256 of the running executable.
 	Measurement []byte
+	// Governance, if not empty, are the keys of a governance set: they
+	// all sign a release statement that admits the backend's measurement
+	// and policy, with sequence number ReleaseSequence (0 means 1), and
+	// the backend starts with it, as conftraced --release does.
+	Governance      []*release.Key
+	ReleaseSequence uint64
+	// Release, if not nil, is the signed release statement the backend
+	// starts with instead, as given to conftraced --release.
+	Release []byte
 }
 
 // Backend is a running local backend.
@@ -64,6 +75,12 @@ type Backend struct {
 	Authority *authority.Key
 	// Policy is the policy the backend enforces.
 	Policy policy.Policy
+	// Release is the signed release statement the backend runs under, or
+	// nil (Config.Release, Config.Governance).
+	Release []byte
+	// Governance is the set of Config.Governance, which signed Release;
+	// nil without.
+	Governance *release.Governance
 
 	done  sync.WaitGroup
 	timer *timedHandler
@@ -103,7 +120,11 @@ func Start(ctx context.Context, cfg Config) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	svc, err := service.Open(ctx, service.Config{DataDir: data, Policy: pol, TEE: t, Logger: log, Now: cfg.Now})
+	gov, rel, err := signRelease(cfg, t.Measurement(), pol)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := service.Open(ctx, service.Config{DataDir: data, Policy: pol, TEE: t, Release: rel, Logger: log, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -113,12 +134,14 @@ func Start(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("localbackend: %w", err)
 	}
 	b := &Backend{
-		URL:       "http://" + ln.Addr().String(),
-		Service:   svc,
-		TEE:       t,
-		Authority: lab,
-		Policy:    pol,
-		timer:     &timedHandler{h: svc.Handler},
+		URL:        "http://" + ln.Addr().String(),
+		Service:    svc,
+		TEE:        t,
+		Authority:  lab,
+		Policy:     pol,
+		Release:    rel,
+		Governance: gov,
+		timer:      &timedHandler{h: svc.Handler},
 	}
 	// Served until Close, with a context of its own: the caller's ctx
 	// bounds the start only.
@@ -131,6 +154,39 @@ func Start(ctx context.Context, cfg Config) (*Backend, error) {
 		return errors.Join(serveErr, svc.Close())
 	})
 	return b, nil
+}
+
+// signRelease returns cfg's release statement, or has cfg's governance
+// keys sign one that admits measurement under pol, if cfg has any.
+func signRelease(cfg Config, measurement []byte, pol policy.Policy) (*release.Governance, []byte, error) {
+	switch {
+	case cfg.Release != nil && len(cfg.Governance) > 0:
+		return nil, nil, errors.New("localbackend: a release statement, or governance keys to sign one: not both")
+	case cfg.Release != nil:
+		return nil, cfg.Release, nil
+	case len(cfg.Governance) == 0:
+		return nil, nil, nil
+	}
+	doc, err := pol.Canonical()
+	if err != nil {
+		return nil, nil, fmt.Errorf("localbackend: %w", err)
+	}
+	st := release.Statement{Sequence: max(cfg.ReleaseSequence, 1), TEE: attest.Sim, Measurements: [][]byte{measurement},
+		PolicySHA256: sha256.Sum256(doc), Note: "local backend"}
+	gov := &release.Governance{}
+	var f []byte
+	for i, k := range cfg.Governance {
+		gov.Members = append(gov.Members, k.Member())
+		if i == 0 {
+			f, err = release.Sign(st, k)
+		} else {
+			f, err = release.Cosign(f, k)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("localbackend: %w", err)
+		}
+	}
+	return gov, f, nil
 }
 
 // Expectations are what a client must expect to accept this backend: its

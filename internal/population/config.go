@@ -11,6 +11,7 @@ import (
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/release"
 )
 
 // DefaultStart() returns the simulated time at which a run begins unless
@@ -58,6 +59,10 @@ type Config struct {
 	Server string
 	// Expectations say which attested backend the phones accept.
 	Expectations attest.Expectations
+	// Governance, if not nil, is the governance set the phones pin: they
+	// accept the code and policy its release statements admit (see
+	// client.Config.Governance).
+	Governance *release.Governance
 	// Verifiers check the backend's evidence; nil means
 	// client.DefaultVerifiers.
 	Verifiers []attest.Verifier

@@ -187,6 +187,7 @@ func connect(ctx context.Context, cfg Config, m *meter, simNow *atomic.Int64) (*
 	c, err := client.New(ctx, client.Config{
 		Server:       cfg.Server,
 		Expectations: cfg.Expectations,
+		Governance:   cfg.Governance,
 		Verifiers:    cfg.Verifiers,
 		HTTPClient:   &http.Client{Transport: m, Timeout: 60 * time.Second},
 		Now:          clientNow,

@@ -133,6 +133,12 @@ func backendOf(gateway string) (string, error) {
 // Backend returns the base URL the relay fetches public documents under.
 func (rl *Relay) Backend() string { return rl.backend }
 
+// SetClock sets the clock by which cached documents expire (time.Now by
+// default), before the relay serves: a simulation that moves its
+// backend's clock by hours moves the relay's with it, so that the relay
+// does not serve a bundle that expired in simulated time.
+func (rl *Relay) SetClock(now func() time.Time) { rl.now = now }
+
 // publicPath returns the public document a GET of path asks for. Any path
 // ending in the document's API path will do, so that the relay serves it
 // under whatever URL clients are given for the relay.

@@ -20,6 +20,11 @@ import (
 // last DateWindow (and none older than its own start, since a restart
 // empties its memory), and it remembers the requests of that window and
 // refuses any it has seen.
+//
+// Its clock is the enclave's (Config.Now), not the host's: a host that put
+// its clock back, while the backend runs or for a restart, would reopen
+// the window of requests it could replay. The enclave's clock never goes
+// back, and starts after a restart from the time it sealed last.
 
 // DateWindow is how far a request's date may be from the gateway's clock,
 // either way.

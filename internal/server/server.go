@@ -54,8 +54,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Limits bound the encapsulated requests the gateway holds at once.
 	Limits Limits
-	// Now is the clock inner requests' dates are checked against; nil
-	// means time.Now.
+	// Now is the clock inner requests' dates are checked against: the
+	// enclave's (enclave.Enclave.Now), which the host cannot put back or
+	// stop; nil means time.Now.
 	Now func() time.Time
 	// Release, if positive, holds every answer until the next multiple of
 	// Release (of real time) after its request arrived, so that how long
@@ -295,9 +296,14 @@ func (s *Server) serveInner(ctx context.Context, plain []byte, id [16]byte) []by
 	if err != nil {
 		status, content = http.StatusInternalServerError, []byte(`{"code":"internal","message":"encoding response"}`)
 	}
+	// The gateway's time, of one length whatever it is, tells a client
+	// whose clock is off by how much, when its date was refused as stale.
 	resp := &bhttp.Response{
-		Status:  status,
-		Header:  []bhttp.Field{{Name: "content-type", Value: "application/json"}},
+		Status: status,
+		Header: []bhttp.Field{
+			{Name: "content-type", Value: "application/json"},
+			{Name: "date", Value: s.replay.now().UTC().Format(http.TimeFormat)},
+		},
 		Content: content,
 	}
 	msg, err := resp.MarshalBinary()

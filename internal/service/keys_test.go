@@ -72,27 +72,51 @@ func (f *keysFront) client(t *testing.T, fetches *bundleFetches) *client.Client 
 	return c
 }
 
-// bundleFetches is a transport that counts GETs of the attestation bundle.
-type bundleFetches struct{ n atomic.Int32 }
+// bundleFetches is a transport that counts GETs of the attestation bundle,
+// and the gateway's refusals of unknown keys.
+type bundleFetches struct{ n, unknownKey atomic.Int32 }
 
 func (b *bundleFetches) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Method == http.MethodGet && r.URL.Path == api.PathAttestation {
 		b.n.Add(1)
 	}
-	return http.DefaultTransport.RoundTrip(r)
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil && r.Method == http.MethodPost && resp.StatusCode == http.StatusUnprocessableEntity {
+		b.unknownKey.Add(1)
+	}
+	return resp, err
 }
 
-// keyConfigsOf returns the key configurations a bundle attests, in its
-// order: the next generation's hybrid and X25519 keys, then the current's.
+// keyConfigsOf returns the key configurations a bundle attests: one
+// generation's hybrid and X25519 keys.
 func keyConfigsOf(t *testing.T, b attest.Bundle) []ohttp.KeyConfig {
 	t.Helper()
 	cs, err := ohttp.ParseKeyConfigs(b.KeyConfigs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cs) != 4 || cs[0].KEM != ohttp.KEMMLKEM768X25519 || cs[1].KEM != ohttp.KEMX25519 ||
-		cs[2].KEM != ohttp.KEMMLKEM768X25519 || cs[3].KEM != ohttp.KEMX25519 {
-		t.Fatalf("the bundle attests %d key configurations %+v; want two generations of a hybrid and an X25519 key", len(cs), cs)
+	if len(cs) != 2 || cs[0].KEM != ohttp.KEMMLKEM768X25519 || cs[1].KEM != ohttp.KEMX25519 {
+		t.Fatalf("the bundle attests %d key configurations %+v; want one generation of a hybrid and an X25519 key", len(cs), cs)
+	}
+	return cs
+}
+
+// acceptedConfigs returns the key configurations the gateway at base
+// accepts, as it lists them: the newest generation's first.
+func acceptedConfigs(t *testing.T, base string) []ohttp.KeyConfig {
+	t.Helper()
+	resp, err := http.Get(base + api.PathKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := ohttp.ParseKeyConfigs(b)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return cs
 }
@@ -147,15 +171,16 @@ func wantAccepted(t *testing.T, what, base string, accepted bool, cfgs ...ohttp.
 	}
 }
 
-// gatewaySecrets returns the secret halves of the keys w's gateway serves.
+// gatewaySecrets returns the secret halves of the keys w's gateway serves:
+// two for each generation it accepts.
 func gatewaySecrets(t *testing.T, w *world) [][]byte {
 	t.Helper()
 	s, err := w.b.Service.GatewaySecretsForTest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s) != 4 {
-		t.Fatalf("%d gateway keys, want 4", len(s))
+	if len(s) == 0 || len(s)%2 != 0 {
+		t.Fatalf("%d gateway keys, want two a generation", len(s))
 	}
 	return s
 }
@@ -255,7 +280,7 @@ func TestOHTTPKeysSurviveRestarts(t *testing.T) {
 		if !bytes.Equal(got.KeyConfigs, bundle.KeyConfigs) {
 			t.Fatalf("restart %d: the bundle attests other keys", i+1)
 		}
-		if rd, err := attest.BindReportData(got.KeyConfigs, got.Policy); err != nil || rd != identity.ReportData {
+		if rd, err := attest.BindReportData(got); err != nil || rd != identity.ReportData {
 			t.Fatalf("restart %d: the bundle binds other report data (%v)", i+1, err)
 		}
 		resp, err := http.Get(f.URL + api.PathKeys)
@@ -266,6 +291,9 @@ func TestOHTTPKeysSurviveRestarts(t *testing.T) {
 		resp.Body.Close()
 		if !bytes.Equal(served, bundle.KeyConfigs) {
 			t.Fatalf("restart %d: %s serves other key configurations than before", i+1, api.PathKeys)
+		}
+		if got.IssuedAt != bundle.IssuedAt || got.NotAfter != bundle.NotAfter {
+			t.Fatalf("restart %d: the bundle is valid from %d to %d, before from %d to %d", i+1, got.IssuedAt, got.NotAfter, bundle.IssuedAt, bundle.NotAfter)
 		}
 		if err := c.Decoy(ctx, 0); err != nil {
 			t.Fatalf("restart %d: a client of before: %v", i+1, err)
@@ -296,25 +324,24 @@ func sameSecrets(a, b [][]byte) bool {
 	return true
 }
 
-// The keys rotate on the attested schedule, on the service's clock: the
-// next generation, published ahead, becomes current after ohttp_key_days;
-// the key a client verified (the newest) stays accepted through that
-// rotation, so the client needs no fetch; each generation is refused as
-// unknown once its time is over, and only then does a client fetch and
-// verify the bundle again.
+// The keys rotate on the attested schedule, on the service's clock: every
+// half bundle_hours a new generation, attested by a bundle of its own that
+// is valid for bundle_hours from its making; the gateway accepts the
+// previous generation until its bundle's not_after. A client that verified
+// the old bundle just before a rotation goes on with its key, unrefused,
+// until it fetches the bundle again a quarter of bundle_hours later.
 func TestOHTTPKeysRotateOnSchedule(t *testing.T) {
 	ctx := t.Context()
 	p := policy.Default()
-	p.OHTTPKeyDays = 3
-	life := 3 * 24 * time.Hour
+	p.BundleHours = 24
+	life := 24 * time.Hour
 	w := newWorldWithPolicy(t, &p)
 	logs := &keysLog{}
 	w.stop()
+	w.now = w.now.Truncate(time.Second)
 	w.startWithLogger(slog.New(slog.NewTextHandler(logs, nil)))
 	start := w.now
 	f := newKeysFront(t, w)
-	fetches := &bundleFetches{}
-	c := f.client(t, fetches)
 	maintain := func(at time.Duration) {
 		t.Helper()
 		w.now = start.Add(at)
@@ -322,6 +349,25 @@ func TestOHTTPKeysRotateOnSchedule(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	validity := func(b attest.Bundle) (time.Time, time.Time) {
+		return time.Unix(b.IssuedAt, 0), time.Unix(b.NotAfter, 0)
+	}
+
+	b1 := w.b.Service.CurrentBundle()
+	first := keyConfigsOf(t, b1)
+	if from, until := validity(b1); !from.Equal(start) || !until.Equal(start.Add(life)) {
+		t.Fatalf("the first bundle is valid from %v to %v, want from the start %v for bundle_hours", from, until, start)
+	}
+	secrets := gatewaySecrets(t, w)
+
+	// Nothing changes before half the bundle's validity. A client verifies
+	// the first bundle then.
+	maintain(life/2 - time.Minute)
+	if got := keyConfigsOf(t, w.b.Service.CurrentBundle()); !sameConfigs(t, got, first) {
+		t.Fatal("the keys rotated before their time")
+	}
+	fetches := &bundleFetches{}
+	c := f.client(t, fetches)
 	decoy := func(what string, wantFetches int32) {
 		t.Helper()
 		if err := c.Decoy(ctx, 0); err != nil {
@@ -331,83 +377,105 @@ func TestOHTTPKeysRotateOnSchedule(t *testing.T) {
 			t.Fatalf("%s: the client fetched the bundle %d times, want %d", what, n, wantFetches)
 		}
 	}
+	decoy("before the rotation", 1)
 
-	first := keyConfigsOf(t, w.b.Service.CurrentBundle())
-	next, current := first[:2], first[2:]
-	// Clients encrypt to the newest key they verified.
-	if sel, err := ohttp.SelectKeyConfig(first); err != nil || sel.KeyID != next[0].KeyID {
-		t.Fatalf("clients pick key %d (%v), want the next generation's hybrid key %d", sel.KeyID, err, next[0].KeyID)
+	// Then a new generation is published, in a bundle valid for
+	// bundle_hours from now; the first stays accepted until its not_after.
+	maintain(life/2 + time.Minute)
+	b2 := w.b.Service.CurrentBundle()
+	second := keyConfigsOf(t, b2)
+	if from, until := validity(b2); !from.Equal(w.now) || !until.Equal(w.now.Add(life)) {
+		t.Fatalf("the second bundle is valid from %v to %v, want from %v for bundle_hours", from, until, w.now)
 	}
-	decoy("at the start", 1)
-	secrets := gatewaySecrets(t, w)
-
-	// Nothing changes before the current generation's time is over.
-	maintain(life - time.Minute)
-	if got := keyConfigsOf(t, w.b.Service.CurrentBundle()); !sameConfigs(t, got, first) {
-		t.Fatal("the keys rotated before their time")
-	}
-	wantAccepted(t, "before the rotation", f.URL, true, first...)
-
-	// After ohttp_key_days, the next generation is current, a new one is
-	// published ahead of it, and the first is dropped.
-	maintain(life + time.Minute)
-	second := keyConfigsOf(t, w.b.Service.CurrentBundle())
-	if !sameConfigs(t, second[2:], next) {
-		t.Fatal("after ohttp_key_days the next generation is not current")
-	}
-	for _, kc := range second[:2] {
+	for _, kc := range second {
 		for _, old := range first {
 			if kc.KeyID == old.KeyID {
 				t.Fatalf("the new generation reuses key ID %d", kc.KeyID)
 			}
 		}
 	}
-	wantAccepted(t, "after the rotation, the published generations", f.URL, true, second...)
-	wantAccepted(t, "after the rotation, the first generation", f.URL, false, current...)
-	decoy("after the rotation", 1) // its key is still accepted
-	if logs.count("OHTTP key generation dropped") != 1 || logs.count("OHTTP keys published") != 2 {
+	wantAccepted(t, "after the rotation, the new generation", f.URL, true, second...)
+	wantAccepted(t, "after the rotation, the first generation", f.URL, true, first...)
+	decoy("after the rotation, with the first bundle's key", 1)
+	if logs.count("OHTTP key generation made") != 1 || logs.count("OHTTP keys published") != 2 {
 		t.Errorf("the rotation is not logged:\n%s", logs.buf.String())
 	}
 	secrets = append(secrets, gatewaySecrets(t, w)...)
 
-	// A restart within the generation's validity serves the same keys.
+	// A restart within the validity serves the same keys.
 	f.restart()
 	if got := keyConfigsOf(t, w.b.Service.CurrentBundle()); !sameConfigs(t, got, second) {
 		t.Fatal("a restart after a rotation serves other keys")
 	}
-	decoy("after the restart", 1)
+	wantAccepted(t, "after a restart, the first generation", f.URL, true, first...)
+	decoy("after a restart, with the first bundle's key", 1)
 
-	// When the generation the client verified is over, the gateway
-	// refuses it as unknown; the client fetches and verifies the bundle
-	// once, and carries on.
-	maintain(2*life + time.Minute)
-	third := keyConfigsOf(t, w.b.Service.CurrentBundle())
-	if !sameConfigs(t, third[2:], second[:2]) {
-		t.Fatal("after another ohttp_key_days the next generation is not current")
+	// A quarter of bundle_hours after it fetched the first bundle, the
+	// client fetches the bundle again, and adopts the second.
+	w.now = start.Add(life/2 - time.Minute + life/4)
+	decoy("a quarter of bundle_hours after the client's fetch", 2)
+	if rd, err := attest.BindReportData(b2); err != nil || c.Identity().ReportData != rd {
+		t.Fatalf("the client did not adopt the second bundle (%v)", err)
 	}
-	wantAccepted(t, "after the second rotation, the generation that was newest at the start", f.URL, false, next...)
-	decoy("after the second rotation", 2)
-	b := w.b.Service.CurrentBundle()
-	if rd, err := attest.BindReportData(b.KeyConfigs, b.Policy); err != nil || c.Identity().ReportData != rd {
-		t.Fatalf("the client did not adopt the keys attested now (%v)", err)
+
+	// At the first bundle's not_after its keys are dropped; the second's
+	// stay.
+	maintain(life + time.Minute)
+	wantAccepted(t, "past the first bundle's not_after, its generation", f.URL, false, first...)
+	wantAccepted(t, "past the first bundle's not_after, the second generation", f.URL, true, second...)
+	decoy("past the first bundle's not_after, a quarter of bundle_hours after the last fetch", 3)
+	if n := fetches.unknownKey.Load(); n != 0 {
+		t.Errorf("the gateway refused the client's key %d times across the rotations, want never", n)
 	}
-	secrets = append(secrets, gatewaySecrets(t, w)...)
 
 	// After a long stop, every stored generation is over: fresh keys,
-	// under key IDs that none of the earlier ones used.
+	// under key IDs that none of the earlier ones used. The client's
+	// bundle has expired: it fetches the new one before it sends.
 	w.now = start.Add(10 * life)
 	f.restart()
-	fourth := keyConfigsOf(t, w.b.Service.CurrentBundle())
-	for _, kc := range fourth {
-		for _, old := range append(append(first, second...), third...) {
+	third := keyConfigsOf(t, w.b.Service.CurrentBundle())
+	for _, kc := range third {
+		for _, old := range append(first, second...) {
 			if kc.KeyID == old.KeyID {
 				t.Fatalf("after a long stop, a new generation reuses key ID %d", kc.KeyID)
 			}
 		}
 	}
-	wantAccepted(t, "after a long stop, the last generations", f.URL, false, third...)
-	decoy("after a long stop", 3)
+	wantAccepted(t, "after a long stop, the last generation", f.URL, false, second...)
+	decoy("after a long stop", 4)
 	noSecretsOnDisk(t, w, append(secrets, gatewaySecrets(t, w)...))
+}
+
+// A phone keeps working across days of rotations: hour by hour, with the
+// backend maintained hourly as conftraced does, every request succeeds,
+// none is refused for an unknown key, the phone never holds a bundle with
+// less than a quarter of its validity left, and it fetches the bundle
+// every quarter of bundle_hours.
+func TestClientAcrossRotations(t *testing.T) {
+	ctx := t.Context()
+	w := newWorld(t) // bundle_hours 24
+	f := newKeysFront(t, w)
+	fetches := &bundleFetches{}
+	c := f.client(t, fetches)
+	const days = 4
+	for h := 1; h <= days*24; h++ {
+		w.now = w.now.Add(time.Hour)
+		if err := w.b.Service.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Decoy(ctx, 0); err != nil {
+			t.Fatalf("hour %d: %v", h, err)
+		}
+		if _, notAfter := c.Validity(); !w.now.Before(notAfter.Add(-w.pol.BundleLifetime() / 4)) {
+			t.Fatalf("hour %d: the client uses a bundle valid until %v, within a quarter of its validity", h, notAfter)
+		}
+	}
+	if n := fetches.unknownKey.Load(); n != 0 {
+		t.Errorf("the gateway refused the client's key %d times", n)
+	}
+	if n := fetches.n.Load(); n != 1+4*days {
+		t.Errorf("the client fetched %d bundles in %d days, want %d: at New, then every 6 hours", n, days, 1+4*days)
+	}
 }
 
 // ohttpKeyRecords returns the sealed key generations in w's store, by
@@ -449,6 +517,22 @@ func setOHTTPKeyRecord(t *testing.T, w *world, key, value []byte) {
 	}
 }
 
+// twoGenerations moves w half a bundle lifetime on and maintains it, so
+// that its store holds two generations, and returns the configurations
+// its gateway accepts, the newest generation's first.
+func twoGenerations(t *testing.T, w *world) []ohttp.KeyConfig {
+	t.Helper()
+	w.now = w.now.Add(w.pol.BundleLifetime()/2 + time.Minute)
+	if err := w.b.Service.Maintain(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	cs := acceptedConfigs(t, w.b.URL)
+	if len(cs) != 4 {
+		t.Fatalf("the gateway accepts %d keys, want two generations'", len(cs))
+	}
+	return cs
+}
+
 // A sealed key record that the host changed, swapped with another or
 // brought from another backend is refused and logged, and fresh keys
 // (under new key IDs) replace it; keys never come from it.
@@ -461,7 +545,7 @@ func TestTamperedOHTTPKeyRecords(t *testing.T) {
 	}{
 		{"changed", func(t *testing.T, w, _ *world) int {
 			keys, values := ohttpKeyRecords(t, w)
-			v := values[1] // the next generation's
+			v := values[1] // the newest generation's
 			v[len(v)/2] ^= 1
 			setOHTTPKeyRecord(t, w, keys[1], v)
 			return 1
@@ -484,8 +568,9 @@ func TestTamperedOHTTPKeyRecords(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
 			other := newWorld(t) // another platform: another sealing key and KEK
+			twoGenerations(t, other)
 			other.stop()
-			before := keyConfigsOf(t, w.b.Service.CurrentBundle())
+			before := twoGenerations(t, w)
 			w.stop()
 			if keys, _ := ohttpKeyRecords(t, w); len(keys) != 2 {
 				t.Fatalf("%d key generations stored, want 2", len(keys))
@@ -497,14 +582,19 @@ func TestTamperedOHTTPKeyRecords(t *testing.T) {
 			if n := logs.count("stored OHTTP key generation refused (tampered, swapped, or sealed under another key-encryption key); fresh keys replace it"); n != spoiled {
 				t.Errorf("%d refusals logged, want %d:\n%s", n, spoiled, logs.buf.String())
 			}
-			if n := logs.count("OHTTP key generation made"); n != spoiled {
-				t.Errorf("%d fresh generations logged, want %d:\n%s", n, spoiled, logs.buf.String())
+			// The newest generation is always spoiled: one fresh one
+			// replaces it, as the schedule has it.
+			if n := logs.count("OHTTP key generation made"); n != 1 {
+				t.Errorf("%d fresh generations logged, want 1:\n%s", n, logs.buf.String())
 			}
-			after := keyConfigsOf(t, w.b.Service.CurrentBundle())
-			if kept := before[2*spoiled:]; len(kept) > 0 && !sameConfigs(t, after[2*spoiled:], kept) {
-				t.Error("a generation that was not tampered with was not kept")
+			after := acceptedConfigs(t, w.b.URL)
+			if !sameConfigs(t, after[:2], keyConfigsOf(t, w.b.Service.CurrentBundle())) {
+				t.Error("the bundle does not attest the newest generation")
 			}
-			for _, c := range after[:2*spoiled] {
+			if kept := before[2*spoiled:]; len(after) != 2+len(kept) || len(kept) > 0 && !sameConfigs(t, after[2:], kept) {
+				t.Error("a generation that was not tampered with was not kept, or one that was is still accepted")
+			}
+			for _, c := range after[:2] {
 				for _, old := range before {
 					if c.KeyID == old.KeyID {
 						t.Errorf("a fresh key reuses key ID %d, which clients may hold", c.KeyID)
@@ -512,7 +602,7 @@ func TestTamperedOHTTPKeyRecords(t *testing.T) {
 				}
 			}
 			wantAccepted(t, "the refused generations", w.b.URL, false, before[:2*spoiled]...)
-			wantAccepted(t, "the published generations", w.b.URL, true, after...)
+			wantAccepted(t, "the accepted generations", w.b.URL, true, after...)
 			if err := w.client().Decoy(t.Context(), 0); err != nil {
 				t.Fatalf("a client after the refusal: %v", err)
 			}
@@ -521,9 +611,35 @@ func TestTamperedOHTTPKeyRecords(t *testing.T) {
 			w.stop()
 			logs = &keysLog{}
 			w.startWithLogger(slog.New(slog.NewTextHandler(logs, nil)))
-			if n := logs.count("OHTTP key generation made"); n != 0 || !sameConfigs(t, keyConfigsOf(t, w.b.Service.CurrentBundle()), after) {
+			if n := logs.count("OHTTP key generation made"); n != 0 || !sameConfigs(t, acceptedConfigs(t, w.b.URL), after) {
 				t.Errorf("the start after the refusal made %d generations, or serves other keys:\n%s", n, logs.buf.String())
 			}
 		})
+	}
+}
+
+// Keys are never carried over to another policy or release statement:
+// clients verified them with the ones of before. A restart under another
+// policy makes fresh keys and says why; the one after it keeps them.
+func TestOHTTPKeysFollowPolicyAndRelease(t *testing.T) {
+	w := newWorld(t)
+	before := acceptedConfigs(t, w.b.URL)
+	w.stop()
+	p := policy.Default()
+	p.RetentionDays = 10
+	w.policy = &p
+	logs := &keysLog{}
+	w.startWithLogger(slog.New(slog.NewTextHandler(logs, nil)))
+	if n := logs.count("stored OHTTP key generation was attested with another policy or release statement; fresh keys replace it"); n != 1 {
+		t.Errorf("%d generations refused for another policy, want 1:\n%s", n, logs.buf.String())
+	}
+	after := acceptedConfigs(t, w.b.URL)
+	if len(after) != 2 {
+		t.Fatalf("the gateway accepts %d keys, want only the fresh generation's", len(after))
+	}
+	wantAccepted(t, "the keys of the old policy", w.b.URL, false, before...)
+	w.restart()
+	if !sameConfigs(t, acceptedConfigs(t, w.b.URL), after) {
+		t.Error("a restart under the same policy did not keep the keys")
 	}
 }

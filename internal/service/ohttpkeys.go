@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -10,11 +11,13 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/enclave"
 	"github.com/conftrace/conftrace/internal/store"
@@ -39,14 +42,33 @@ var (
 )
 
 // A generation is one pair of gateway keys, a post-quantum hybrid and an
-// X25519 key. It is current from From until Until; it is made and
-// published one lifetime earlier, beside the current generation, and
-// dropped at Until.
+// X25519 key, and the bundle that attests them: made and published at
+// from, which is the bundle's issued_at, and accepted until until, its
+// not_after, one bundle lifetime later. The next generation is made half a
+// lifetime after from, so that the gateway accepts the keys of the newest
+// bundle and of the one before it: a client that verified a bundle is
+// served until its not_after, and always finds a newer bundle well before.
 type generation struct {
 	n           uint32 // numbers ascend; key IDs derive from them
 	from, until time.Time
-	hybrid      *ohttp.PrivateKey
-	classic     *ohttp.PrivateKey
+	// binding is the hash of the policy and release statement it was
+	// made under (attestedBinding); keys are never carried over to
+	// another policy or release.
+	binding [sha256.Size]byte
+	hybrid  *ohttp.PrivateKey
+	classic *ohttp.PrivateKey
+}
+
+// attestedBinding returns what binds a generation to the policy and the
+// release statement it is attested with: the SHA-256 of a label, the
+// policy's SHA-256 and the release statement's SHA-256.
+func attestedBinding(policy, release []byte) [sha256.Size]byte {
+	p, r := sha256.Sum256(policy), sha256.Sum256(release)
+	h := sha256.New()
+	h.Write([]byte("conftrace/service ohttp keys attested with\x00"))
+	h.Write(p[:])
+	h.Write(r[:])
+	return [sha256.Size]byte(h.Sum(nil))
 }
 
 // keyIDs returns the key identifiers of generation n. Two consecutive
@@ -78,12 +100,13 @@ type sealedGeneration struct {
 	N       uint32    `json:"n"`
 	From    time.Time `json:"from"`
 	Until   time.Time `json:"until"`
+	Binding []byte    `json:"binding"` // generation.binding; absent before bundles had a validity
 	Hybrid  []byte    `json:"hybrid"`  // ohttp.PrivateKey.MarshalBinary
 	Classic []byte    `json:"classic"` // ohttp.PrivateKey.MarshalBinary
 }
 
-// servedKeys is what the HTTP layer serves: the published generations,
-// newest first, with their gateway and the bundle that attests them.
+// servedKeys is what the HTTP layer serves: the accepted generations,
+// newest first, with their gateway and the bundle that attests the newest.
 type servedKeys struct {
 	gens    []*generation
 	gateway *ohttp.Gateway
@@ -91,14 +114,17 @@ type servedKeys struct {
 }
 
 // gatewayKeys keeps the gateway's key generations on the policy's schedule:
-// at any time the current generation and the next one are published and
-// accepted. The private keys reach the store only sealed by the enclave.
+// a new generation, attested by a bundle of its own, every half bundle
+// lifetime, each accepted for a whole lifetime. The private keys reach the
+// store only sealed by the enclave.
 type gatewayKeys struct {
 	enc      *enclave.Enclave
 	st       store.Store
 	attester attest.Attester
 	policy   []byte // canonical; attested with the keys
-	lifetime time.Duration
+	release  []byte // the signed release statement, attested with the keys; may be empty
+	binding  [sha256.Size]byte
+	lifetime time.Duration // a bundle's, policy.BundleLifetime
 	now      func() time.Time
 	log      *slog.Logger
 	// publish hands a new bundle and gateway to the HTTP layer; nil until
@@ -139,6 +165,13 @@ func (k *gatewayKeys) load(ctx context.Context) error {
 		if err != nil {
 			k.log.Error("stored OHTTP key generation refused (tampered, swapped, or sealed under another key-encryption key); fresh keys replace it",
 				"generation", n, "err", err)
+			refuse = append(refuse, r.Key)
+			return nil
+		}
+		if g.binding != k.binding {
+			// Clients verified these keys with another policy or
+			// release statement: they must not reach this one.
+			k.log.Info("stored OHTTP key generation was attested with another policy or release statement; fresh keys replace it", "generation", n)
 			refuse = append(refuse, r.Key)
 			return nil
 		}
@@ -183,7 +216,9 @@ func (k *gatewayKeys) open(n uint32, sealed []byte) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &generation{n: n, from: sg.From.UTC(), until: sg.Until.UTC(), hybrid: hybrid, classic: classic}, nil
+	g := &generation{n: n, from: sg.From.UTC(), until: sg.Until.UTC(), hybrid: hybrid, classic: classic}
+	copy(g.binding[:], sg.Binding) // a missing binding is all zeros: never k's
+	return g, nil
 }
 
 func parseKey(b []byte, id uint8, kem ohttp.KEM) (*ohttp.PrivateKey, error) {
@@ -198,9 +233,10 @@ func parseKey(b []byte, id uint8, kem ohttp.KEM) (*ohttp.PrivateKey, error) {
 }
 
 // rotate brings the generations to the schedule at the service's clock:
-// it drops those whose time is over, makes the current and the next one
-// where they are missing, stores what changed and, if the published set
-// changed, attests it and hands it to the HTTP layer.
+// it drops those whose bundle has expired, makes a new one when the newest
+// is half a lifetime old, stores what changed and, if the accepted set
+// changed, attests the newest and hands the bundle and the gateway to the
+// HTTP layer.
 func (k *gatewayKeys) rotate(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -239,48 +275,43 @@ func (k *gatewayKeys) rotate(ctx context.Context) error {
 		}
 	}
 	k.served.Store(s)
-	next, cur := want[0], want[1]
+	newest := want[0]
+	var older []uint32
+	for _, g := range want[1:] {
+		older = append(older, g.n)
+	}
 	k.log.Info("OHTTP keys published",
-		"current_generation", cur.n, "current_key_ids", idList(cur), "current_until", cur.until,
-		"next_generation", next.n, "next_key_ids", idList(next), "next_until", next.until)
+		"generation", newest.n, "key_ids", idList(newest), "issued_at", newest.from, "not_after", newest.until,
+		"also_accepted_generations", older)
 	return nil
 }
 
-// plan returns the generations to publish at now, newest first: the next
-// and the current one, taken from the store where it holds them, and those
-// of them it had to make.
+// plan returns the generations the gateway accepts at now, newest first:
+// the stored ones whose bundle is valid at now, and a new one, which it
+// returns in made too, when the newest of those is half a lifetime old or
+// there is none.
 func (k *gatewayKeys) plan(now time.Time) (want, made []*generation, err error) {
-	var cur, next *generation
 	for _, n := range slices.Sorted(maps.Keys(k.stored)) {
 		if g := k.stored[n]; !now.Before(g.from) && now.Before(g.until) {
-			cur = g
+			want = append(want, g)
 		}
 	}
-	if cur != nil {
-		for _, n := range slices.Sorted(maps.Keys(k.stored)) {
-			if g := k.stored[n]; next == nil && g.n > cur.n && g.from.Equal(cur.until) {
-				next = g
-			}
-		}
-	}
-	if cur == nil {
-		if cur, err = k.generate(now); err != nil {
+	// Half a lifetime: the bundle published now is valid for as long
+	// again, so clients find it well before theirs expires.
+	if len(want) == 0 || !now.Before(want[len(want)-1].from.Add(k.lifetime/2)) {
+		g, err := k.generate(now)
+		if err != nil {
 			return nil, nil, err
 		}
-		made = append(made, cur)
+		want, made = append(want, g), []*generation{g}
 	}
-	if next == nil {
-		if next, err = k.generate(cur.until); err != nil {
-			return nil, nil, err
-		}
-		made = append(made, next)
-	}
-	return []*generation{next, cur}, made, nil
+	slices.Reverse(want)
+	return want, made, nil
 }
 
-// generate makes the next-numbered generation, current from from for one
-// lifetime.
-func (k *gatewayKeys) generate(from time.Time) (*generation, error) {
+// generate makes the next-numbered generation, issued at now (in whole
+// seconds, as bundles state it) for one lifetime.
+func (k *gatewayKeys) generate(now time.Time) (*generation, error) {
 	n := k.last + 1
 	hID, cID := keyIDs(n)
 	hybrid, err := ohttp.GenerateKey(hID, ohttp.KEMMLKEM768X25519, hybridSuite)
@@ -292,7 +323,8 @@ func (k *gatewayKeys) generate(from time.Time) (*generation, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	k.last = n
-	return &generation{n: n, from: from, until: from.Add(k.lifetime), hybrid: hybrid, classic: classic}, nil
+	from := now.UTC().Truncate(time.Second)
+	return &generation{n: n, from: from, until: from.Add(k.lifetime), binding: k.binding, hybrid: hybrid, classic: classic}, nil
 }
 
 // commit stores the generations made, sealed, and deletes the stored ones
@@ -356,7 +388,7 @@ func (k *gatewayKeys) seal(g *generation) ([]byte, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	defer clear(classic)
-	plain, err := json.Marshal(sealedGeneration{N: g.n, From: g.from, Until: g.until, Hybrid: hybrid, Classic: classic})
+	plain, err := json.Marshal(sealedGeneration{N: g.n, From: g.from, Until: g.until, Binding: g.binding[:], Hybrid: hybrid, Classic: classic})
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
@@ -368,9 +400,9 @@ func (k *gatewayKeys) seal(g *generation) ([]byte, error) {
 	return sealed, nil
 }
 
-// attest makes the gateway of gens and the bundle that binds their key
-// configurations, newest first (clients pick the first of the strongest
-// KEM: the newest they verified), and the policy.
+// attest makes the gateway of gens, which accepts all their keys, and the
+// bundle of the newest: its key configurations (clients pick the first of
+// the strongest KEM), the policy, the release statement and its validity.
 func (k *gatewayKeys) attest(ctx context.Context, gens []*generation) (*servedKeys, error) {
 	var keys []*ohttp.PrivateKey
 	for _, g := range gens {
@@ -380,11 +412,15 @@ func (k *gatewayKeys) attest(ctx context.Context, gens []*generation) (*servedKe
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	list, err := ohttp.MarshalKeyConfigs(gw.KeyConfigs())
+	newest := gens[0]
+	list, err := ohttp.MarshalKeyConfigs([]ohttp.KeyConfig{newest.hybrid.KeyConfig(), newest.classic.KeyConfig()})
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	b, err := attest.NewBundle(ctx, k.attester, list, k.policy)
+	b, err := attest.NewBundle(ctx, k.attester, attest.Bundle{
+		KeyConfigs: list, Policy: k.policy, Release: k.release,
+		IssuedAt: newest.from.Unix(), NotAfter: newest.until.Unix(),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("service: attestation: %w", err)
 	}
@@ -400,4 +436,29 @@ func sameGenerations(a, b []*generation) bool {
 func idList(g *generation) []int {
 	h, c := keyIDs(g.n)
 	return []int{int(h), int(c)}
+}
+
+// due reports whether the keys are off schedule at the service's clock:
+// the newest generation is half a lifetime old, so that the next is due.
+func (k *gatewayKeys) due() bool {
+	s := k.served.Load()
+	return s == nil || !k.now().Before(s.gens[0].from.Add(k.lifetime/2))
+}
+
+// onSchedule is the HTTP layer with the keys brought to the schedule
+// before the attestation bundle is served. Maintenance rotates them
+// hourly, but no bundle may be served past its time, whatever delayed
+// maintenance: a suspended machine, a clock that jumped.
+type onSchedule struct {
+	keys *gatewayKeys
+	next http.Handler
+}
+
+func (h onSchedule) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == api.PathAttestation && h.keys.due() {
+		if err := h.keys.rotate(r.Context()); err != nil {
+			h.keys.log.Error("rotating the OHTTP keys before serving the bundle", "err", err)
+		}
+	}
+	h.next.ServeHTTP(w, r)
 }

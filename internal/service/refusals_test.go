@@ -62,7 +62,7 @@ func TestResultRefusals(t *testing.T) {
 		{"altered after signing", altered, api.CodeBadSignature},
 		{"authority not in policy", unknown, api.CodeUnknownAuthority},
 		{"too old", stale, api.CodeExpired},
-		{"from the future", future, api.CodeMalformed},
+		{"from the future", future, api.CodeFutureDated},
 	} {
 		if err := c.SubmitResult(ctx, tc.r); !isCode(err, tc.code) {
 			t.Errorf("%s: err = %v, want %s", tc.name, err, tc.code)

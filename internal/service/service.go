@@ -7,16 +7,21 @@
 // # Oblivious HTTP keys
 //
 // The gateway's keys come in generations, each a post-quantum hybrid
-// (ML-KEM-768+X25519) key and an X25519 key. A generation is current for
-// the attested policy's ohttp_key_days; it is made and published that
-// long before, beside the current one, and dropped when its time is over.
-// The bundle lists both published generations, newest first, and the
-// gateway accepts both, so a client encrypts to the newest key it
-// verified and that key works for at least ohttp_key_days: no client
-// hears "unknown key" because of a rotation, and rotations happen on the
-// attested schedule, driven by Maintain on the service's clock. Each
-// change of the published set is attested anew and handed to the HTTP
-// layer (server.SetBundle).
+// (ML-KEM-768+X25519) key and an X25519 key attested by a bundle of its
+// own, valid from the generation's making (issued_at) for the attested
+// policy's bundle_hours (not_after). Evidence is thereby fresh: a bundle,
+// and the key a client encrypts to, is no use after its not_after, even to
+// someone who once extracted the private key from a platform that a TCB
+// recovery has fixed since. Half a lifetime after a generation was made,
+// the next one is made and its bundle published; the gateway keeps
+// accepting the previous generation until its bundle's not_after. So a
+// bundle is valid for at least half a lifetime after it stops being the
+// newest, clients (which fetch the bundle again a quarter lifetime after
+// they last did) find the next well before theirs expires, and no client
+// hears "unknown key" because of a rotation. Every phone gets the same
+// bundle at the same time; rotations happen on the attested schedule,
+// driven by Maintain on the enclave's clock, and each is handed to the
+// HTTP layer (server.SetBundle).
 //
 // Generations survive restarts: a restart serves the same keys under the
 // same key IDs, so the host cannot make every phone fetch and verify the
@@ -33,7 +38,8 @@
 // where none is, and a backend that finds another's adopts it. A record
 // that does not open (changed, moved to another generation's place, or
 // sealed under another KEK) is refused and logged, and fresh keys replace
-// it. What sealing cannot stop: a host that deletes the records, rolls
+// it; so is a generation attested with another policy or release statement
+// (Config.Release), since clients verified its keys under those. What sealing cannot stop: a host that deletes the records, rolls
 // them back or moves the clock forces fresh keys, as it could before;
 // that is logged, and is no longer as cheap as a restart.
 package service
@@ -60,8 +66,15 @@ type Config struct {
 	DataDir string
 	Policy  policy.Policy
 	TEE     tee.TEE
+	// Release is the signed release statement that admits this build and
+	// policy (see package release), attested in every bundle; empty for
+	// none, which phones pinned to a governance set refuse.
+	Release []byte
 	Logger  *slog.Logger
-	// Now is the clock; nil means time.Now.
+	// Now is the host's clock; nil means time.Now. The backend does not
+	// trust it: the enclave's clock (enclave.Enclave.Now), which the
+	// replay guard and the OHTTP key schedule read too, never goes back,
+	// survives restarts sealed, and follows signed statements.
 	Now func() time.Time
 }
 
@@ -94,6 +107,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
+	if err := checkRelease(cfg.Release, cfg.TEE, doc, log); err != nil {
+		return nil, err
+	}
 	sk, err := cfg.TEE.SealingKey(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("service: sealing key: %w", err)
@@ -108,18 +124,14 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 			st.Close()
 		}
 	}()
-	enc, err := enclave.Open(ctx, enclave.Config{Policy: cfg.Policy, Store: st, SealingKey: sk, Now: cfg.Now, Logger: log})
+	enc, err := enclave.Open(ctx, enclave.Config{Policy: cfg.Policy, Store: st, SealingKey: sk, HostClock: cfg.Now, Logger: log})
 	clear(sk[:])
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
 	keys := &gatewayKeys{
-		enc: enc, st: st, attester: cfg.TEE, policy: doc,
-		lifetime: cfg.Policy.OHTTPKeyLifetime(), now: now, log: log,
+		enc: enc, st: st, attester: cfg.TEE, policy: doc, release: cfg.Release,
+		binding: attestedBinding(doc, cfg.Release), lifetime: cfg.Policy.BundleLifetime(), now: enc.Now, log: log,
 	}
 	if err := keys.load(ctx); err != nil {
 		return nil, err
@@ -128,14 +140,14 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	served := keys.served.Load()
-	srv, err := server.New(server.Config{Backend: enc, Gateway: served.gateway, Bundle: served.bundle, Logger: log, Now: cfg.Now,
+	srv, err := server.New(server.Config{Backend: enc, Gateway: served.gateway, Bundle: served.bundle, Logger: log, Now: enc.Now,
 		Release: time.Duration(cfg.Policy.AnswerReleaseMillis) * time.Millisecond})
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	keys.publish = srv.SetBundle
 	opened = true
-	return &Service{Enclave: enc, Handler: srv, Bundle: served.bundle, store: st, tee: cfg.TEE, log: log, keys: keys}, nil
+	return &Service{Enclave: enc, Handler: onSchedule{keys: keys, next: srv}, Bundle: served.bundle, store: st, tee: cfg.TEE, log: log, keys: keys}, nil
 }
 
 // CurrentBundle returns the attestation bundle served now: it changes
@@ -162,8 +174,8 @@ func (s *Service) RunMaintenance(ctx context.Context, every time.Duration) {
 
 // Maintain expires days past the retention window, compacts the GPS index,
 // makes the journal flushes that are due and rotates the OHTTP keys if a
-// generation's time is over, once, at the service's clock (Config.Now);
-// RunMaintenance calls it periodically.
+// generation's time is over, once, at the enclave's clock
+// (enclave.Enclave.Now); RunMaintenance calls it periodically.
 func (s *Service) Maintain(ctx context.Context) error {
 	err := s.Enclave.Expire(ctx)
 	s.Enclave.CompactGPS()

@@ -596,8 +596,9 @@ func TestClientFollowsKeyRotation(t *testing.T) {
 	if c.Identity().ReportData != before {
 		t.Fatal("a restart changed the attested keys")
 	}
-	// Two generations on, the key the client verified is no longer held.
-	w.now = w.now.Add(2*w.pol.OHTTPKeyLifetime() + time.Minute)
+	// Past its bundle's not_after, the key the client verified is no
+	// longer held.
+	w.now = w.now.Add(w.pol.BundleLifetime() + time.Minute)
 	if err := w.b.Service.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}

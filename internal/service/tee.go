@@ -2,9 +2,11 @@ package service
 
 import (
 	"fmt"
+	"log/slog"
 	"path/filepath"
 
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/attest/sgx"
 	"github.com/conftrace/conftrace/internal/tee"
 	"github.com/conftrace/conftrace/internal/tee/gramine"
 	teesim "github.com/conftrace/conftrace/internal/tee/sim"
@@ -32,15 +34,33 @@ func CheckTEE(kind attest.TEE) error {
 }
 
 // OpenTEE opens the trusted execution environment of the kind named, for a
-// backend whose data directory is dataDir. It fails with the reason when
-// the hardware interface is absent.
+// backend whose data directory is dataDir, with no options: an SGX
+// backend opened so serves evidence without collateral, which clients
+// refuse (see OpenTEEWith). It fails with the reason when the hardware
+// interface is absent.
 func OpenTEE(kind attest.TEE, dataDir string) (tee.TEE, error) {
+	return OpenTEEWith(kind, dataDir, TEEOptions{})
+}
+
+// TEEOptions are what a TEE may need beyond its kind and data directory.
+type TEEOptions struct {
+	// SGXCollateral provides the Intel-signed collateral that an SGX
+	// backend serves with each quote (gramine.Options.Collateral), so
+	// that clients can judge the platform's TCB.
+	SGXCollateral sgx.CollateralSource
+	// Logger hears what the TEE reports to the operator, such as a
+	// collateral source that failed; nil discards.
+	Logger *slog.Logger
+}
+
+// OpenTEEWith is OpenTEE with options.
+func OpenTEEWith(kind attest.TEE, dataDir string, opts TEEOptions) (tee.TEE, error) {
 	switch kind {
 	case attest.Sim:
 		return teesim.New(teesim.Options{KeyFile: filepath.Join(dataDir, SimKeyFile)})
 	case attest.SGX:
 		// Under Gramine-SGX; see deploy/gramine.
-		return gramine.New(gramine.Options{})
+		return gramine.New(gramine.Options{Collateral: opts.SGXCollateral, Logger: opts.Logger})
 	case attest.TDX:
 		return teetdx.New(teetdx.Options{})
 	case attest.SNP:

@@ -16,8 +16,11 @@
 //     with its MRENCLAVE ([TEE.Measurement]).
 //
 // [TEE.Attest] wraps the quote as [attest.SGX] evidence, which
-// github.com/conftrace/conftrace/attest/sgx verifies. The evidence carries
-// no collateral: verifiers fetch it from Intel PCS or a caching service.
+// github.com/conftrace/conftrace/attest/sgx verifies, with the Intel-signed
+// collateral for the platform that [Options.Collateral] provides: clients
+// refuse SGX evidence without it, since they cannot judge the platform's
+// TCB otherwise, and do not fetch it themselves (which would tell Intel or
+// a PCCS operator who uses the backend).
 //
 // [TEE.SealingKey] derives the backend's 32-byte sealing key from the
 // MRENCLAVE-bound key. MRENCLAVE binding means only the same enclave build
@@ -45,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -87,17 +91,33 @@ var (
 	ErrStaleQuote = errors.New("gramine: quote does not carry the requested report data")
 )
 
-// Options configure a [TEE]. The zero value uses [DefaultDir].
+// Options configure a [TEE]. The zero value uses [DefaultDir] and attaches
+// no collateral.
 type Options struct {
 	// Dir is the attestation directory; empty means [DefaultDir]. Tests
 	// point it at a stand-in.
 	Dir string
+	// Collateral, if not nil, provides the collateral attached to each
+	// quote, asked anew at every attestation so that what the operator
+	// refreshes (a directory, a PCCS) is served from the next one on.
+	Collateral sgx.CollateralSource
+	// Logger hears when the collateral source fails and the last
+	// collateral it gave is served instead; nil discards.
+	Logger *slog.Logger
 }
 
 // TEE is the Gramine-SGX environment. It implements [tee.TEE].
 type TEE struct {
 	dir         string
+	collateral  sgx.CollateralSource
+	log         *slog.Logger
 	measurement []byte
+	// lastGood holds the last collateral the source gave for each
+	// platform, served when the source fails: a PCCS outage must not stop
+	// the re-attestations that keep phones' bundles fresh. Clients still
+	// refuse collateral past its next update, so a long outage shows.
+	lastGood   map[[6]byte]*sgx.Collateral
+	lastGoodMu sync.Mutex
 	// mu serializes Attest: writing the report data and reading the quote
 	// are two steps on process-wide files.
 	mu sync.Mutex
@@ -135,7 +155,12 @@ func New(opts Options) (*TEE, error) {
 	if len(ti) != targetInfoSize {
 		return nil, fmt.Errorf("gramine: %s is %d bytes, want %d", filepath.Join(dir, fileMyTargetInfo), len(ti), targetInfoSize)
 	}
-	return &TEE{dir: dir, measurement: bytes.Clone(ti[:sha256.Size])}, nil
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &TEE{dir: dir, collateral: opts.Collateral, log: log, measurement: bytes.Clone(ti[:sha256.Size]),
+		lastGood: map[[6]byte]*sgx.Collateral{}}, nil
 }
 
 // Measurement returns the enclave's MRENCLAVE, the measurement its quotes
@@ -146,30 +171,73 @@ func (t *TEE) Measurement() []byte { return bytes.Clone(t.measurement) }
 func (t *TEE) TEE() attest.TEE { return attest.SGX }
 
 // Attest returns an SGX DCAP quote binding reportData, as [attest.SGX]
-// evidence without collateral. Concurrent calls are serialized.
+// evidence, with the collateral for the quote's platform when
+// [Options.Collateral] is set. Concurrent calls are serialized.
 func (t *TEE) Attest(ctx context.Context, reportData attest.ReportData) (attest.Evidence, error) {
+	quote, q, err := t.quote(ctx, reportData)
+	if err != nil {
+		return attest.Evidence{}, err
+	}
+	ev := attest.Evidence{TEE: attest.SGX, Data: quote}
+	if t.collateral == nil {
+		return ev, nil
+	}
+	fmspc, err := q.FMSPC()
+	if err != nil {
+		return attest.Evidence{}, fmt.Errorf("gramine: platform of the quote: %w", err)
+	}
+	c, err := t.platformCollateral(ctx, fmspc)
+	if err != nil {
+		return attest.Evidence{}, err
+	}
+	if ev.Collateral, err = c.Marshal(); err != nil {
+		return attest.Evidence{}, fmt.Errorf("gramine: %w", err)
+	}
+	return ev, nil
+}
+
+// platformCollateral asks the source for fmspc's collateral and, when it
+// fails, falls back to the last it gave.
+func (t *TEE) platformCollateral(ctx context.Context, fmspc [6]byte) (*sgx.Collateral, error) {
+	c, err := t.collateral.Collateral(ctx, fmspc)
+	t.lastGoodMu.Lock()
+	defer t.lastGoodMu.Unlock()
+	if err == nil {
+		t.lastGood[fmspc] = c
+		return c, nil
+	}
+	if prev := t.lastGood[fmspc]; prev != nil {
+		t.log.WarnContext(ctx, "collateral source failed; serving the last collateral it gave", "fmspc", fmt.Sprintf("%x", fmspc[:]), "err", err)
+		return prev, nil
+	}
+	return nil, fmt.Errorf("gramine: collateral for FMSPC %x: %w", fmspc[:], err)
+}
+
+// quote asks Gramine for a quote binding reportData and returns it, raw
+// and parsed.
+func (t *TEE) quote(ctx context.Context, reportData attest.ReportData) ([]byte, *sgx.Quote, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := ctx.Err(); err != nil {
-		return attest.Evidence{}, err
+		return nil, nil, err
 	}
 	if err := writeExisting(filepath.Join(t.dir, fileUserReportData), reportData[:]); err != nil {
-		return attest.Evidence{}, fmt.Errorf("gramine: writing report data: %w", err)
+		return nil, nil, fmt.Errorf("gramine: writing report data: %w", err)
 	}
 	quote, err := os.ReadFile(filepath.Join(t.dir, fileQuote))
 	if err != nil {
-		return attest.Evidence{}, fmt.Errorf("gramine: reading quote: %w", err)
+		return nil, nil, fmt.Errorf("gramine: reading quote: %w", err)
 	}
 	// Check that Gramine took our report data: a quote for other data
 	// would fail every client's verification, with a less clear error.
 	q, err := sgx.ParseQuote(quote)
 	if err != nil {
-		return attest.Evidence{}, fmt.Errorf("gramine: quote from %s: %w", t.dir, err)
+		return nil, nil, fmt.Errorf("gramine: quote from %s: %w", t.dir, err)
 	}
 	if q.Report.ReportData != reportData {
-		return attest.Evidence{}, fmt.Errorf("%w: got %x", ErrStaleQuote, q.Report.ReportData[:8])
+		return nil, nil, fmt.Errorf("%w: got %x", ErrStaleQuote, q.Report.ReportData[:8])
 	}
-	return attest.Evidence{TEE: attest.SGX, Data: quote}, nil
+	return quote, q, nil
 }
 
 // writeExisting writes b to the existing file name in one write, without

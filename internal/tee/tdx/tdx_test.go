@@ -90,7 +90,12 @@ func TestAttestRoundTrip(t *testing.T) {
 	}
 	// What the attester produces is what the verifier accepts.
 	v := attesttdx.NewVerifier(attesttdx.VerifierOptions{Now: func() time.Time { return time.Date(2023, 7, 1, 0, 0, 0, 0, time.UTC) }})
-	id, err := attest.Verify(context.Background(), ev, rd, attest.Expectations{}, v)
+	// The quote's own TEE_TCB_SVN as the minimum: the TCB is judged.
+	q, err := v.VerifyQuote(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := attest.Verify(context.Background(), ev, rd, attest.Expectations{MinTDXTCB: q.TEETCBSVN}, v)
 	if err != nil {
 		t.Fatal(err)
 	}
