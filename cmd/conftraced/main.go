@@ -75,11 +75,12 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 const usage = `usage: conftraced --data DIR --policy FILE [--release FILE] [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
-                  [--collateral DIR | --pccs URL]
+                  [--collateral DIR | --pccs URL] [--store postgres://...]
 
 Runs the conftrace backend: the attested HTTP endpoints and the Oblivious HTTP
-gateway, over a sealed SQLite store in DIR. Serves plain HTTP; put TLS in front
-of it. Stops gracefully on SIGINT or SIGTERM.
+gateway, over a sealed SQLite store in DIR, or in the PostgreSQL database that
+--store names. Serves plain HTTP; put TLS in front of it. Stops gracefully on
+SIGINT or SIGTERM.
 `
 
 // run runs the backend until ctx ends, logging to stderr.
@@ -94,6 +95,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	teeName := fs.String("tee", "sim", "the trusted execution `environment`: sim (simulated, protects nothing), sgx (under Gramine), tdx or snp")
 	collateralDir := fs.String("collateral", "", "with --tee sgx: the `directory` of Intel's collateral for this platform (tcb_info*.json,\nqe_identity*.json, the signing chain *.pem), kept fresh by the operator and read at every attestation")
 	pccs := fs.String("pccs", "", "with --tee sgx: the `URL` of a PCCS (or Intel PCS) to fetch the collateral from at every attestation")
+	storeURL := fs.String("store", "", "the postgres:// `URL` of a PostgreSQL database to keep the sealed records in, instead of\nSQLite in --data (which still holds the TEE's local state); leave the password to\nPGPASSWORD or ~/.pgpass, so that it is not on the command line")
 	addrFile := fs.String("addr-file", "", "once listening, write the bound address to this `file` (removed at shutdown), for scripts")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -143,7 +145,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, Policy: p, TEE: t, Release: rel, Logger: log})
+	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, StoreURL: *storeURL, Policy: p, TEE: t, Release: rel, Logger: log})
 	if err != nil {
 		return err
 	}

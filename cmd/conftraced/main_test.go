@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"github.com/conftrace/conftrace/authority"
 	"github.com/conftrace/conftrace/internal/cmdtest"
 	"github.com/conftrace/conftrace/internal/service"
+	"github.com/conftrace/conftrace/internal/store/postgres/pgtest"
 	"github.com/conftrace/conftrace/policy"
 )
 
@@ -144,5 +146,29 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, log.String())
 		}
+	}
+}
+
+// TestServeOnPostgres runs conftraced over a PostgreSQL store, as replicas
+// do, and checks that it says so without the connection's password.
+func TestServeOnPostgres(t *testing.T) {
+	pol, _ := writePolicy(t)
+	connURL := pgtest.URL(t)
+	data := filepath.Join(t.TempDir(), "data")
+	srv := cmdtest.Start(t, run, "--listen", "127.0.0.1:0", "--data", data, "--policy", pol, "--store", connURL)
+	if err := srv.Stop(); err != nil {
+		t.Fatalf("conftraced returned %v after cancellation, want nil", err)
+	}
+	line := cmdtest.LogLine(srv.Log.String(), "store")
+	if line == nil || line["postgres"] == "" {
+		t.Fatalf("no log line naming the PostgreSQL store:\n%s", srv.Log)
+	}
+	if u, err := url.Parse(connURL); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && strings.Contains(srv.Log.String(), pw) {
+			t.Errorf("the log shows the store's password:\n%s", srv.Log)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "conftrace.db")); err == nil {
+		t.Error("conftraced made a SQLite store beside the PostgreSQL one")
 	}
 }

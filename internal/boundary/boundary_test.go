@@ -32,38 +32,39 @@ const (
 )
 
 var measured = map[string]string{
-	"cmd/conftraced":        public,
-	"internal/service":      plaintext, // holds the OHTTP private keys and the sealing key on its way to the enclave
-	"internal/server":       plaintext, // decrypts Oblivious HTTP and decodes the inner requests
-	"internal/enclave":      plaintext,
-	"internal/matchindex":   plaintext,
-	"internal/gpsindex":     plaintext,
-	"internal/seal":         plaintext,
-	"ohttp":                 plaintext,
-	"bhttp":                 plaintext,
-	"api":                   plaintext,
-	"contactlog":            plaintext,
-	"enid":                  plaintext,
-	"gps":                   plaintext,
-	"gaen":                  plaintext, // infected users' daily keys from imported exports
-	"gaen/internal/pb":      plaintext,
-	"internal/tee":          keys,
-	"internal/tee/sim":      keys,
-	"internal/tee/gramine":  keys,
-	"internal/tee/tdx":      keys,
-	"internal/tee/snp":      keys,
-	"internal/tee/tsm":      keys,
-	"internal/store":        sealed,
-	"internal/store/sqlite": sealed,
-	"internal/httpserve":    sealed, // sees only Oblivious HTTP ciphertext
-	"internal/calendar":     public,
-	"policy":                public,
-	"release":               public, // the release statement the bundle carries
-	"attest":                public,
-	"attest/sim":            public,
-	"attest/sgx":            public,
-	"attest/snp":            public,
-	"atomicfile":            public,
+	"cmd/conftraced":          public,
+	"internal/service":        plaintext, // holds the OHTTP private keys and the sealing key on its way to the enclave
+	"internal/server":         plaintext, // decrypts Oblivious HTTP and decodes the inner requests
+	"internal/enclave":        plaintext,
+	"internal/matchindex":     plaintext,
+	"internal/gpsindex":       plaintext,
+	"internal/seal":           plaintext,
+	"ohttp":                   plaintext,
+	"bhttp":                   plaintext,
+	"api":                     plaintext,
+	"contactlog":              plaintext,
+	"enid":                    plaintext,
+	"gps":                     plaintext,
+	"gaen":                    plaintext, // infected users' daily keys from imported exports
+	"gaen/internal/pb":        plaintext,
+	"internal/tee":            keys,
+	"internal/tee/sim":        keys,
+	"internal/tee/gramine":    keys,
+	"internal/tee/tdx":        keys,
+	"internal/tee/snp":        keys,
+	"internal/tee/tsm":        keys,
+	"internal/store":          sealed,
+	"internal/store/sqlite":   sealed,
+	"internal/store/postgres": sealed,
+	"internal/httpserve":      sealed, // sees only Oblivious HTTP ciphertext
+	"internal/calendar":       public,
+	"policy":                  public,
+	"release":                 public, // the release statement the bundle carries
+	"attest":                  public,
+	"attest/sim":              public,
+	"attest/sgx":              public,
+	"attest/snp":              public,
+	"atomicfile":              public,
 }
 
 // imageModules are the modules other than conftrace's own and the standard
@@ -72,12 +73,18 @@ var imageModules = []string{
 	"github.com/dustin/go-humanize", // modernc.org/sqlite
 	"github.com/google/go-configfs-tsm",
 	"github.com/google/go-sev-guest",
-	"github.com/google/logger",         // go-sev-guest
-	"github.com/google/uuid",           // modernc.org/sqlite
+	"github.com/google/logger",       // go-sev-guest
+	"github.com/google/uuid",         // modernc.org/sqlite
+	"github.com/jackc/pgpassfile",    // pgx
+	"github.com/jackc/pgservicefile", // pgx
+	"github.com/jackc/pgx/v5",
+	"github.com/jackc/puddle/v2",       // pgx's pool
 	"github.com/remyoudompheng/bigfft", // modernc.org/sqlite
 	"go.uber.org/multierr",             // go-configfs-tsm
 	"golang.org/x/crypto",              // go-sev-guest
+	"golang.org/x/sync",                // puddle
 	"golang.org/x/sys",
+	"golang.org/x/text",          // pgx: SASLprep of passwords
 	"google.golang.org/protobuf", // go-sev-guest
 	"modernc.org/libc",
 	"modernc.org/mathutil",
@@ -193,7 +200,7 @@ var rules = []rule{
 		name: "the enclave logic knows nothing of HTTP, SQL or a particular TEE",
 		from: func(p string) bool { return under(p, "internal/enclave") },
 		forbid: func(p string) bool {
-			return p == "net/http" || p == "database/sql" || under(p, "internal/store/sqlite") ||
+			return p == "net/http" || p == "database/sql" || under(p, "internal/store/sqlite") || under(p, "internal/store/postgres") ||
 				under(p, "internal/tee") || under(p, "internal/server") || under(p, "internal/service")
 		},
 	},

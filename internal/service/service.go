@@ -55,17 +55,23 @@ import (
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/enclave"
 	"github.com/conftrace/conftrace/internal/server"
-	"github.com/conftrace/conftrace/internal/store/sqlite"
+	"github.com/conftrace/conftrace/internal/store"
 	"github.com/conftrace/conftrace/internal/tee"
 	"github.com/conftrace/conftrace/policy"
 )
 
 // Config describes one backend.
 type Config struct {
-	// DataDir holds the SQLite store (sealed records only).
+	// DataDir holds the SQLite store (sealed records only), unless
+	// StoreURL names another.
 	DataDir string
-	Policy  policy.Policy
-	TEE     tee.TEE
+	// StoreURL, if not empty, is the postgres:// or postgresql:// URL of
+	// a PostgreSQL database that holds the sealed records instead (see
+	// package store/postgres). Like DataDir it is the host's
+	// configuration, not measured: every store is untrusted.
+	StoreURL string
+	Policy   policy.Policy
+	TEE      tee.TEE
 	// Release is the signed release statement that admits this build and
 	// policy (see package release), attested in every bundle; empty for
 	// none, which phones pinned to a governance set refuse.
@@ -86,7 +92,7 @@ type Service struct {
 	// policy is the one enforced for the whole run; its key
 	// configurations rotate, so CurrentBundle is the one served now.
 	Bundle attest.Bundle
-	store  *sqlite.Store
+	store  store.Store
 	tee    tee.TEE
 	log    *slog.Logger
 	keys   *gatewayKeys
@@ -114,9 +120,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("service: sealing key: %w", err)
 	}
-	st, err := sqlite.Open(ctx, cfg.DataDir)
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
+		return nil, err
 	}
 	opened := false
 	defer func() {

@@ -16,7 +16,8 @@
 // The suite checks the behaviour the backend relies on: every method, the
 // atomicity of batches and their checks, retention by day, key order,
 // binary keys, large values, the limits, and concurrent use, including that
-// of many callers consuming one single-use token exactly one succeeds.
+// of many callers consuming one single-use token, or creating one record
+// if it is absent, exactly one succeeds.
 // Durability across a restart depends on how a store is reopened, so each
 // implementation tests that itself.
 package storetest
@@ -67,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Invalid", testInvalid},
 		{"CanceledContext", testCanceledContext},
 		{"ConcurrentTokenConsumption", testConcurrentTokenConsumption},
+		{"ConcurrentPutIfAbsent", testConcurrentPutIfAbsent},
 		{"ConcurrentReadWrite", testConcurrentReadWrite},
 		{"Close", testClose},
 	}
@@ -708,6 +710,38 @@ func testConcurrentTokenConsumption(t *testing.T, s store.Store) {
 	}
 	if got := scan(t, s, "tuples"); len(got) != 5 {
 		t.Errorf("%d uploads stored, want 5 (one per token)", len(got))
+	}
+}
+
+// testConcurrentPutIfAbsent: of many callers creating one record if it
+// is absent, as replicas creating a day's key would, exactly one succeeds
+// and its record is the one stored.
+func testConcurrentPutIfAbsent(t *testing.T, s store.Store) {
+	const callers = 8
+	for round := range 5 {
+		key := fmt.Appendf(nil, "day-%d", round)
+		var winner atomic.Int32
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for c := range callers {
+			wg.Go(func() {
+				var b store.Batch
+				b.MustNotExist("daykeys", key)
+				b.Put("daykeys", key, 1, []byte{byte(c)})
+				switch err := s.Apply(t.Context(), &b); {
+				case err == nil:
+					wins.Add(1)
+					winner.Store(int32(c))
+				case !errors.Is(err, store.ErrConflict):
+					t.Errorf("Apply: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Fatalf("round %d: %d callers created the record, want exactly 1", round, n)
+		}
+		wantRecord(t, s, store.Record{Table: "daykeys", Key: key, Day: 1, Value: []byte{byte(winner.Load())}})
 	}
 }
 
