@@ -192,32 +192,3 @@ func BenchmarkDrop(b *testing.B) {
 	}
 }
 
-// BenchmarkSearch compares interpolation search with binary search on a
-// run of uniformly distributed fingerprints.
-func BenchmarkSearch(b *testing.B) {
-	for _, n := range []int{1 << 12, 1 << 22} {
-		r := rand.New(rand.NewChaCha8([32]byte{14}))
-		a := make([]uint64, n)
-		for i := range a {
-			a[i] = r.Uint64()
-		}
-		slices.Sort(a)
-		probes := make([]uint64, benchProbes)
-		for i := range probes {
-			probes[i] = r.Uint64()
-		}
-		for _, s := range []struct {
-			name string
-			f    func([]uint64, uint64) int
-		}{{"binary", lowerBound}, {"interpolation", search}} {
-			b.Run(fmt.Sprintf("%s/n=%d", s.name, n), func(b *testing.B) {
-				sum, i := 0, 0
-				for b.Loop() {
-					sum += s.f(a, probes[i%len(probes)])
-					i++
-				}
-				runtime.KeepAlive(sum)
-			})
-		}
-	}
-}

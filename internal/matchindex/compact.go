@@ -1,7 +1,6 @@
 package matchindex
 
 import (
-	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -24,21 +23,25 @@ const (
 	// stored as an 8-bit tag.
 	maxDays = 256
 	// runRatio is how much larger each run is than the next newer one.
-	// Larger ratios mean fewer runs to search per lookup and more copying
-	// per add. A shard holds about log_16(n/u)+1 runs for n tuples added
-	// in uploads of u: 5 for n = 10^9 and u = 7,000.
+	// Larger ratios mean fewer runs to read per lookup and more copying
+	// per add. Between two drops a shard holds about log_16(d/u)+1 runs
+	// for d tuples added that day in uploads of u.
 	runRatio = 16
-	// bytesPerTuple is what a run spends on one tuple: hi and rest.
-	bytesPerTuple = 8 + 12
+	// intervalsPerDay is the number of 10-minute intervals in a day. A
+	// tuple's interval is stored as its offset from the first interval
+	// of its day, in 8 bits.
+	intervalsPerDay = 144
+	// wideBytes is what a tuple kept apart in a shard's wide list costs.
+	wideBytes = int64(unsafe.Sizeof(wideTuple{}))
 )
 
-// Compact is the compact [Index], at 20 bytes per tuple; the package
-// documentation describes its layout and its false-match probability. Use
+// Compact is the compact [Index]; the package documentation describes its
+// layout, its false-match probability and its bulk [Loader]. Use
 // [NewCompact] to make one: the zero Compact has no fingerprint key.
 type Compact struct {
 	mac cipher.Block // keys the fingerprint
 
-	mu   sync.Mutex             // serializes Add and Drop, and guards tags, free and days
+	mu   sync.Mutex             // serializes Add, Drop and Load, and guards tags, free and days
 	tags map[calendar.Day]uint8 // live days and their tags
 	free []uint8                // unused tags
 	days *[maxDays]calendar.Day // tag to day; copied, never modified, when a tag is (re)assigned
@@ -53,29 +56,30 @@ type Compact struct {
 // Drop removes a day's tuples from every shard before freeing its tag.
 type shard struct {
 	runs []run // oldest and largest first
+	// wide holds, sorted by fp, the tuples whose contact does not pack
+	// into a run's 32-bit payload.
+	wide []wideTuple
 	days *[maxDays]calendar.Day
 	n    int
 }
 
-// run is an immutable sorted run of tuples, as two parallel arrays so that
-// a search reads only hi, and a hit one element of rest. The fingerprint of
-// tuple i is (shard, hi[i], rest[i].lo); runs are sorted by (hi, lo).
-type run struct {
-	hi   []uint64
-	rest []rest
-}
-
-// rest is all of a tuple but hi, 12 bytes.
-type rest struct {
-	lo       uint32 // fingerprint bits 72 to 103
+// wideTuple is a tuple whose interval lies outside its day or that lasted
+// more than 255 minutes. The enclave never stores one; they are kept apart
+// so that any contact round-trips.
+type wideTuple struct {
+	fp       uint64
 	interval uint32
-	meta     uint32 // minutes (16) | attenuation (8) | day tag (8)
+	minutes  uint16
+	check    uint16
+	atten    uint8
+	tag      uint8
 }
 
-// tuple is a run element while runs are built.
-type tuple struct {
-	hi    uint64
-	rest  rest
+// fingerprint is what the index keeps of a key: the shard, the sort key
+// and a check that must match too.
+type fingerprint struct {
+	fp    uint64
+	check uint16 // never 0, which marks free slots
 	shard uint8
 }
 
@@ -84,6 +88,7 @@ func NewCompact() *Compact {
 	var key [16]byte
 	rand.Read(key[:]) // never fails since Go 1.24
 	mac, err := aes.NewCipher(key[:])
+	clear(key[:])
 	if err != nil {
 		panic("matchindex: " + err.Error()) // unreachable: the key size is valid
 	}
@@ -103,33 +108,88 @@ func NewCompact() *Compact {
 }
 
 // fingerprint computes the AES-CBC-MAC of k in b, scratch space owned by
-// the caller, and splits it into shard, hi and lo (bits 104 to 127 are not
-// used). b is on the heap anyway (a cipher.Block method makes any buffer
-// escape); working in it alone keeps k from escaping too.
-func (c *Compact) fingerprint(b *[16]byte, k *Key) (shard uint8, hi uint64, lo uint32) {
+// the caller, and splits it into shard (8 bits), sort key (64) and check
+// (16); the last 40 bits are not used. b is on the heap anyway (a
+// cipher.Block method makes any buffer escape); working in it alone keeps
+// k from escaping too.
+func (c *Compact) fingerprint(b *[16]byte, k *Key) fingerprint {
 	copy(b[:], k[:16])
 	c.mac.Encrypt(b[:], b[:])
 	for i := range b {
 		b[i] ^= k[16+i]
 	}
 	c.mac.Encrypt(b[:], b[:])
-	return b[0], binary.BigEndian.Uint64(b[1:9]), binary.BigEndian.Uint32(b[9:13])
+	// A check of 0 becomes 1: 0 marks a free slot. That makes check 1
+	// twice as likely as the others, which changes the false-match rate
+	// by a factor of 1+2^-15.
+	return fingerprint{shard: b[0], fp: binary.BigEndian.Uint64(b[1:9]), check: max(1, binary.BigEndian.Uint16(b[9:11]))}
 }
 
-// pack and unpack convert a contact to and from its part of rest.
-func pack(lo uint32, c Contact, tag uint8) rest {
-	return rest{lo: lo, interval: c.Interval, meta: uint32(c.Minutes)<<16 | uint32(c.Attenuation)<<8 | uint32(tag)}
-}
+// A run's payload packs a contact into 32 bits: the interval's offset from
+// the first interval of the contact's day (8 bits), the minutes (8), the
+// attenuation (8) and the day's tag (8). Offsets wrap around 2^32 as
+// intervals do, so that unpacking inverts packing for every day.
 
-func (r rest) tag() uint8 { return uint8(r.meta) }
-
-func (r rest) unpack(days *[maxDays]calendar.Day) Contact {
-	return Contact{
-		Interval:    r.interval,
-		Minutes:     uint16(r.meta >> 16),
-		Attenuation: uint8(r.meta >> 8),
-		Day:         days[r.tag()],
+// packNarrow returns the payload of c, tagged tag, and whether c fits one.
+func packNarrow(interval uint32, minutes uint16, atten uint8, day calendar.Day, tag uint8) (uint32, bool) {
+	off := interval - uint32(day)*intervalsPerDay
+	if off > 0xff || minutes > 0xff {
+		return 0, false
 	}
+	return off<<24 | uint32(minutes)<<16 | uint32(atten)<<8 | uint32(tag), true
+}
+
+func tagOf(payload uint32) uint8 { return uint8(payload) }
+
+func unpackNarrow(p uint32, days *[maxDays]calendar.Day) Contact {
+	day := days[tagOf(p)]
+	return Contact{
+		Interval:    uint32(day)*intervalsPerDay + p>>24,
+		Minutes:     uint16(p >> 16 & 0xff),
+		Attenuation: uint8(p >> 8),
+		Day:         day,
+	}
+}
+
+func (w *wideTuple) contact(days *[maxDays]calendar.Day) Contact {
+	return Contact{Interval: w.interval, Minutes: w.minutes, Attenuation: w.atten, Day: days[w.tag]}
+}
+
+// pending is an entry fingerprinted, before its day has a tag: what Add
+// and a Loader compute without holding the lock.
+type pending struct {
+	fp       uint64
+	interval uint32
+	day      calendar.Day
+	check    uint16
+	minutes  uint16
+	atten    uint8
+	shard    uint8
+}
+
+// appendPending fingerprints entries and appends them to dst.
+func (c *Compact) appendPending(dst []pending, entries []Entry) []pending {
+	buf := new([16]byte)
+	for i := range entries {
+		e := &entries[i]
+		f := c.fingerprint(buf, &e.Key)
+		dst = append(dst, pending{
+			fp: f.fp, check: f.check, shard: f.shard,
+			interval: e.Contact.Interval, minutes: e.Contact.Minutes, atten: e.Contact.Attenuation, day: e.Contact.Day,
+		})
+	}
+	clear(buf[:])
+	return dst
+}
+
+// appendDays appends to dst the days of ps that it does not hold yet.
+func appendDays(dst []calendar.Day, ps []pending) []calendar.Day {
+	for i := range ps {
+		if d := ps[i].day; (i == 0 || d != ps[i-1].day) && !slices.Contains(dst, d) {
+			dst = append(dst, d)
+		}
+	}
+	return dst
 }
 
 // Add stores the entries of one upload, or none of them if that would
@@ -140,178 +200,110 @@ func (c *Compact) Add(entries []Entry) error {
 	}
 	// Fingerprints are the costly part of preparing tuples and need no
 	// lock.
-	tuples := make([]tuple, len(entries))
-	buf := new([16]byte)
-	for i := range entries {
-		e := &entries[i]
-		s, hi, lo := c.fingerprint(buf, &e.Key)
-		tuples[i] = tuple{hi: hi, rest: pack(lo, e.Contact, 0), shard: s}
-	}
+	ps := c.appendPending(make([]pending, 0, len(entries)), entries)
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.assignTags(entries); err != nil {
+	if err := c.assignTags(appendDays(nil, ps)); err != nil {
 		return err
 	}
-	var perShard [numShards]int
-	day, tag := entries[0].Contact.Day, c.tags[entries[0].Contact.Day]
-	for i := range entries {
-		if d := entries[i].Contact.Day; d != day {
-			day, tag = d, c.tags[d]
-		}
-		tuples[i].rest.meta |= uint32(tag)
-		perShard[tuples[i].shard]++
-	}
-
 	// Group the tuples by shard (a counting sort), then sort each shard's
 	// tuples into a new run.
 	var start [numShards + 1]int
-	for s := range numShards {
-		start[s+1] = start[s] + perShard[s]
+	for i := range ps {
+		start[int(ps[i].shard)+1]++
 	}
-	grouped := make([]tuple, len(tuples))
+	for s := range numShards {
+		start[s+1] += start[s]
+	}
+	grouped := make([]pending, len(ps))
 	next := start
-	for _, t := range tuples {
-		grouped[next[t.shard]] = t
-		next[t.shard]++
+	for _, p := range ps {
+		grouped[next[p.shard]] = p
+		next[p.shard]++
 	}
 	for s := range numShards {
 		part := grouped[start[s]:start[s+1]]
 		if len(part) == 0 {
 			continue
 		}
-		slices.SortFunc(part, compareTuples)
+		narrow, wide := c.appendTuples(make([]tuple, 0, len(part)), nil, part)
+		slices.SortFunc(narrow, compareTuples)
 		old := c.shards[s].Load()
-		runs := append(slices.Clip(old.runs), newRun(part))
-		c.shards[s].Store(&shard{runs: normalize(runs), days: c.days, n: old.n + len(part)})
+		sh := &shard{runs: old.runs, wide: old.wide, days: c.days, n: old.n + len(part)}
+		if len(narrow) > 0 {
+			sh.runs = normalize(append(slices.Clip(old.runs), newRun(narrow)))
+		}
+		if len(wide) > 0 {
+			sh.wide = mergeWide(old.wide, wide)
+		}
+		c.shards[s].Store(sh)
 	}
 	return nil
 }
 
-// assignTags gives a tag to each day of entries that has none, or fails,
-// changing nothing, if there are not enough free tags.
-func (c *Compact) assignTags(entries []Entry) error {
-	var fresh []calendar.Day
-	last, lastKnown := calendar.Day(0), false
-	for i := range entries {
-		d := entries[i].Contact.Day
-		if lastKnown && d == last {
-			continue
+// appendTuples converts pending entries, whose days have tags, to run
+// tuples appended to narrow and, for the contacts that do not pack, wide
+// tuples appended to wide. The caller holds c.mu.
+func (c *Compact) appendTuples(narrow []tuple, wide []wideTuple, ps []pending) ([]tuple, []wideTuple) {
+	if len(ps) == 0 {
+		return narrow, wide
+	}
+	day, tag := ps[0].day, c.tags[ps[0].day]
+	for i := range ps {
+		p := &ps[i]
+		if p.day != day {
+			day, tag = p.day, c.tags[p.day]
 		}
-		last, lastKnown = d, true
-		if _, ok := c.tags[d]; !ok && !slices.Contains(fresh, d) {
-			if len(fresh) == len(c.free) {
-				return fmt.Errorf("%w: it holds %d of at most %d, and the upload adds more", ErrTooManyDays, len(c.tags), maxDays)
-			}
+		if payload, ok := packNarrow(p.interval, p.minutes, p.atten, p.day, tag); ok {
+			narrow = append(narrow, tuple{fp: p.fp, payload: payload, check: p.check})
+		} else {
+			wide = append(wide, wideTuple{fp: p.fp, interval: p.interval, minutes: p.minutes, check: p.check, atten: p.atten, tag: tag})
+		}
+	}
+	return narrow, wide
+}
+
+// mergeWide returns a new wide list with the tuples of old and of add,
+// sorted. It copies old: wide tuples are rare enough that a list per shard
+// suffices.
+func mergeWide(old, add []wideTuple) []wideTuple {
+	out := append(slices.Clone(old), add...)
+	slices.SortFunc(out, func(a, b wideTuple) int {
+		return compareTuples(tuple{fp: a.fp}, tuple{fp: b.fp})
+	})
+	return slices.Clip(out)
+}
+
+// assignTags gives a tag to each of days that has none, or fails, changing
+// nothing, if there are not enough free tags. The caller holds c.mu.
+func (c *Compact) assignTags(days []calendar.Day) error {
+	var fresh []calendar.Day
+	for _, d := range days {
+		if _, ok := c.tags[d]; !ok {
 			fresh = append(fresh, d)
 		}
 	}
 	if len(fresh) == 0 {
 		return nil
 	}
-	days := *c.days // copy: published snapshots keep the old table
+	if len(fresh) > len(c.free) {
+		return fmt.Errorf("%w: it holds %d of at most %d, and the entries add %d more", ErrTooManyDays, len(c.tags), maxDays, len(fresh))
+	}
+	table := *c.days // copy: published snapshots keep the old table
 	for _, d := range fresh {
 		t := c.free[len(c.free)-1]
 		c.free = c.free[:len(c.free)-1]
 		c.tags[d] = t
-		days[t] = d
+		table[t] = d
 	}
-	c.days = &days
+	c.days = &table
 	return nil
 }
 
-func compareTuples(a, b tuple) int {
-	if c := cmp.Compare(a.hi, b.hi); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.rest.lo, b.rest.lo)
-}
-
-// newRun makes a run of sorted tuples.
-func newRun(ts []tuple) run {
-	r := makeRun(len(ts))
-	for i, t := range ts {
-		r.hi[i], r.rest[i] = t.hi, t.rest
-	}
-	return r
-}
-
-func makeRun(n int) run {
-	return run{hi: make([]uint64, n), rest: make([]rest, n)}
-}
-
-// normalize merges runs until each is at least runRatio times larger than
-// the next, keeping the number of runs logarithmic in the shard size.
-// Only runs it merges are copied.
-func normalize(runs []run) []run {
-	// Scan from the newest pair down. A merge makes run i-1 larger, which
-	// can only upset the pair below it, checked next.
-	for i := len(runs) - 1; i > 0; i-- {
-		if len(runs[i-1].hi) < runRatio*len(runs[i].hi) {
-			runs[i-1] = merge(runs[i-1], runs[i])
-			runs = slices.Delete(runs, i, i+1)
-		}
-	}
-	return runs
-}
-
-// merge returns a run with the tuples of a and b.
-func merge(a, b run) run {
-	r := makeRun(len(a.hi) + len(b.hi))
-	i, j := 0, 0
-	for k := range r.hi {
-		takeA := j == len(b.hi) || i < len(a.hi) &&
-			(a.hi[i] < b.hi[j] || a.hi[i] == b.hi[j] && a.rest[i].lo <= b.rest[j].lo)
-		if takeA {
-			r.hi[k], r.rest[k] = a.hi[i], a.rest[i]
-			i++
-		} else {
-			r.hi[k], r.rest[k] = b.hi[j], b.rest[j]
-			j++
-		}
-	}
-	return r
-}
-
-// without returns r without the tuples tagged tag, and how many it
-// removed; r itself if none.
-func (r run) without(tag uint8) (run, int) {
-	removed := 0
-	for _, x := range r.rest {
-		if x.tag() == tag {
-			removed++
-		}
-	}
-	if removed == 0 {
-		return r, 0
-	}
-	out := makeRun(len(r.hi) - removed)
-	k := 0
-	for i, x := range r.rest {
-		if x.tag() != tag {
-			out.hi[k], out.rest[k] = r.hi[i], x
-			k++
-		}
-	}
-	return out, removed
-}
-
-// Lookup appends the contacts stored under k to dst. It takes no lock.
-func (c *Compact) Lookup(dst []Contact, k Key) []Contact {
-	s, hi, lo := c.fingerprint(new([16]byte), &k)
-	sh := c.shards[s].Load()
-	for _, r := range sh.runs {
-		for i := search(r.hi, hi); i < len(r.hi) && r.hi[i] == hi; i++ {
-			if x := r.rest[i]; x.lo == lo {
-				dst = append(dst, x.unpack(sh.days))
-			}
-		}
-	}
-	return dst
-}
-
-// Drop removes every contact of day. It rewrites the runs that hold any,
-// one shard at a time, while lookups go on; Add waits until it is done.
+// Drop removes every contact of day. It rewrites each shard that holds any
+// into a single run, one shard at a time, while lookups go on; so after a
+// daily Drop every shard is one run again. Add waits until it is done.
 func (c *Compact) Drop(day calendar.Day) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -322,19 +314,21 @@ func (c *Compact) Drop(day calendar.Day) int {
 	total := 0
 	for s := range c.shards {
 		old := c.shards[s].Load()
-		var runs []run
 		removed := 0
-		for _, r := range old.runs {
-			kept, n := r.without(tag)
-			removed += n
-			if len(kept.hi) > 0 {
-				runs = append(runs, kept)
-			}
+		for i := range old.runs {
+			removed += old.runs[i].countTag(tag)
 		}
-		if removed > 0 {
-			c.shards[s].Store(&shard{runs: normalize(runs), days: old.days, n: old.n - removed})
-			total += removed
+		wide := slices.DeleteFunc(slices.Clone(old.wide), func(w wideTuple) bool { return w.tag == tag })
+		removed += len(old.wide) - len(wide)
+		if removed == 0 && len(old.runs) <= 1 {
+			continue
 		}
+		var runs []run
+		if merged := mergeRuns(old.runs, int(tag)); merged.n > 0 {
+			runs = []run{merged}
+		}
+		c.shards[s].Store(&shard{runs: runs, wide: slices.Clip(wide), days: old.days, n: old.n - removed})
+		total += removed
 	}
 	delete(c.tags, day)
 	c.free = append(c.free, tag)
@@ -350,20 +344,20 @@ func (c *Compact) Len() int {
 	return n
 }
 
-// runOverhead is the memory of a run besides its tuples.
+// runOverhead is the memory of a run besides its slots.
 const runOverhead = int64(unsafe.Sizeof(run{}))
 
-// MemBytes returns the memory the index uses: 20 bytes per tuple, plus
-// small per-run and per-shard overheads. Right after an Add or Drop, the
-// runs it replaced also use memory until the garbage collector frees them
-// (at most about one shard's worth).
+// MemBytes returns the memory the index uses: 14 bytes per slot, about
+// 15.6 per tuple, plus small per-run and per-shard overheads. Right after
+// an Add, Drop or Load, the runs it replaced also use memory until the
+// garbage collector frees them.
 func (c *Compact) MemBytes() int64 {
 	b := int64(unsafe.Sizeof(*c)) + int64(unsafe.Sizeof([maxDays]calendar.Day{}))
 	for s := range c.shards {
 		sh := c.shards[s].Load()
-		b += int64(unsafe.Sizeof(*sh))
-		for _, r := range sh.runs {
-			b += runOverhead + int64(len(r.hi))*bytesPerTuple
+		b += int64(unsafe.Sizeof(*sh)) + int64(len(sh.wide))*wideBytes
+		for i := range sh.runs {
+			b += runOverhead + int64(len(sh.runs[i].fp))*slotBytes
 		}
 	}
 	return b

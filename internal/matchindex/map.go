@@ -43,6 +43,22 @@ func (x *Map) Lookup(dst []Contact, k Key) []Contact {
 	return append(dst, x.m[k]...)
 }
 
+// LookupBatch appends, for each query qs[i] in order, the contacts stored
+// under qs[i].Key whose interval is within skew of qs[i].Interval. It looks
+// the keys up one after the other, under one read lock.
+func (x *Map) LookupBatch(dst []Found, qs []Query, skew uint32) []Found {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for i := range qs {
+		for _, c := range x.m[qs[i].Key] {
+			if within(c.Interval, qs[i].Interval, skew) {
+				dst = append(dst, Found{Query: i, Contact: c})
+			}
+		}
+	}
+	return dst
+}
+
 // Drop removes every contact of day.
 func (x *Map) Drop(day calendar.Day) int {
 	x.mu.Lock()

@@ -129,6 +129,27 @@ type Entry struct {
 	Contact Contact
 }
 
+// Query is one lookup of a batch: the key to look up and the interval the
+// contacts found under it must be near.
+type Query struct {
+	Key      Key
+	Interval uint32
+}
+
+// MatchQuery returns the query [Match] makes for a polling device's tuple:
+// the mirror of own, near interval.
+func MatchQuery(own Key, interval uint32) Query {
+	return Query{Key: own.Mirror(), Interval: interval}
+}
+
+// Found is a contact that a batch lookup found, and which of the batch's
+// queries it answers.
+type Found struct {
+	// Query is the index of the query in the batch.
+	Query   int
+	Contact Contact
+}
+
 // Index is a set of uploaded tuples. Implementations are safe for
 // concurrent use; lookups may run while tuples are added or dropped.
 type Index interface {
@@ -139,6 +160,13 @@ type Index interface {
 	// Lookup appends to dst the contacts stored under k, in no particular
 	// order, and returns the extended slice.
 	Lookup(dst []Contact, k Key) []Contact
+	// LookupBatch answers many lookups at once, which lets an
+	// implementation overlap their memory accesses. For each query qs[i],
+	// in the order of i, it appends to dst the contacts stored under
+	// qs[i].Key whose interval is within skew of qs[i].Interval, each as a
+	// Found with Query i, and returns the extended slice. With skew
+	// math.MaxUint32 it keeps every contact, as Lookup does.
+	LookupBatch(dst []Found, qs []Query, skew uint32) []Found
 	// Drop removes every contact of day and returns how many it removed.
 	// Contacts of day added concurrently with Drop may survive it.
 	Drop(day calendar.Day) int

@@ -33,6 +33,55 @@ func randRPI(r *rand.Rand) [16]byte {
 
 func randKey(r *rand.Rand) Key { return NewKey(randRPI(r), randRPI(r)) }
 
+// randContact returns a contact of day d: mostly as the enclave stores
+// them, in their day and at most an hour long, which Compact packs into
+// its runs; sometimes anything, which it keeps apart.
+func randContact(r *rand.Rand, d calendar.Day) Contact {
+	if r.IntN(4) == 0 {
+		return Contact{Interval: r.Uint32(), Minutes: uint16(r.Uint32()), Attenuation: uint8(r.Uint32()), Day: d}
+	}
+	return Contact{
+		Interval:    uint32(d)*intervalsPerDay + uint32(r.IntN(intervalsPerDay+2)),
+		Minutes:     uint16(1 + r.IntN(60)),
+		Attenuation: uint8(r.Uint32()),
+		Day:         d,
+	}
+}
+
+// nearModel is the specification of LookupBatch: Lookup, then the
+// interval filter, query by query.
+func nearModel(lookup func(Key) []Contact, qs []Query, skew uint32) []Found {
+	var out []Found
+	for i, q := range qs {
+		for _, c := range sorted(lookup(q.Key)) {
+			if within(c.Interval, q.Interval, skew) {
+				out = append(out, Found{Query: i, Contact: c})
+			}
+		}
+	}
+	return out
+}
+
+// sortedFound returns fs sorted by query, then contact: LookupBatch
+// groups by query in order, but within a query the order is unspecified.
+func sortedFound(fs []Found) []Found {
+	fs = slices.Clone(fs)
+	slices.SortStableFunc(fs, func(a, b Found) int {
+		return cmp.Or(cmp.Compare(a.Query, b.Query), compareContacts(a.Contact, b.Contact))
+	})
+	return fs
+}
+
+// checkGrouped fails unless fs is grouped by query in ascending order.
+func checkGrouped(t *testing.T, fs []Found) {
+	t.Helper()
+	for i := 1; i < len(fs); i++ {
+		if fs[i-1].Query > fs[i].Query {
+			t.Fatalf("LookupBatch answered query %d after query %d", fs[i].Query, fs[i-1].Query)
+		}
+	}
+}
+
 func compareContacts(a, b Contact) int {
 	return cmp.Or(
 		cmp.Compare(a.Day, b.Day),
@@ -172,10 +221,11 @@ func (m *model) drop(d calendar.Day) int {
 
 func (m *model) len() int { return m.n }
 
-// TestAgainstMap runs random adds, drops and lookups on Compact and Map
-// and checks they agree with each other and with a model, including on
-// keys that share one RPI with a stored key, on mirrors, on duplicates and
-// on keys stored under several days.
+// TestAgainstMap runs random adds, bulk loads, drops, lookups and batch
+// lookups on Compact and Map and checks they agree with each other and
+// with a model, including on keys that share one RPI with a stored key, on
+// mirrors, on duplicates, on keys stored under several days and on
+// contacts that do not pack into a run.
 func TestAgainstMap(t *testing.T) {
 	for seed := range 8 {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
@@ -207,30 +257,59 @@ func TestAgainstMap(t *testing.T) {
 					t.Fatalf("Lookup(%x): compact %v, map %v, want %v", k[:4], gotC, gotM, want)
 				}
 			}
+			checkBatch := func() {
+				t.Helper()
+				qs := make([]Query, r.IntN(300))
+				for i := range qs {
+					k := pick()
+					iv := r.Uint32()
+					if cs := m.m[k]; len(cs) > 0 && r.IntN(2) == 0 {
+						iv = cs[r.IntN(len(cs))].Interval + uint32(r.IntN(5)) - 2
+					}
+					qs[i] = Query{Key: k, Interval: iv}
+				}
+				skew := []uint32{0, 1, 3, math.MaxUint32}[r.IntN(4)]
+				want := nearModel(m.lookup, qs, skew)
+				prefix := []Found{{Query: -1}}
+				gotC := compact.LookupBatch(slices.Clone(prefix), qs, skew)
+				gotM := baseline.LookupBatch(slices.Clone(prefix), qs, skew)
+				for _, got := range [][]Found{gotC, gotM} {
+					if got[0] != prefix[0] {
+						t.Fatalf("LookupBatch overwrote dst")
+					}
+					checkGrouped(t, got[1:])
+				}
+				if gotC, gotM := sortedFound(gotC[1:]), sortedFound(gotM[1:]); !slices.Equal(gotC, want) || !slices.Equal(gotM, want) {
+					t.Fatalf("LookupBatch of %d, skew %d: compact %d found, map %d, want %d", len(qs), skew, len(gotC), len(gotM), len(want))
+				}
+			}
 			for op := range 300 {
-				switch x := r.IntN(10); {
-				case x < 5:
+				switch x := r.IntN(12); {
+				case x < 6:
 					batch := make([]Entry, r.IntN(400))
 					for i := range batch {
 						k := pick()
 						if r.IntN(3) > 0 {
 							known = append(known, k)
 						}
-						batch[i] = Entry{Key: k, Contact: Contact{
-							Interval:    r.Uint32(),
-							Minutes:     uint16(r.Uint32()),
-							Attenuation: uint8(r.Uint32()),
-							Day:         calendar.Day(100 + r.IntN(6)),
-						}}
+						batch[i] = Entry{Key: k, Contact: randContact(r, calendar.Day(100+r.IntN(6)))}
 					}
-					if err := compact.Add(batch); err != nil {
+					if x == 0 {
+						// A bulk load, in two parts.
+						l := compact.NewLoader()
+						l.Add(batch[:len(batch)/2])
+						l.Add(batch[len(batch)/2:])
+						if err := l.Load(); err != nil {
+							t.Fatal(err)
+						}
+					} else if err := compact.Add(batch); err != nil {
 						t.Fatal(err)
 					}
 					if err := baseline.Add(batch); err != nil {
 						t.Fatal(err)
 					}
 					m.add(batch)
-				case x < 6:
+				case x < 7:
 					d := calendar.Day(100 + r.IntN(7))
 					want := m.drop(d)
 					if got := compact.Drop(d); got != want {
@@ -239,6 +318,8 @@ func TestAgainstMap(t *testing.T) {
 					if got := baseline.Drop(d); got != want {
 						t.Fatalf("op %d: map.Drop(%d) = %d, want %d", op, d, got, want)
 					}
+				case x < 9:
+					checkBatch()
 				default:
 					for range 50 {
 						check(pick())
@@ -252,6 +333,78 @@ func TestAgainstMap(t *testing.T) {
 				check(k)
 			}
 		})
+	}
+}
+
+// TestLookupBatchOrder checks that a batch answers each query in order,
+// whatever the shards and runs of its keys, with the duplicates of a key
+// queried twice, and nothing for an empty batch.
+func TestLookupBatchOrder(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			r := rand.New(rand.NewChaCha8([32]byte{16}))
+			idx := impl.new()
+			var stored []Entry
+			for range 3 {
+				batch := make([]Entry, 2000)
+				for i := range batch {
+					batch[i] = Entry{Key: randKey(r), Contact: randContact(r, 200)}
+				}
+				if err := idx.Add(batch); err != nil {
+					t.Fatal(err)
+				}
+				stored = append(stored, batch...)
+			}
+			if got := idx.LookupBatch(nil, nil, 0); len(got) != 0 {
+				t.Fatalf("LookupBatch of no queries = %v", got)
+			}
+			// More queries than a chunk, most of them hits, some twice.
+			qs := make([]Query, 3*batchChunk+5)
+			for i := range qs {
+				e := stored[r.IntN(len(stored))]
+				if i%7 == 3 {
+					e = Entry{Key: randKey(r)}
+				}
+				if i%11 == 5 {
+					e.Key = qs[i-1].Key
+				}
+				qs[i] = Query{Key: e.Key, Interval: e.Contact.Interval}
+			}
+			got := idx.LookupBatch(nil, qs, math.MaxUint32)
+			checkGrouped(t, got)
+			want := nearModel(func(k Key) []Contact { return idx.Lookup(nil, k) }, qs, math.MaxUint32)
+			if got := sortedFound(got); !slices.Equal(got, want) {
+				t.Fatalf("LookupBatch found %d, Lookup %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+// TestPackNarrow checks that a run's 32-bit payload gives back every
+// contact it accepts, at the edges of the day, of the offset, of the
+// minutes and of the uint32 intervals, and refuses the others.
+func TestPackNarrow(t *testing.T) {
+	days := new([maxDays]calendar.Day)
+	for _, d := range []calendar.Day{0, 1, 20_000, math.MaxUint32 / intervalsPerDay, math.MaxUint32} {
+		days[7] = d
+		first := uint32(d) * intervalsPerDay
+		for _, tc := range []struct {
+			off     uint32
+			minutes uint16
+			fits    bool
+		}{
+			{0, 0, true}, {143, 60, true}, {255, 255, true},
+			{256, 0, false}, {0, 256, false}, {math.MaxUint32, 1, false},
+		} {
+			c := Contact{Interval: first + tc.off, Minutes: tc.minutes, Attenuation: 0xa5, Day: d}
+			p, ok := packNarrow(c.Interval, c.Minutes, c.Attenuation, c.Day, 7)
+			if ok != tc.fits {
+				t.Fatalf("%+v: packs %v, want %v", c, ok, tc.fits)
+			}
+			if ok && (unpackNarrow(p, days) != c || tagOf(p) != 7) {
+				t.Fatalf("%+v: unpacks as %+v, tag %d", c, unpackNarrow(p, days), tagOf(p))
+			}
+		}
 	}
 }
 
@@ -307,8 +460,8 @@ func TestDropRemovesExactlyThatDay(t *testing.T) {
 	}
 }
 
-// TestConcurrentLookups runs lookups while another goroutine adds uploads
-// and drops days. A lookup must find every entry of an upload whose Add
+// TestConcurrentLookups runs lookups and batch lookups while another
+// goroutine adds uploads (some by bulk loads) and drops days. A lookup must find every entry of an upload whose Add
 // returned, and every contact it returns must be one that was added under
 // that key.
 func TestConcurrentLookups(t *testing.T) {
@@ -344,7 +497,15 @@ func TestConcurrentLookups(t *testing.T) {
 			wg.Go(func() {
 				defer writerDone.Store(true)
 				for b, batch := range batches {
-					if err := idx.Add(batch); err != nil {
+					add := idx.Add
+					if c, ok := idx.(*Compact); ok && b%3 == 1 {
+						add = func(batch []Entry) error {
+							l := c.NewLoader()
+							l.Add(batch)
+							return l.Load()
+						}
+					}
+					if err := add(batch); err != nil {
 						t.Error(err)
 						return
 					}
@@ -364,7 +525,18 @@ func TestConcurrentLookups(t *testing.T) {
 							continue
 						}
 						e := batches[r.IntN(done)][r.IntN(perUpload)]
-						dst = idx.Lookup(dst[:0], e.Key)
+						if n%2 == 0 {
+							dst = idx.Lookup(dst[:0], e.Key)
+						} else {
+							dst = dst[:0]
+							for _, f := range idx.LookupBatch(nil, []Query{{Key: randKey(r)}, {Key: e.Key}}, math.MaxUint32) {
+								if f.Query != 1 {
+									t.Errorf("LookupBatch found %+v for a key never added", f)
+									return
+								}
+								dst = append(dst, f.Contact)
+							}
+						}
 						for _, c := range dst {
 							if c != contactOf(e.Key, c.Day) || (c.Day != keep && c.Day != churn) {
 								t.Errorf("Lookup returned %+v, which was never added under that key", c)
@@ -380,6 +552,95 @@ func TestConcurrentLookups(t *testing.T) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// TestLoader checks that a bulk load stores what the same adds would, in
+// one run per shard, on top of what the index held; that loaders can be
+// fed from several goroutines; and that a load that would exceed 256 days
+// changes nothing and keeps its entries.
+func TestLoader(t *testing.T) {
+	r := rand.New(rand.NewChaCha8([32]byte{17}))
+	bulk, incremental := NewCompact(), NewCompact()
+	var all []Entry
+	upload := func(n int, d calendar.Day) []Entry {
+		es := make([]Entry, n)
+		for i := range es {
+			es[i] = Entry{Key: randKey(r), Contact: randContact(r, d)}
+		}
+		all = append(all, es...)
+		if err := incremental.Add(es); err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	// Held before the load: several runs per shard.
+	for i := range 20 {
+		if err := bulk.Add(upload(500, calendar.Day(300+i%3))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := bulk.NewLoader()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		es := upload(5000, calendar.Day(300+g))
+		wg.Go(func() {
+			for c := range slices.Chunk(es, 700) {
+				l.Add(c)
+			}
+		})
+	}
+	wg.Wait()
+	if l.Len() != 20_000 {
+		t.Fatalf("Loader.Len = %d, want 20000", l.Len())
+	}
+	if err := l.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if l.Len() != 0 || bulk.Len() != len(all) {
+		t.Fatalf("after Load: loader holds %d, index %d, want 0 and %d", l.Len(), bulk.Len(), len(all))
+	}
+	for s := range bulk.shards {
+		sh := bulk.shards[s].Load()
+		if len(sh.runs) != 1 {
+			t.Fatalf("shard %d has %d runs after a load", s, len(sh.runs))
+		}
+		checkRun(t, &sh.runs[0])
+	}
+	for _, e := range all {
+		if got, want := sorted(bulk.Lookup(nil, e.Key)), sorted(incremental.Lookup(nil, e.Key)); !slices.Equal(got, want) {
+			t.Fatalf("Lookup after load = %v, after adds %v", got, want)
+		}
+	}
+	if n := bulk.NewLoader().Load(); n != nil {
+		t.Fatalf("an empty load: %v", n)
+	}
+
+	// One day too many: nothing of the load is stored, and it can be
+	// loaded once a day is dropped.
+	full := NewCompact()
+	for d := range calendar.Day(maxDays - 1) {
+		if err := full.Add([]Entry{{Key: randKey(r), Contact: randContact(r, d)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extra := []Entry{{Key: randKey(r), Contact: randContact(r, 1000)}, {Key: randKey(r), Contact: randContact(r, 1001)}}
+	l = full.NewLoader()
+	l.Add(extra)
+	if err := l.Load(); !errors.Is(err, ErrTooManyDays) {
+		t.Fatalf("Load of 2 new days into %d: err = %v, want ErrTooManyDays", maxDays-1, err)
+	}
+	if full.Len() != maxDays-1 || len(full.Lookup(nil, extra[0].Key)) != 0 || l.Len() != len(extra) {
+		t.Fatalf("failed Load changed the index (%d tuples) or lost its entries (%d)", full.Len(), l.Len())
+	}
+	full.Drop(0)
+	if err := l.Load(); err != nil {
+		t.Fatalf("Load after Drop: %v", err)
+	}
+	for _, e := range extra {
+		if got := full.Lookup(nil, e.Key); !slices.Equal(got, []Contact{e.Contact}) {
+			t.Fatalf("Lookup = %v, want %v", got, []Contact{e.Contact})
+		}
 	}
 }
 
@@ -431,28 +692,42 @@ func TestCompactTooManyDays(t *testing.T) {
 	}
 }
 
-// TestCompactFingerprintBits checks that a hit needs all 104 bits: tuples
-// whose fingerprint agrees with the key's on the shard and the 64-bit
-// sort key but not on the last 32 bits are not returned.
+// TestCompactFingerprintBits checks that a hit needs all 88 bits: tuples
+// whose fingerprint agrees with the key's on the shard and the 64-bit sort
+// key but not on the 16-bit check are not returned, nor are the free
+// slots next to them, which repeat the sort key.
 func TestCompactFingerprintBits(t *testing.T) {
 	r := rand.New(rand.NewChaCha8([32]byte{8}))
 	idx := NewCompact()
 	k := randKey(r)
-	s, hi, lo := idx.fingerprint(new([16]byte), &k)
-	want := Contact{Interval: 3, Minutes: 4, Attenuation: 5, Day: 0}
-	near := []tuple{
-		{hi: hi - 1, rest: pack(lo, Contact{Interval: 1}, 0)},
-		{hi: hi, rest: pack(lo-1, Contact{Interval: 2}, 0)},
-		{hi: hi, rest: pack(lo, want, 0)},
-		{hi: hi, rest: pack(lo+1, Contact{Interval: 4}, 0)},
-		{hi: hi + 1, rest: pack(lo, Contact{Interval: 5}, 0)},
+	f := idx.fingerprint(new([16]byte), &k)
+	const day = 20_000
+	pack := func(c Contact) uint32 {
+		p, ok := packNarrow(c.Interval, c.Minutes, c.Attenuation, c.Day, 0)
+		if !ok {
+			t.Fatalf("%+v does not pack", c)
+		}
+		return p
 	}
-	// Surround them with other tuples so that the search has work to do.
+	idx.days[0] = day
+	want := Contact{Interval: day*intervalsPerDay + 3, Minutes: 4, Attenuation: 5, Day: day}
+	other := func(i uint32) uint32 { return pack(Contact{Interval: day*intervalsPerDay + i, Day: day}) }
+	near := []tuple{
+		{fp: f.fp - 1, check: f.check, payload: other(1)},
+		{fp: f.fp, check: f.check - 1, payload: other(2)},
+		{fp: f.fp, check: f.check, payload: pack(want)},
+		{fp: f.fp, check: f.check + 1, payload: other(4)},
+		{fp: f.fp + 1, check: f.check, payload: other(5)},
+	}
+	for i := range near {
+		near[i].check = max(1, near[i].check)
+	}
+	// Surround them with other tuples so that the lookup has work to do.
 	for range 1000 {
-		near = append(near, tuple{hi: r.Uint64(), rest: rest{lo: r.Uint32()}})
+		near = append(near, tuple{fp: r.Uint64(), check: uint16(1 + r.IntN(0xffff)), payload: other(6)})
 	}
 	slices.SortFunc(near, compareTuples)
-	idx.shards[s].Store(&shard{runs: []run{newRun(near)}, days: idx.days, n: len(near)})
+	idx.shards[f.shard].Store(&shard{runs: []run{newRun(near)}, days: idx.days, n: len(near)})
 	if got := idx.Lookup(nil, k); !slices.Equal(got, []Contact{want}) {
 		t.Fatalf("Lookup = %v, want only %v", got, want)
 	}
@@ -464,7 +739,7 @@ func TestMemBytes(t *testing.T) {
 	const n = 100_000
 	var batch []Entry
 	for i := range n {
-		batch = append(batch, Entry{Key: randKey(r), Contact: Contact{Day: calendar.Day(i % 2)}})
+		batch = append(batch, Entry{Key: randKey(r), Contact: Contact{Interval: uint32(i%2) * intervalsPerDay, Day: calendar.Day(i % 2)}})
 		if len(batch) == 5000 {
 			if err := compact.Add(batch); err != nil {
 				t.Fatal(err)
@@ -476,8 +751,8 @@ func TestMemBytes(t *testing.T) {
 		}
 	}
 	perTuple := float64(compact.MemBytes()) / n
-	if perTuple < bytesPerTuple || perTuple > bytesPerTuple+2 {
-		t.Errorf("compact: %.1f bytes per tuple, want %d to %d", perTuple, bytesPerTuple, bytesPerTuple+2)
+	if lo, hi := float64(slotBytes), float64(slotBytes)*slotsPerGap/(slotsPerGap-1)+1; perTuple < lo || perTuple > hi {
+		t.Errorf("compact: %.1f bytes per tuple, want %.1f to %.1f", perTuple, lo, hi)
 	}
 	if mapPerTuple := float64(baseline.MemBytes()) / n; mapPerTuple < 3*perTuple {
 		t.Errorf("map: %.1f bytes per tuple, want more than 3 times compact's %.1f", mapPerTuple, perTuple)
@@ -490,41 +765,46 @@ func TestMemBytes(t *testing.T) {
 }
 
 // TestCompactInvariants checks, after many small adds and some drops, what
-// lookups rely on and what keeps them fast: every run is sorted by
-// fingerprint, each run is at least runRatio times larger than the next,
-// and the shard's count is the sum of its runs.
+// lookups rely on and what keeps them fast: in every run, fingerprints
+// never decrease, every tuple is at or after its home slot, free slots
+// repeat the next tuple's fingerprint; each run is at least runRatio times
+// larger than the next; a drop leaves one run; and the shard's count is
+// the sum of its runs'.
 func TestCompactInvariants(t *testing.T) {
 	r := rand.New(rand.NewChaCha8([32]byte{15}))
 	idx := NewCompact()
+	const base = 20_000
 	for i := range 300 {
 		batch := make([]Entry, 1+r.IntN(600))
 		for j := range batch {
-			batch[j] = Entry{Key: randKey(r), Contact: Contact{Day: calendar.Day(i % 5)}}
+			d := calendar.Day(base + i%5)
+			batch[j] = Entry{Key: randKey(r), Contact: Contact{Interval: uint32(d)*intervalsPerDay + uint32(r.IntN(intervalsPerDay)), Day: d}}
 		}
 		if err := idx.Add(batch); err != nil {
 			t.Fatal(err)
 		}
 		if i%50 == 49 {
-			idx.Drop(calendar.Day(r.IntN(5)))
+			idx.Drop(calendar.Day(base + r.IntN(5)))
+			for s := range idx.shards {
+				if sh := idx.shards[s].Load(); len(sh.runs) > 1 {
+					t.Fatalf("after Drop, shard %d has %d runs", s, len(sh.runs))
+				}
+			}
 		}
 	}
 	maxRuns := 0
 	for s := range idx.shards {
 		sh := idx.shards[s].Load()
 		n := 0
-		for i, rn := range sh.runs {
-			n += len(rn.hi)
-			if len(rn.hi) == 0 || len(rn.hi) != len(rn.rest) {
-				t.Fatalf("shard %d run %d: %d hi, %d rest", s, i, len(rn.hi), len(rn.rest))
+		for i := range sh.runs {
+			checkRun(t, &sh.runs[i])
+			n += sh.runs[i].n
+			if i > 0 && sh.runs[i-1].n < runRatio*sh.runs[i].n {
+				t.Errorf("shard %d: run %d has %d tuples, run %d %d", s, i-1, sh.runs[i-1].n, i, sh.runs[i].n)
 			}
-			if i > 0 && len(sh.runs[i-1].hi) < runRatio*len(rn.hi) {
-				t.Errorf("shard %d: run %d has %d tuples, run %d %d", s, i-1, len(sh.runs[i-1].hi), i, len(rn.hi))
-			}
-			for j := 1; j < len(rn.hi); j++ {
-				if rn.hi[j-1] > rn.hi[j] || rn.hi[j-1] == rn.hi[j] && rn.rest[j-1].lo > rn.rest[j].lo {
-					t.Fatalf("shard %d run %d: not sorted at %d", s, i, j)
-				}
-			}
+		}
+		if len(sh.wide) != 0 {
+			t.Errorf("shard %d: %d wide tuples, want none", s, len(sh.wide))
 		}
 		if n != sh.n {
 			t.Errorf("shard %d: n = %d, runs hold %d", s, sh.n, n)
@@ -532,4 +812,31 @@ func TestCompactInvariants(t *testing.T) {
 		maxRuns = max(maxRuns, len(sh.runs))
 	}
 	t.Logf("%d tuples, at most %d runs in a shard", idx.Len(), maxRuns)
+}
+
+// checkRun checks the invariants of one run.
+func checkRun(t *testing.T, rn *run) {
+	t.Helper()
+	if len(rn.fp) != len(rn.check) || len(rn.fp) != len(rn.payload) || len(rn.fp) < int(rn.slots) || rn.n == 0 {
+		t.Fatalf("run of %d tuples: %d fp, %d check, %d payload, %d home slots", rn.n, len(rn.fp), len(rn.check), len(rn.payload), rn.slots)
+	}
+	tuples := 0
+	for j := range rn.fp {
+		if j > 0 && rn.fp[j-1] > rn.fp[j] {
+			t.Fatalf("not sorted at slot %d", j)
+		}
+		if rn.check[j] == 0 {
+			if j+1 < len(rn.fp) && rn.fp[j] != rn.fp[j+1] || j+1 == len(rn.fp) && rn.fp[j] != math.MaxUint64 {
+				t.Fatalf("free slot %d does not repeat the next fingerprint", j)
+			}
+			continue
+		}
+		tuples++
+		if h := home(rn.fp[j], rn.slots); h > j {
+			t.Fatalf("tuple at slot %d before its home %d", j, h)
+		}
+	}
+	if tuples != rn.n {
+		t.Fatalf("run holds %d tuples, says %d", tuples, rn.n)
+	}
 }

@@ -1,0 +1,135 @@
+package matchindex
+
+import (
+	"cmp"
+	"math"
+	"slices"
+)
+
+const (
+	// batchChunk is how many queries LookupBatch resolves together: enough
+	// to keep the memory system busy (a core has 10 to 20 cache misses in
+	// flight at most), few enough that what they read is still in the
+	// core's caches when it is scanned.
+	batchChunk = 128
+	// lookahead is how far past its home slot a lookup reads ahead in the
+	// first pass: the slots from home to home+lookahead span at most two
+	// cache lines and cover most scans.
+	lookahead = 7
+)
+
+// probe is one query's read of one run, between the two passes of a batch.
+type probe struct {
+	near, far uint64 // the sort keys at slot and at slot+lookahead (or the last slot)
+	slot      int32  // the query's home slot in the run
+	query     uint16 // the query's index in its chunk
+	run       uint8  // the run's index in the query's shard
+}
+
+// Lookup appends the contacts stored under k to dst. It takes no lock.
+func (c *Compact) Lookup(dst []Contact, k Key) []Contact {
+	var buf [4]Found
+	for _, f := range c.LookupBatch(buf[:0], []Query{{Key: k}}, math.MaxUint32) {
+		dst = append(dst, f.Contact)
+	}
+	return dst
+}
+
+// LookupBatch appends, for each query qs[i] in order, the contacts stored
+// under qs[i].Key whose interval is within skew of qs[i].Interval. It
+// takes no lock.
+//
+// It works through the queries a chunk at a time, in three passes. The
+// first computes the chunk's fingerprints. The second computes, for each
+// query and each run of its shard, the slot to read, and reads it: the
+// reads do not depend on each other, and nothing depends on what they
+// return but a store, so the processor overlaps their cache and TLB misses
+// instead of waiting for each in turn, as it must when each lookup's next
+// step depends on its last read. The third pass scans from those slots,
+// now in cache.
+func (c *Compact) LookupBatch(dst []Found, qs []Query, skew uint32) []Found {
+	var (
+		fps   [batchChunk]fingerprint
+		snaps [batchChunk]*shard
+		first [batchChunk + 1]int // query i's probes are probes[first[i]:first[i+1]]
+	)
+	probes := make([]probe, 0, 4*batchChunk)
+	buf := new([16]byte)
+	for base := 0; base < len(qs); base += batchChunk {
+		chunk := qs[base:min(base+batchChunk, len(qs))]
+		for i := range chunk {
+			fps[i] = c.fingerprint(buf, &chunk[i].Key)
+		}
+		probes = c.locate(probes[:0], fps[:len(chunk)], snaps[:len(chunk)], first[:len(chunk)+1])
+		for i := range chunk {
+			dst = scanProbes(dst, probes[first[i]:first[i+1]], snaps[i], &fps[i], chunk[i].Interval, skew, base+i)
+		}
+	}
+	clear(buf[:])
+	clear(fps[:])
+	return dst
+}
+
+// locate is the second pass of LookupBatch: it loads each query's shard
+// into snaps, appends a probe for each of its runs, and reads the first
+// and last slot each probe's scan is likely to need.
+func (c *Compact) locate(probes []probe, fps []fingerprint, snaps []*shard, first []int) []probe {
+	for i := range fps {
+		f := &fps[i]
+		sh := c.shards[f.shard].Load()
+		snaps[i] = sh
+		first[i] = len(probes)
+		for k := range sh.runs {
+			r := &sh.runs[k]
+			h := home(f.fp, r.slots)
+			probes = append(probes, probe{
+				near:  r.fp[h],
+				far:   r.fp[min(h+lookahead, len(r.fp)-1)],
+				slot:  int32(h),
+				query: uint16(i),
+				run:   uint8(k),
+			})
+		}
+	}
+	first[len(fps)] = len(probes)
+	return probes
+}
+
+// scanProbes is the third pass of LookupBatch for one query: it appends
+// the contacts the query's probes find, and those in the shard's wide
+// list, as Found with Query q.
+func scanProbes(dst []Found, probes []probe, sh *shard, f *fingerprint, interval, skew uint32, q int) []Found {
+	for _, p := range probes {
+		if p.near > f.fp {
+			continue // the home slot is already past the key: not there
+		}
+		r := &sh.runs[p.run]
+		start := int(p.slot)
+		if p.far < f.fp {
+			start = min(start+lookahead+1, len(r.fp))
+		}
+		lo, hi := r.equal(start, f.fp)
+		for s := lo; s < hi; s++ {
+			if r.check[s] != f.check {
+				continue
+			}
+			if ct := unpackNarrow(r.payload[s], sh.days); within(ct.Interval, interval, skew) {
+				dst = append(dst, Found{Query: q, Contact: ct})
+			}
+		}
+	}
+	if len(sh.wide) == 0 {
+		return dst
+	}
+	j, _ := slices.BinarySearchFunc(sh.wide, f.fp, func(w wideTuple, x uint64) int { return cmp.Compare(w.fp, x) })
+	for ; j < len(sh.wide) && sh.wide[j].fp == f.fp; j++ {
+		w := &sh.wide[j]
+		if w.check != f.check {
+			continue
+		}
+		if ct := w.contact(sh.days); within(ct.Interval, interval, skew) {
+			dst = append(dst, Found{Query: q, Contact: ct})
+		}
+	}
+	return dst
+}
