@@ -130,7 +130,9 @@ type PollResultResponse struct {
 }
 
 // MediaTypeReport is the content type of the binary bodies of uploads and
-// exposure checks.
+// exposure checks. The report they carry starts with its version
+// (contactlog.ReportVersion), and a backend refuses any other version as
+// malformed: a phone that sends an older encoding learns so at once.
 const MediaTypeReport = "application/vnd.conftrace.report"
 
 // AuthorizationSize is the size of an upload authorization.

@@ -14,9 +14,10 @@
 // and in a contact-tracing system the length alone can say a lot: an upload
 // of fourteen days of contacts is longer than an exposure poll. RFC 9292
 // lets a sender append zero bytes to a message, so [Request.MarshalPadded]
-// and [Response.MarshalPadded] pad every message to the smallest of a few
-// fixed sizes (see [SizeClasses]): 1 KiB, 4 KiB, 16 KiB, 64 KiB, 256 KiB and
-// 1 MiB. An observer then learns only the size class. Messages longer than
+// and [Response.MarshalPadded] pad every message to the smallest of a
+// ladder of fixed sizes (see [SizeClasses]): 1 KiB, 1.5 KiB, 2 KiB, 3 KiB,
+// 4 KiB and so on, each at most 1.5 times the one below, up to 1 MiB. An
+// observer then learns only the size class. Messages longer than
 // [MaxSize] are refused with [ErrTooLarge]: split them instead.
 //
 // # What the decoder accepts

@@ -230,7 +230,9 @@ func TestRoundTrip(t *testing.T) {
 
 func TestSizeClasses(t *testing.T) {
 	classes := SizeClasses()
-	if want := []int{1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20}; !reflect.DeepEqual(classes, want) {
+	want := []int{1 << 10, 3 << 9, 2 << 10, 3 << 10, 4 << 10, 6 << 10, 8 << 10, 12 << 10, 16 << 10, 24 << 10, 32 << 10, 48 << 10,
+		64 << 10, 96 << 10, 128 << 10, 192 << 10, 256 << 10, 384 << 10, 512 << 10, 768 << 10, 1 << 20}
+	if !reflect.DeepEqual(classes, want) {
 		t.Fatalf("SizeClasses() = %v, want %v", classes, want)
 	}
 	if classes[len(classes)-1] != MaxSize {

@@ -17,7 +17,9 @@ import (
 // the wire, so nobody who sees it can tell a phone that polls or uploads,
 // an infected one, from any other.
 type Daily struct {
-	// Report is the phone's daily keys and sightings of the window.
+	// Report is the phone's daily keys and sightings of the window. Of
+	// each RPI the phone heard, only the prefix a report carries
+	// (contactlog.RPIPrefixSize bytes) leaves the phone.
 	Report contactlog.Report
 	// Secret is the test's secret, to poll its result; nil for none.
 	Secret []byte

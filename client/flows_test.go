@@ -291,11 +291,14 @@ func TestTooLargeNotSent(t *testing.T) {
 	c := newClient(t, b.URL, b, w, nil)
 	day := enid.IntervalOf(time.Now()).RollingStart()
 	huge := contactlog.Report{
-		Keys:      []contactlog.DailyKey{{TEK: enid.TEK{1}, Start: day, Period: enid.RollingPeriod}},
-		Sightings: make([]contactlog.Sighting, 50_000), // 1.1 MB
+		Keys: []contactlog.DailyKey{
+			{TEK: enid.TEK{1}, Start: day - enid.RollingPeriod, Period: enid.RollingPeriod},
+			{TEK: enid.TEK{2}, Start: day, Period: enid.RollingPeriod},
+		},
+		Sightings: make([]contactlog.Sighting, 100_000), // 1.1 MB
 	}
 	for i := range huge.Sightings {
-		huge.Sightings[i] = contactlog.Sighting{Heard: enid.RPI{byte(i), byte(i >> 8)}, Interval: day + enid.Interval(i%enid.RollingPeriod), Minutes: 1}
+		huge.Sightings[i] = contactlog.Sighting{Heard: enid.RPI{byte(i), byte(i >> 8)}, Interval: day - enid.RollingPeriod + enid.Interval(i%(2*enid.RollingPeriod)), Minutes: 1}
 	}
 	if _, err := c.CheckExposure(t.Context(), huge); !errors.Is(err, bhttp.ErrTooLarge) {
 		t.Errorf("CheckExposure of %d sightings: %v, want bhttp.ErrTooLarge", len(huge.Sightings), err)
@@ -410,7 +413,7 @@ func TestExchangesLookAlike(t *testing.T) {
 	c := newClient(t, b.URL, b, w, clk.Now)
 	now := clk.Now()
 	var classes []int
-	for _, encounters := range []int{0, 1, 40} {
+	for _, encounters := range []int{0, 1, 80} {
 		d, other := newDevice(t, b.URL), newDevice(t, b.URL)
 		// Enough encounters, for the last, that the report is not in the
 		// smallest size class.
@@ -464,7 +467,7 @@ func TestExchangesLookAlike(t *testing.T) {
 		classes = append(classes, checkWire.ReqSize)
 	}
 	if classes[0] == classes[len(classes)-1] {
-		t.Errorf("exchanges of reports of 0 and 40 encounters are both %d bytes: the test does not span size classes", classes[0])
+		t.Errorf("exchanges of reports of 0 and 80 encounters are both %d bytes: the test does not span size classes", classes[0])
 	}
 
 	// The whole documented range of decoys is usable; beyond it, nothing
@@ -493,12 +496,13 @@ func TestDecoyOfAnyReportLength(t *testing.T) {
 	b := startBackend(t, localbackend.Config{Now: clk.Now})
 	w := &wire{}
 	c := newClient(t, b.URL, b, w, clk.Now)
-	day := enid.IntervalOf(clk.Now()).RollingStart()
+	// Yesterday's key, so that every sighting under it is in the past.
+	day := enid.IntervalOf(clk.Now()).RollingStart() - enid.RollingPeriod
 	key := contactlog.DailyKey{TEK: enid.TEK{1}, Start: day, Period: enid.RollingPeriod}
-	// One key and 30 to 45 sightings: reports of 687 to 1017 bytes, whose
+	// One key and 70 to 90 sightings: reports of 795 to 1,015 bytes, whose
 	// exchanges cross from the 1 KiB class to the next.
 	var crossed bool
-	for n := 30; n <= 45; n++ {
+	for n := 70; n <= 90; n++ {
 		r := contactlog.Report{Keys: []contactlog.DailyKey{key}}
 		for i := range n {
 			r.Sightings = append(r.Sightings, contactlog.Sighting{Heard: enid.RPI{byte(i), 1}, Interval: day + enid.Interval(i), Minutes: 5, Attenuation: 50})

@@ -187,23 +187,25 @@ func TestInnerRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The report's documented encoding, written out by hand.
+	// The report's documented encoding, written out by hand: the keys,
+	// each with the count of its sightings, then the sighting under the
+	// second key, its heard RPI's prefix and its offset in the key.
 	var rep []byte
 	rep = append(rep, contactlog.ReportVersion, 2)
 	for _, k := range []struct {
-		tek   byte
-		start enid.Interval
-	}{{8, day - enid.RollingPeriod}, {9, day}} {
+		tek       byte
+		start     enid.Interval
+		sightings uint16
+	}{{8, day - enid.RollingPeriod, 0}, {9, day, 1}} {
 		rep = append(rep, k.tek)
 		rep = append(rep, make([]byte, 15)...)
 		rep = binary.BigEndian.AppendUint32(rep, uint32(k.start))
 		rep = append(rep, enid.RollingPeriod)
+		rep = binary.BigEndian.AppendUint16(rep, k.sightings)
 	}
-	rep = binary.BigEndian.AppendUint32(rep, 1)
 	rep = append(rep, 5)
-	rep = append(rep, make([]byte, 15)...)
-	rep = binary.BigEndian.AppendUint32(rep, uint32(day+7))
-	rep = append(rep, 10, 50)
+	rep = append(rep, make([]byte, 7)...)
+	rep = append(rep, 7, 10, 50)
 	// An exchange, written out by hand: version, flags, the secret and the
 	// authorization (zeros when absent), the report.
 	exchange := func(flags byte, secret, auth, report []byte) []byte {
@@ -214,7 +216,7 @@ func TestInnerRequests(t *testing.T) {
 		b = append(b, make([]byte, 2+api.TestSecretSize+api.AuthorizationSize-len(b))...)
 		return append(b, report...)
 	}
-	emptyReport := []byte{contactlog.ReportVersion, 0, 0, 0, 0, 0}
+	emptyReport := []byte{contactlog.ReportVersion, 0}
 
 	const jsonType = "application/json"
 	want := []struct {

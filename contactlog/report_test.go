@@ -55,22 +55,73 @@ func randomReport(seed uint64, nk, ns int) Report {
 	return rep
 }
 
-// rawReport encodes keys and sightings in the report layout without
-// checking anything, to make the inputs ParseReport must refuse.
-func rawReport(version byte, keys []DailyKey, ss []Sighting) []byte {
-	b := []byte{version, byte(len(keys))}
-	for _, k := range keys {
-		b = append(b, k.TEK[:]...)
-		b = binary.BigEndian.AppendUint32(b, uint32(k.Start))
-		b = append(b, k.Period)
+// group is a key and the sightings a raw report sends under it.
+type group struct {
+	key DailyKey
+	ss  []Sighting
+}
+
+// rawReport encodes groups in the report layout without checking
+// anything, to make the inputs ParseReport must refuse: each sighting's
+// offset is its interval less its group's key's start, cut to a byte.
+func rawReport(version byte, groups ...group) []byte {
+	b := []byte{version, byte(len(groups))}
+	for _, g := range groups {
+		b = append(b, g.key.TEK[:]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(g.key.Start))
+		b = append(b, g.key.Period)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(g.ss)))
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(ss)))
-	for _, s := range ss {
-		b = append(b, s.Heard[:]...)
-		b = binary.BigEndian.AppendUint32(b, uint32(s.Interval))
-		b = append(b, s.Minutes, s.Attenuation)
+	for _, g := range groups {
+		for _, s := range g.ss {
+			b = append(b, s.Heard[:RPIPrefixSize]...)
+			b = append(b, byte(s.Interval-g.key.Start), s.Minutes, s.Attenuation)
+		}
 	}
 	return b
+}
+
+// groupsOf puts each sighting under the first of keys, in their order,
+// valid in its interval; ok is false if a sighting has none.
+func groupsOf(keys []DailyKey, ss []Sighting) (gs []group, ok bool) {
+	for _, k := range keys {
+		gs = append(gs, group{key: k})
+	}
+	for _, s := range ss {
+		k := slices.IndexFunc(keys, func(k DailyKey) bool { return k.Contains(s.Interval) })
+		if k < 0 {
+			return nil, false
+		}
+		gs[k].ss = append(gs[k].ss, s)
+	}
+	return gs, true
+}
+
+// rawOf is rawReport of r's keys, in their order, with their sightings;
+// r's sightings must all be covered.
+func rawOf(t testing.TB, r Report) []byte {
+	t.Helper()
+	gs, ok := groupsOf(r.Keys, r.Sightings)
+	if !ok {
+		t.Fatal("rawOf: a sighting is covered by no key")
+	}
+	return rawReport(ReportVersion, gs...)
+}
+
+// sent returns what ParseReport gives back of r's encoding: the keys
+// sorted, each key's sightings after the previous key's, in their order in
+// r, with only their heard RPI's prefix.
+func sent(r Report) Report {
+	out := Report{Keys: slices.Clone(r.Keys)}
+	slices.SortStableFunc(out.Keys, func(a, b DailyKey) int { return cmp.Compare(a.Start, b.Start) })
+	gs, _ := groupsOf(out.Keys, r.Sightings)
+	for _, g := range gs {
+		for _, s := range g.ss {
+			s.Heard = RPIPrefix(s.Heard)
+			out.Sightings = append(out.Sightings, s)
+		}
+	}
+	return out
 }
 
 // noLimits accepts any report that fits in memory.
@@ -87,13 +138,12 @@ var (
 			{Heard: enid.RPI(bytes.Repeat([]byte{0xbb}, 16)), Interval: day0 + 144 + 71, Minutes: 60, Attenuation: 73},
 		},
 	}
-	vectorHex = "02" + // version
+	vectorHex = "03" + // version
 		"02" + // key count
-		"11111111111111111111111111111111" + "00285420" + "90" + // TEK, start 2642976, period 144
-		"22222222222222222222222222222222" + "002854b0" + "48" + // TEK, start 2643120, period 72
-		"00000002" + // sighting count
-		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" + "00285421" + "05" + "41" + // heard RPI, interval 2642977, 5 minutes, 65 dB
-		"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" + "002854f7" + "3c" + "49" // heard RPI, interval 2643191, 60 minutes, 73 dB
+		"11111111111111111111111111111111" + "00285420" + "90" + "0001" + // TEK, start 2642976, period 144, one sighting
+		"22222222222222222222222222222222" + "002854b0" + "48" + "0001" + // TEK, start 2643120, period 72, one sighting
+		"aaaaaaaaaaaaaaaa" + "01" + "05" + "41" + // heard RPI prefix, interval 2642977, 5 minutes, 65 dB
+		"bbbbbbbbbbbbbbbb" + "47" + "3c" + "49" // heard RPI prefix, interval 2643191, 60 minutes, 73 dB
 )
 
 func cloneReport(r Report) Report {
@@ -106,25 +156,63 @@ func equalReports(a, b Report) bool {
 
 func TestReportEncoding(t *testing.T) {
 	want := unhex(t, vectorHex)
-	if ReportVersion != 2 || DailyKeySize != 21 || MaxKeys != 255 {
-		t.Fatalf("ReportVersion %d, DailyKeySize %d, MaxKeys %d: the documented format says 2, 21, 255", ReportVersion, DailyKeySize, MaxKeys)
+	if ReportVersion != 3 || DailyKeySize != 21 || ReportSightingSize != 11 || RPIPrefixSize != 8 || MaxKeys != 255 || MaxKeySightings != 65535 {
+		t.Fatalf("ReportVersion %d, DailyKeySize %d, ReportSightingSize %d, RPIPrefixSize %d, MaxKeys %d, MaxKeySightings %d: the documented format says 3, 21, 11, 8, 255, 65535",
+			ReportVersion, DailyKeySize, ReportSightingSize, RPIPrefixSize, MaxKeys, MaxKeySightings)
 	}
 	b, err := vectorReport.AppendBinary(nil)
 	if err != nil || !bytes.Equal(b, want) {
 		t.Fatalf("AppendBinary = %x, %v\nwant %x", b, err, want)
 	}
-	if raw := rawReport(ReportVersion, vectorReport.Keys, vectorReport.Sightings); !bytes.Equal(raw, want) {
+	if raw := rawOf(t, vectorReport); !bytes.Equal(raw, want) {
 		t.Fatalf("the test's own encoder disagrees with the vector: %x", raw)
 	}
-	// A device may hold its keys in any order; the encoding does not.
+	// A device may hold its keys and sightings in any order; the encoding
+	// does not.
 	rev := cloneReport(vectorReport)
 	slices.Reverse(rev.Keys)
+	slices.Reverse(rev.Sightings)
 	if b, err := rev.AppendBinary(nil); err != nil || !bytes.Equal(b, want) {
-		t.Errorf("AppendBinary with the keys reversed = %x, %v; want the vector", b, err)
+		t.Errorf("AppendBinary with the keys and sightings reversed = %x, %v; want the vector", b, err)
 	}
 	got, err := ParseReport(want, Limits{MaxKeys: 2, MaxSightings: 2})
-	if err != nil || !equalReports(got, vectorReport) {
-		t.Errorf("ParseReport(vector) = %+v, %v; want %+v", got, err, vectorReport)
+	if err != nil || !equalReports(got, sent(vectorReport)) {
+		t.Errorf("ParseReport(vector) = %+v, %v; want %+v", got, err, sent(vectorReport))
+	}
+	for _, s := range got.Sightings {
+		if s.Heard != RPIPrefix(s.Heard) {
+			t.Errorf("a parsed sighting heard %x: more than the prefix", s.Heard)
+		}
+	}
+}
+
+func TestRPIPrefix(t *testing.T) {
+	rpi := enid.RPI{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	if got, want := RPIPrefix(rpi), (enid.RPI{1, 2, 3, 4, 5, 6, 7, 8}); got != want {
+		t.Errorf("RPIPrefix(%x) = %x, want %x", rpi, got, want)
+	}
+	if rpi[15] != 16 {
+		t.Error("RPIPrefix changed its argument")
+	}
+}
+
+// A device's log hands out sightings in order of interval; a report
+// keeps that order, since the keys' groups follow the keys' order.
+func TestReportKeepsIntervalOrder(t *testing.T) {
+	r := randomReport(4, 14, 500)
+	slices.SortStableFunc(r.Sightings, func(a, b Sighting) int { return cmp.Compare(a.Interval, b.Interval) })
+	b, err := cloneReport(r).AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseReport(b, noLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range r.Sightings {
+		if want := (Sighting{Heard: RPIPrefix(s.Heard), Interval: s.Interval, Minutes: s.Minutes, Attenuation: s.Attenuation}); got.Sightings[i] != want {
+			t.Fatalf("sighting %d came back as %+v, want %+v", i, got.Sightings[i], want)
+		}
 	}
 }
 
@@ -135,6 +223,10 @@ func TestReportRoundTrip(t *testing.T) {
 		periodOnes.Keys = append(periodOnes.Keys, key(byte(i), day0+enid.Interval(i), 1))
 	}
 	periodOnes.Sightings = []Sighting{at(1, day0), at(2, day0+MaxKeys-1)}
+	full := Report{Keys: []DailyKey{key(1, day0, 144)}}
+	for i := range MaxKeySightings {
+		full.Sightings = append(full.Sightings, at(byte(i), day0+enid.Interval(i%144)))
+	}
 	tests := []struct {
 		name string
 		r    Report
@@ -157,6 +249,7 @@ func TestReportRoundTrip(t *testing.T) {
 		{"first interval", Report{Keys: []DailyKey{key(1, 0, 1)}, Sightings: []Sighting{at(1, 0)}}},
 		{"last day", Report{Keys: []DailyKey{key(1, last, 144)}, Sightings: []Sighting{at(1, math.MaxUint32-1)}}},
 		{"MaxKeys keys of one interval", periodOnes},
+		{"MaxKeySightings under one key", full},
 		{"two weeks", randomReport(3, 14, 1000)},
 	}
 	for _, tt := range tests {
@@ -170,24 +263,28 @@ func TestReportRoundTrip(t *testing.T) {
 				t.Fatal("AppendBinary overwrote the prefix")
 			}
 			b = b[2:]
-			if want := rawReport(ReportVersion, tt.r.Keys, tt.r.Sightings); !bytes.Equal(b, want) {
-				t.Fatalf("AppendBinary = %x, want %x", b, want)
+			want := sent(tt.r)
+			if raw := rawOf(t, want); !bytes.Equal(b, raw) {
+				t.Fatalf("AppendBinary = %x, want %x", b, raw)
+			}
+			if n := 2 + len(tt.r.Keys)*(DailyKeySize+2) + len(tt.r.Sightings)*ReportSightingSize; len(b) != n {
+				t.Errorf("AppendBinary wrote %d bytes, want %d", len(b), n)
 			}
 			// Limits equal to the counts are enough.
 			got, err := ParseReport(b, Limits{MaxKeys: len(tt.r.Keys), MaxSightings: len(tt.r.Sightings)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !equalReports(got, tt.r) {
-				t.Errorf("round trip gave %d keys and %d sightings, want %d and %d", len(got.Keys), len(got.Sightings), len(tt.r.Keys), len(tt.r.Sightings))
+			if !equalReports(got, want) {
+				t.Errorf("round trip gave %d keys and %d sightings, want %d and %d", len(got.Keys), len(got.Sightings), len(want.Keys), len(want.Sightings))
 			}
 			if err := tt.r.Check(); err != nil {
 				t.Errorf("Check: %v", err)
 			}
 		})
 	}
-	if b, err := (Report{}).AppendBinary(nil); err != nil || !bytes.Equal(b, []byte{2, 0, 0, 0, 0, 0}) {
-		t.Errorf("the empty report encodes to %x, %v; want 020000000000", b, err)
+	if b, err := (Report{}).AppendBinary(nil); err != nil || !bytes.Equal(b, []byte{3, 0}) {
+		t.Errorf("the empty report encodes to %x, %v; want 0300", b, err)
 	}
 }
 
@@ -214,10 +311,23 @@ func TestParseReportErrors(t *testing.T) {
 		f(b)
 		return b
 	}
-	// A version 1 batch of one (own RPI, heard RPI) pair, as the old format
-	// wrote it: version, count (4), 39-byte tuple.
+	// Protocol v2's encoding of the vector: whole heard RPIs and intervals,
+	// one sighting count.
+	v2 := unhex(t, "0202"+
+		"11111111111111111111111111111111"+"00285420"+"90"+
+		"22222222222222222222222222222222"+"002854b0"+"48"+
+		"00000002"+
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"+"00285421"+"05"+"41"+
+		"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"+"002854f7"+"3c"+"49")
+	// A version 1 batch of one (own RPI, heard RPI) pair, as the first
+	// format wrote it: version, count (4), 39-byte tuple.
 	v1 := append([]byte{1, 0, 0, 0, 1}, make([]byte, 39)...)
 	v1[5+36+1] = 10 // a duration of 10 minutes
+	oneKey := rawReport(ReportVersion, group{key: key(1, day0, 144)})
+	manyUnderOne := append(slices.Clone(oneKey[:len(oneKey)-2]), 0xff, 0xff)
+	// The second key, valid for 72 intervals, holds the last sighting,
+	// whose offset is the third byte from the end.
+	offset := func(o byte) []byte { return with(func(b []byte) { b[len(b)-3] = o }) }
 	tests := []struct {
 		name string
 		data []byte
@@ -225,12 +335,14 @@ func TestParseReportErrors(t *testing.T) {
 		want error
 	}{
 		{"trailing byte", append(slices.Clone(good), 0), noLimits, ErrTrailing},
-		{"uncounted sighting", append(slices.Clone(good), good[len(good)-SightingSize:]...), noLimits, ErrTrailing},
+		{"uncounted sighting", append(slices.Clone(good), good[len(good)-ReportSightingSize:]...), noLimits, ErrTrailing},
 		{"version 0", with(func(b []byte) { b[0] = 0 }), noLimits, ErrVersion},
 		{"version 1", with(func(b []byte) { b[0] = 1 }), noLimits, ErrVersion},
-		{"version 3", with(func(b []byte) { b[0] = 3 }), noLimits, ErrVersion},
+		{"version 2", with(func(b []byte) { b[0] = 2 }), noLimits, ErrVersion},
+		{"version 4", with(func(b []byte) { b[0] = 4 }), noLimits, ErrVersion},
 		{"version 255", with(func(b []byte) { b[0] = 255 }), noLimits, ErrVersion},
 		{"a version 1 batch", v1, noLimits, ErrVersion},
+		{"a version 2 report", v2, noLimits, ErrVersion},
 		{"keys over the limit", good, Limits{MaxKeys: 1, MaxSightings: 2}, ErrTooMany},
 		{"no keys allowed", good, Limits{MaxKeys: 0, MaxSightings: 2}, ErrTooMany},
 		{"negative key limit", good, Limits{MaxKeys: -1, MaxSightings: 2}, ErrTooMany},
@@ -238,9 +350,11 @@ func TestParseReportErrors(t *testing.T) {
 		{"no sightings allowed", good, Limits{MaxKeys: 2, MaxSightings: 0}, ErrTooMany},
 		{"negative sighting limit", good, Limits{MaxKeys: 2, MaxSightings: -1}, ErrTooMany},
 		{"zero limits", good, Limits{}, ErrTooMany},
-		{"huge sighting count over the limit", []byte{2, 0, 0xff, 0xff, 0xff, 0xff}, Limits{MaxSightings: 1000}, ErrTooMany},
-		{"huge sighting count, little data", []byte{2, 0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3}, noLimits, ErrTruncated},
-		{"255 keys, no data", []byte{2, 255, 0, 0, 0, 0}, noLimits, ErrTruncated},
+		{"huge sighting count over the limit", manyUnderOne, Limits{MaxKeys: 1, MaxSightings: 1000}, ErrTooMany},
+		{"huge sighting count, little data", append(manyUnderOne, 1, 2, 3), noLimits, ErrTruncated},
+		{"255 keys, no data", []byte{3, 255}, noLimits, ErrTruncated},
+		{"offset at the key's period", offset(72), noLimits, ErrInvalid},
+		{"offset 255", offset(255), noLimits, ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -251,11 +365,16 @@ func TestParseReportErrors(t *testing.T) {
 			}
 		})
 	}
+	if _, err := ParseReport(offset(71), noLimits); err != nil {
+		t.Errorf("the last interval of a key of 72: %v", err)
+	}
 }
 
 // TestMalformedReports checks that the sender and the receiver agree:
 // every report that ParseReport refuses, Check and AppendBinary refuse
-// with the same error.
+// with the same error. A sighting no key covers cannot be put on the wire
+// (the closest, an offset past its key, is ErrInvalid above), so for those
+// only the sender's side is checked.
 func TestMalformedReports(t *testing.T) {
 	k := key(1, day0, 144)
 	later := key(3, day0+2*144, 144)
@@ -281,6 +400,7 @@ func TestMalformedReports(t *testing.T) {
 		{"overlap by one interval, out of order", Report{Keys: []DailyKey{key(2, day0+143, 144), k}}, ErrOverlap},
 		{"key inside another, out of order", Report{Keys: []DailyKey{key(2, day0+10, 5), k}}, ErrOverlap},
 		{"overlap of keys apart on the wire", Report{Keys: []DailyKey{k, later, key(2, day0+100, 10)}}, ErrOverlap},
+		{"overlapping keys and a sighting in both", Report{Keys: []DailyKey{k, key(2, day0+143, 144)}, Sightings: []Sighting{at(1, day0+143)}}, ErrOverlap},
 		{"sighting at End", Report{Keys: []DailyKey{k}, Sightings: []Sighting{at(1, day0), at(2, k.End())}}, ErrUncovered},
 		{"sighting before Start", Report{Keys: []DailyKey{k}, Sightings: []Sighting{at(2, day0-1)}}, ErrUncovered},
 		{"sighting in a gap", Report{Keys: []DailyKey{later, k}, Sightings: []Sighting{at(2, day0+144)}}, ErrUncovered},
@@ -289,10 +409,14 @@ func TestMalformedReports(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseReport(rawReport(ReportVersion, tt.r.Keys, tt.r.Sightings), noLimits)
-			checkOnly(t, err, tt.want)
-			if got.Keys != nil || got.Sightings != nil {
-				t.Error("ParseReport returned a report with an error")
+			if gs, ok := groupsOf(tt.r.Keys, tt.r.Sightings); ok {
+				got, err := ParseReport(rawReport(ReportVersion, gs...), noLimits)
+				checkOnly(t, err, tt.want)
+				if got.Keys != nil || got.Sightings != nil {
+					t.Error("ParseReport returned a report with an error")
+				}
+			} else if tt.want != ErrUncovered {
+				t.Fatal("the test cannot encode its report")
 			}
 			checkOnly(t, cloneReport(tt.r).Check(), tt.want)
 			prefix := []byte("keep")
@@ -303,29 +427,37 @@ func TestMalformedReports(t *testing.T) {
 			}
 		})
 	}
-	// More keys than the count can hold: only the sender can get there.
+	// More keys, or more sightings under one key, than the counts can
+	// hold: only the sender can get there.
 	var many Report
 	for i := range MaxKeys + 1 {
 		many.Keys = append(many.Keys, key(byte(i), day0+enid.Interval(i), 1))
 	}
-	checkOnly(t, cloneReport(many).Check(), ErrTooMany)
-	b, err := many.AppendBinary(nil)
-	checkOnly(t, err, ErrTooMany)
-	if b != nil {
-		t.Errorf("AppendBinary of %d keys returned %x with an error", len(many.Keys), b)
+	crowded := Report{Keys: []DailyKey{k}, Sightings: make([]Sighting, MaxKeySightings+1)}
+	for i := range crowded.Sightings {
+		crowded.Sightings[i] = at(byte(i), day0+enid.Interval(i%144))
+	}
+	for _, r := range []Report{many, crowded} {
+		checkOnly(t, cloneReport(r).Check(), ErrTooMany)
+		b, err := r.AppendBinary(nil)
+		checkOnly(t, err, ErrTooMany)
+		if b != nil {
+			t.Errorf("AppendBinary of %d keys and %d sightings returned %x with an error", len(r.Keys), len(r.Sightings), b)
+		}
 	}
 }
 
 // TestParseReportSortsKeys checks that keys out of order on the wire are
-// accepted and come back sorted, as the doc promises.
+// accepted and come back sorted, each with its own sightings, as the doc
+// promises.
 func TestParseReportSortsKeys(t *testing.T) {
 	keys := []DailyKey{key(3, day0+2*144, 144), key(1, day0, 144), key(2, day0+144, 144)}
-	ss := []Sighting{at(1, day0+300), at(2, day0)}
-	got, err := ParseReport(rawReport(ReportVersion, keys, ss), noLimits)
+	g3, g1 := []Sighting{at(1, day0+300), at(3, day0+288)}, []Sighting{at(2, day0)}
+	got, err := ParseReport(rawReport(ReportVersion, group{keys[0], g3}, group{keys[1], g1}, group{key: keys[2]}), noLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Report{Keys: []DailyKey{keys[1], keys[2], keys[0]}, Sightings: ss}
+	want := sent(Report{Keys: []DailyKey{keys[1], keys[2], keys[0]}, Sightings: append(slices.Clone(g1), g3...)})
 	if !equalReports(got, want) {
 		t.Errorf("ParseReport = %+v, want %+v", got, want)
 	}
@@ -437,7 +569,7 @@ func TestParseReportCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	clear(data)
-	if !equalReports(r, vectorReport) {
+	if !equalReports(r, sent(vectorReport)) {
 		t.Error("wiping the input changed the parsed report")
 	}
 }
@@ -455,7 +587,12 @@ func TestParseReportLimitsBeforeAllocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	const ns = 20000
-	manySightings := rawReport(ReportVersion, nil, randomSightings(6, ns))
+	var under Report
+	under.Keys = []DailyKey{key(1, day0, 144)}
+	for i := range ns {
+		under.Sightings = append(under.Sightings, at(byte(i), day0+enid.Interval(i%144)))
+	}
+	manySightings := rawOf(t, under)
 	tests := []struct {
 		name string
 		data []byte
@@ -463,7 +600,7 @@ func TestParseReportLimitsBeforeAllocation(t *testing.T) {
 		max  uint64 // bytes per call, far below what decoding would take
 	}{
 		{"keys", manyKeys, Limits{MaxKeys: MaxKeys - 1, MaxSightings: 1}, MaxKeys * DailyKeySize / 4},
-		{"sightings", manySightings, Limits{MaxKeys: 1, MaxSightings: ns - 1}, ns * SightingSize / 16},
+		{"sightings", manySightings, Limits{MaxKeys: 1, MaxSightings: ns - 1}, ns * ReportSightingSize / 16},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -483,34 +620,46 @@ func TestParseReportLimitsBeforeAllocation(t *testing.T) {
 	}
 }
 
-// canonical returns the report encoding data with its key records sorted
-// by start, which is what re-encoding a parsed report gives.
+// canonical returns the report encoding data with its keys sorted by
+// start, each with its group of sightings, which is what re-encoding a
+// parsed report gives.
 func canonical(data []byte) []byte {
+	const entry = DailyKeySize + 2
 	nk := int(data[1])
-	var recs [][]byte
+	type rec struct{ key, group []byte }
+	var recs []rec
+	at := 2 + nk*entry
 	for i := range nk {
-		recs = append(recs, data[2+i*DailyKeySize:2+(i+1)*DailyKeySize])
+		e := data[2+i*entry : 2+(i+1)*entry]
+		n := int(binary.BigEndian.Uint16(e[DailyKeySize:])) * ReportSightingSize
+		recs = append(recs, rec{e, data[at : at+n]})
+		at += n
 	}
-	slices.SortStableFunc(recs, func(a, b []byte) int {
-		return cmp.Compare(binary.BigEndian.Uint32(a[16:20]), binary.BigEndian.Uint32(b[16:20]))
+	slices.SortStableFunc(recs, func(a, b rec) int {
+		return cmp.Compare(binary.BigEndian.Uint32(a.key[16:20]), binary.BigEndian.Uint32(b.key[16:20]))
 	})
 	out := slices.Clone(data[:2])
 	for _, r := range recs {
-		out = append(out, r...)
+		out = append(out, r.key...)
 	}
-	return append(out, data[2+nk*DailyKeySize:]...)
+	for _, r := range recs {
+		out = append(out, r.group...)
+	}
+	return out
 }
 
 func FuzzParseReport(f *testing.F) {
 	vector, _ := vectorReport.AppendBinary(nil)
 	empty, _ := Report{}.AppendBinary(nil)
+	gs, _ := groupsOf(vectorReport.Keys, vectorReport.Sightings)
 	f.Add(vector, 2, 2)
 	f.Add(vector, MaxKeys, 1000)
 	f.Add(vector, 2, -1)
 	f.Add(vector[:len(vector)-1], 2, 2)
 	f.Add(empty, 0, 0)
-	f.Add(rawReport(ReportVersion, []DailyKey{vectorReport.Keys[1], vectorReport.Keys[0]}, vectorReport.Sightings), 2, 2)
-	f.Add([]byte{2, 0, 0xff, 0xff, 0xff, 0xff}, 0, math.MaxInt)
+	f.Add(rawReport(ReportVersion, gs[1], gs[0]), 2, 2)
+	f.Add(rawReport(ReportVersion, group{key(1, day0, 144), []Sighting{at(1, day0+144)}}), 1, 1)
+	f.Add(append(append([]byte{3, 1}, make([]byte, 20)...), 144, 0xff, 0xff), 1, math.MaxInt)
 	f.Add(append([]byte{1, 0, 0, 0, 1}, make([]byte, 39)...), 2, 2)
 	f.Fuzz(func(t *testing.T, data []byte, maxKeys, maxSightings int) {
 		r, err := ParseReport(data, Limits{MaxKeys: maxKeys, MaxSightings: maxSightings})
@@ -537,9 +686,18 @@ func FuzzParseReport(f *testing.F) {
 				t.Fatalf("keys %d and %d overlap or are out of order", i-1, i)
 			}
 		}
+		last := 0
 		for _, s := range r.Sightings {
-			if c := r.Covering(s.Interval); c < 0 || !r.Keys[c].Contains(s.Interval) {
+			c := r.Covering(s.Interval)
+			if c < 0 || !r.Keys[c].Contains(s.Interval) {
 				t.Fatalf("sighting at %d is covered by no key", s.Interval)
+			}
+			if c < last {
+				t.Fatalf("a sighting of key %d after one of key %d", c, last)
+			}
+			last = c
+			if s.Heard != RPIPrefix(s.Heard) {
+				t.Fatalf("a sighting heard %x, more than a prefix", s.Heard)
 			}
 		}
 		if err := cloneReport(r).Check(); err != nil {

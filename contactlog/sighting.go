@@ -37,23 +37,37 @@
 //
 // # Wire format
 //
-// A report is
+// A report (version 3) is
 //
-//	version (1 byte, = 2) || key count (1) || count × key ||
-//	sighting count (4, big-endian) || count × sighting
+//	version (1 byte, = 3) || key count (1) || count × (key || sighting count (2, big-endian)) ||
+//	the keys' sightings, key by key in the order of the keys
 //
 // a key is DailyKeySize (21) bytes:
 //
 //	TEK (16) || rolling start interval (4, big-endian) || rolling period (1)
 //
-// and a sighting is SightingSize (22) bytes:
+// and a sighting is ReportSightingSize (11) bytes:
+//
+//	heard RPI's first RPIPrefixSize (8) bytes || interval, as an offset from its key's rolling start (1) ||
+//	minutes (1) || attenuation in dB (1)
+//
+// A sighting belongs to the key valid in its interval, so the offset is
+// less than the key's rolling period and one byte holds it. Only a prefix
+// of the heard RPI is sent, which halves a report: the backend compares
+// prefixes of the same length on both sides of every match, and a
+// collision of two random 8-byte prefixes is too rare to matter (see
+// [RPIPrefixSize] for the arithmetic, and why a forged claim still needs
+// its victim's identifier). The counts make truncation detectable, and the fixed
+// sizes let a receiver check the whole length before it allocates
+// anything. Versions 1 (bare own/heard RPI pairs that nothing proved) and
+// 2 (whole heard RPIs and intervals, 22 bytes a sighting) were never
+// released and are refused.
+//
+// [Log] files, which never leave the device, keep whole RPIs: a sighting
+// there is SightingSize (22) bytes, as [Sighting.MarshalBinary] encodes
+// it:
 //
 //	heard RPI (16) || interval (4, big-endian) || minutes (1) || attenuation in dB (1)
-//
-// The counts make truncation detectable, and the fixed sizes let a receiver
-// check the whole length before it allocates anything. Version 1, which
-// carried bare (own RPI, heard RPI) pairs that nothing proved, was never
-// released and is refused.
 package contactlog
 
 import (
@@ -65,7 +79,9 @@ import (
 	"github.com/conftrace/conftrace/enid"
 )
 
-// SightingSize is the size of one encoded sighting.
+// SightingSize is the size of one sighting as [Sighting.MarshalBinary]
+// encodes it and a [Log] file stores it: with its whole heard RPI and
+// interval. A report sends less of it ([ReportSightingSize]).
 const SightingSize = 16 + 4 + 1 + 1
 
 // MaxMinutes is the longest a sighting can last, in minutes. A device
@@ -82,10 +98,12 @@ var (
 	ErrTrailing = errors.New("contactlog: trailing bytes")
 	// ErrVersion means an encoding version this package does not know.
 	ErrVersion = errors.New("contactlog: unsupported version")
-	// ErrTooMany means more keys or sightings than the receiver accepts.
+	// ErrTooMany means more keys or sightings than the receiver accepts,
+	// or than a report can carry.
 	ErrTooMany = errors.New("contactlog: too many keys or sightings")
 	// ErrInvalid means a field is out of range: a sighting of no minutes
-	// or more than MaxMinutes, a rolling period outside 1..144.
+	// or more than MaxMinutes, a rolling period outside 1..144, a
+	// report's sighting whose offset lies past its key's rolling period.
 	ErrInvalid = errors.New("contactlog: invalid key or sighting")
 	// ErrOverlap means two daily keys of one report are valid at the same
 	// time, or repeat each other.
@@ -98,7 +116,9 @@ var (
 // Sighting records one interval of an encounter, as seen by the device that
 // records it.
 type Sighting struct {
-	// Heard is the RPI this device heard from the other device.
+	// Heard is the RPI this device heard from the other device. A report
+	// carries only its first RPIPrefixSize bytes: in one that ParseReport
+	// decoded, the rest are zero (see RPIPrefix).
 	Heard enid.RPI
 	// Interval is the interval, by this device's clock, in which it heard
 	// the RPI; the device's own RPI is the one its daily key gives for it.

@@ -238,9 +238,51 @@ func (k *Key) aemBlock() cipher.Block {
 // encrypted with the key's AEMK. GAEN v1.2 metadata is 4 bytes (version,
 // transmit power, two reserved bytes); any length is accepted.
 func (k *Key) EncryptMetadata(rpi RPI, metadata []byte) []byte {
-	out := make([]byte, len(metadata))
-	cipher.NewCTR(k.aemBlock(), rpi[:]).XORKeyStream(out, metadata)
-	return out
+	return k.AppendAEM(nil, rpi, metadata)
+}
+
+// AppendAEM appends to dst metadata encrypted with the key's AEMK under
+// rpi, as [Key.EncryptMetadata] returns it, and returns the extended
+// slice. AES-CTR is its own inverse, so given an AEM it appends the
+// metadata. If dst has room for the metadata rounded up to whole 16-byte
+// AES blocks, it allocates nothing: that room past the result is its
+// scratch space, left zeroed. To encrypt or decrypt in place, pass
+// metadata[:0] as dst.
+func (k *Key) AppendAEM(dst []byte, rpi RPI, metadata []byte) []byte {
+	// AES-CTR by hand rather than with cipher.NewCTR, whose stream costs
+	// an allocation of half a kilobyte and more time than the block
+	// itself. The keystream is made in place in dst's spare room, because
+	// a buffer passed to a cipher.Block escapes to the heap.
+	n, start := len(metadata), len(dst)
+	blocks := (n + aes.BlockSize - 1) / aes.BlockSize
+	dst = slices.Grow(dst, blocks*aes.BlockSize)
+	out := dst[start : start+blocks*aes.BlockSize]
+	block := k.aemBlock()
+	// The counter starts at the RPI and counts as a 128-bit big-endian
+	// integer, as cipher.NewCTR counts. It is copied in whole: two 8-byte
+	// stores that the cipher then read as one 16-byte load would stall
+	// the store-to-load forwarding, which cost as much again as the block.
+	ctr := rpi
+	for off := 0; off < n; off += aes.BlockSize {
+		// Read before ks is written: metadata may be dst itself.
+		var m [aes.BlockSize]byte
+		mn := copy(m[:], metadata[off:])
+		ks := out[off : off+aes.BlockSize]
+		copy(ks, ctr[:])
+		block.Encrypt(ks, ks)
+		for i := range mn {
+			ks[i] ^= m[i]
+		}
+		for i := len(ctr) - 1; i >= 0; i-- {
+			ctr[i]++
+			if ctr[i] != 0 {
+				break
+			}
+		}
+	}
+	// Past the metadata lies keystream, which must not linger.
+	clear(out[n:])
+	return dst[:start+n]
 }
 
 // DecryptMetadata returns the metadata of an AEM heard with rpi. AES-CTR is
@@ -248,5 +290,5 @@ func (k *Key) EncryptMetadata(rpi RPI, metadata []byte) []byte {
 // an error, so callers must sanity-check the fields they use.
 func (k *Key) DecryptMetadata(rpi RPI, aem []byte) []byte {
 	// CTR mode is its own inverse.
-	return k.EncryptMetadata(rpi, aem)
+	return k.AppendAEM(nil, rpi, aem)
 }

@@ -2,6 +2,8 @@ package enid
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -249,6 +251,52 @@ func TestMetadataIsKeyedAndPerRPI(t *testing.T) {
 	}
 	if got := k1.EncryptMetadata(r0, nil); len(got) != 0 {
 		t.Errorf("empty metadata encrypted to %x", got)
+	}
+}
+
+// AppendAEM is AES-CTR as crypto/cipher computes it, at every length and
+// across a counter that wraps; it keeps what dst held, works in place, and
+// leaves no keystream in the room it used.
+func TestAppendAEMIsCTR(t *testing.T) {
+	k, _ := NewKey(TEK{7}, 0, RollingPeriod)
+	aemk := TEK{7}.AEMK()
+	block, err := aes.NewCipher(aemk[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpis := []RPI{k.RPI(3), {15: 0xfe}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	for _, rpi := range rpis {
+		for n := range 50 {
+			meta := bytes.Repeat([]byte{byte(n)}, n)
+			want := make([]byte, n)
+			cipher.NewCTR(block, rpi[:]).XORKeyStream(want, meta)
+			if got := k.EncryptMetadata(rpi, meta); !bytes.Equal(got, want) {
+				t.Fatalf("RPI %x, %d bytes: EncryptMetadata = %x, want %x", rpi, n, got, want)
+			}
+			dst := append(make([]byte, 0, 3+n+2*aes.BlockSize), "abc"...)
+			got := k.AppendAEM(dst, rpi, meta)
+			if !bytes.Equal(got, append([]byte("abc"), want...)) {
+				t.Fatalf("RPI %x, %d bytes: AppendAEM = %x, want abc then %x", rpi, n, got, want)
+			}
+			if spare := got[len(got):cap(got)]; !bytes.Equal(spare, make([]byte, len(spare))) {
+				t.Fatalf("RPI %x, %d bytes: keystream left in dst's spare room: %x", rpi, n, spare)
+			}
+			inPlace := append(make([]byte, 0, n+aes.BlockSize), meta...)
+			if got := k.AppendAEM(inPlace[:0], rpi, inPlace); !bytes.Equal(got, want) {
+				t.Fatalf("RPI %x, %d bytes: in place = %x, want %x", rpi, n, got, want)
+			}
+		}
+	}
+}
+
+// With room in dst, AEMs cost no allocation, as the benchmark against
+// raw AES-CTR assumes.
+func TestAppendAEMDoesNotAllocate(t *testing.T) {
+	k, _ := NewKey(TEK{7}, 0, RollingPeriod)
+	rpi, meta := k.RPI(0), []byte{0x40, 0x08, 0, 0}
+	buf := make([]byte, 0, aes.BlockSize)
+	if n := testing.AllocsPerRun(100, func() { buf = k.AppendAEM(buf[:0], rpi, meta) }); n != 0 {
+		t.Errorf("AppendAEM allocates %.0f times with room in dst", n)
 	}
 }
 

@@ -60,11 +60,11 @@
 // Encryption hides content but not length, and the length of a message can
 // tell an observer whether a phone is polling or uploading. So the client
 // pads the Binary HTTP request to a fixed size class before encapsulating
-// it (bhttp's MarshalPadded: 1 KiB, 4 KiB, ... 1 MiB) and the gateway pads
-// the response the same way. An encapsulated message then adds a fixed
-// overhead for its suite (request: 7-byte header, encapsulated key and
-// 16-byte tag; response: nonce and tag), so every message on the wire has
-// one of a handful of lengths. The suite itself shows in the length (the
+// it (bhttp's MarshalPadded: 1 KiB, 1.5 KiB, 2 KiB, 3 KiB, ... 1 MiB) and
+// the gateway pads the response the same way. An encapsulated message then
+// adds a fixed overhead for its suite (request: 7-byte header,
+// encapsulated key and 16-byte tag; response: nonce and tag), so every
+// message on the wire has one of a score of lengths. The suite itself shows in the length (the
 // hybrid KEM's encapsulated key is 1,120 bytes, X25519's 32), so all
 // clients should pick the same configuration, as [SelectKeyConfig] does.
 // This package does not pad: it encrypts the bytes it is given.

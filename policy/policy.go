@@ -71,11 +71,22 @@ type Policy struct {
 	Answers string `json:"answers"`
 	// StoreFlushSeconds and StoreFlushRows set the clock on which what
 	// phones cause to be stored (uploads) is written: every
-	// StoreFlushSeconds, StoreFlushRows rows of StoreRowBytes, real or
-	// filler, whatever arrived. Their product bounds how fast uploads
-	// become durable; the store grows by the same amount every day.
+	// StoreFlushSeconds, a flush of StoreFlushRows rows of StoreRowBytes,
+	// real or filler, when what waits fits in them.
 	StoreFlushSeconds int `json:"store_flush_seconds"`
 	StoreFlushRows    int `json:"store_flush_rows"`
+	// StoreFlushMaxRows, if not 0, lets a flush grow when more waits: to
+	// StoreFlushRows times the largest power of two that what waits
+	// fills, up to StoreFlushMaxRows (itself StoreFlushRows times a power
+	// of two), the rest waiting for the next flush; StoreFlushHold says
+	// for how many flushes, the one that needed it included, a size is
+	// kept before it steps down. The host then learns per flush, in these
+	// powers of two, how much was uploaded lately, in aggregate, and
+	// nothing of less than twice StoreFlushRows. Without it every flush
+	// has StoreFlushRows rows (and StoreFlushHold is 0), which bounds how
+	// fast uploads become durable.
+	StoreFlushMaxRows int `json:"store_flush_max_rows,omitzero"`
+	StoreFlushHold    int `json:"store_flush_hold,omitzero"`
 	// AnswerReleaseMillis releases every answer of the gateway at the next
 	// multiple of this many milliseconds after its request arrived, so that
 	// how long the backend worked on a request (an upload takes longer
@@ -243,7 +254,7 @@ func (p Policy) MaxKeys() int { return 2*p.RetentionDays + 2 }
 // contact" definition used by public-health agencies. The limits allow a
 // heavily social user's 14 days: 1,000 sightings a day (seven devices in
 // every 10-minute interval, all day) is far above what deployments
-// observed, and 16,000 sightings are 352,000 bytes, well within the
+// observed, and 16,000 sightings are 176,000 bytes, well within the
 // largest padded message (1 MiB). Uploads match reciprocally only. A
 // bundle lives a day: evidence from a platform that a TCB recovery has
 // since fixed stops working within a day, and a phone that exchanges once
@@ -256,6 +267,8 @@ func Default() Policy {
 		Answers:                    AnswersCoarse,
 		StoreFlushSeconds:          3600,
 		StoreFlushRows:             32,
+		StoreFlushMaxRows:          32 << 6,
+		StoreFlushHold:             4,
 		AnswerReleaseMillis:        100,
 		GAENExportKeys:             []ExportKey{},
 		RetentionDays:              14,
@@ -366,11 +379,8 @@ func (p Policy) Validate() error {
 	if p.Answers != AnswersCoarse && p.Answers != AnswersDetailed {
 		return invalidf("answers %q: want %q or %q", p.Answers, AnswersCoarse, AnswersDetailed)
 	}
-	if p.StoreFlushSeconds < 10 || p.StoreFlushSeconds > 86400 {
-		return invalidf("store_flush_seconds %d outside 10..86400", p.StoreFlushSeconds)
-	}
-	if p.StoreFlushRows < 1 || p.StoreFlushRows > 100_000 {
-		return invalidf("store_flush_rows %d outside 1..100000", p.StoreFlushRows)
+	if err := p.validateFlushes(); err != nil {
+		return err
 	}
 	if p.AnswerReleaseMillis < 0 || p.AnswerReleaseMillis > 10_000 {
 		return invalidf("answer_release_ms %d outside 0..10000", p.AnswerReleaseMillis)
@@ -433,9 +443,42 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-// MaxSightingsPerRequest is the most sightings one request can carry within
-// the largest padded message (1 MiB), at 22 bytes a sighting, with room for
-// the daily keys and the framing.
+// MaxStoreFlushRows bounds store_flush_rows and store_flush_max_rows: a
+// flush is built in enclave memory (400 MB at this bound).
+const MaxStoreFlushRows = 100_000
+
+// validateFlushes checks the journal's flush schedule and shape.
+func (p Policy) validateFlushes() error {
+	if p.StoreFlushSeconds < 1 || p.StoreFlushSeconds > 86400 {
+		return invalidf("store_flush_seconds %d outside 1..86400", p.StoreFlushSeconds)
+	}
+	if p.StoreFlushRows < 1 || p.StoreFlushRows > MaxStoreFlushRows {
+		return invalidf("store_flush_rows %d outside 1..%d", p.StoreFlushRows, MaxStoreFlushRows)
+	}
+	if p.StoreFlushMaxRows == 0 {
+		if p.StoreFlushHold != 0 {
+			return invalidf("store_flush_hold %d without store_flush_max_rows: want 0 (flushes of one size)", p.StoreFlushHold)
+		}
+		return nil
+	}
+	m := p.StoreFlushRows
+	for m < p.StoreFlushMaxRows && m <= MaxStoreFlushRows {
+		m *= 2
+	}
+	// One spelling per shape: a fixed shape omits both fields.
+	if m != p.StoreFlushMaxRows || m == p.StoreFlushRows || m > MaxStoreFlushRows {
+		return invalidf("store_flush_max_rows %d: want 0, or store_flush_rows (%d) times 2, 4, 8... up to %d", p.StoreFlushMaxRows, p.StoreFlushRows, MaxStoreFlushRows)
+	}
+	if p.StoreFlushHold < 1 || p.StoreFlushHold > 100_000 {
+		return invalidf("store_flush_hold %d outside 1..100000 (flushes)", p.StoreFlushHold)
+	}
+	return nil
+}
+
+// MaxSightingsPerRequest is the most sightings a policy may let one request
+// carry: at 11 bytes a sighting (contactlog.ReportSightingSize), 440,000
+// bytes, well within the largest padded message (1 MiB) with the daily keys
+// and the framing.
 const MaxSightingsPerRequest = 40_000
 
 // validateMatching checks the matching rules and the GAEN export keys.

@@ -104,3 +104,51 @@ func TestRiskScoring(t *testing.T) {
 		t.Error("15 weighted minutes is the default exposure threshold")
 	}
 }
+
+// TestStoreFlushShape: flushes of one size omit store_flush_max_rows and
+// store_flush_hold, and the canonical form then has neither; flushes that
+// grow give a maximum of store_flush_rows times a power of two and a hold
+// of at least one flush. Anything else is refused, so that each shape has
+// one canonical form.
+func TestStoreFlushShape(t *testing.T) {
+	fixed := Default()
+	fixed.StoreFlushMaxRows, fixed.StoreFlushHold = 0, 0
+	doc, err := fixed.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(doc), "store_flush_max_rows") || strings.Contains(string(doc), "store_flush_hold") {
+		t.Errorf("a policy of one flush size is written with the growth fields: %s", doc)
+	}
+	for _, tc := range []struct {
+		seconds, rows, most, hold int
+		want                      string // "" when valid
+	}{
+		{3600, 32, 0, 0, ""},
+		{1, 1, 2, 1, ""},
+		{10, 32, 32 << 11, 360, ""},
+		{10, 3, 3 << 15, 100_000, ""},
+		{0, 32, 0, 0, "store_flush_seconds 0"},
+		{86401, 32, 0, 0, "store_flush_seconds 86401"},
+		{10, 0, 0, 0, "store_flush_rows 0"},
+		{10, 100_001, 0, 0, "store_flush_rows 100001"},
+		{10, 32, 0, 1, "store_flush_hold 1 without store_flush_max_rows"},
+		{10, 32, 32, 1, "store_flush_max_rows 32"},
+		{10, 32, 48, 1, "store_flush_max_rows 48"},
+		{10, 32, 16, 1, "store_flush_max_rows 16"},
+		{10, 32, -64, 1, "store_flush_max_rows -64"},
+		{10, 32, 32 << 12, 1, "store_flush_max_rows 131072"},
+		{10, 32, 64, 0, "store_flush_hold 0"},
+		{10, 32, 64, 100_001, "store_flush_hold 100001"},
+	} {
+		p := Default()
+		p.StoreFlushSeconds, p.StoreFlushRows, p.StoreFlushMaxRows, p.StoreFlushHold = tc.seconds, tc.rows, tc.most, tc.hold
+		err := p.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v: %v, want it valid", tc, err)
+		case tc.want != "" && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%+v: %v, want ErrInvalid mentioning %q", tc, err, tc.want)
+		}
+	}
+}

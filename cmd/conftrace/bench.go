@@ -8,10 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/internal/gpsindex/gpsbench"
-	"github.com/conftrace/conftrace/internal/wirebench"
-	"github.com/conftrace/conftrace/policy"
 )
 
 // runBenchGPS measures the GPS index against the brute force on synthetic
@@ -108,51 +105,6 @@ func runBenchGPS(ctx context.Context, cio cmdIO, args []string) error {
 		if err := prof.Close(); err != nil {
 			return fmt.Errorf("--cpuprofile: %w", err)
 		}
-	}
-	return nil
-}
-
-// runBenchWire measures the bytes of a daily exposure check on the wire,
-// beside protocol v1's encoding of the same number of contacts.
-func runBenchWire(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "bench wire", "bench wire [--sightings 100,700,2000,10000] [--keys N] [--markdown]\n\n"+
-		"Encodes a daily exposure check of each number of sightings under a phone's daily\n"+
-		"keys, encapsulates it as Oblivious HTTP to a post-quantum hybrid key, and prints\n"+
-		"the bytes on the wire beside the same check in protocol v1's encoding (bare\n"+
-		"own/heard tuples, base64 in JSON). Requests are padded to size classes, so the\n"+
-		"wire shows only the class.")
-	counts := fs.String("sightings", "100,700,2000,10000", "comma-separated `numbers` of sightings")
-	keys := fs.Int("keys", 15, "daily `keys` in each check (two weeks and today)")
-	markdown := fs.Bool("markdown", false, "print the table in Markdown, as docs/performance.sh records it")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	var ns []int
-	for f := range strings.SplitSeq(*counts, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 0 || n > policy.MaxSightingsPerRequest {
-			return usagef("--sightings: %q is not a number of sightings in 0..%d", f, policy.MaxSightingsPerRequest)
-		}
-		ns = append(ns, n)
-	}
-	if *keys < 1 || *keys > contactlog.MaxKeys {
-		return usagef("--keys: %d is not in 1..%d", *keys, contactlog.MaxKeys)
-	}
-	row := "%10s  %5s  %12s  %15s  %15s  %18s  %9s\n"
-	if *markdown {
-		row = "| %s | %s | %s | %s | %s | %s | %s |\n"
-	}
-	fmt.Fprintf(cio.stdout, row, "sightings", "keys", "report bytes", "bytes on wire", "v1 body bytes", "v1 bytes on wire", "v2 / v1")
-	if *markdown {
-		fmt.Fprintln(cio.stdout, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	}
-	for _, n := range ns {
-		r, err := wirebench.Measure(n, *keys)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cio.stdout, row, strconv.Itoa(n), strconv.Itoa(r.Keys), strconv.Itoa(r.Body), strconv.Itoa(r.Wire),
-			strconv.Itoa(r.V1Body), strconv.Itoa(r.V1Wire), fmt.Sprintf("%.2f", float64(r.Wire)/float64(r.V1Wire)))
 	}
 	return nil
 }

@@ -109,26 +109,3 @@ func TestBenchGPSMarkdown(t *testing.T) {
 		t.Errorf("row %q: want 7 cells for 2e+03 with a brute-force rate and a speed-up", lines[2])
 	}
 }
-
-// bench wire prints a row per number of sightings, v2 beside v1.
-func TestBenchWire(t *testing.T) {
-	out, stderr, err := cliRun(t, runBenchWire, "--sightings", "100,2000", "--markdown")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, stderr)
-	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 4 || !strings.HasPrefix(lines[0], "| sightings |") {
-		t.Fatalf("want a header, a separator and two rows:\n%s", out)
-	}
-	for i, n := range []string{"100", "2000"} {
-		cells := strings.Split(strings.Trim(lines[2+i], "| "), " | ")
-		if len(cells) != 7 || cells[0] != n || cells[1] != "15" {
-			t.Errorf("row %q: want 7 cells for %s sightings under 15 keys", lines[2+i], n)
-		}
-	}
-	for _, bad := range [][]string{{"--sightings", "x"}, {"--sightings", "-1"}, {"--keys", "0"}} {
-		if _, _, err := cliRun(t, runBenchWire, bad...); err == nil {
-			t.Errorf("bench wire %v succeeded", bad)
-		}
-	}
-}

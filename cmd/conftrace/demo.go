@@ -21,8 +21,10 @@ import (
 	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/internal/population"
+	"github.com/conftrace/conftrace/internal/wirebench"
 	"github.com/conftrace/conftrace/policy"
 	"github.com/conftrace/conftrace/release"
 )
@@ -245,7 +247,22 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	if s != nil {
 		s.Timing.SetBackendLatencies(b.Latencies())
 	}
+	if err != nil {
+		return s, err
+	}
+	s.NationalCheckBytes, err = nationalCheck(ctx, client.Config{Server: b.URL, Expectations: cfg.Expectations, Governance: b.Governance, Now: clock})
 	return s, err
+}
+
+// nationalCheck measures what a phone at national scale spends on its
+// daily exchange with the backend cfg names: a check of 2,000 sightings
+// under 15 daily keys, request and answer on the wire.
+func nationalCheck(ctx context.Context, cfg client.Config) (int, error) {
+	cs, err := wirebench.Measure(ctx, cfg, []int{2000}, 15)
+	if err != nil {
+		return 0, fmt.Errorf("measuring a check of 2,000 sightings: %w", err)
+	}
+	return cs[0].Bytes(), nil
 }
 
 // demoServer runs the simulation against a backend that is already
@@ -270,7 +287,12 @@ func demoServer(ctx context.Context, cfg population.Config, f demoFlags, progres
 	cfg.Expectations = f.exp.expectations()
 	cfg.Authority = key
 	cfg.Progress = progress
-	return population.Run(ctx, cfg)
+	s, err := population.Run(ctx, cfg)
+	if err != nil {
+		return s, err
+	}
+	s.NationalCheckBytes, err = nationalCheck(ctx, client.Config{Server: f.server, Expectations: cfg.Expectations})
+	return s, err
 }
 
 // readECPrivateKey reads an ECDSA P-256 private key from a PEM file, in

@@ -39,7 +39,7 @@ func TestDemo(t *testing.T) {
 		"notified_reciprocal", "notified_one_sided", "missed_notifications", "false_notifications", "mismatched_answers",
 		"protocol_exact", "epi_recall", "epi_precision", "gaen_only_people", "gaen_cases", "gaen_exports", "gaen_keys_imported",
 		"bytes_per_device_day", "gaen_bytes_per_device_day", "timing", "uploads_durable", "exchange_mismatches",
-		"device_requests_per_day", "detailed_answers"} {
+		"device_requests_per_day", "detailed_answers", "national_check_bytes"} {
 		if _, ok := got[k]; !ok {
 			t.Errorf("summary lacks %q", k)
 		}
@@ -61,6 +61,12 @@ func TestDemo(t *testing.T) {
 	// and some of the people without the app a GAEN app.
 	if n, _ := got["gaen_only_people"].(float64); n == 0 {
 		t.Fatal("no GAEN-only people with the default --gaen-share")
+	}
+	// A phone at national scale, 2,000 sightings, spends at most 1/100 of
+	// what a GAEN phone downloads at 10,000 cases a day (14 keys of 28
+	// bytes a case).
+	if n, _ := got["national_check_bytes"].(float64); n <= 0 || n*100 > 10_000*14*28 {
+		t.Errorf("national_check_bytes %v: want a measured check within 1/100 of 3,920,000 bytes", got["national_check_bytes"])
 	}
 	timing := got["timing"].(map[string]any)
 	if _, ok := timing["total_seconds"]; !ok {

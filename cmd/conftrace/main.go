@@ -43,9 +43,11 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 func commands() map[string]command {
 	return map[string]command{
 		"bench": {summary: "benchmarks", sub: map[string]command{
-			"gps":      {summary: "GPS index against brute force on synthetic city traces", run: runBenchGPS},
-			"observer": {summary: "what the host sees of positive, negative, exposed and other phones", run: runBenchObserver},
-			"wire":     {summary: "bytes of a daily exposure check on the wire, beside protocol v1", run: runBenchWire},
+			"bandwidth": {summary: "bytes of a daily exposure check on the wire, beside protocol v2 and a GAEN phone's download", run: runBenchBandwidth},
+			"gps":       {summary: "GPS index against brute force on synthetic city traces", run: runBenchGPS},
+			"ingest":    {summary: "uploads made durable per second, beside bare SQLite's same writes", run: runBenchIngest},
+			"observer":  {summary: "what the host sees of positive, negative, exposed and other phones", run: runBenchObserver},
+			"wire":      {hidden: true, run: runBenchBandwidth}, // the name of bench bandwidth before it compared with GAEN
 		}},
 		"demo":   {summary: "run the whole system on a simulated population", run: runDemo},
 		"serve":  {hidden: true, run: runServeMoved},

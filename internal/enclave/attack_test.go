@@ -62,7 +62,7 @@ func TestAttackFraming(t *testing.T) {
 	var forged []matchindex.Entry
 	for _, s := range sa {
 		forged = append(forged, matchindex.Entry{
-			Key:     matchindex.NewKey(b.rpi(s.Interval), a.rpi(s.Interval)),
+			Key:     reciprocalKey(b.rpi(s.Interval), a.rpi(s.Interval)),
 			Contact: matchindex.Contact{Interval: uint32(s.Interval), Minutes: 10, Attenuation: 50, Day: utcDay(at)},
 		})
 	}
@@ -130,7 +130,7 @@ func TestAttackProbing(t *testing.T) {
 		// sniffer's own, is what B's upload holds.
 		tol := uint32(v.pol.Risk.IntervalTolerance)
 		for _, x := range sa {
-			if got := matchindex.Match(v.e.index, nil, matchindex.NewKey(a.rpi(x.Interval), b.rpi(x.Interval)), uint32(x.Interval), tol); len(got) != 1 {
+			if got := matchindex.Match(v.e.index, nil, reciprocalKey(a.rpi(x.Interval), b.rpi(x.Interval)), uint32(x.Interval), tol); len(got) != 1 {
 				t.Fatalf("control: v1's claimed pair finds %d of B's sightings, want 1", len(got))
 			}
 		}

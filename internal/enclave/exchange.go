@@ -55,6 +55,13 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 	e.match(rep.Sightings, own, w, s)
 	resp := api.ExchangeResponse{Exposure: s.answer(e)}
 
+	var prep *preparedUpload
+	var preperr error
+	if r.Flags&api.ExchangeUpload != 0 {
+		// Before the lock: an upload's work but its index insert.
+		prep, preperr = e.prepareUpload(rep, false)
+		defer prep.clear()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var polled []byte
@@ -62,7 +69,7 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 		polled = e.recordKey(tableResults, api.TestCode(r.Secret))
 	}
 	if r.Flags&api.ExchangeUpload != 0 {
-		up, err := e.exchangeUploadLocked(r.Authorization, polled, rep)
+		up, err := e.exchangeUploadLocked(r.Authorization, polled, prep, preperr)
 		var ae *api.Error
 		switch {
 		case errors.As(err, &ae):
@@ -81,28 +88,38 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 	return resp, nil
 }
 
-// exchangeUploadLocked uploads rep under authorization, or, when there is
-// none, under the result the exchange polls. The caller holds e.mu.
-func (e *Enclave) exchangeUploadLocked(authorization, polled []byte, rep contactlog.Report) (api.UploadResponse, error) {
+// exchangeUploadLocked takes the prepared upload p (or refuses it with
+// perr, the error preparing it) under authorization, or, when there is
+// none, under the result the exchange polls. What is wrong with the
+// authorization is said before what is wrong with the report. The caller
+// holds e.mu.
+func (e *Enclave) exchangeUploadLocked(authorization, polled []byte, p *preparedUpload, perr error) (api.UploadResponse, error) {
 	now := e.now()
+	var key []byte
+	var res *result
 	switch {
 	case authorization != nil:
-		key, res, err := e.checkAuthorization(authorization, now)
-		if err != nil {
+		var err error
+		if key, res, err = e.checkAuthorization(authorization, now); err != nil {
 			return api.UploadResponse{}, err
 		}
-		return e.uploadLocked(key, res, rep, false)
 	case polled != nil:
-		res, ok := e.results[string(polled)]
+		var ok bool
+		res, ok = e.results[string(polled)]
 		switch {
 		case !ok || res.Result != api.Positive:
 			return api.UploadResponse{}, api.Errorf(api.CodeNotAuthorized, "no positive result for the polled test: nothing authorizes an upload")
 		case res.uploaded:
 			return api.UploadResponse{}, api.Errorf(api.CodeAlreadyUsed, "the upload of this test's result was already made")
 		}
-		return e.uploadLocked(polled, res, rep, false)
+		key = polled
+	default:
+		return api.UploadResponse{}, api.Errorf(api.CodeNotAuthorized, "an upload needs an authorization or the poll of a positive result")
 	}
-	return api.UploadResponse{}, api.Errorf(api.CodeNotAuthorized, "an upload needs an authorization or the poll of a positive result")
+	if perr != nil {
+		return api.UploadResponse{}, perr
+	}
+	return e.uploadLocked(key, res, p)
 }
 
 // maxErrorMessage bounds the message of a refusal the bound below allows

@@ -60,7 +60,7 @@ func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow
 			continue
 		}
 		minutes, rule := 0, ""
-		buf = w.kept(matchindex.Match(e.index, buf[:0], matchindex.NewKey(own[i], sg.Heard), uint32(sg.Interval), tol))
+		buf = w.kept(matchindex.Match(e.index, buf[:0], reciprocalKey(own[i], sg.Heard), uint32(sg.Interval), tol))
 		if len(buf) > 0 {
 			// Both sides heard each other for at most the shorter of the
 			// two durations; the attenuation is what this device measured.

@@ -456,19 +456,32 @@ func encode(t testing.TB, r contactlog.Report) []byte {
 
 // rawReport encodes keys and sightings in the wire format without the
 // checks that AppendBinary makes, so that tests can send what a
-// well-behaved device would not.
+// well-behaved device would not. A sighting goes under the first key
+// valid in its interval, or, if none is, under the first key at the
+// offset its interval gives, past the key's validity; without keys, its
+// bytes trail the report.
 func rawReport(keys []contactlog.DailyKey, ss []contactlog.Sighting) []byte {
+	groups := make([][]contactlog.Sighting, max(len(keys), 1))
+	for _, s := range ss {
+		k := slices.IndexFunc(keys, func(k contactlog.DailyKey) bool { return k.Contains(s.Interval) })
+		groups[max(k, 0)] = append(groups[max(k, 0)], s)
+	}
 	b := []byte{contactlog.ReportVersion, byte(len(keys))}
-	for _, k := range keys {
+	for i, k := range keys {
 		b = append(b, k.TEK[:]...)
 		b = binary.BigEndian.AppendUint32(b, uint32(k.Start))
 		b = append(b, k.Period)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(groups[i])))
 	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(ss)))
-	for _, s := range ss {
-		b = append(b, s.Heard[:]...)
-		b = binary.BigEndian.AppendUint32(b, uint32(s.Interval))
-		b = append(b, s.Minutes, s.Attenuation)
+	for i, g := range groups {
+		var start enid.Interval
+		if i < len(keys) {
+			start = keys[i].Start
+		}
+		for _, s := range g {
+			b = append(b, s.Heard[:contactlog.RPIPrefixSize]...)
+			b = append(b, byte(s.Interval-start), s.Minutes, s.Attenuation)
+		}
 	}
 	return b
 }

@@ -166,16 +166,16 @@ type flushShape struct {
 	delete   bool
 }
 
-// TestFlushShape: every flush writes, at its time on the clock, exactly the
-// policy's number of rows of StoreRowBytes to the journal table, under
-// random 16-byte keys and the day after the flush's, and the time mark
-// (clock.go), and nothing else; whether no upload, one or many (some
-// spanning several days, more than a flush holds) are waiting, the host
-// sees the very same writes.
+// TestFlushShape: under a policy of one flush size, every flush writes, at
+// its time on the clock, exactly the policy's number of rows of
+// StoreRowBytes to the journal table, under random 16-byte keys and the day
+// after the flush's, and the time mark (clock.go), and nothing else;
+// whether no upload, one or many (some spanning several days, more than a
+// flush holds) are waiting, the host sees the very same writes.
 func TestFlushShape(t *testing.T) {
 	const rows = 4
 	run := func(uploads int) (shape []flushShape, keys [][]byte) {
-		v := newEnv(t, bothRules, func(p *policy.Policy) { p.StoreFlushRows = rows })
+		v := newEnv(t, bothRules, fixedFlushes(rows))
 		var secrets [][]byte
 		for i := range uploads {
 			inf := newDevice()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/conftrace/conftrace/internal/calendar"
@@ -19,12 +20,35 @@ import (
 
 // What a phone causes to be stored (its upload, and that its result was
 // used) does not reach the store when the phone asks: it waits in the
-// journal, in enclave memory, and is written by the next flush. Flushes
-// happen on the clock, every policy.StoreFlushSeconds, and every flush
-// writes the same number of rows of the same size to the same table, filled
-// with filler when there is less to write, so that the host, which sees
-// every byte written and when, learns nothing from the writes about who
-// uploaded or when. A row's value is
+// journal, in enclave memory, and is written by the next flushes. Flushes
+// happen on the clock, every policy.StoreFlushSeconds, and each writes rows
+// of one size (policy.StoreRowBytes), real or filler, to the same table,
+// under random keys, with the time mark (clock.go); the host, which sees
+// every byte written and when, sees only how many rows each flush wrote,
+// and their number follows this rule (flush.go):
+//
+//   - a flush needs F = store_flush_rows rows while fewer than 2F rows
+//     wait, and otherwise F·2^k rows for the largest k whose flush the rows
+//     waiting fill, up to store_flush_max_rows: above the floor a flush
+//     carries no filler of its own, and what it leaves (less than it
+//     wrote, but at the largest size) waits for the next one;
+//   - it writes the largest size that it or any of the last
+//     store_flush_hold - 1 flushes needed, filling with filler, so that
+//     the size steps down only after that many flushes needed less rather
+//     than flap on one upload.
+//
+// So fewer than 2F rows waiting, one upload or none, change nothing the
+// host sees (rows beyond F wait a period); above that, the host learns per
+// flush the class, a power of two times F, of the volume of uploads that
+// waited in the last store_flush_hold flushes: an aggregate of every phone
+// that exchanged meanwhile, which the attested policy states. A policy
+// without store_flush_max_rows has one size, F rows (store_flush_hold is
+// then 0), and its uploads wait as long as that takes. The rule is
+// deterministic, without noise: noise that hid one upload at a class
+// boundary would have to double the writes at random, and averaged over
+// the many flushes of a level that lasts it would hide nothing of it.
+//
+// A row's value is
 //
 //	header: the data day, sealed under a key derived from the key-encryption key (journalHeaderSize)
 //	body:   sealed under the data day's key (seal.Keyring):
@@ -35,12 +59,14 @@ import (
 // sightings), so that retention forgets it on time: the day's key goes, and
 // the row no longer opens, even while the row itself, stored under the day
 // after its flush, waits for that day to be deleted. Rows are keyed by random
-// bytes, and a record longer than a row is split into chunks.
+// bytes, and a record longer than a row is split into chunks, written in
+// order.
 //
-// A record written by no flush yet is lost if the enclave stops: an upload
-// is acknowledged as received, and the phone learns from its next exchange
-// whether it is durable (its result then says uploaded) or must be sent
-// again (its result then hands out an authorization again).
+// A record is acknowledged durable only once the commit that wrote its last
+// chunk returned. A record written by no commit yet is lost if the enclave
+// stops: an upload is acknowledged as received, and the phone learns from
+// its next exchange whether it is durable (its result then says uploaded)
+// or must be sent again (its result then hands out an authorization again).
 
 // Kinds of journal records.
 const (
@@ -58,11 +84,8 @@ const (
 	journalChunk = journalRowSize - journalHeaderSize - seal.Overhead - journalBodyFixed
 )
 
-// maxCatchUp bounds the flushes one FlushDue makes when the clock jumped
-// (the simulated clock of the demo moves a day at a time).
-const maxCatchUp = 24 * 60
-
-// journalRecord is a record waiting for a flush.
+// journalRecord is a record waiting for a flush. Its fields do not change
+// once it is queued, so that a flush seals it without e.mu.
 type journalRecord struct {
 	kind byte
 	day  calendar.Day
@@ -74,15 +97,28 @@ type journalRecord struct {
 	durable func()
 }
 
-// journal holds the records waiting for a flush. It is guarded by the
-// enclave's mutex.
+// journal holds the records waiting for a flush. Its fields are guarded by
+// the enclave's mutex, but for flushing.
 type journal struct {
 	pending []journalRecord
 	// sent is how many chunks of pending[0] earlier flushes wrote.
-	sent      int
-	seq       uint64
-	nextFlush time.Time
-	header    cipher.AEAD
+	sent int
+	// rows is how many rows the pending records still need.
+	rows int
+	// committing is how many of those rows, from the first, the flush
+	// being committed writes (0 when none is).
+	committing int
+	seq        uint64
+	nextFlush  time.Time
+	header     cipher.AEAD
+	// history is what the flush rule remembers (flush.go).
+	history flushHistory
+
+	// flushing is held by the flush being made, from its planning to its
+	// end, and by Expire: flushes commit one at a time, in order, and
+	// retention never forgets a record or a day key that a flush, which
+	// seals without e.mu, is writing. Take it before e.mu, never after.
+	flushing sync.Mutex
 }
 
 // newJournal returns a journal whose headers are sealed under key. Its
@@ -105,11 +141,13 @@ func (j *journal) add(kind byte, day calendar.Day, id []byte, data []byte, durab
 	r := journalRecord{kind: kind, day: day, seq: j.seq, data: data, durable: durable}
 	copy(r.id[:], id)
 	j.pending = append(j.pending, r)
+	j.rows += chunks(r)
 }
 
 // forget drops the pending records of days before first, whose day keys
 // Expire destroys: they could no longer be sealed, and every flush would
-// fail on them. The caller holds e.mu.
+// fail on them. The caller holds j.flushing (no flush is writing them)
+// and e.mu.
 func (j *journal) forget(first calendar.Day) {
 	if len(j.pending) > 0 && j.pending[0].day < first {
 		j.sent = 0
@@ -121,17 +159,19 @@ func (j *journal) forget(first calendar.Day) {
 		}
 		return false
 	})
+	j.rows = -j.sent
+	for _, r := range j.pending {
+		j.rows += chunks(r)
+	}
 }
 
-// durableBy returns when the last pending record should be written, if
-// every flush until then is full.
+// durableBy returns when the last pending record should be written, if no
+// flush fails. The rows of a flush being committed are not counted: the
+// flush that comes next writes what follows them (and, not knowing that
+// flush's class yet, the answer may be a flush late). The caller holds
+// e.mu.
 func (j *journal) durableBy(p policy.Policy) int64 {
-	rows := 0
-	for _, r := range j.pending {
-		rows += chunks(r)
-	}
-	rows -= j.sent
-	flushes := (rows + p.StoreFlushRows - 1) / p.StoreFlushRows
+	flushes := ruleOf(p).flushesFor(j.history, j.rows-j.committing)
 	at := j.nextFlush.Add(time.Duration(max(flushes-1, 0)*p.StoreFlushSeconds) * time.Second)
 	// Rounded up: at the second said, the flush has been due.
 	return at.Add(time.Second - 1).Unix()
@@ -139,90 +179,6 @@ func (j *journal) durableBy(p policy.Policy) int64 {
 
 // chunks returns how many rows a record takes.
 func chunks(r journalRecord) int { return max(1, (len(r.data)+journalChunk-1)/journalChunk) }
-
-// FlushDue makes every flush the clock says is due: one a period, each of
-// policy.StoreFlushRows rows, real or filler, and the time mark. The
-// service calls it often (every second); the demo calls it when it moves
-// the clock. It also logs, at most once a flush, that the host's clock is
-// behind the enclave's (clock.go).
-func (e *Enclave) FlushDue(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.reportLag()
-	every := time.Duration(e.policy.StoreFlushSeconds) * time.Second
-	now := e.now()
-	first, _ := e.window(now)
-	for n := 0; !e.journal.nextFlush.After(now); n++ {
-		if n == maxCatchUp {
-			// Far behind (a clock that jumped): resume the schedule from
-			// now rather than write a backlog of filler.
-			e.journal.nextFlush = now.Add(every)
-			break
-		}
-		// A missed flush of a day past the window is skipped: its rows
-		// would be deleted at once, and its day key may be gone already.
-		if day := calendar.DayOf(e.journal.nextFlush); day >= first {
-			if err := e.flushLocked(ctx, day, now); err != nil {
-				return err
-			}
-		}
-		e.journal.nextFlush = e.journal.nextFlush.Add(every)
-	}
-	return nil
-}
-
-// FlushNow makes one flush now, off the schedule: the backend calls it when
-// it stops, so that what arrived since the last flush is not lost with its
-// memory. It writes one flush whatever is pending, so that stopping tells
-// the host nothing about what was.
-func (e *Enclave) FlushNow(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	now := e.now()
-	return e.flushLocked(ctx, calendar.DayOf(now), now)
-}
-
-// flushLocked writes one flush of day: the next rows of pending records,
-// then filler, and the time mark of now. The caller holds e.mu.
-func (e *Enclave) flushLocked(ctx context.Context, day calendar.Day, now time.Time) error {
-	j := e.journal
-	rows := e.policy.StoreFlushRows
-	var b store.Batch
-	var done []journalRecord
-	i, sent := 0, j.sent
-	for written := 0; written < rows && i < len(j.pending); written++ {
-		r := j.pending[i]
-		if err := e.putJournalRow(&b, day, r, sent); err != nil {
-			return e.internal("sealing journal row", err)
-		}
-		sent++
-		if sent == chunks(r) {
-			done = append(done, r)
-			i, sent = i+1, 0
-		}
-	}
-	for n := len(b.Ops); n < rows; n++ {
-		if err := e.putJournalRow(&b, day, journalRecord{kind: journalFiller, day: day}, 0); err != nil {
-			return e.internal("sealing journal filler", err)
-		}
-	}
-	if err := e.putMark(&b, now); err != nil {
-		return e.internal("sealing time mark", err)
-	}
-	if err := e.store.Apply(ctx, &b); err != nil {
-		return e.internal("flushing journal", err)
-	}
-	e.lagReported = false
-	for _, r := range done {
-		clear(r.data)
-		if r.durable != nil {
-			r.durable()
-		}
-	}
-	j.pending = slices.Delete(j.pending, 0, i)
-	j.sent = sent
-	return nil
-}
 
 // putJournalRow seals chunk c of r into a row of b, for a flush of day.
 func (e *Enclave) putJournalRow(b *store.Batch, day calendar.Day, r journalRecord, c int) error {

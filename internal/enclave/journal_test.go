@@ -89,20 +89,17 @@ func bigReport(v *env, inf *device, n int) (up, contact contactlog.Report) {
 	return inf.report(ss...), c.report(mirror)
 }
 
-// TestLargeUploadSpansFlushes: an upload larger than a flush is written
-// over several, in order; it is answered at once, with when its last part
-// will be written, and its result's poll says pending until then. A
-// restart between its flushes loses it whole (the parts written are
-// incomplete, reported, never matched) and the device uploads again; the
-// record numbers the lost upload used are not used again, so that its
-// leftover rows never mix with a later record's.
+// TestLargeUploadSpansFlushes: an upload larger than a flush of a fixed
+// size is written over several, in order; it is answered at once, with
+// when its last part will be written, and its result's poll says pending
+// until then. A restart between its flushes loses it whole (the parts
+// written are incomplete, reported, never matched) and the device uploads
+// again; the record numbers the lost upload used are not used again, so
+// that its leftover rows never mix with a later record's.
 func TestLargeUploadSpansFlushes(t *testing.T) {
-	v := newEnv(t, detailed, func(p *policy.Policy) {
-		p.StoreFlushRows = 2
-		p.StoreFlushSeconds = 600
-	})
-	// Five rows of sightings and the mark: three flushes.
-	up, contact := bigReport(v, newDevice(), 5*journalChunk/contactlog.SightingSize-20)
+	v := newEnv(t, detailed, fixedFlushes(2), func(p *policy.Policy) { p.StoreFlushSeconds = 600 })
+	// Five rows of sightings and the mark: three flushes of two rows.
+	up, contact := bigReport(v, newDevice(), 5*journalChunk/contactlog.ReportSightingSize-20)
 	secret := newSecret()
 	v.submit(secret, api.Positive)
 	pr, err := v.poll(secret)
@@ -137,7 +134,7 @@ func TestLargeUploadSpansFlushes(t *testing.T) {
 	}
 
 	// Another large upload, and a restart after its first flush.
-	up2, contact2 := bigReport(v, newDevice(), 5*journalChunk/contactlog.SightingSize-20)
+	up2, contact2 := bigReport(v, newDevice(), 5*journalChunk/contactlog.ReportSightingSize-20)
 	secret2 := newSecret()
 	v.submit(secret2, api.Positive)
 	pr2, err := v.poll(secret2)
@@ -165,7 +162,7 @@ func TestLargeUploadSpansFlushes(t *testing.T) {
 	}
 	// The device sends it again, now a little smaller (it made fewer
 	// sightings since): other record sizes than the leftovers'.
-	up3, contact3 := bigReport(v, newDevice(), 3*journalChunk/contactlog.SightingSize)
+	up3, contact3 := bigReport(v, newDevice(), 3*journalChunk/contactlog.ReportSightingSize)
 	if _, err := v.upload(pr2.UploadAuthorization, up3); err != nil {
 		t.Fatalf("the upload sent again: %v", err)
 	}
@@ -304,7 +301,7 @@ func TestRestartRefusesTamperedJournal(t *testing.T) {
 
 	// A deleted row of a record of several.
 	w := newEnv(t, detailed)
-	up, contact := bigReport(w, newDevice(), 2*journalChunk/contactlog.SightingSize)
+	up, contact := bigReport(w, newDevice(), 2*journalChunk/contactlog.ReportSightingSize)
 	w.mustUpload(up)
 	w.flushAll()
 	for _, r := range w.records(tableJournal) {

@@ -125,13 +125,23 @@ func ownRPIs(r contactlog.Report) ([]enid.RPI, error) {
 	return own, nil
 }
 
+// reciprocalKey is the match index key of a sighting: the pair (own,
+// heard), each cut to the prefix a report carries of a heard RPI
+// (contactlog.RPIPrefix). Uploads and checks key alike, so that an
+// upload's sighting of a phone and that phone's sighting of the uploader
+// are each other's mirror; own RPIs are derived here whole and cut, since
+// the other phone heard them and sent only their prefix.
+func reciprocalKey(own, heard enid.RPI) matchindex.Key {
+	return matchindex.NewKey(contactlog.RPIPrefix(own), contactlog.RPIPrefix(heard))
+}
+
 // reciprocalEntries returns the match index entries of an upload's
 // sightings on day: each under its proven pair (own, heard).
 func reciprocalEntries(ss []contactlog.Sighting, own []enid.RPI, day calendar.Day) []matchindex.Entry {
 	es := make([]matchindex.Entry, len(ss))
 	for i, s := range ss {
 		es[i] = matchindex.Entry{
-			Key: matchindex.NewKey(own[i], s.Heard),
+			Key: reciprocalKey(own[i], s.Heard),
 			Contact: matchindex.Contact{
 				Interval:    uint32(s.Interval),
 				Minutes:     uint16(s.Minutes),
@@ -143,9 +153,12 @@ func reciprocalEntries(ss []contactlog.Sighting, own []enid.RPI, day calendar.Da
 	return es
 }
 
-// oneSidedKey is the one-sided index's key for an identifier: the RPI,
-// then zeros (the index keys pairs; one side suffices here).
-func oneSidedKey(rpi enid.RPI) matchindex.Key { return matchindex.NewKey(rpi, enid.RPI{}) }
+// oneSidedKey is the one-sided index's key for an identifier: its prefix
+// (contactlog.RPIPrefix), as a report carries a heard one, then zeros (the
+// index keys pairs; one side suffices here).
+func oneSidedKey(rpi enid.RPI) matchindex.Key {
+	return matchindex.NewKey(contactlog.RPIPrefix(rpi), enid.RPI{})
+}
 
 // oneSidedEntries returns the one-sided index entries of daily keys: every
 // RPI each key derives for the intervals of day. One-sided matches are

@@ -71,7 +71,8 @@ func reportRefusals(t *testing.T, v *env) []refusal {
 	return []refusal{
 		{"no bytes", nil, api.CodeMalformed, api.CodeMalformed},
 		{"protocol v1's version", withVersion(1), api.CodeMalformed, api.CodeMalformed},
-		{"an unknown version", withVersion(3), api.CodeMalformed, api.CodeMalformed},
+		{"protocol v2's version", withVersion(2), api.CodeMalformed, api.CodeMalformed},
+		{"an unknown version", withVersion(contactlog.ReportVersion + 1), api.CodeMalformed, api.CodeMalformed},
 		{"truncated in a key", good[:10], api.CodeMalformed, api.CodeMalformed},
 		{"truncated in a sighting", good[:len(good)-1], api.CodeMalformed, api.CodeMalformed},
 		{"trailing bytes", append(slices.Clone(good), 0), api.CodeMalformed, api.CodeMalformed},
@@ -89,11 +90,38 @@ func reportRefusals(t *testing.T, v *env) []refusal {
 		{"minutes beyond the format", rawReport(keys(today), ss(ok, at(cur, contactlog.MaxMinutes+1))), api.CodeMalformed, api.CodeMalformed},
 		{"minutes beyond the policy", rawReport(keys(today), ss(ok, at(cur, uint8(v.pol.Limits.MaxSightingMinutes)+1))), api.CodeMalformed, api.CodeMalformed},
 		{"more sightings than the policy allows", rawReport(keys(today), ss(ok, ok, ok, ok, ok)), api.CodeTooLarge, api.CodeTooLarge},
-		{"a sighting count beyond the policy, no sightings", []byte{contactlog.ReportVersion, 0, 0xff, 0xff, 0xff, 0xff}, api.CodeTooLarge, api.CodeTooLarge},
+		{"a sighting count beyond the policy, no sightings", append(rawReport(keys(today), nil)[:2+contactlog.DailyKeySize], 0xff, 0xff), api.CodeTooLarge, api.CodeTooLarge},
 		{"more keys than the policy allows", rawReport(tooManyKeys(), nil), api.CodeTooLarge, api.CodeTooLarge},
 		{"a key starting in the future", rawReport(keys(period(uint8(latest-today.Start)), contactlog.DailyKey{TEK: enid.NewTEK(), Start: latest + 1, Period: 1}), ss(ok)), api.CodeOutOfWindow, api.CodeOutOfWindow},
 		{"a sighting in the future", rawReport(keys(today), ss(ok, at(latest+1, 5))), api.CodeOutOfWindow, api.CodeOutOfWindow},
 		{"a key that ended before the window", rawReport(keys(old, today), ss(ok)), api.CodeOutOfWindow, ""},
 		{"a sighting before the window", rawReport(keys(straddling, today), ss(ok, at(first-1, 5))), api.CodeOutOfWindow, ""},
+	}
+}
+
+// Matches compare the first contactlog.RPIPrefixSize bytes of RPIs, on
+// both sides: RPIs that differ only past them key alike, and a difference
+// within them keys apart. So a check, which carries prefixes of the RPIs
+// its phone heard, finds an upload's sighting of that phone, whose own
+// RPI the enclave derives whole; and no fewer bytes decide a match.
+func TestMatchKeysComparePrefixes(t *testing.T) {
+	own, heard := newRPI(), newRPI()
+	for i := range len(own) {
+		o, h := own, heard
+		o[i] ^= 1
+		h[i] ^= 1
+		same := i >= contactlog.RPIPrefixSize
+		if got := reciprocalKey(o, heard) == reciprocalKey(own, heard); got != same {
+			t.Errorf("own RPIs differing in byte %d key alike: %v, want %v", i, got, same)
+		}
+		if got := reciprocalKey(own, h) == reciprocalKey(own, heard); got != same {
+			t.Errorf("heard RPIs differing in byte %d key alike: %v, want %v", i, got, same)
+		}
+		if got := oneSidedKey(h) == oneSidedKey(heard); got != same {
+			t.Errorf("one-sided: RPIs differing in byte %d key alike: %v, want %v", i, got, same)
+		}
+	}
+	if reciprocalKey(own, heard) != reciprocalKey(contactlog.RPIPrefix(own), contactlog.RPIPrefix(heard)) {
+		t.Error("a whole RPI and its prefix key apart")
 	}
 }

@@ -23,6 +23,9 @@ func (e *Enclave) window(now time.Time) (first, last calendar.Day) {
 // uploads under the days they belong to, never writes a day key when a
 // phone uploads. Call it at least daily.
 func (e *Enclave) Expire(ctx context.Context) error {
+	// Not while a flush, which seals without e.mu, writes (flush.go).
+	e.journal.flushing.Lock()
+	defer e.journal.flushing.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()

@@ -25,66 +25,101 @@ func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadRe
 		return api.UploadResponse{}, err
 	}
 	defer rep.Clear()
+	up, uperr := e.prepareUpload(rep, true)
+	defer up.clear()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	key, res, err := e.checkAuthorization(r.Authorization, e.now())
 	if err != nil {
 		return api.UploadResponse{}, err
 	}
-	return e.uploadLocked(key, res, rep, true)
+	if uperr != nil {
+		return api.UploadResponse{}, uperr
+	}
+	return e.uploadLocked(key, res, up)
 }
 
-// uploadLocked takes rep as the upload of the result res (under key). In a
-// strict upload, keys and sightings before the window are refused; in an
-// exchange, whose report is also its check, they are left out. The caller
-// holds e.mu.
-func (e *Enclave) uploadLocked(key []byte, res *result, rep contactlog.Report, strict bool) (api.UploadResponse, error) {
-	now := e.now()
-	w := e.reportWindow(now)
+// preparedUpload is an upload checked, split by day, encoded and turned
+// into index entries: what needs no lock.
+type preparedUpload struct {
+	recip, oneSided []matchindex.Entry
+	days            []calendar.Day
+	bodies          [][]byte
+	sightings, keys int
+}
+
+// clear wipes what the journal did not take.
+func (p *preparedUpload) clear() {
+	if p == nil {
+		return
+	}
+	clear(p.recip)
+	clear(p.oneSided)
+	for _, b := range p.bodies {
+		clear(b)
+	}
+}
+
+// prepareUpload readies rep as an upload, without e.mu: the work of an
+// upload but the index insert and the journal's queue. In a strict
+// upload, keys and sightings before the window are refused; in an
+// exchange, whose report is also its check, they are left out.
+func (e *Enclave) prepareUpload(rep contactlog.Report, strict bool) (*preparedUpload, error) {
+	w := e.reportWindow(e.now())
 	if !strict {
 		rep = w.recent(rep)
 		defer rep.Clear()
 	}
 	if len(rep.Keys) == 0 {
-		return api.UploadResponse{}, api.Errorf(api.CodeMalformed, "an upload needs at least one daily key of the window")
+		return nil, api.Errorf(api.CodeMalformed, "an upload needs at least one daily key of the window")
 	}
 	if len(rep.Sightings) > e.policy.Limits.MaxUploadSightings {
-		return api.UploadResponse{}, api.Errorf(api.CodeTooLarge, "%d sightings, policy limit %d for uploads", len(rep.Sightings), e.policy.Limits.MaxUploadSightings)
+		return nil, api.Errorf(api.CodeTooLarge, "%d sightings, policy limit %d for uploads", len(rep.Sightings), e.policy.Limits.MaxUploadSightings)
 	}
 	if err := e.checkReport(rep, w, true); err != nil {
-		return api.UploadResponse{}, err
+		return nil, err
 	}
-	parts := splitByDay(rep, w)
-	var recip, oneSided []matchindex.Entry
-	for day, part := range parts {
+	p := &preparedUpload{sightings: len(rep.Sightings), keys: len(rep.Keys)}
+	for day, part := range splitByDay(rep, w) {
 		r, o, err := e.entries(part, day)
 		if err != nil {
-			return api.UploadResponse{}, e.internal("deriving identifiers", err)
+			p.clear()
+			return nil, e.internal("deriving identifiers", err)
 		}
-		recip, oneSided = append(recip, r...), append(oneSided, o...)
+		body, err := part.AppendBinary(nil)
+		if err != nil {
+			p.clear()
+			return nil, e.internal("encoding report", err)
+		}
+		p.recip, p.oneSided = append(p.recip, r...), append(p.oneSided, o...)
+		p.days, p.bodies = append(p.days, day), append(p.bodies, body)
 	}
+	return p, nil
+}
+
+// uploadLocked takes the prepared upload p as the upload of the result
+// res (under key): it indexes it and queues it in the journal. The caller
+// holds e.mu.
+func (e *Enclave) uploadLocked(key []byte, res *result, p *preparedUpload) (api.UploadResponse, error) {
 	// Index first: a failure leaves nothing queued and the authorization
 	// unused.
-	if err := e.index.Add(recip); err != nil {
+	if err := e.index.Add(p.recip); err != nil {
 		return api.UploadResponse{}, e.internal("indexing upload", err)
 	}
-	if err := e.oneSided.Add(oneSided); err != nil {
+	if err := e.oneSided.Add(p.oneSided); err != nil {
 		return api.UploadResponse{}, e.internal("indexing upload", err)
 	}
 	uploadID := make([]byte, 16)
 	rand.Read(uploadID)
-	for day, part := range parts {
-		body, err := part.AppendBinary(nil)
-		if err != nil {
-			return api.UploadResponse{}, e.internal("encoding report", err)
-		}
-		e.journal.add(journalUpload, day, uploadID, body, nil)
+	for i, day := range p.days {
+		e.journal.add(journalUpload, day, uploadID, p.bodies[i], nil)
 	}
+	p.bodies = nil // the journal's now
 	res.uploaded = true
 	// Last, so that the mark is durable only once every part is: the
 	// journal writes records in order.
 	e.journal.add(journalUploaded, res.day, key, nil, func() { res.durable = true })
-	return api.UploadResponse{Sightings: len(rep.Sightings), Keys: len(rep.Keys), DurableBy: e.journal.durableBy(e.policy), Durable: false}, nil
+	return api.UploadResponse{Sightings: p.sightings, Keys: p.keys, DurableBy: e.journal.durableBy(e.policy), Durable: false}, nil
 }
 
 // entries returns the index entries of the part of an upload that belongs

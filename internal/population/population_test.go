@@ -311,7 +311,7 @@ func TestCheck(t *testing.T) {
 
 func TestReports(t *testing.T) {
 	s := &Summary{People: 10, Days: 2, ProtocolExact: true, Daily: []Day{{Date: "2026-03-01", Infections: 2}, {Date: "2026-03-02", Tests: 1}},
-		NotificationDelayDays: []int{0, 3}, BytesPerDeviceDay: 100, GAENBytesPerDeviceDay: 50, Definitions: definitions(),
+		NotificationDelayDays: []int{0, 3}, BytesPerDeviceDay: 100, GAENBytesPerDeviceDay: 50, NationalCheckBytes: 26_791, Definitions: definitions(),
 		Notified: 4, NotifiedReciprocal: 3, NotifiedOneSided: 2, GAENOnlyPeople: 2, GAENCases: 1, GAENExports: 1, GAENKeysImported: 6}
 	var tbl, page strings.Builder
 	if err := WriteTable(&tbl, s); err != nil {
@@ -326,8 +326,14 @@ func TestReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := page.String()
-	if strings.Count(h, "<svg") != 4 || strings.Count(h, "<svg") != strings.Count(h, "</svg>") || !strings.HasSuffix(h, "</html>\n") {
-		t.Fatalf("report page does not hold four complete charts")
+	if strings.Count(h, "<svg") != 5 || strings.Count(h, "<svg") != strings.Count(h, "</svg>") || !strings.HasSuffix(h, "</html>\n") {
+		t.Fatalf("report page does not hold five complete charts")
+	}
+	// The national chart marks where a phone of 2,000 sightings costs what
+	// a GAEN phone downloads: 26,791 / (14 × 28) cases a day. This town's
+	// 100 bytes cost less than one case's keys: no crossover in range.
+	if !strings.Contains(h, "Bandwidth at national scale") || strings.Count(h, "crossover: ") != 2 || !strings.Contains(h, "crossover: 68 cases a day") {
+		t.Fatalf("report page does not chart bandwidth at national scale with its crossover")
 	}
 	if !strings.Contains(h, "Notified devices by rule") || !strings.Contains(h, "<title>one-sided: 2</title>") {
 		t.Fatalf("report page does not chart the notified devices by rule")

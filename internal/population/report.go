@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"math"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -49,6 +51,11 @@ func WriteTable(w io.Writer, s *Summary) error {
 		{"requests", fmt.Sprintf("%d (%.2f a device and day)", s.Requests, s.DeviceRequestsPerDay)},
 		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (%s)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms, network)},
 	}...)
+	if s.NationalCheckBytes > 0 {
+		i := slices.IndexFunc(rows, func(r [2]string) bool { return r[0] == "requests" })
+		rows = slices.Insert(rows, i, [2]string{"at national scale", fmt.Sprintf("a phone with 2,000 sightings: %d bytes a day; a GAEN-style phone downloads more from %.0f positive cases a day",
+			s.NationalCheckBytes, float64(s.NationalCheckBytes)/float64(GAENKeysPerCase*GAENBytesPerKey))})
+	}
 	if s.Timing.BackendRequests > 0 {
 		rows = append(rows, [2]string{"backend p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms over %d requests served (in the backend's handler)", s.Timing.BackendP50Ms, s.Timing.BackendP90Ms, s.Timing.BackendP99Ms, s.Timing.BackendRequests)})
 	}
@@ -146,6 +153,11 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 	b.WriteString(`<p class="note">Devices by days from the test of the case that exposed them to their first notification.</p>`)
 	b.WriteString("<h2>Bandwidth per device and day</h2>")
 	barChart(&b, []string{"conftrace", "GAEN-style"}, []float64{s.BytesPerDeviceDay, s.GAENBytesPerDeviceDay}, "#1f77b4")
+	b.WriteString(`<p class="note">In this town, whose few cases publish few keys: what an app user's phone sent and received a day, beside what it would have downloaded had every published key been sent to every phone.</p>`)
+	b.WriteString("<h2>Bandwidth at national scale</h2>")
+	nationalChart(&b, s)
+	fmt.Fprintf(&b, `<p class="note">Bytes a phone spends a day against the positive cases a day in the whole country, both axes logarithmic. A GAEN-style phone downloads every published key: %d keys a case, %d bytes a key. A conftrace phone makes one exchange a day, whose size follows how many encounters it logged and not how many cases there are: measured for this town's phones and, against the same backend after the run, for a phone with 2,000 sightings. Where a conftrace line meets the GAEN line (marked), the two cost the same; to the right, conftrace costs less.</p>`,
+		GAENKeysPerCase, GAENBytesPerKey)
 	b.WriteString("<h2>Definitions</h2><dl>")
 	for _, k := range sortedKeys(s.Definitions) {
 		fmt.Fprintf(&b, "<dt><code>%s</code></dt><dd>%s</dd>", html.EscapeString(k), html.EscapeString(s.Definitions[k]))
@@ -156,6 +168,89 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 }
 
 const chartW, chartH, pad = 720, 260, 40
+
+// National cases a day, and bytes a phone-day, on the national chart's
+// logarithmic axes, as powers of ten.
+const (
+	minCasesExp, maxCasesExp = 0, 5
+	minBytesExp, maxBytesExp = 2, 8
+)
+
+// nationalChart draws, on logarithmic axes, a GAEN-style phone's download
+// a day against the national positive cases a day, and conftrace's
+// measured exchanges a day, which do not depend on them, with the points
+// where they cross.
+func nationalChart(b *strings.Builder, s *Summary) {
+	perCase := float64(GAENKeysPerCase * GAENBytesPerKey)
+	x := func(cases float64) float64 {
+		return pad + (math.Log10(cases)-minCasesExp)*float64(chartW-2*pad)/(maxCasesExp-minCasesExp)
+	}
+	y := func(bytes float64) float64 {
+		return chartH - pad - (math.Log10(bytes)-minBytesExp)*float64(chartH-2*pad)/(maxBytesExp-minBytesExp)
+	}
+	type level struct {
+		name, color string
+		bytes       float64
+	}
+	lines := []level{{"conftrace, this town's phones", "#1f77b4", s.BytesPerDeviceDay}}
+	if s.NationalCheckBytes > 0 {
+		lines = append(lines, level{"conftrace, a phone with 2,000 sightings", "#9467bd", float64(s.NationalCheckBytes)})
+	}
+	height := chartH + 20 + 20*(len(lines)+1)
+	fmt.Fprintf(b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img">`, chartW, height, chartW, height)
+	logAxes(b, x, y)
+	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#d62728" stroke-width="2"><title>GAEN-style: %.0f bytes a case</title></line>`,
+		x(1), y(perCase), x(math.Pow10(maxCasesExp)), y(perCase*math.Pow10(maxCasesExp)), perCase)
+	legend(b, 0, "#d62728", fmt.Sprintf("GAEN-style: %d keys a case × %d bytes", GAENKeysPerCase, GAENBytesPerKey))
+	for k, l := range lines {
+		if l.bytes <= 0 {
+			continue
+		}
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`, x(1), y(l.bytes), x(math.Pow10(maxCasesExp)), y(l.bytes), l.color)
+		legend(b, k+1, l.color, fmt.Sprintf("%s: %.0f bytes a day", l.name, l.bytes))
+		cross := l.bytes / perCase
+		if cross < 1 || cross > math.Pow10(maxCasesExp) {
+			continue
+		}
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-dasharray="4 3"/>`, x(cross), pad, x(cross), chartH-pad, l.color)
+		fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="5" fill="%s"><title>crossover: %.0f cases a day</title></circle>`, x(cross), y(l.bytes), l.color, cross)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="11" fill="%s">crossover: %.0f cases a day</text>`, x(cross)+6, y(l.bytes)-8, l.color, cross)
+	}
+	b.WriteString("</svg>")
+}
+
+// logAxes draws the national chart's axes with a tick at every power of
+// ten.
+func logAxes(b *strings.Builder, x, y func(float64) float64) {
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, pad, chartH-pad, chartW-pad, chartH-pad)
+	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#888"/>`, pad, pad, pad, chartH-pad)
+	for e := minCasesExp; e <= maxCasesExp; e++ {
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" font-size="11" text-anchor="middle">%s</text>`, x(math.Pow10(e)), chartH-pad+15, humanCount(math.Pow10(e)))
+	}
+	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11" text-anchor="end">positive cases a day, nationally</text>`, chartW-pad, chartH-pad+30)
+	for e := minBytesExp; e <= maxBytesExp; e++ {
+		fmt.Fprintf(b, `<text x="%d" y="%.1f" font-size="11" text-anchor="end">%sB</text>`, pad-4, y(math.Pow10(e))+4, humanCount(math.Pow10(e)))
+	}
+}
+
+// legend writes the k-th entry of a chart's legend, below its axes.
+func legend(b *strings.Builder, k int, color, text string) {
+	ly := chartH + 10 + 20*k
+	fmt.Fprintf(b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d" font-size="13">%s</text>`, pad, ly, color, pad+18, ly+11, html.EscapeString(text))
+}
+
+// humanCount writes a power of ten as 1, 10, 100, 1k … 100M.
+func humanCount(v float64) string {
+	for _, u := range []struct {
+		div    float64
+		suffix string
+	}{{1e6, "M"}, {1e3, "k"}} {
+		if v >= u.div {
+			return fmt.Sprintf("%.0f%s", v/u.div, u.suffix)
+		}
+	}
+	return fmt.Sprintf("%.0f", v)
+}
 
 func lineChart(b *strings.Builder, days []Day, series []struct {
 	name, color string

@@ -10,10 +10,12 @@ import (
 	"github.com/conftrace/conftrace/policy"
 )
 
-// The matching rules of protocol v2, as the oracle applies them. They are
-// written from the protocol's definition, not from the backend's code, and
-// kept as plain maps of identifiers, so that a bug in the backend's
-// indexes, key derivation or scoring shows as a difference:
+// The matching rules of the protocol (report version 3), as the oracle
+// applies them. They are written from the protocol's definition, not from
+// the backend's code, and kept as plain maps of identifiers, so that a bug
+// in the backend's indexes, key derivation or scoring shows as a
+// difference. An identifier is compared by its prefix
+// (contactlog.RPIPrefix), the part of a heard RPI that a report carries:
 //
 //   - reciprocal: a checked sighting (heard x in interval j, the device's
 //     own identifier a at j) matches an uploaded sighting whose uploader
@@ -49,7 +51,8 @@ type held struct {
 type ledger struct {
 	pol policy.Policy
 	// recip holds uploaded sightings by (uploader's own identifier, heard
-	// identifier); oneSided the identifiers of uploaded and imported keys.
+	// identifier); oneSided the identifiers of uploaded and imported keys;
+	// each identifier by its prefix.
 	recip    map[[2]enid.RPI][]held
 	oneSided map[enid.RPI][]held
 	// rank orders the sources of matches: the answer's cause on a day is
@@ -68,7 +71,7 @@ func newLedger(pol policy.Policy) *ledger {
 func (l *ledger) addUpload(recs []rec, keys []contactlog.DailyKey, source int32, at time.Time) {
 	if l.pol.Reciprocal() {
 		for _, r := range recs {
-			k := [2]enid.RPI{r.own, r.s.Heard}
+			k := [2]enid.RPI{contactlog.RPIPrefix(r.own), contactlog.RPIPrefix(r.s.Heard)}
 			l.recip[k] = append(l.recip[k], held{r.s.Interval, r.s.Minutes, at, source})
 		}
 	}
@@ -86,7 +89,7 @@ func (l *ledger) addKeys(keys []contactlog.DailyKey, source int32, at time.Time)
 			continue // an invalid key derives nothing (the backend skips it)
 		}
 		for i := dk.Start; i < dk.End(); i++ {
-			rpi := k.RPI(i)
+			rpi := contactlog.RPIPrefix(k.RPI(i))
 			l.oneSided[rpi] = append(l.oneSided[rpi], held{interval: i, at: at, source: source})
 		}
 	}
@@ -119,10 +122,11 @@ func (l *ledger) find(hs []held, i enid.Interval, checkAt time.Time, first calen
 // the minutes it scores, the rule, and the source that matched; rule ""
 // means no match.
 func (l *ledger) match(r rec, checkAt time.Time, first calendar.Day) (minutes int, rule string, source int32) {
-	if h, longest, ok := l.find(l.recip[[2]enid.RPI{r.s.Heard, r.own}], r.s.Interval, checkAt, first); ok {
+	heard := contactlog.RPIPrefix(r.s.Heard)
+	if h, longest, ok := l.find(l.recip[[2]enid.RPI{heard, contactlog.RPIPrefix(r.own)}], r.s.Interval, checkAt, first); ok {
 		return int(min(r.s.Minutes, longest)), api.RuleReciprocal, h.source
 	}
-	if h, _, ok := l.find(l.oneSided[r.s.Heard], r.s.Interval, checkAt, first); ok {
+	if h, _, ok := l.find(l.oneSided[heard], r.s.Interval, checkAt, first); ok {
 		return int(r.s.Minutes), api.RuleOneSided, h.source
 	}
 	return 0, "", -1
@@ -147,14 +151,15 @@ func (l *ledger) answer(recs []rec, checkAt time.Time) (api.ExposureResponse, []
 	counted := map[pair]bool{}
 	for _, r := range recs {
 		day := calendar.DayOf(r.s.Interval.Time())
-		if day < first || counted[pair{r.s.Heard, r.s.Interval}] {
+		heard := contactlog.RPIPrefix(r.s.Heard)
+		if day < first || counted[pair{heard, r.s.Interval}] {
 			continue
 		}
 		minutes, rule, source := l.match(r, checkAt, first)
 		if rule == "" {
 			continue
 		}
-		counted[pair{r.s.Heard, r.s.Interval}] = true
+		counted[pair{heard, r.s.Interval}] = true
 		// A sighting of the next day's first interval (clock skew) counts
 		// on the last day.
 		k := min(int(day-first), len(days)-1)

@@ -15,6 +15,11 @@ import (
 // risk, as in the Exposure Notification key export format.
 const GAENBytesPerKey = 28
 
+// GAENKeysPerCase is how many daily keys a positive case publishes in the
+// GAEN-style baseline at national scale: one for each day of a two-week
+// infectious window.
+const GAENKeysPerCase = 14
+
 // ErrNotExact is returned (wrapped) by Summary.Check when the backend's
 // answers differed from what the protocol requires.
 var ErrNotExact = errors.New("population: the backend's exposure answers differ from the protocol's")
@@ -111,6 +116,11 @@ type Summary struct {
 	BytesPerDeviceDay     float64 `json:"bytes_per_device_day"`
 	GAENKeysPublished     int     `json:"gaen_keys_published"`
 	GAENBytesPerDeviceDay float64 `json:"gaen_bytes_per_device_day"`
+	// NationalCheckBytes is what a phone at national scale, with 2,000
+	// sightings under 15 daily keys, spends on its daily exchange (request
+	// and answer on the wire), measured against the same backend after
+	// the run; 0 if it was not measured. Run leaves it to its caller.
+	NationalCheckBytes int `json:"national_check_bytes,omitempty"`
 
 	Daily []Day `json:"daily"`
 	// Definitions says in words how the figures above are computed.
@@ -250,6 +260,7 @@ func definitions() map[string]string {
 		"notification_delay_days":   "histogram: days from the test of the (earliest-tested) case that exposed a device to its first notification",
 		"bytes_per_device_day":      "Oblivious HTTP request and response bodies a device sent and received (its daily exchanges, each carrying the device's daily keys and sightings of the window, and with them its result polls and its upload), per app user and simulated day; the attestation bundle fetches and the GAEN imports (not a device's) are not counted",
 		"gaen_bytes_per_device_day": "GAEN-style baseline: every daily key that reaches the backend (one per day of an uploading case's window, and every key of the GAEN exports) is downloaded once by every device, 28 bytes each, per simulated day",
+		"national_check_bytes":      "the Oblivious HTTP request and answer bodies of one daily exchange of a phone with 2,000 sightings under 15 daily keys (a heavily social phone's two weeks at national scale), made through the client SDK against the same backend after the run; a GAEN-style phone downloads 14 keys of 28 bytes for every positive case, so the two cost the same at national_check_bytes / 392 positive cases a day",
 	}
 }
 

@@ -33,7 +33,7 @@ type fakeBackend struct {
 	imports   [][]byte
 }
 
-// defaultBound fits every answer of the fake, and pads to the 4 KiB class.
+// defaultBound fits every answer of the fake, and pads to the 3 KiB class.
 const defaultBound = 3000
 
 var fakeLimits = contactlog.Limits{MaxKeys: 30, MaxSightings: 100}
@@ -191,8 +191,8 @@ func TestServeInner(t *testing.T) {
 	secret := bytes.Repeat([]byte{1}, api.TestSecretSize)
 	check := string(exchangeBody(t, api.ExchangeRequest{Report: report}))
 	both := string(exchangeBody(t, api.ExchangeRequest{Flags: api.ExchangePoll | api.ExchangeUpload, Secret: secret, Report: report}))
-	// Every answer pads to the class of the backend's bound, 4 KiB.
-	const size = 4096
+	// Every answer pads to the class of the backend's bound, 3 KiB.
+	const size = 3 << 10
 	for _, tc := range []struct {
 		name   string
 		req    []byte
@@ -305,7 +305,7 @@ func padTest(t testing.TB, b []byte, n int) []byte {
 func TestEveryAnswerOneSize(t *testing.T) {
 	for _, tc := range []struct {
 		bound, class int
-	}{{defaultBound, 4 << 10}, {9000, 16 << 10}} {
+	}{{defaultBound, 3 << 10}, {9000, 12 << 10}} {
 		t.Run(fmt.Sprintf("bound %d", tc.bound), func(t *testing.T) { testEveryAnswerOneSize(t, tc.bound, tc.class) })
 	}
 }
@@ -546,8 +546,8 @@ func FuzzServeInner(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out := serveOnce(context.Background(), s, b)
 		class, err := bhttp.SizeClass(len(out))
-		if err != nil || class != len(out) || len(out) < 4096 {
-			t.Fatalf("answer of %d bytes is not a padded size class of at least the answers' 4096", len(out))
+		if err != nil || class != len(out) || len(out) < 3<<10 {
+			t.Fatalf("answer of %d bytes is not a padded size class of at least the answers' %d", len(out), 3<<10)
 		}
 		if _, err := bhttp.ParseResponse(out, 0); err != nil {
 			t.Fatalf("answer does not parse: %v", err)

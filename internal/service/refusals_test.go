@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -223,7 +222,9 @@ func TestMalformedReportRefused(t *testing.T) {
 	}
 	// The encoding is documented; these edit it where Report would refuse.
 	edit := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(goodWire)) }
-	sightingAt := 2 + contactlog.DailyKeySize + 4
+	// The report's one key with its sighting count, then its sighting:
+	// heard RPI prefix, offset in the key, minutes, attenuation.
+	sightingAt := 2 + contactlog.DailyKeySize + 2
 	exchange := func(upload bool, report []byte) []byte {
 		r := api.ExchangeRequest{Report: report}
 		if upload {
@@ -239,20 +240,18 @@ func TestMalformedReportRefused(t *testing.T) {
 		name string
 		body []byte
 	}{
-		{"a sighting of no minutes", edit(func(b []byte) []byte { b[sightingAt+20] = 0; return b })},
-		{"a sighting no key covers", edit(func(b []byte) []byte {
-			binary.BigEndian.PutUint32(b[sightingAt+16:], uint32(key.Start-1))
-			return b
-		})},
+		{"a sighting of no minutes", edit(func(b []byte) []byte { b[sightingAt+contactlog.RPIPrefixSize+1] = 0; return b })},
+		{"a sighting past its key's validity", edit(func(b []byte) []byte { b[sightingAt+contactlog.RPIPrefixSize] = enid.RollingPeriod; return b })},
 		{"a key of no intervals", edit(func(b []byte) []byte { b[2+20] = 0; return b })},
 		{"overlapping keys", func() []byte {
 			b := []byte{contactlog.ReportVersion, 2}
-			for range 2 {
-				b = append(b, goodWire[2:2+contactlog.DailyKeySize]...)
-			}
-			return append(b, goodWire[2+contactlog.DailyKeySize:]...)
+			b = append(b, goodWire[2:sightingAt]...)
+			b = append(b, goodWire[2:2+contactlog.DailyKeySize]...)
+			b = append(b, 0, 0) // the second copy covers no sighting
+			return append(b, goodWire[sightingAt:]...)
 		}()},
 		{"the unreleased version 1", edit(func(b []byte) []byte { b[0] = 1; return b })},
+		{"the unreleased version 2", edit(func(b []byte) []byte { b[0] = 2; return b })},
 		{"truncated", goodWire[:len(goodWire)-1]},
 		{"trailing bytes", append(bytes.Clone(goodWire), 0)},
 		{"empty", nil},

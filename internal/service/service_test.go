@@ -427,7 +427,7 @@ func TestCheckTravelsInBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const class = 16 << 10
+	const class = 8 << 10
 	if len(body) > class-256 || len(asJSON) <= class {
 		t.Fatalf("a report of %d bytes (%d as JSON) does not tell binary from JSON in the %d-byte class", len(body), len(asJSON), class)
 	}
