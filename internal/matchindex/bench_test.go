@@ -191,4 +191,3 @@ func BenchmarkDrop(b *testing.B) {
 		}
 	}
 }
-
