@@ -3,7 +3,6 @@ package enclave
 import (
 	"context"
 	"encoding/json"
-	"slices"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
@@ -44,34 +43,39 @@ func (e *Enclave) CheckExposure(ctx context.Context, r api.ExposureRequest) (api
 
 // match scores each sighting in the window once: by the reciprocal rule if
 // it matches, else by the one-sided rule. A sighting repeated in the report
-// (the same identifier in the same interval) counts once.
+// (the same identifier in the same interval) counts once. The lookups of a
+// check go to each index as one batch, which lets the index overlap their
+// memory accesses; the answer is the one sighting-by-sighting lookups
+// would give.
 func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow, s *score) {
 	tol := uint32(e.policy.Risk.IntervalTolerance)
+	// in[j] is the sighting of query j: sightings before the window are
+	// left out.
+	in := make([]int, 0, len(ss))
+	for i := range ss {
+		if !w.stale(ss[i].Interval) {
+			in = append(in, i)
+		}
+	}
+	longest := e.reciprocalMatches(ss, own, in, w, tol)
+	oneSided := e.oneSidedMatches(ss, in, longest, w, tol)
 	type seen struct {
 		heard    enid.RPI
 		interval enid.Interval
 	}
 	counted := map[seen]bool{}
 	defer clear(counted)
-	var buf []matchindex.Contact
-	defer func() { clear(buf) }()
-	for i, sg := range ss {
-		if w.stale(sg.Interval) {
-			continue
-		}
+	for j, i := range in {
+		sg := &ss[i]
 		minutes, rule := 0, ""
-		buf = w.kept(matchindex.Match(e.index, buf[:0], reciprocalKey(own[i], sg.Heard), uint32(sg.Interval), tol))
-		if len(buf) > 0 {
+		switch {
+		case longest[j] >= 0:
 			// Both sides heard each other for at most the shorter of the
 			// two durations; the attenuation is what this device measured.
 			// Of several uploads of the encounter, the longest counts,
 			// whatever order the index returns them in.
-			longest := 0
-			for _, c := range buf {
-				longest = max(longest, int(c.Minutes))
-			}
-			minutes, rule = min(int(sg.Minutes), longest), api.RuleReciprocal
-		} else if buf = w.kept(matchindex.Near(e.oneSided, buf[:0], oneSidedKey(sg.Heard), uint32(sg.Interval), tol)); len(buf) > 0 {
+			minutes, rule = min(int(sg.Minutes), longest[j]), api.RuleReciprocal
+		case oneSided[j]:
 			minutes, rule = int(sg.Minutes), api.RuleOneSided
 		}
 		if rule == "" || counted[seen{sg.Heard, sg.Interval}] {
@@ -82,12 +86,57 @@ func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow
 	}
 }
 
-// kept drops the contacts of days that have left the window but that
-// Expire has not dropped yet, so that answers do not depend on when it
-// last ran.
-func (w reportWindow) kept(cs []matchindex.Contact) []matchindex.Contact {
-	return slices.DeleteFunc(cs, func(c matchindex.Contact) bool { return c.Day < w.firstDay })
+// reciprocalMatches looks up the mirrors of the sightings ss[in[j]] in one
+// batch, and returns for each j the longest minutes of the contacts found
+// in the window, or -1 if none.
+func (e *Enclave) reciprocalMatches(ss []contactlog.Sighting, own []enid.RPI, in []int, w reportWindow, tol uint32) []int {
+	qs := make([]matchindex.Query, len(in))
+	defer clear(qs)
+	for j, i := range in {
+		qs[j] = matchindex.MatchQuery(reciprocalKey(own[i], ss[i].Heard), uint32(ss[i].Interval))
+	}
+	found := e.index.LookupBatch(nil, qs, tol)
+	defer clear(found)
+	longest := make([]int, len(in))
+	for j := range longest {
+		longest[j] = -1
+	}
+	for _, f := range found {
+		if w.keeps(f.Contact) {
+			longest[f.Query] = max(longest[f.Query], int(f.Contact.Minutes))
+		}
+	}
+	return longest
 }
+
+// oneSidedMatches looks up, in one batch, the sightings ss[in[j]] that
+// matched nothing reciprocally (longest[j] < 0) in the one-sided index,
+// and reports for each j whether a contact in the window was found.
+func (e *Enclave) oneSidedMatches(ss []contactlog.Sighting, in, longest []int, w reportWindow, tol uint32) []bool {
+	var qs []matchindex.Query
+	var of []int // of[k] is the j of query k
+	for j, i := range in {
+		if longest[j] < 0 {
+			qs = append(qs, matchindex.Query{Key: oneSidedKey(ss[i].Heard), Interval: uint32(ss[i].Interval)})
+			of = append(of, j)
+		}
+	}
+	defer clear(qs)
+	found := e.oneSided.LookupBatch(nil, qs, tol)
+	defer clear(found)
+	hit := make([]bool, len(in))
+	for _, f := range found {
+		if w.keeps(f.Contact) {
+			hit[of[f.Query]] = true
+		}
+	}
+	return hit
+}
+
+// keeps reports whether c is of a day in the window: the index may still
+// hold days that have left it but that Expire has not dropped yet, and
+// answers must not depend on when it last ran.
+func (w reportWindow) keeps(c matchindex.Contact) bool { return c.Day >= w.firstDay }
 
 // score accumulates a check's matches per day of the window.
 type score struct {

@@ -10,63 +10,94 @@
 // with its own tuple a1||c1, the backend looks up the mirror, c1||a1, and
 // finds C's record of the encounter: a reciprocal match. [Match] does that
 // lookup and keeps only the contacts whose interval agrees with the polling
-// device's within a clock-skew tolerance. A device that merely heard c1
-// without being heard back holds no tuple whose mirror was uploaded, so
-// replaying overheard RPIs claims nothing.
+// device's within a clock-skew tolerance; [Index.LookupBatch] does it for a
+// whole poll at once ([MatchQuery] makes its queries). A device that merely
+// heard c1 without being heard back holds no tuple whose mirror was
+// uploaded, so replaying overheard RPIs claims nothing.
 //
 //	idx := matchindex.NewCompact()
 //	err := idx.Add(upload)                     // one upload: []Entry
-//	exposures := matchindex.Match(idx, nil, ownKey, ownInterval, 1)
+//	found := idx.LookupBatch(nil, queries, 1)  // one poll: []Query
 //	removed := idx.Drop(expiredDay)            // retention
 //
 // # Two implementations
 //
 // [Map] is the obvious baseline, a Go map from the full 32-byte key to its
-// contacts, which costs several times the key's 32 bytes per tuple.
-// [Compact] is the one to deploy: at national scale the index holds up to
-// about 10^9 tuples (14 days of uploads) in enclave memory, where every
-// byte counts, and Compact keeps 20 bytes per tuple, trading some lookup
-// speed for that. Both are safe for lookups concurrent with adds and drops,
-// and give the same answers; BenchmarkLookup, BenchmarkAdd and
-// BenchmarkDrop compare them, and docs/performance.md records the last
-// full run.
+// contacts, which costs over 100 bytes per tuple. [Compact] is the one to
+// deploy: at national scale the index holds up to about 10^9 tuples (14
+// days of uploads) in enclave memory, where every byte counts, and Compact
+// keeps about 15.6 bytes per tuple. Both are safe for lookups concurrent
+// with adds and drops, and give the same answers. `conftrace bench index`
+// compares them on polls of random keys at 10^8 tuples (the map at the
+// largest size that fits), BenchmarkLookup, BenchmarkAdd and BenchmarkDrop
+// one operation at a time; docs/performance.md records the last runs.
 //
 // # How Compact stores a tuple
 //
-// Compact does not keep the key. It keeps a 104-bit fingerprint of it,
-// AES-128-CBC-MAC(k, own||heard) truncated, under a random AES key k that
-// each index draws when it is made and that never leaves it. The first 8
-// bits choose one of 256 shards; 64 bits are the sort key and 32 more bits
-// verify a hit. The contact is packed into 64 bits (interval 32, minutes
-// 16, attenuation 8, and an 8-bit tag standing for the day), so a tuple
-// costs 8 + 4 + 8 = 20 bytes. Each shard is a short list of immutable
-// sorted runs (a log-structured merge: every Add sorts its new tuples into a
-// run and merges runs whose sizes come within a factor of 16, which leaves
-// about 5 runs per shard at 10^9 tuples), searched by interpolation, which
-// suits the uniformly distributed fingerprints. Lookups take no lock: they
-// read an atomically published snapshot of the shard.
+// Compact does not keep the key. It keeps an 88-bit fingerprint of it, the
+// first 11 bytes of AES-128-CBC-MAC(k, own||heard) under a random AES key
+// k that each index draws when it is made and that never leaves it: 8
+// bits choose one of 256 shards, 64 are the sort key and 16 more (the
+// check) must match too. The contact is packed into 32 bits: the
+// interval's offset from the first interval of its day (8), the minutes
+// (8), the attenuation (8) and an 8-bit tag standing for the day. A slot
+// thus costs 8 + 2 + 4 = 14 bytes, in three parallel arrays, so that a
+// lookup's scan reads the sort keys alone. Contacts that do not pack (an
+// interval outside its day, more than 255 minutes: the enclave stores
+// none) are kept apart in a small sorted list per shard, so that any
+// contact round-trips.
+//
+// Each shard is a short list of immutable runs, oldest and largest first.
+// A run holds its tuples sorted by sort key, one slot in ten left free (9/10
+// full: 14 × 10/9 ≈ 15.6 bytes per tuple), laid out by ordered linear
+// probing built from sorted input: the tuple with sort key x sits at its
+// home slot ⌊x·slots/2^64⌋ or, when the tuple before it took that, at the
+// next free slot after. Fingerprints being uniform, a tuple lies a few
+// slots from home, so a lookup computes where to read and reads one or
+// two cache lines, with no directory or search in between. Every [Compact.Add]
+// sorts its tuples into a new run and merges runs whose sizes come within
+// a factor of 16 (a log-structured merge), which keeps a few runs per
+// shard; [Compact.Drop] rewrites every shard it touches into a single run,
+// and a [Loader], what a restart uses, sorts all its tuples once and
+// leaves each shard a single run.
+//
+// [Compact.LookupBatch] answers a poll 128 queries at a time: it computes
+// their fingerprints, then the slot of each query in each run of its shard
+// and reads it, reads that do not depend on each other, so the processor
+// overlaps their cache and TLB misses; then it scans from those slots, now
+// in cache. Looking keys up one by one waits for each miss in turn.
+// Lookups take no lock: they read an atomically published snapshot of the
+// shard.
 //
 // # False matches
 //
 // A lookup of a key that was never added returns a contact only if some
-// stored tuple's fingerprint equals the key's in all 104 bits. CBC-MAC over
+// stored tuple's fingerprint equals the key's in all 88 bits. CBC-MAC over
 // a fixed two-block input is a pseudorandom function of the whole key (both
 // RPIs: a tuple that shares one RPI with a stored one is no closer than any
 // other), so with n tuples stored that happens with probability about
-// n·2^-104 per lookup: 4.9·10^-23 at n = 10^9. At 10^6 lookups a second
-// for a year (3.2·10^13 lookups) the expected number of false fingerprint
-// hits is about 1.6·10^-9, before [Match] also requires the intervals to
-// agree. The key's halves enter the MAC in different positions, so a key
-// and its mirror have unrelated fingerprints: an infected device that polls
-// does not match its own upload.
+// n·2^-88 per lookup: 3.2·10^-18 at n = 10^9 (a check of 1 instead of 0,
+// which marks free slots, makes one check value twice as likely, a factor
+// of 1+2^-15 on that). A country of 60 million phones polling 2,000 tuples
+// a day makes 4.4·10^13 lookups a year, so expects about 1.4·10^-4 false
+// fingerprint hits a year at 10^9 tuples; [Match] also requires the
+// intervals to agree, which a false hit does with probability about
+// 3/2016 at skew 1 over 14 days, leaving about 2·10^-7 false matches a
+// year. No full-key confirmation removes them: the key is not stored. The
+// key's halves enter the MAC in different positions, so a key and its
+// mirror have unrelated fingerprints: an infected device that polls does
+// not match its own upload.
 //
 // # Limits
 //
 // Compact holds tuples of at most 256 distinct days at a time (retention
-// keeps 14); beyond that Add fails with [ErrTooManyDays] and adds nothing.
-// Add and Drop are serialized. Drop rewrites every run that holds the day
-// while lookups continue, in time proportional to the index size
-// (BenchmarkDrop), during which uploads wait.
+// keeps 14); beyond that Add and Load fail with [ErrTooManyDays] and add
+// nothing. Add, Drop and Load are serialized. Drop rewrites every shard
+// that holds the day while lookups continue, in time proportional to the
+// index size (BenchmarkDrop), during which uploads wait. Right after an
+// Add, Drop or Load, the runs it replaced use memory until the garbage
+// collector frees them, and a Loader's pending entries take 24 bytes each
+// until Load.
 //
 // # Side channels
 //
