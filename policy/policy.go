@@ -102,6 +102,14 @@ type Policy struct {
 	// TCB says which platform TCBs clients accept besides up-to-date SGX
 	// ones (see [TCB]); a policy without it is written without it.
 	TCB TCB `json:"tcb,omitzero"`
+	// Governance, if not empty, is the governance set whose release
+	// statements (package release) admit this backend's successors: a
+	// replica hands its storage key to a build of another measurement or
+	// policy only if every member signed a statement admitting it, with a
+	// sequence number not below its own (docs/key-release.md). Without
+	// it, the key goes only to the same build with the same policy. A
+	// policy without it is written without it.
+	Governance []GovernanceMember `json:"governance,omitempty"`
 }
 
 // GPS holds the thresholds of GPS trace matching (see package gps for the
@@ -374,6 +382,9 @@ func (p Policy) Validate() error {
 		return err
 	}
 	if err := p.TCB.Validate(); err != nil {
+		return err
+	}
+	if err := p.validateGovernance(); err != nil {
 		return err
 	}
 	if p.Answers != AnswersCoarse && p.Answers != AnswersDetailed {

@@ -66,15 +66,20 @@ const (
 	tableJournal = "journal" // what phones caused, written on the clock (journal.go)
 )
 
-var kekRecordKey = []byte("kek")
-
 // Config wires an Enclave.
 type Config struct {
 	Policy policy.Policy
 	// Store persists sealed records.
 	Store store.Store
 	// SealingKey is the TEE's sealing key; it wraps the key-encryption key.
+	// The zero key means the TEE has none (TDX): the key-encryption key
+	// then comes from KEK, or is made for a new store and lives as long
+	// as a replica holding it runs.
 	SealingKey [seal.KeySize]byte
+	// KEK, if not nil, is the key-encryption key a peer replica released
+	// to this one (package keyrelease). Open refuses it unless the store's
+	// check value recognizes it, or the store has no key yet.
+	KEK *[seal.KeySize]byte
 	// HostClock is the host's clock; nil means time.Now. The enclave does
 	// not trust it: its own time (Enclave.Now) never goes back, starts at
 	// the time mark it sealed, and follows verified statements (clock.go).
@@ -88,6 +93,8 @@ type Enclave struct {
 	policy policy.Policy
 	store  store.Store
 	keys   *seal.Keyring
+	// kek is kept for ReleaseKEK (kek.go).
+	kek    [seal.KeySize]byte
 	macKey []byte
 	// authKey authenticates upload authorizations (results.go).
 	authKey []byte
@@ -141,10 +148,11 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	kek, err := e.loadKEK(ctx, cfg.SealingKey)
+	kek, err := e.loadKEK(ctx, cfg.SealingKey, cfg.KEK)
 	if err != nil {
 		return nil, err
 	}
+	e.kek = kek
 	if e.keys, err = seal.NewKeyring(kek); err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
@@ -168,7 +176,7 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if err := e.loadResults(ctx); err != nil {
 		return nil, err
 	}
-	if err := e.replayJournal(ctx, e.applyJournal); err != nil {
+	if err := e.restoreJournal(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.rebuildGAEN(ctx); err != nil {
@@ -197,33 +205,6 @@ func (e *Enclave) deriveKeys(kek [seal.KeySize]byte) error {
 	e.journal, err = newJournal(header)
 	clear(header)
 	return err
-}
-
-func (e *Enclave) loadKEK(ctx context.Context, sealingKey [seal.KeySize]byte) ([seal.KeySize]byte, error) {
-	rec, err := e.store.Get(ctx, tableKEK, kekRecordKey)
-	if errors.Is(err, store.ErrNotFound) {
-		kek := seal.GenerateKEK()
-		wrapped, err := seal.WrapKEK(sealingKey, kek)
-		if err != nil {
-			return kek, fmt.Errorf("enclave: wrapping key-encryption key: %w", err)
-		}
-		var b store.Batch
-		b.MustNotExist(tableKEK, kekRecordKey)
-		b.Put(tableKEK, kekRecordKey, store.NoDay, wrapped)
-		if err := e.store.Apply(ctx, &b); err != nil {
-			return kek, fmt.Errorf("enclave: storing key-encryption key: %w", err)
-		}
-		e.log.Info("created a new key-encryption key")
-		return kek, nil
-	}
-	if err != nil {
-		return [seal.KeySize]byte{}, fmt.Errorf("enclave: reading key-encryption key: %w", err)
-	}
-	kek, err := seal.UnwrapKEK(sealingKey, rec.Value)
-	if err != nil {
-		return kek, fmt.Errorf("enclave: the store's key-encryption key does not open with this TEE's sealing key (another build, another platform, or tampering): %w", err)
-	}
-	return kek, nil
 }
 
 func (e *Enclave) loadDayKeys(ctx context.Context) error {
