@@ -11,13 +11,17 @@
 // Usage:
 //
 //	conftraced --data DIR --policy FILE [--release FILE] [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
-//	           [--collateral DIR | --pccs URL]
+//	           [--collateral DIR | --pccs URL] [--store postgres://...] [--metrics-listen ADDR]
 //
 // On SGX, each quote is served with Intel's signed collateral for the
 // platform, without which phones cannot judge its TCB and refuse it: from
 // --collateral, a directory the operator refreshes daily (it is read at
 // every attestation), or fetched at every attestation from the PCCS or
 // Intel PCS at --pccs.
+//
+// --metrics-listen serves the operator's metrics in Prometheus format at
+// /metrics on a listener of its own (package opsmetrics says what they
+// hold: nothing the host does not see anyway).
 //
 // --release names the release statement that the deployment's governance
 // set signed for this build and policy (see package release and
@@ -46,6 +50,7 @@ import (
 	"syscall"
 
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/internal/opsmetrics"
 	"github.com/conftrace/conftrace/internal/service"
 	"github.com/conftrace/conftrace/policy"
 )
@@ -75,7 +80,7 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 const usage = `usage: conftraced --data DIR --policy FILE [--release FILE] [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
-                  [--collateral DIR | --pccs URL] [--store postgres://...]
+                  [--collateral DIR | --pccs URL] [--store postgres://...] [--metrics-listen ADDR]
 
 Runs the conftrace backend: the attested HTTP endpoints and the Oblivious HTTP
 gateway, over a sealed SQLite store in DIR, or in the PostgreSQL database that
@@ -96,6 +101,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	collateralDir := fs.String("collateral", "", "with --tee sgx: the `directory` of Intel's collateral for this platform (tcb_info*.json,\nqe_identity*.json, the signing chain *.pem), kept fresh by the operator and read at every attestation")
 	pccs := fs.String("pccs", "", "with --tee sgx: the `URL` of a PCCS (or Intel PCS) to fetch the collateral from at every attestation")
 	storeURL := fs.String("store", "", "the postgres:// `URL` of a PostgreSQL database to keep the sealed records in, instead of\nSQLite in --data (which still holds the TEE's local state); leave the password to\nPGPASSWORD or ~/.pgpass, so that it is not on the command line")
+	metricsListen := fs.String("metrics-listen", "", "serve the operator's metrics (Prometheus format) at /metrics on this `address`, host:port;\nempty for none. They hold only what the host sees anyway; keep them off the public listener")
 	addrFile := fs.String("addr-file", "", "once listening, write the bound address to this `file` (removed at shutdown), for scripts")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -145,7 +151,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, StoreURL: *storeURL, Policy: p, TEE: t, Release: rel, Logger: log})
+	var metrics *opsmetrics.Metrics
+	if *metricsListen != "" {
+		metrics = opsmetrics.New()
+	}
+	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, StoreURL: *storeURL, Policy: p, TEE: t, Release: rel, Logger: log, Metrics: metrics})
 	if err != nil {
 		return err
 	}
@@ -153,7 +163,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return errors.Join(err, svc.Close())
 	}
-	err = svc.Serve(ctx, ln, *addrFile)
+	err = serveWithMetrics(ctx, svc, ln, *addrFile, metrics, *metricsListen, log)
 	if cerr := svc.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("closing the store: %w", cerr)
 	}

@@ -54,6 +54,7 @@ import (
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/enclave"
+	"github.com/conftrace/conftrace/internal/opsmetrics"
 	"github.com/conftrace/conftrace/internal/server"
 	"github.com/conftrace/conftrace/internal/store"
 	"github.com/conftrace/conftrace/internal/tee"
@@ -82,6 +83,10 @@ type Config struct {
 	// replay guard and the OHTTP key schedule read too, never goes back,
 	// survives restarts sealed, and follows signed statements.
 	Now func() time.Time
+	// Metrics, if not nil, receive the operator's metrics: outer
+	// requests, store operations, the index size and the replica's state
+	// (see package opsmetrics for why nothing more).
+	Metrics *opsmetrics.Metrics
 }
 
 // Service is a running backend.
@@ -96,6 +101,8 @@ type Service struct {
 	tee    tee.TEE
 	log    *slog.Logger
 	keys   *gatewayKeys
+	// metrics may be nil: its methods then do nothing.
+	metrics *opsmetrics.Metrics
 }
 
 // Open assembles the backend. It serves the OHTTP keys stored sealed by
@@ -124,6 +131,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	st = cfg.Metrics.Store(st)
 	opened := false
 	defer func() {
 		if !opened {
@@ -152,8 +160,13 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	keys.publish = srv.SetBundle
+	s := &Service{Enclave: enc, Handler: cfg.Metrics.Instrument(onSchedule{keys: keys, next: srv}), Bundle: served.bundle,
+		store: st, tee: cfg.TEE, log: log, keys: keys, metrics: cfg.Metrics}
+	if err := s.watch(cfg); err != nil {
+		return nil, err
+	}
 	opened = true
-	return &Service{Enclave: enc, Handler: onSchedule{keys: keys, next: srv}, Bundle: served.bundle, store: st, tee: cfg.TEE, log: log, keys: keys}, nil
+	return s, nil
 }
 
 // CurrentBundle returns the attestation bundle served now: it changes
@@ -185,6 +198,7 @@ func (s *Service) RunMaintenance(ctx context.Context, every time.Duration) {
 func (s *Service) Maintain(ctx context.Context) error {
 	err := s.Enclave.Expire(ctx)
 	s.Enclave.CompactGPS()
+	s.metrics.SetIndexEntries(s.Enclave.IndexEntries())
 	// Flushes are due on the clock whatever maintenance does; a clock
 	// that jumped (the demo's) catches up here.
 	return errors.Join(err, s.Enclave.FlushDue(ctx), s.keys.rotate(ctx))
