@@ -17,7 +17,8 @@ func runBenchIngest(ctx context.Context, cio cmdIO, args []string) error {
 	fs := newFlags(cio, "bench ingest", "bench ingest [--uploads N] [--sightings S] [--clients C] [--cpuprofile FILE] [--json | --markdown]\n\n"+
 		"Opens the enclave over a SQLite store in a temporary directory, registers N\n"+
 		"positive tests, then times C goroutines sending the N uploads of S sightings (over\n"+
-		"13 days, with 14 daily keys) as daily exchanges with their authorizations, while\n"+
+		"13 days, with 14 daily keys) with their authorizations (alone, or with --exchanges\n"+
+		"in daily exchanges that also check them, as phones send them), while\n"+
 		"the journal flushes back to back, until the last upload is durable. The HTTP and\n"+
 		"Oblivious HTTP layers are left out (bench wire and the OHTTP benchmark measure\n"+
 		"them). Beside it, bare SQLite (same driver, pragmas and schema) writes the same\n"+
@@ -26,7 +27,8 @@ func runBenchIngest(ctx context.Context, cio cmdIO, args []string) error {
 		"a measurement of it would measure instead of its capacity.")
 	uploads := fs.Int("uploads", 2000, "`N` uploads, each by its own phone")
 	sightings := fs.Int("sightings", 5000, "`S` sightings in each upload")
-	clients := fs.Int("clients", 0, "`C` exchanges in flight at once; 0 means twice the CPUs")
+	clients := fs.Int("clients", 0, "`C` uploads in flight at once; 0 means twice the CPUs")
+	exchanges := fs.Bool("exchanges", false, "send each upload in a daily exchange, which also checks it, as a phone does")
 	rows := fs.Int("flush-rows", ingestbench.DefaultFlushRows, "the policy's store_flush_rows")
 	maxRows := fs.Int("flush-max-rows", ingestbench.DefaultFlushMaxRows, "the policy's store_flush_max_rows")
 	hold := fs.Int("flush-hold", ingestbench.DefaultFlushHold, "the policy's store_flush_hold, in flushes")
@@ -45,7 +47,7 @@ func runBenchIngest(ctx context.Context, cio cmdIO, args []string) error {
 		return usagef("--clients and --timeout must not be negative")
 	}
 	cfg := ingestbench.Config{Uploads: *uploads, Sightings: *sightings, Clients: *clients,
-		FlushRows: *rows, FlushMaxRows: *maxRows, FlushHold: *hold, Seed: *seed}
+		FlushRows: *rows, FlushMaxRows: *maxRows, FlushHold: *hold, Seed: *seed, Exchanges: *exchanges}
 	if *profile != "" {
 		f, err := os.Create(*profile)
 		if err != nil {

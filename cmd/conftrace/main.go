@@ -45,7 +45,9 @@ func commands() map[string]command {
 		"bench": {summary: "benchmarks", sub: map[string]command{
 			"bandwidth": {summary: "bytes of a daily exposure check on the wire, beside protocol v2 and a GAEN phone's download", run: runBenchBandwidth},
 			"gps":       {summary: "GPS index against brute force on synthetic city traces", run: runBenchGPS},
+			"index":     {summary: "exposure checks per second of the compact match index, beside a Go map", run: runBenchIndex},
 			"ingest":    {summary: "uploads made durable per second, beside bare SQLite's same writes", run: runBenchIngest},
+			"load":      {summary: "daily exposure checks a second end to end, beside the Oblivious HTTP floor", run: runBenchLoad},
 			"observer":  {summary: "what the host sees of positive, negative, exposed and other phones", run: runBenchObserver},
 			"wire":      {hidden: true, run: runBenchBandwidth}, // the name of bench bandwidth before it compared with GAEN
 		}},

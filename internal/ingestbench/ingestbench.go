@@ -6,10 +6,10 @@
 // which other benchmarks measure, and the TEE, whose sealing key is
 // random here), on a clock it moves itself. It registers Config.Uploads
 // positive tests and takes their upload authorizations (not timed), then
-// times Config.Clients goroutines sending every upload as a phone's daily
-// exchange with its authorization (Enclave.Exchange: decoding, the
-// exposure check the exchange also is, indexing, queueing in the journal)
-// while another goroutine makes the journal's flushes back to back: it
+// times Config.Clients goroutines sending every upload with its
+// authorization (Enclave.Upload: decoding, indexing, queueing in the
+// journal; or, with Config.Exchanges, in a phone's daily exchange, which
+// also checks the report for exposure) while another goroutine makes the journal's flushes back to back: it
 // moves the enclave's clock by a flush period as soon as the previous
 // flush has committed, so that flushes come as fast as the store takes
 // them, not as slowly as a deployment's period. The time ends when the
@@ -69,9 +69,15 @@ type Config struct {
 	// Sightings is how many sightings each carries, spread over the 13
 	// days before today; each phone's 14 daily keys come with them.
 	Sightings int
-	// Clients is how many exchanges are in flight at once; 0 means twice
+	// Clients is how many uploads are in flight at once; 0 means twice
 	// GOMAXPROCS.
 	Clients int
+	// Exchanges sends each upload as a phone does, in its daily exchange
+	// (Enclave.Exchange), which also checks the report for exposure;
+	// otherwise each is sent alone (Enclave.Upload), which is what the
+	// floor compares with: the check is a cost of every phone's daily
+	// exchange, uploading or not, which bench load measures.
+	Exchanges bool
 	// FlushRows, FlushMaxRows and FlushHold are the policy's
 	// store_flush_rows, store_flush_max_rows and store_flush_hold; 0
 	// means the defaults above.
@@ -132,6 +138,8 @@ type Result struct {
 	Uploads   int `json:"uploads"`
 	Sightings int `json:"sightings"`
 	Clients   int `json:"clients"`
+	// Via is how the uploads were sent: "upload" or "exchange".
+	Via string `json:"via"`
 	// FlushRows, FlushMaxRows and FlushHold are the flush rule measured.
 	FlushRows    int `json:"store_flush_rows"`
 	FlushMaxRows int `json:"store_flush_max_rows"`
@@ -403,8 +411,15 @@ func (b *bench) measure(ctx context.Context) (measured, error) {
 	return measured{elapsed: elapsed, sent: answered, commits: commits, flushes: flushes, exchanges: exchanges}, nil
 }
 
-// upload sends phone i's upload as its daily exchange.
+// upload sends phone i's upload, alone or as its daily exchange.
 func (b *bench) upload(ctx context.Context, i int) error {
+	if !b.cfg.Exchanges {
+		if _, err := b.enc.Upload(ctx, api.UploadRequest{Authorization: b.tokens[i], Report: b.reports[i]}); err != nil {
+			return fmt.Errorf("ingestbench: upload %d: %w", i, err)
+		}
+		b.reports[i] = nil
+		return nil
+	}
 	r, err := b.enc.Exchange(ctx, api.ExchangeRequest{Flags: api.ExchangeUpload, Authorization: b.tokens[i], Report: b.reports[i]})
 	switch {
 	case err != nil:
@@ -465,10 +480,13 @@ func (b *bench) notDurable(ctx context.Context, secrets [][]byte) ([][]byte, err
 // summarize puts the figures together.
 func summarize(cfg Config, m measured, floor time.Duration) *Result {
 	r := &Result{
-		Uploads: cfg.Uploads, Sightings: cfg.Sightings, Clients: cfg.Clients,
+		Uploads: cfg.Uploads, Sightings: cfg.Sightings, Clients: cfg.Clients, Via: "upload",
 		FlushRows: cfg.FlushRows, FlushMaxRows: cfg.FlushMaxRows, FlushHold: cfg.FlushHold,
 		Seconds: m.elapsed.Seconds(), SentSeconds: m.sent.Seconds(), FloorSeconds: floor.Seconds(), CommitSeconds: m.commits.Seconds(),
 		Flushes: len(m.flushes),
+	}
+	if cfg.Exchanges {
+		r.Via = "exchange"
 	}
 	r.UploadsPerS = float64(cfg.Uploads) / r.Seconds
 	r.FloorUploadsPerS = float64(cfg.Uploads) / r.FloorSeconds

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/conftrace/conftrace/internal/loadbench"
+)
+
+// runBenchLoad measures daily exposure checks end to end against a backend
+// holding many indexed pairs, beside the Oblivious HTTP floor of the same
+// sizes.
+func runBenchLoad(ctx context.Context, cio cmdIO, args []string) error {
+	fs := newFlags(cio, "bench load", "bench load [--pairs N] [--duration D] [--clients C] [--rate R | --at F] [--server URL] [--cpuprofile FILE] [--json | --markdown]\n\n"+
+		"Without --server, starts the backend in this process as conftraced assembles it\n"+
+		"(service, gateway, enclave, sealed SQLite store in a temporary directory) on a\n"+
+		"loopback port, answers released at once, and fills its index with N pairs through\n"+
+		"the enclave's upload path (uploads of 5,000 sightings over 14 days, not timed).\n"+
+		"Then C clients send pre-built daily exchanges (2,000 sightings, 15 daily keys, a\n"+
+		"fresh phone and encapsulation each; 2% by phones that met an uploader) back to\n"+
+		"back for D: the peak. --rate R sends R checks a second instead (open loop,\n"+
+		"latency counted from when each was due); --at F follows the peak by an open loop\n"+
+		"at F times it. Beside it, the floor: C goroutines only opening a request and\n"+
+		"sealing an answer of the same sizes (Oblivious HTTP); ratio is checks_per_s /\n"+
+		"floor_checks_per_s. Server and generator share this process's GOMAXPROCS; with\n"+
+		"--server, run conftraced apart (for example under taskset) to split the cores.")
+	pairs := fs.Int("pairs", 1_000_000, "`N` indexed pairs (sightings uploaded) in the started backend")
+	duration := fs.Duration("duration", 10*time.Second, "each phase lasts `D`, at most 2m")
+	clients := fs.Int("clients", 8, "`C` checks in flight in the closed loop")
+	rate := fs.Float64("rate", 0, "send `R` checks a second (open loop) instead of the closed loop")
+	at := fs.Float64("at", 0, "after the closed loop, an open loop at `F` times its peak (0.8 for the target)")
+	checks := fs.Int("checks", 0, "`N` checks built for the closed loop; 0 means enough for 3,000 a second")
+	server := fs.String("server", "", "load the backend at `URL` instead of starting one (not filled)")
+	release := fs.Int("answer-release-ms", 0, "the started backend's answer_release_ms (`ms`); 0 answers at once")
+	seed := fs.Uint64("seed", 1, "`N` seeds the uploads")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of the first phase to `file`, for go tool pprof")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	markdown := fs.Bool("markdown", false, "print the result as a Markdown table, as docs/performance.sh records it")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *duration <= 0 || *duration > loadbench.MaxPhase || *clients < 1 || *rate < 0 || *at < 0 || *at > 1 || *checks < 0 || (*rate > 0 && *at > 0) {
+		return usagef("want 0 < --duration <= %v, --clients >= 1, --rate >= 0, 0 <= --at <= 1, not both --rate and --at", loadbench.MaxPhase)
+	}
+	if *server == "" && *pairs < 1 {
+		return usagef("--pairs %d: want at least 1", *pairs)
+	}
+	cfg := loadbench.Config{Pairs: *pairs, Duration: *duration, Clients: *clients, Rate: *rate, AtFraction: *at,
+		Checks: *checks, Server: *server, AnswerReleaseMillis: *release, Seed: *seed}
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.Profile = f
+	}
+	if *server == "" {
+		dir, err := os.MkdirTemp("", "conftrace-load-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+	}
+	r, err := loadbench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *asJSON:
+		return json.NewEncoder(cio.stdout).Encode(r)
+	case *markdown:
+		printLoadMarkdown(cio.stdout, r)
+	default:
+		printLoadText(cio.stdout, r)
+	}
+	return nil
+}
+
+func printLoadMarkdown(w io.Writer, r *loadbench.Result) {
+	fmt.Fprintln(w, "| pairs | clients | checks/s | floor checks/s | ratio | p50 / p99 ms | errors | at 80%: checks/s, p50 / p99 ms | bytes/check | GAEN bytes at 10k cases |")
+	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	at := "—"
+	if r.AtRate != nil {
+		at = fmt.Sprintf("%.0f (of %.0f), %.1f / %.1f", r.AtRate.ChecksPerS, r.AtRate.Rate, r.AtRate.P50Millis, r.AtRate.P99Millis)
+	}
+	fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.2f | %.1f / %.1f | %d | %s | %d | %d |\n", r.Pairs, r.Clients, r.ChecksPerS, r.FloorChecksPerS,
+		r.Ratio, r.P50Millis, r.P99Millis, r.Errors, at, r.BytesPerCheck, r.GAENBytes10k)
+}
+
+func printLoadText(w io.Writer, r *loadbench.Result) {
+	if r.Filled {
+		fmt.Fprintf(w, "%d pairs in %d uploads of up to %d sightings, filled in %.1f s\n", r.Pairs, r.Uploads, r.UploadSightings, r.FillSeconds)
+	}
+	fmt.Fprintf(w, "checks of %d sightings under %d keys, %d clients, %.1f s a phase; %s\n", r.Sightings, r.Keys, r.Clients, r.DurationSeconds, r.Cores)
+	phase := func(name string, p loadbench.Phase) {
+		loop := "closed loop"
+		if p.Rate > 0 {
+			loop = fmt.Sprintf("open loop at %.0f/s", p.Rate)
+		}
+		fmt.Fprintf(w, "%-10s %8.1f checks/s  (%s; %d sent, %d errors; p50 %.1f ms, p99 %.1f ms; %d of %d met phones exposed)\n",
+			name+":", p.ChecksPerS, loop, p.Sent, p.Errors, p.P50Millis, p.P99Millis, p.Exposed, p.Met)
+		if p.Exhausted {
+			fmt.Fprintln(w, "           the pre-built checks ran out before the duration: build more with --checks")
+		}
+	}
+	phase("load", r.Load)
+	if r.AtRate != nil {
+		phase(fmt.Sprintf("at %.0f%%", 100*r.AtFraction), *r.AtRate)
+	}
+	fmt.Fprintf(w, "%-10s %8.1f checks/s  (Oblivious HTTP open + seal alone, same sizes, %d goroutines)\n", "floor:", r.FloorChecksPerS, r.Clients)
+	fmt.Fprintf(w, "%-10s %8.2f\n", "ratio:", r.Ratio)
+	fmt.Fprintf(w, "%-10s %8d bytes  (request %d + answer %d; a GAEN phone's day at 10,000 cases: %d)\n", "wire:", r.BytesPerCheck, r.RequestBytes, r.AnswerBytes, r.GAENBytes10k)
+	if r.FirstError != "" {
+		fmt.Fprintf(w, "first error: %s\n", r.FirstError)
+	}
+}
