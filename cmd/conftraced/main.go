@@ -11,7 +11,7 @@
 // Usage:
 //
 //	conftraced --data DIR --policy FILE [--release FILE] [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
-//	           [--collateral DIR | --pccs URL] [--store postgres://...] [--metrics-listen ADDR]
+//	           [--collateral DIR | --pccs URL] [--store postgres://...] [--metrics-listen ADDR] [--peer URL]
 //
 // On SGX, each quote is served with Intel's signed collateral for the
 // platform, without which phones cannot judge its TCB and refuse it: from
@@ -44,12 +44,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/internal/keyrelease"
 	"github.com/conftrace/conftrace/internal/opsmetrics"
 	"github.com/conftrace/conftrace/internal/service"
 	"github.com/conftrace/conftrace/policy"
@@ -80,7 +83,7 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 const usage = `usage: conftraced --data DIR --policy FILE [--release FILE] [--listen ADDR] [--tee sim|sgx|tdx|snp] [--addr-file FILE]
-                  [--collateral DIR | --pccs URL] [--store postgres://...] [--metrics-listen ADDR]
+                  [--collateral DIR | --pccs URL] [--store postgres://...] [--metrics-listen ADDR] [--peer URL]
 
 Runs the conftrace backend: the attested HTTP endpoints and the Oblivious HTTP
 gateway, over a sealed SQLite store in DIR, or in the PostgreSQL database that
@@ -101,6 +104,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	collateralDir := fs.String("collateral", "", "with --tee sgx: the `directory` of Intel's collateral for this platform (tcb_info*.json,\nqe_identity*.json, the signing chain *.pem), kept fresh by the operator and read at every attestation")
 	pccs := fs.String("pccs", "", "with --tee sgx: the `URL` of a PCCS (or Intel PCS) to fetch the collateral from at every attestation")
 	storeURL := fs.String("store", "", "the postgres:// `URL` of a PostgreSQL database to keep the sealed records in, instead of\nSQLite in --data (which still holds the TEE's local state); leave the password to\nPGPASSWORD or ~/.pgpass, so that it is not on the command line")
+	peerURL := fs.String("peer", "", "the `URL` of a live replica to obtain the store's key-encryption key from, after mutual\nattestation, when this TEE's sealing key does not open it: another machine, a new release\nits governance set signed, or TDX (docs/key-release.md)")
 	metricsListen := fs.String("metrics-listen", "", "serve the operator's metrics (Prometheus format) at /metrics on this `address`, host:port;\nempty for none. They hold only what the host sees anyway; keep them off the public listener")
 	addrFile := fs.String("addr-file", "", "once listening, write the bound address to this `file` (removed at shutdown), for scripts")
 	if err := fs.Parse(args); err != nil {
@@ -155,7 +159,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *metricsListen != "" {
 		metrics = opsmetrics.New()
 	}
-	svc, err := service.Open(ctx, service.Config{DataDir: *dataDir, StoreURL: *storeURL, Policy: p, TEE: t, Release: rel, Logger: log, Metrics: metrics})
+	cfg := service.Config{DataDir: *dataDir, StoreURL: *storeURL, Policy: p, TEE: t, Release: rel, Logger: log, Metrics: metrics}
+	if *peerURL != "" {
+		cfg.Peer = keyrelease.HTTPPeer{URL: *peerURL, Client: &http.Client{Timeout: time.Minute}}
+	}
+	svc, err := service.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}

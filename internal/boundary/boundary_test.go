@@ -64,6 +64,8 @@ var measured = map[string]string{
 	"attest/sim":              public,
 	"attest/sgx":              public,
 	"attest/snp":              public,
+	"attest/tdx":              public, // verifies a peer replica's TDX evidence before releasing the KEK
+	"internal/keyrelease":     keys,   // the KEK, sealed to an attested peer replica
 	"atomicfile":              public,
 	"internal/opsmetrics":     public, // outer requests, store timings, coarse index size: what the host sees anyway
 }
@@ -76,6 +78,7 @@ var imageModules = []string{
 	"github.com/dustin/go-humanize", // modernc.org/sqlite
 	"github.com/google/go-configfs-tsm",
 	"github.com/google/go-sev-guest",
+	"github.com/google/go-tdx-guest", // attest/tdx: peers' evidence
 	"github.com/google/logger",       // go-sev-guest
 	"github.com/google/uuid",         // modernc.org/sqlite
 	"github.com/jackc/pgpassfile",    // pgx

@@ -10,12 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/conftrace/conftrace/api"
+	"github.com/conftrace/conftrace/internal/keyrelease"
 )
 
 // outerPaths are the paths the backend serves outside the gateway, the
 // only ones a metric names. Inner paths exist only inside Oblivious HTTP,
-// so a request to one of them from outside is a 404 like any other.
-var outerPaths = []string{api.PathAttestation, api.PathKeys, api.PathGateway, api.PathHealth}
+// so a request to one of them from outside is a 404 like any other. Key
+// release's counts by status are its events: releases and refusals.
+var outerPaths = []string{api.PathAttestation, api.PathKeys, api.PathGateway, api.PathHealth,
+	keyrelease.NoncePath, keyrelease.ReleasePath}
 
 // otherPath labels every path not in outerPaths, so that a client cannot
 // put strings of its choosing into the exposition.

@@ -50,10 +50,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/enclave"
+	"github.com/conftrace/conftrace/internal/keyrelease"
 	"github.com/conftrace/conftrace/internal/opsmetrics"
 	"github.com/conftrace/conftrace/internal/server"
 	"github.com/conftrace/conftrace/internal/store"
@@ -87,6 +89,11 @@ type Config struct {
 	// requests, store operations, the index size and the replica's state
 	// (see package opsmetrics for why nothing more).
 	Metrics *opsmetrics.Metrics
+	// Peer, if not nil, is a live replica to obtain the key-encryption key
+	// from when this TEE's sealing key does not open the store's (another
+	// machine, a new release, or TDX, which has none): package keyrelease,
+	// docs/key-release.md.
+	Peer keyrelease.Peer
 }
 
 // Service is a running backend.
@@ -123,9 +130,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := checkRelease(cfg.Release, cfg.TEE, doc, log); err != nil {
 		return nil, err
 	}
-	sk, err := cfg.TEE.SealingKey(ctx)
+	sk, err := sealingKey(ctx, cfg.TEE)
 	if err != nil {
-		return nil, fmt.Errorf("service: sealing key: %w", err)
+		return nil, err
 	}
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -138,7 +145,8 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 			st.Close()
 		}
 	}()
-	enc, err := enclave.Open(ctx, enclave.Config{Policy: cfg.Policy, Store: st, SealingKey: sk, HostClock: cfg.Now, Logger: log})
+	self := sync.OnceValues(func() (keyrelease.Self, error) { return releaseSelf(ctx, cfg, doc) })
+	enc, err := openEnclave(ctx, cfg, enclave.Config{Policy: cfg.Policy, Store: st, SealingKey: sk, HostClock: cfg.Now, Logger: log}, self, log)
 	clear(sk[:])
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
@@ -160,7 +168,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	keys.publish = srv.SetBundle
-	s := &Service{Enclave: enc, Handler: cfg.Metrics.Instrument(onSchedule{keys: keys, next: srv}), Bundle: served.bundle,
+	s := &Service{Enclave: enc, Handler: cfg.Metrics.Instrument(withKeyRelease(onSchedule{keys: keys, next: srv}, enc, self, log)), Bundle: served.bundle,
 		store: st, tee: cfg.TEE, log: log, keys: keys, metrics: cfg.Metrics}
 	if err := s.watch(cfg); err != nil {
 		return nil, err
