@@ -165,7 +165,7 @@ func (e *Enclave) openMark(sealed []byte) (time.Time, error) {
 
 // putMark adds the time mark of now to b: the caller's write is one the
 // clock makes, so that the mark's writes tell the host nothing new.
-func (e *Enclave) putMark(b *store.Batch, now time.Time) error {
+func (e *Enclave) putMark(ctx context.Context, b *store.Batch, now time.Time) error {
 	sealed, err := e.sealMark(now)
 	if err != nil {
 		return err

@@ -115,11 +115,17 @@ type Enclave struct {
 	// lagReported is set when the host's clock was logged as behind the
 	// enclave's, and cleared by every flush (clock.go). Guarded by mu.
 	lagReported bool
+	// replica follows the other replicas sharing the store (follow.go).
+	replica replica
 
 	// mu serialises the flows that change state, so that checks and writes
 	// of one flow see no other flow's half-done work. Exposure checks only
 	// read and do not take it.
 	mu sync.Mutex
+	// ingest is held to read by an upload from its check to its queueing,
+	// across its index insert, which takes no mu, and to write by Expire
+	// (upload.go). Take it before journal.flushing and mu, never after.
+	ingest sync.RWMutex
 }
 
 // Open starts the enclave over cfg.Store: it obtains the key-encryption key
@@ -207,7 +213,13 @@ func (e *Enclave) deriveKeys(kek [seal.KeySize]byte) error {
 	return err
 }
 
+// loadDayKeys loads the stored day keys. It starts following the other
+// replicas first (follow.go), since it is the first of Open's reads of the
+// store that a follower must not miss the later writes of.
 func (e *Enclave) loadDayKeys(ctx context.Context) error {
+	if err := e.startFollowing(ctx); err != nil {
+		return err
+	}
 	return e.store.Scan(ctx, tableDayKeys, func(r store.Record) error {
 		day := r.Day
 		if len(r.Key) != 4 || binary.BigEndian.Uint32(r.Key) != uint32(day) {
@@ -218,7 +230,9 @@ func (e *Enclave) loadDayKeys(ctx context.Context) error {
 			// A tampered day key loses that day's records; it must not
 			// stop the service.
 			e.log.Error("day key does not unwrap; that day's records are unreadable", "day", r.Day, "err", err)
+			return nil
 		}
+		e.replica.stored[day] = true
 		return nil
 	})
 }
@@ -233,14 +247,23 @@ func (e *Enclave) recordKey(label, id string) []byte {
 	return m.Sum(nil)[:16]
 }
 
+// sealPutBytes adds to b the record of plain sealed under day's key. The
+// caller holds e.mu.
 func (e *Enclave) sealPutBytes(b *store.Batch, day calendar.Day, table string, key, plain []byte) error {
-	wrapped, err := e.keys.DayKey(day)
-	if err != nil {
-		return err
+	if !e.replica.stored[day] {
+		// A day Expire did not make the key of (ensureDayKeysLocked): its
+		// key goes into the same atomic batch as the record sealed under
+		// it, so no record is ever durable without its key, and only if
+		// no replica stored one first, so that a day has one key. If one
+		// did, the batch fails with store.ErrConflict, and this enclave
+		// loads that key from the store when it follows it (follow.go).
+		wrapped, err := e.keys.DayKey(day)
+		if err != nil {
+			return err
+		}
+		b.MustNotExist(tableDayKeys, dayKeyKey(day))
+		b.Put(tableDayKeys, dayKeyKey(day), day, wrapped)
 	}
-	// The wrapped day key goes into the same atomic batch as the first
-	// record sealed under it, so no record is ever durable without its key.
-	b.Put(tableDayKeys, binary.BigEndian.AppendUint32(nil, uint32(day)), day, wrapped)
 	sealed, err := e.keys.Seal(day, table, key, plain)
 	if err != nil {
 		return err

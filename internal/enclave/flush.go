@@ -250,7 +250,7 @@ func (e *Enclave) writeFlush(ctx context.Context, f *flushPlan) error {
 			return e.internal("sealing journal filler", err)
 		}
 	}
-	if err := e.putMark(&b, f.mark); err != nil {
+	if err := e.putMark(ctx, &b, f.mark); err != nil {
 		return e.internal("sealing time mark", err)
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conftrace/conftrace/internal/calendar"
@@ -62,6 +63,13 @@ import (
 // bytes, and a record longer than a row is split into chunks, written in
 // order.
 //
+// A record's sequence number names it among every record of the journal,
+// whichever replica wrote it: its high 32 bits are the writer, random to
+// each run of an enclave (journal.writer), its low 32 bits count that
+// run's records. So replicas sharing one store never number two records
+// alike (but with odds of 2^-32 per pair of runs that a writer repeats),
+// and a replica following the others (follow.go) knows its own rows.
+//
 // A record is acknowledged durable only once the commit that wrote its last
 // chunk returned. A record written by no commit yet is lost if the enclave
 // stops: an upload is acknowledged as received, and the phone learns from
@@ -108,9 +116,18 @@ type journal struct {
 	// committing is how many of those rows, from the first, the flush
 	// being committed writes (0 when none is).
 	committing int
-	seq        uint64
-	nextFlush  time.Time
-	header     cipher.AEAD
+	// seq is the highest sequence number a restore read. The records
+	// this journal makes are numbered by writer and count instead.
+	seq uint64
+	// writer is this run's writer number, the high half of its records'
+	// sequence numbers; count is how many records it has made.
+	writer, count uint32
+	// restored is the highest store sequence number (store.Record.Seq)
+	// of a row openJournalRow has been given: at start, that of the
+	// journal's scan, where a follower starts (follow.go).
+	restored  atomic.Uint64
+	nextFlush time.Time
+	header    cipher.AEAD
 	// history is what the flush rule remembers (flush.go).
 	history flushHistory
 
@@ -132,13 +149,19 @@ func newJournal(key []byte) (*journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &journal{header: g}, nil
+	var w [4]byte
+	rand.Read(w[:])
+	// Not 0, the writer of the records numbered before writers were.
+	return &journal{header: g, writer: max(binary.BigEndian.Uint32(w[:]), 1)}, nil
 }
+
+// own reports whether the record numbered seq is one this run made.
+func (j *journal) own(seq uint64) bool { return uint32(seq>>32) == j.writer }
 
 // add queues a record for the next flushes. The caller holds e.mu.
 func (j *journal) add(kind byte, day calendar.Day, id []byte, data []byte, durable func()) {
-	j.seq++
-	r := journalRecord{kind: kind, day: day, seq: j.seq, data: data, durable: durable}
+	j.count++
+	r := journalRecord{kind: kind, day: day, seq: uint64(j.writer)<<32 | uint64(j.count), data: data, durable: durable}
 	copy(r.id[:], id)
 	j.pending = append(j.pending, r)
 	j.rows += chunks(r)
@@ -225,8 +248,12 @@ type journalRow struct {
 	data         []byte
 }
 
-// openJournalRow opens a row; filler opens like any row, with its kind.
+// openJournalRow opens a row; filler opens like any row, with its kind. It
+// notes the highest store sequence number it is given (journal.restored).
 func (e *Enclave) openJournalRow(r store.Record) (journalRow, error) {
+	for seen := e.journal.restored.Load(); r.Seq > seen && !e.journal.restored.CompareAndSwap(seen, r.Seq); {
+		seen = e.journal.restored.Load()
+	}
 	if len(r.Value) != journalRowSize {
 		return journalRow{}, fmt.Errorf("row of %d bytes, want %d", len(r.Value), journalRowSize)
 	}

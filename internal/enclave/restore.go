@@ -213,12 +213,11 @@ func (r *restore) finish() error {
 	}
 	e.journal.seq = max(e.journal.seq, r.seq)
 	incomplete := 0
-	for _, x := range r.recs {
+	for seq, x := range r.recs {
 		if !x.done {
 			incomplete++
-			for _, d := range x.data {
-				clear(d)
-			}
+			// Another replica may still be writing the rest (follow.go).
+			e.adoptPartial(seq, x.kind, x.day, x.id, x.data)
 		}
 	}
 	e.log.Info("journal replayed", "records", r.records.Load(), "incomplete_records", incomplete,

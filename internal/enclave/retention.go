@@ -2,7 +2,7 @@ package enclave
 
 import (
 	"context"
-	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -23,7 +23,11 @@ func (e *Enclave) window(now time.Time) (first, last calendar.Day) {
 // uploads under the days they belong to, never writes a day key when a
 // phone uploads. Call it at least daily.
 func (e *Enclave) Expire(ctx context.Context) error {
-	// Not while a flush, which seals without e.mu, writes (flush.go).
+	// Not while an upload, which adds to the indexes without e.mu, is
+	// taken (upload.go), nor while a flush, which seals without e.mu,
+	// writes (flush.go).
+	e.ingest.Lock()
+	defer e.ingest.Unlock()
 	e.journal.flushing.Lock()
 	defer e.journal.flushing.Unlock()
 	e.mu.Lock()
@@ -56,24 +60,109 @@ func (e *Enclave) Expire(ctx context.Context) error {
 	return e.ensureDayKeysLocked(ctx, first, today+1, now)
 }
 
-// ensureDayKeysLocked makes the day keys of the days from first to last
-// that have none, and stores every one of them (again), with the time mark
-// of now: a key made here but not stored by a failed write is stored by
-// the next call. The caller holds e.mu.
+// ensureDayKeysLocked makes sure the day keys of the days from first to
+// last are stored, and stores the time mark of now with them: one write,
+// of one shape, whatever the requests. A day's key is created only if none
+// is stored: of replicas racing to make a day's key, one stores its own
+// and the others load it, so that a day has one key. The keys this
+// enclave holds as stored are stored again (a key the host deleted comes
+// back); a key it holds but did not learn was stored (a write that
+// failed) is stored by the next call, or replaced by the one stored. The
+// caller holds e.mu.
 func (e *Enclave) ensureDayKeysLocked(ctx context.Context, first, last calendar.Day, now time.Time) error {
+	for d := range e.replica.stored {
+		if d < first {
+			delete(e.replica.stored, d)
+		}
+	}
+	// tampered are the days whose stored key does not unwrap: no replica
+	// can use it, and it is replaced.
+	tampered := map[calendar.Day]bool{}
+	err := e.putDayKeysLocked(ctx, first, last, tampered, true, now)
+	if !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	// A replica stored a key first. Load the stored keys, make the
+	// others, until every day is stored: a round is lost only to a replica
+	// that stored a key meanwhile, so the days to make shrink every
+	// round. Then write the mark, once more: the replica's head (head.go)
+	// tolerates one failed write, not one a round.
+	for round := 0; errors.Is(err, store.ErrConflict); round++ {
+		if round > int(last-first)+1 {
+			return fmt.Errorf("enclave: storing day keys: %w", err)
+		}
+		var days []calendar.Day
+		for d := first; d <= last; d++ {
+			if !e.replica.stored[d] {
+				days = append(days, d)
+			}
+		}
+		if err := e.loadStoredDayKeysLocked(ctx, days, tampered); err != nil {
+			return err
+		}
+		err = e.putDayKeysLocked(ctx, first, last, tampered, false, now)
+	}
+	if err != nil {
+		return err
+	}
+	return e.putDayKeysLocked(ctx, first, last, tampered, true, now)
+}
+
+// putDayKeysLocked writes the keys of the days from first to last: those
+// held as stored again, the others if none is stored (but the tampered),
+// and the time mark of now if mark is set, or else only the keys not
+// stored. The caller holds e.mu.
+func (e *Enclave) putDayKeysLocked(ctx context.Context, first, last calendar.Day, tampered map[calendar.Day]bool, mark bool, now time.Time) error {
 	var b store.Batch
+	var made []calendar.Day
 	for d := first; d <= last; d++ {
+		stored := e.replica.stored[d]
+		if stored && !mark {
+			continue
+		}
 		wrapped, err := e.keys.DayKey(d)
 		if err != nil {
 			return fmt.Errorf("enclave: day key of %s: %w", d, err)
 		}
-		b.Put(tableDayKeys, binary.BigEndian.AppendUint32(nil, uint32(d)), d, wrapped)
+		if !stored && !tampered[d] {
+			b.MustNotExist(tableDayKeys, dayKeyKey(d))
+		}
+		b.Put(tableDayKeys, dayKeyKey(d), d, wrapped)
+		made = append(made, d)
 	}
-	if err := e.putMark(&b, now); err != nil {
-		return fmt.Errorf("enclave: sealing time mark: %w", err)
+	if mark {
+		if err := e.putMark(ctx, &b, now); err != nil {
+			return fmt.Errorf("enclave: sealing time mark: %w", err)
+		}
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
 		return fmt.Errorf("enclave: storing day keys: %w", err)
+	}
+	for _, d := range made {
+		e.replica.stored[d] = true
+	}
+	return nil
+}
+
+// loadStoredDayKeysLocked loads the stored keys of days, those that have
+// one, and adds to tampered those whose key does not load. The caller
+// holds e.mu.
+func (e *Enclave) loadStoredDayKeysLocked(ctx context.Context, days []calendar.Day, tampered map[calendar.Day]bool) error {
+	for _, d := range days {
+		rec, err := e.store.Get(ctx, tableDayKeys, dayKeyKey(d))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			return fmt.Errorf("enclave: reading the day key of %s: %w", d, err)
+		}
+		if rec.Day != d {
+			tampered[d] = true
+			continue
+		}
+		if e.loadDayKeyLocked(rec); !e.replica.stored[d] {
+			tampered[d] = true
+		}
 	}
 	return nil
 }

@@ -37,6 +37,8 @@ func (s *Service) Serve(ctx context.Context, ln net.Listener, addrFile string) e
 	var wg sync.WaitGroup
 	wg.Go(func() { s.RunMaintenance(mctx, MaintenanceEvery) })
 	wg.Go(func() { s.RunFlushes(mctx) })
+	// Other replicas' writes to a shared store (docs/replicas.md).
+	wg.Go(func() { s.Enclave.Follow(mctx) })
 	err := httpserve.Serve(ctx, ln, s.Handler, httpserve.Options{Log: s.log, AddrFile: addrFile})
 	stopMaintenance()
 	wg.Wait()

@@ -32,6 +32,12 @@
 // Retention deletes a whole day, in every table, with [Store.DeleteDay].
 // Records that belong to no day, such as the wrapped key-encryption key, use
 // [NoDay], which DeleteDay never deletes.
+//
+// Replicas of the backend that share one store follow each other's writes
+// with [Store.Since]: every put gets a sequence number ([Record.Seq]) from
+// one counter of the store, in the order the puts commit, so a replica that
+// remembers the highest number it has read asks for what came after it and
+// misses nothing. [Store.Head] gives the number to start from.
 package store
 
 import (
@@ -78,6 +84,10 @@ type Record struct {
 	Key   []byte
 	Day   calendar.Day
 	Value []byte
+	// Seq is the sequence number the store gave the record's last put
+	// (see Store.Since). Get, Scan and Since set it; Apply ignores it.
+	// Records stored before sequence numbers existed have 0.
+	Seq uint64
 }
 
 // Store is untrusted persistent storage of sealed records. Implementations
@@ -91,10 +101,32 @@ type Store interface {
 	// (bytewise, as bytes.Compare orders keys), streaming them rather than
 	// loading the table into memory. fn may keep the records it is given.
 	// If fn returns an error, Scan stops and returns that error unchanged.
-	// Records written while a Scan runs may or may not be visited; none is
-	// visited twice. fn may read from the store but should not wait for
-	// writes to it.
+	// Scan visits the records committed when it began, no record twice,
+	// and no put that commits after it began: a record deleted or put
+	// again meanwhile is visited as it was, or not at all. (So the records
+	// of a scan have a Seq at most the store's head when it began, and
+	// every later put one above: a caller that noted the highest Seq its
+	// scan of a table visited can follow the table from there with Since
+	// and neither miss nor repeat a record.) fn may read from the store
+	// but should not wait for writes to it.
 	Scan(ctx context.Context, table string, fn func(Record) error) error
+
+	// Since calls fn, in ascending order of Seq, for each record of the
+	// given tables whose Seq is above after, streaming them. Sequence
+	// numbers follow the order in which puts commit, across every process
+	// sharing the store: once Since has visited a record, every put that
+	// commits later has a larger Seq. So a caller that calls Since again
+	// with the highest Seq it was given sees every record put meanwhile,
+	// but those deleted or put again since (a record put again is visited
+	// once more, with its new Seq). Deletes are not visited. If fn returns
+	// an error, Since stops and returns it unchanged.
+	Since(ctx context.Context, after uint64, tables []string, fn func(Record) error) error
+
+	// Head returns a sequence number at least the Seq of every record the
+	// store holds when it is called, and below the Seq of every put that
+	// commits after it returns: where a caller that has read the store up
+	// to now starts to follow it with Since. An empty store returns 0.
+	Head(ctx context.Context) (uint64, error)
 
 	// Apply checks the batch's checks against the current state and, if all
 	// hold, applies its operations in order, atomically: all or nothing.

@@ -13,6 +13,7 @@ package memstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,8 @@ type Store struct {
 	// days counts the records of each day, NoDay included, so that Days
 	// need not visit every record.
 	days map[calendar.Day]int
+	// seq is the sequence number of the last put (store.Record.Seq).
+	seq uint64
 }
 
 var _ store.Store = (*Store)(nil)
@@ -153,6 +156,8 @@ func (s *Store) Apply(ctx context.Context, b *store.Batch) error {
 			s.tables[op.Table] = t
 		}
 		r := clone(op.Record)
+		s.seq++
+		r.Seq = s.seq
 		t[string(r.Key)] = &r
 		s.days[r.Day]++
 	}
@@ -213,6 +218,58 @@ func (s *Store) DeleteDay(ctx context.Context, day calendar.Day) (int64, error) 
 	}
 	s.forget(day, int(n))
 	return n, nil
+}
+
+// Since calls fn, in ascending order of Seq, for each record of tables
+// whose Seq is above after. It visits the records the store held when it
+// began, and holds no lock while fn runs.
+func (s *Store) Since(ctx context.Context, after uint64, tables []string, fn func(store.Record) error) error {
+	for _, table := range tables {
+		if err := store.ValidateTable(table); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	var recs []*store.Record
+	for _, table := range slices.Compact(slices.Sorted(slices.Values(tables))) {
+		for _, r := range s.tables[table] {
+			if r.Seq > after {
+				recs = append(recs, r)
+			}
+		}
+	}
+	s.mu.RUnlock()
+
+	slices.SortFunc(recs, func(a, b *store.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, r := range recs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(clone(*r)); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Head returns the sequence number of the last put.
+func (s *Store) Head(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	return s.seq, nil
 }
 
 // Days returns the days that have at least one record, ascending, without

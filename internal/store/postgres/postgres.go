@@ -25,8 +25,22 @@
 // random, growing pause. A batch whose check fails is committed all the
 // same (it wrote nothing) before Apply reports the conflict, because
 // PostgreSQL vouches for what a serializable transaction read only once it
-// commits. DeleteDay runs the same way; Get, Scan and Days are single
-// statements, each a consistent snapshot.
+// commits. DeleteDay runs the same way; Get, Since, Head and Days are
+// single statements, each a consistent snapshot.
+//
+// # Sequence numbers
+//
+// Each put takes the next number of a sequence (store.Record.Seq), so that
+// replicas follow each other's writes with Since. A sequence hands out
+// numbers as transactions ask, not as they commit, so a follower could see
+// number 11 committed while 10, taken earlier, is not yet, and then never
+// read 10. So a batch that puts takes an advisory lock, per database,
+// before its first write and holds it until its commit: batches that write
+// commit one at a time, in the order of their numbers. Their checks and
+// the reads of other batches still run concurrently. Head is the highest
+// number of a committed record, and Scan reads, page after page, only
+// records numbered at most the head when it began: it sees what was
+// committed then, as the store's contract requires.
 //
 // # Durability
 //
@@ -108,24 +122,43 @@ const (
 // Statements. Table and column names are constants; everything a caller
 // gives is a parameter.
 const (
-	getSQL = `SELECT day, value FROM conftrace_records WHERE tbl = $1 AND key = $2`
+	getSQL = `SELECT day, value, seq FROM conftrace_records WHERE tbl = $1 AND key = $2`
 
-	// scanSQL returns the page of records of table $1 after key $2, at
-	// most $3 of them and no more once the values before a record add up
-	// to $4 bytes. octet_length does not fetch out-of-line values.
-	scanSQL = `SELECT key, day, value FROM (
-		SELECT key, day, value,
+	// scanSQL returns the page of records of table $1 after key $2 and
+	// numbered at most $5, at most $3 of them and no more once the values
+	// before a record add up to $4 bytes. octet_length does not fetch
+	// out-of-line values.
+	scanSQL = `SELECT key, day, value, seq FROM (
+		SELECT key, day, value, seq,
 			sum(octet_length(value)) OVER (ORDER BY key ROWS UNBOUNDED PRECEDING) - octet_length(value) AS before
-		FROM conftrace_records WHERE tbl = $1 AND key > $2 ORDER BY key LIMIT $3
+		FROM conftrace_records WHERE tbl = $1 AND key > $2 AND seq <= $5 ORDER BY key LIMIT $3
 	) page WHERE before < $4 ORDER BY key`
+
+	// sinceSQL is scanSQL for Since: the page of records of the tables $1
+	// numbered above $2, in order of their numbers.
+	sinceSQL = `SELECT tbl, key, day, value, seq FROM (
+		SELECT tbl, key, day, value, seq,
+			sum(octet_length(value)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) - octet_length(value) AS before
+		FROM conftrace_records WHERE seq > $2 AND tbl = ANY($1) ORDER BY seq LIMIT $3
+	) page WHERE before < $4 ORDER BY seq`
+
+	// headSQL is the highest number of a committed record: under seqLock,
+	// a batch numbered below it has committed or never will.
+	headSQL = `SELECT coalesce(max(seq), 0) FROM conftrace_records`
+
+	lockSQL = `SELECT pg_advisory_xact_lock($1)`
 
 	checkSQL  = `SELECT key FROM conftrace_records WHERE tbl = $1 AND key = ANY($2)`
 	deleteSQL = `DELETE FROM conftrace_records WHERE tbl = $1 AND key = ANY($2)`
 	// putSQL upserts rows given as arrays. A batch has at most one
 	// operation per key by then, as ON CONFLICT DO UPDATE requires.
-	putSQL = `INSERT INTO conftrace_records (tbl, key, day, value)
-		SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[])
-		ON CONFLICT (tbl, key) DO UPDATE SET day = excluded.day, value = excluded.value`
+	// The rows take their numbers in the order of the arrays.
+	putSQL = `INSERT INTO conftrace_records (tbl, key, day, value, seq)
+		SELECT tbl, key, day, value, nextval('conftrace_seq') FROM (
+			SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[]) WITH ORDINALITY AS u (tbl, key, day, value, n)
+			ORDER BY n
+		) rows
+		ON CONFLICT (tbl, key) DO UPDATE SET day = excluded.day, value = excluded.value, seq = excluded.seq`
 	deleteDaySQL = `DELETE FROM conftrace_records WHERE day = $1`
 
 	// daysSQL walks the day index from one distinct day to the next,
@@ -284,9 +317,9 @@ func (s *Store) Get(ctx context.Context, table string, key []byte) (store.Record
 	if err := store.ValidateKey(table, key); err != nil {
 		return store.Record{}, err
 	}
-	var day int64
+	var day, seq int64
 	var value []byte
-	err := s.pool.QueryRow(ctx, getSQL, table, key).Scan(&day, &value)
+	err := s.pool.QueryRow(ctx, getSQL, table, key).Scan(&day, &value, &seq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Record{}, fmt.Errorf("store/postgres: %s record %x: %w", table, key, store.ErrNotFound)
 	}
@@ -297,7 +330,7 @@ func (s *Store) Get(ctx context.Context, table string, key []byte) (store.Record
 	if err != nil {
 		return store.Record{}, err
 	}
-	return store.Record{Table: table, Key: append([]byte(nil), key...), Day: d, Value: nonNil(value)}, nil
+	return store.Record{Table: table, Key: append([]byte(nil), key...), Day: d, Value: nonNil(value), Seq: uint64(seq)}, nil
 }
 
 // Scan implements store.Store. It reads the table a page at a time, each
@@ -310,12 +343,18 @@ func (s *Store) Scan(ctx context.Context, table string, fn func(store.Record) er
 	if err := store.ValidateTable(table); err != nil {
 		return err
 	}
+	// Only what was committed when the scan began (see the package
+	// documentation).
+	head, err := s.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("store/postgres: scan %s: %w", table, err)
+	}
 	after := []byte{} // before every key: keys are not empty
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("store/postgres: scan %s: %w", table, err)
 		}
-		page, more, err := s.scanPage(ctx, table, after)
+		page, more, err := s.scanPage(ctx, table, after, head)
 		if err != nil {
 			return err
 		}
@@ -338,10 +377,10 @@ func (s *Store) Scan(ctx context.Context, table string, fn func(store.Record) er
 	}
 }
 
-// scanPage reads the page of table after key after, and reports whether
-// records may follow it.
-func (s *Store) scanPage(ctx context.Context, table string, after []byte) ([]store.Record, bool, error) {
-	rows, err := s.pool.Query(ctx, scanSQL, table, after, s.pageRows, s.pageBytes)
+// scanPage reads the page of table after key after, of records numbered
+// at most head, and reports whether records may follow it.
+func (s *Store) scanPage(ctx context.Context, table string, after []byte, head uint64) ([]store.Record, bool, error) {
+	rows, err := s.pool.Query(ctx, scanSQL, table, after, s.pageRows, s.pageBytes, int64(min(head, math.MaxInt64)))
 	if err != nil {
 		return nil, false, fmt.Errorf("store/postgres: scan %s: %w", table, err)
 	}
@@ -350,14 +389,14 @@ func (s *Store) scanPage(ctx context.Context, table string, after []byte) ([]sto
 	valueBytes := 0
 	for rows.Next() {
 		var r store.Record
-		var day int64
-		if err := rows.Scan(&r.Key, &day, &r.Value); err != nil {
+		var day, seq int64
+		if err := rows.Scan(&r.Key, &day, &r.Value, &seq); err != nil {
 			return nil, false, fmt.Errorf("store/postgres: scan %s: %w", table, err)
 		}
 		if r.Day, err = checkDay(day); err != nil {
 			return nil, false, err
 		}
-		r.Table, r.Value = table, nonNil(r.Value)
+		r.Table, r.Value, r.Seq = table, nonNil(r.Value), uint64(seq)
 		valueBytes += len(r.Value)
 		page = append(page, r)
 	}
@@ -368,6 +407,82 @@ func (s *Store) scanPage(ctx context.Context, table string, after []byte) ([]sto
 	// in this page, reached it; short of both limits, the table is done.
 	more := len(page) == s.pageRows || (len(page) > 0 && valueBytes >= s.pageBytes)
 	return page, more, nil
+}
+
+// Since implements store.Store. Like Scan, it reads a page at a time,
+// each page a query of its own that starts after the last number of the
+// page before, and calls fn once a page is read.
+func (s *Store) Since(ctx context.Context, after uint64, tables []string, fn func(store.Record) error) error {
+	for _, table := range tables {
+		if err := store.ValidateTable(table); err != nil {
+			return err
+		}
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("store/postgres: since: %w", err)
+		}
+		page, more, err := s.sincePage(ctx, tables, after)
+		if err != nil {
+			return err
+		}
+		if more {
+			after = page[len(page)-1].Seq
+		}
+		for _, r := range page {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("store/postgres: since: %w", err)
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// sincePage reads the page of records of tables numbered above after, and
+// reports whether records may follow it.
+func (s *Store) sincePage(ctx context.Context, tables []string, after uint64) ([]store.Record, bool, error) {
+	rows, err := s.pool.Query(ctx, sinceSQL, tables, int64(min(after, math.MaxInt64)), s.pageRows, s.pageBytes)
+	if err != nil {
+		return nil, false, fmt.Errorf("store/postgres: since: %w", err)
+	}
+	defer rows.Close()
+	var page []store.Record
+	valueBytes := 0
+	for rows.Next() {
+		var r store.Record
+		var day, seq int64
+		if err := rows.Scan(&r.Table, &r.Key, &day, &r.Value, &seq); err != nil {
+			return nil, false, fmt.Errorf("store/postgres: since: %w", err)
+		}
+		if r.Day, err = checkDay(day); err != nil {
+			return nil, false, err
+		}
+		r.Value, r.Seq = nonNil(r.Value), uint64(seq)
+		valueBytes += len(r.Value)
+		page = append(page, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("store/postgres: since: %w", err)
+	}
+	more := len(page) == s.pageRows || (len(page) > 0 && valueBytes >= s.pageBytes)
+	return page, more, nil
+}
+
+// Head implements store.Store.
+func (s *Store) Head(ctx context.Context) (uint64, error) {
+	var head int64
+	if err := s.pool.QueryRow(ctx, headSQL).Scan(&head); err != nil {
+		return 0, fmt.Errorf("store/postgres: head: %w", err)
+	}
+	return uint64(max(head, 0)), nil
 }
 
 // Apply implements store.Store.
@@ -463,6 +578,13 @@ func planWrites(b *store.Batch) *writes {
 // of as many rows as fit in a statement.
 func (w *writes) send(ctx context.Context, tx pgx.Tx) error {
 	var batch pgx.Batch
+	if len(w.puts) > 0 {
+		// Held to the commit, so that the puts' numbers follow the order
+		// of commits (see the package documentation). Taken before the
+		// batch's first write, so that it never waits for the lock while
+		// holding row locks.
+		batch.Queue(lockSQL, seqLock)
+	}
 	for _, table := range w.tables {
 		batch.Queue(deleteSQL, table, w.deletes[table])
 	}

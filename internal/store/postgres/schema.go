@@ -19,6 +19,12 @@ var ErrSchemaTooNew = errors.New("store/postgres: database schema is newer than 
 // little.
 const migrateLock int64 = 0x636f6e6674726163 // "conftrac"
 
+// seqLock is the key of the advisory lock that a batch with puts holds
+// from its first write to its commit (see Store.Apply). Like migrateLock it
+// is per database: stores in separate schemas of one database write one at
+// a time.
+const seqLock int64 = 0x636f6e6673657121 // "confseq!"
+
 // migrations[i] brings the schema from version i to version i+1. Never
 // edit a released migration; append a new one.
 var migrations = [][]string{
@@ -36,6 +42,14 @@ var migrations = [][]string{
 		// Sealed values do not compress: store them as they are.
 		`ALTER TABLE conftrace_records ALTER COLUMN value SET STORAGE EXTERNAL`,
 		`CREATE INDEX conftrace_records_by_day ON conftrace_records (day)`,
+	},
+	{
+		// Sequence numbers (store.Record.Seq), from a sequence, taken by
+		// a batch's puts under seqLock so that they follow the order of
+		// commits. Records from before have 0.
+		`CREATE SEQUENCE conftrace_seq AS bigint`,
+		`ALTER TABLE conftrace_records ADD COLUMN seq bigint NOT NULL DEFAULT 0`,
+		`CREATE INDEX conftrace_records_by_seq ON conftrace_records (seq)`,
 	},
 }
 

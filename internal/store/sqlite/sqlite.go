@@ -66,6 +66,17 @@ var migrations = [][]string{
 		) WITHOUT ROWID`,
 		`CREATE INDEX records_by_day ON records (day)`,
 	},
+	{
+		// Sequence numbers (store.Record.Seq): each put takes the next
+		// of head's counter, in the transaction that commits it, which
+		// SQLite's one writer at a time orders. The counter never goes
+		// back, though the records that had the highest numbers may be
+		// deleted. Records from before have 0.
+		`ALTER TABLE records ADD COLUMN seq INTEGER NOT NULL DEFAULT 0`,
+		`CREATE INDEX records_by_seq ON records (seq)`,
+		`CREATE TABLE head (seq INTEGER NOT NULL)`,
+		`INSERT INTO head (seq) VALUES (0)`,
+	},
 }
 
 // putRows are the numbers of rows that the prepared put statements insert
@@ -77,11 +88,11 @@ var putRows = [...]int{128, 16, 1}
 // the same key updates the earlier one, as Apply's ordering requires.
 func putSQL(n int) string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO records (tbl, key, day, value) VALUES (?, ?, ?, ?)")
+	b.WriteString("INSERT INTO records (tbl, key, day, value, seq) VALUES (?, ?, ?, ?, ?)")
 	for range n - 1 {
-		b.WriteString(", (?, ?, ?, ?)")
+		b.WriteString(", (?, ?, ?, ?, ?)")
 	}
-	b.WriteString(" ON CONFLICT (tbl, key) DO UPDATE SET day = excluded.day, value = excluded.value")
+	b.WriteString(" ON CONFLICT (tbl, key) DO UPDATE SET day = excluded.day, value = excluded.value, seq = excluded.seq")
 	return b.String()
 }
 
@@ -90,8 +101,9 @@ type Store struct {
 	write *sql.DB // one connection: SQLite has one writer at a time anyway
 	read  *sql.DB // read-only connections
 
-	get, scan, days        *sql.Stmt // on read
+	get, scan, days, head  *sql.Stmt // on read
 	exists, del, deleteDay *sql.Stmt // on write
+	take                   *sql.Stmt // on write: takes sequence numbers
 	puts                   [len(putRows)]*sql.Stmt
 
 	closeOnce sync.Once
@@ -217,10 +229,12 @@ func (s *Store) prepare(ctx context.Context) error {
 		sql  string
 	}
 	statements := []statement{
-		{s.read, &s.get, `SELECT day, value FROM records WHERE tbl = ? AND key = ?`},
-		{s.read, &s.scan, `SELECT key, day, value FROM records WHERE tbl = ? ORDER BY key`},
+		{s.read, &s.get, `SELECT day, value, seq FROM records WHERE tbl = ? AND key = ?`},
+		{s.read, &s.scan, `SELECT key, day, value, seq FROM records WHERE tbl = ? ORDER BY key`},
 		{s.read, &s.days, `SELECT DISTINCT day FROM records WHERE day <> ? ORDER BY day`},
+		{s.read, &s.head, `SELECT seq FROM head`},
 		{s.write, &s.exists, `SELECT 1 FROM records WHERE tbl = ? AND key = ?`},
+		{s.write, &s.take, `UPDATE head SET seq = seq + ? RETURNING seq`},
 		{s.write, &s.del, `DELETE FROM records WHERE tbl = ? AND key = ?`},
 		{s.write, &s.deleteDay, `DELETE FROM records WHERE day = ?`},
 	}
@@ -242,9 +256,9 @@ func (s *Store) Get(ctx context.Context, table string, key []byte) (store.Record
 	if err := store.ValidateKey(table, key); err != nil {
 		return store.Record{}, err
 	}
-	var day int64
+	var day, seq int64
 	var value []byte
-	err := s.get.QueryRowContext(ctx, table, key).Scan(&day, &value)
+	err := s.get.QueryRowContext(ctx, table, key).Scan(&day, &value, &seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Record{}, fmt.Errorf("store/sqlite: %s record %x: %w", table, key, store.ErrNotFound)
 	}
@@ -255,7 +269,7 @@ func (s *Store) Get(ctx context.Context, table string, key []byte) (store.Record
 	if err != nil {
 		return store.Record{}, err
 	}
-	return store.Record{Table: table, Key: bytes.Clone(key), Day: d, Value: nonNil(value)}, nil
+	return store.Record{Table: table, Key: bytes.Clone(key), Day: d, Value: nonNil(value), Seq: uint64(seq)}, nil
 }
 
 // Scan implements store.Store. It reads the table in one query, so it sees
@@ -274,14 +288,14 @@ func (s *Store) Scan(ctx context.Context, table string, fn func(store.Record) er
 	defer rows.Close()
 	for rows.Next() {
 		var r store.Record
-		var day int64
-		if err := rows.Scan(&r.Key, &day, &r.Value); err != nil {
+		var day, seq int64
+		if err := rows.Scan(&r.Key, &day, &r.Value, &seq); err != nil {
 			return fmt.Errorf("store/sqlite: scan %s: %w", table, err)
 		}
 		if r.Day, err = checkDay(day); err != nil {
 			return err
 		}
-		r.Table, r.Value = table, nonNil(r.Value)
+		r.Table, r.Value, r.Seq = table, nonNil(r.Value), uint64(seq)
 		// database/sql notices cancellation asynchronously; check it here
 		// so that a canceled scan stops at once.
 		if err := ctx.Err(); err != nil {
@@ -324,6 +338,10 @@ func (s *Store) Apply(ctx context.Context, b *store.Batch) error {
 			return &store.ConflictError{Check: c}
 		}
 	}
+	seq, err := s.takeSeq(ctx, tx, b.Ops)
+	if err != nil {
+		return err
+	}
 	del := tx.StmtContext(ctx, s.del)
 	var puts [len(putRows)]*sql.Stmt
 	for i, st := range s.puts {
@@ -348,7 +366,8 @@ func (s *Store) Apply(ctx context.Context, b *store.Batch) error {
 			for ; run >= n; run -= n {
 				args := make([]any, 0, 4*n)
 				for _, op := range ops[:n] {
-					args = append(args, op.Table, op.Key, int64(op.Day), nonNil(op.Value))
+					seq++
+					args = append(args, op.Table, op.Key, int64(op.Day), nonNil(op.Value), int64(seq))
 				}
 				if _, err := puts[i].ExecContext(ctx, args...); err != nil {
 					return fmt.Errorf("store/sqlite: apply: write %s record: %w", ops[0].Table, err)
@@ -361,6 +380,81 @@ func (s *Store) Apply(ctx context.Context, b *store.Batch) error {
 		return fmt.Errorf("store/sqlite: apply: commit: %w", err)
 	}
 	return nil
+}
+
+// takeSeq takes a sequence number for each put of ops, in tx, and returns
+// the one before the first: the puts get the next ones, in order.
+func (s *Store) takeSeq(ctx context.Context, tx *sql.Tx, ops []store.Op) (uint64, error) {
+	n := 0
+	for _, op := range ops {
+		if !op.Delete {
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	var last int64
+	if err := tx.StmtContext(ctx, s.take).QueryRowContext(ctx, n).Scan(&last); err != nil {
+		return 0, fmt.Errorf("store/sqlite: apply: taking sequence numbers: %w", err)
+	}
+	return uint64(last) - uint64(n), nil
+}
+
+// Since implements store.Store. It reads in one query, so it sees the
+// store as it was when it began.
+func (s *Store) Since(ctx context.Context, after uint64, tables []string, fn func(store.Record) error) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	args := []any{int64(min(after, math.MaxInt64))}
+	for _, table := range tables {
+		if err := store.ValidateTable(table); err != nil {
+			return err
+		}
+		args = append(args, table)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store/sqlite: since: %w", err)
+	}
+	q := `SELECT tbl, key, day, value, seq FROM records WHERE seq > ? AND tbl IN (?` +
+		strings.Repeat(", ?", len(tables)-1) + `) ORDER BY seq`
+	rows, err := s.read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("store/sqlite: since: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r store.Record
+		var day, seq int64
+		if err := rows.Scan(&r.Table, &r.Key, &day, &r.Value, &seq); err != nil {
+			return fmt.Errorf("store/sqlite: since: %w", err)
+		}
+		if r.Day, err = checkDay(day); err != nil {
+			return err
+		}
+		r.Value, r.Seq = nonNil(r.Value), uint64(seq)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("store/sqlite: since: %w", err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store/sqlite: since: %w", err)
+	}
+	return nil
+}
+
+// Head implements store.Store: the counter, which only committed puts
+// have moved as far as a reader sees.
+func (s *Store) Head(ctx context.Context) (uint64, error) {
+	var seq int64
+	if err := s.head.QueryRowContext(ctx).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("store/sqlite: head: %w", err)
+	}
+	return uint64(seq), nil
 }
 
 // DeleteDay implements store.Store. The whole day goes in one transaction.
@@ -409,7 +503,7 @@ func (s *Store) Days(ctx context.Context) ([]calendar.Day, error) {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		for _, st := range append([]*sql.Stmt{s.get, s.scan, s.days, s.exists, s.del, s.deleteDay}, s.puts[:]...) {
+		for _, st := range append([]*sql.Stmt{s.get, s.scan, s.days, s.head, s.exists, s.del, s.deleteDay, s.take}, s.puts[:]...) {
 			if st != nil {
 				errs = append(errs, st.Close())
 			}

@@ -17,7 +17,9 @@
 // atomicity of batches and their checks, retention by day, key order,
 // binary keys, large values, the limits, and concurrent use, including that
 // of many callers consuming one single-use token, or creating one record
-// if it is absent, exactly one succeeds.
+// if it is absent, exactly one succeeds; and the sequence numbers by which
+// replicas follow each other's writes (Since, Head): a follower that
+// writers race never misses a record.
 // Durability across a restart depends on how a store is reopened, so each
 // implementation tests that itself.
 package storetest
@@ -70,6 +72,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentTokenConsumption", testConcurrentTokenConsumption},
 		{"ConcurrentPutIfAbsent", testConcurrentPutIfAbsent},
 		{"ConcurrentReadWrite", testConcurrentReadWrite},
+		{"SeqOrder", testSeqOrder},
+		{"Since", testSince},
+		{"Head", testHead},
+		{"ScanSnapshot", testScanSnapshot},
+		{"ConcurrentFollow", testConcurrentFollow},
 		{"Close", testClose},
 	}
 	for _, tc := range tests {
@@ -809,5 +816,229 @@ func testClose(t *testing.T, s store.Store) {
 	b.Put("t", []byte("k2"), 1, nil)
 	if err := s.Apply(t.Context(), &b); err == nil {
 		t.Error("Apply after Close succeeded")
+	}
+}
+
+// since returns what Since visits of tables after after.
+func since(t *testing.T, s store.Store, after uint64, tables ...string) []store.Record {
+	t.Helper()
+	var got []store.Record
+	if err := s.Since(t.Context(), after, tables, func(r store.Record) error {
+		got = append(got, r)
+		return nil
+	}); err != nil {
+		t.Fatalf("Since(%d, %v): %v", after, tables, err)
+	}
+	return got
+}
+
+func get(t *testing.T, s store.Store, table string, key []byte) store.Record {
+	t.Helper()
+	r, err := s.Get(t.Context(), table, key)
+	if err != nil {
+		t.Fatalf("Get(%s, %x): %v", table, key, err)
+	}
+	return r
+}
+
+// testSeqOrder: every put gets a number above every earlier one's, a
+// batch's puts in the order of the batch, and Get, Scan and Since agree.
+func testSeqOrder(t *testing.T, s store.Store) {
+	put(t, s, "t", []byte("a"), 1, []byte("1"))
+	put(t, s, "u", []byte("b"), 1, []byte("2"))
+	var b store.Batch
+	b.Put("t", []byte("d"), 1, []byte("3"))
+	b.Delete("t", []byte("zz"))
+	b.Put("t", []byte("c"), 1, []byte("4"))
+	apply(t, s, &b)
+	put(t, s, "t", []byte("a"), 2, []byte("5")) // put again: a new number
+
+	order := [][2]string{{"t", "a"}, {"u", "b"}, {"t", "d"}, {"t", "c"}}
+	var last uint64
+	for i, tk := range order[1:] {
+		r := get(t, s, tk[0], []byte(tk[1]))
+		if r.Seq <= last {
+			t.Errorf("put %d (%s %s) has Seq %d, not above the put before's %d", i+2, tk[0], tk[1], r.Seq, last)
+		}
+		last = r.Seq
+	}
+	if a := get(t, s, "t", []byte("a")); a.Seq <= last {
+		t.Errorf("a record put again has Seq %d, not above the puts before it (%d)", a.Seq, last)
+	}
+	for _, r := range scan(t, s, "t") {
+		if g := get(t, s, "t", r.Key); g.Seq != r.Seq || r.Seq == 0 {
+			t.Errorf("Scan gives %s Seq %d, Get %d", r.Key, r.Seq, g.Seq)
+		}
+	}
+}
+
+// testSince: Since visits the records of the tables asked for numbered
+// above after, in order of their numbers, the last version of a record
+// put again, and no deleted record.
+func testSince(t *testing.T, s store.Store) {
+	if got := since(t, s, 0, "t"); len(got) != 0 {
+		t.Fatalf("Since on an empty store visited %d records", len(got))
+	}
+	put(t, s, "t", []byte("k1"), 1, []byte("1"))
+	put(t, s, "other", []byte("o1"), 1, []byte("2"))
+	put(t, s, "t", []byte("k0"), 2, []byte("3"))
+	put(t, s, "u", []byte("u1"), 1, []byte("4"))
+	var b store.Batch
+	b.Put("t", []byte("k2"), 1, []byte("5"))
+	b.Delete("t", []byte("k1"))
+	apply(t, s, &b)
+	put(t, s, "t", []byte("k0"), 2, []byte("6"))
+
+	got := since(t, s, 0, "t", "u")
+	var keys []string
+	for i, r := range got {
+		keys = append(keys, r.Table+"/"+string(r.Key))
+		if i > 0 && r.Seq <= got[i-1].Seq {
+			t.Errorf("Since visited Seq %d after %d", r.Seq, got[i-1].Seq)
+		}
+		if g := get(t, s, r.Table, r.Key); !equal(g, r) || g.Seq != r.Seq {
+			t.Errorf("Since gave %s (Seq %d), Get %s (Seq %d)", show(r), r.Seq, show(g), g.Seq)
+		}
+	}
+	if want := []string{"u/u1", "t/k2", "t/k0"}; !slices.Equal(keys, want) {
+		t.Fatalf("Since(0, t, u) visited %v, want %v", keys, want)
+	}
+	if later := since(t, s, got[0].Seq, "t", "u"); len(later) != 2 || later[0].Seq != got[1].Seq {
+		t.Errorf("Since after the first record visited %d records, want the 2 after it", len(later))
+	}
+	if rest := since(t, s, got[2].Seq, "t", "u", "other"); len(rest) != 0 {
+		t.Errorf("Since after the last record visited %d records", len(rest))
+	}
+	if none := since(t, s, 0); len(none) != 0 {
+		t.Errorf("Since of no table visited %d records", len(none))
+	}
+
+	stop := errors.New("stop")
+	n := 0
+	err := s.Since(t.Context(), 0, []string{"t", "u"}, func(store.Record) error {
+		n++
+		return stop
+	})
+	if err != stop || n != 1 {
+		t.Errorf("Since with fn failing: %v after %d records, want fn's error unchanged after 1", err, n)
+	}
+	if err := s.Since(t.Context(), 0, []string{"bad table"}, func(store.Record) error { return nil }); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Since of an invalid table name: %v, want ErrInvalid", err)
+	}
+}
+
+// testHead: Head is 0 on an empty store, at least the number of every
+// record held, and below the number of every later put.
+func testHead(t *testing.T, s store.Store) {
+	head := func() uint64 {
+		t.Helper()
+		h, err := s.Head(t.Context())
+		if err != nil {
+			t.Fatalf("Head: %v", err)
+		}
+		return h
+	}
+	if h := head(); h != 0 {
+		t.Errorf("Head of an empty store = %d, want 0", h)
+	}
+	for i := range 3 {
+		put(t, s, "t", []byte{byte(i)}, 1, nil)
+	}
+	h := head()
+	for _, r := range since(t, s, 0, "t") {
+		if r.Seq > h {
+			t.Errorf("a record has Seq %d, above Head %d", r.Seq, h)
+		}
+	}
+	put(t, s, "u", []byte("later"), 1, nil)
+	if r := get(t, s, "u", []byte("later")); r.Seq <= h {
+		t.Errorf("a put after Head returned %d has Seq %d", h, r.Seq)
+	}
+	if got := since(t, s, h, "t", "u"); len(got) != 1 || string(got[0].Key) != "later" {
+		t.Errorf("Since(Head) visited %d records, want the one put after", len(got))
+	}
+}
+
+// testScanSnapshot: a scan visits no record put after it began, so that
+// its highest number is where a follower of the table starts.
+func testScanSnapshot(t *testing.T, s store.Store) {
+	for i := range 10 {
+		put(t, s, "t", []byte{byte(2 * i)}, 1, []byte{1})
+	}
+	var seen []store.Record
+	err := s.Scan(t.Context(), "t", func(r store.Record) error {
+		if len(seen) == 0 {
+			put(t, s, "t", []byte{99}, 1, []byte{2}) // after every key
+			put(t, s, "t", []byte{18}, 1, []byte{2}) // put again, ahead
+		}
+		seen = append(seen, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Scan: %v", err)
+	}
+	var top uint64
+	for _, r := range seen {
+		if r.Value[0] != 1 {
+			t.Errorf("the scan visited %x as put after it began", r.Key)
+		}
+		top = max(top, r.Seq)
+	}
+	var keys []string
+	for _, r := range since(t, s, top, "t") {
+		keys = append(keys, fmt.Sprintf("%x", r.Key))
+	}
+	if want := []string{"63", "12"}; !slices.Equal(keys, want) {
+		t.Errorf("after the scan's highest Seq, Since visits %v, want the two puts made during the scan %v", keys, want)
+	}
+}
+
+// testConcurrentFollow: a follower that calls Since from the highest
+// number it has read, while writers race each other, reads every record
+// once: no record commits with a number below one already read.
+func testConcurrentFollow(t *testing.T, s store.Store) {
+	const writers, perWriter = 4, 30
+	var wg sync.WaitGroup
+	var done atomic.Bool
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				var b store.Batch
+				for j := range 1 + i%3 {
+					b.Put("t", fmt.Appendf(nil, "%d-%03d-%d", w, i, j), 1, []byte{byte(w)})
+				}
+				if err := s.Apply(t.Context(), &b); err != nil {
+					t.Errorf("Apply: %v", err)
+					return
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); done.Store(true) }()
+	seen := map[string]bool{}
+	var after uint64
+	follow := func() {
+		err := s.Since(t.Context(), after, []string{"t"}, func(r store.Record) error {
+			if r.Seq <= after {
+				return fmt.Errorf("Since(%d) visited Seq %d", after, r.Seq)
+			}
+			if seen[string(r.Key)] {
+				return fmt.Errorf("record %s visited twice", r.Key)
+			}
+			seen[string(r.Key)] = true
+			after = r.Seq
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for !done.Load() {
+		follow()
+	}
+	follow()
+	want := len(scan(t, s, "t"))
+	if len(seen) != want {
+		t.Errorf("the follower read %d records of the %d written: it missed some that committed below a number it had read", len(seen), want)
 	}
 }
