@@ -28,7 +28,6 @@ package enclave
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -45,16 +44,22 @@ const maxAhead = 5 * time.Minute
 // the enclave to log it: less is an authority's clock a little ahead.
 const lagLogged = time.Second
 
-// The time mark in the store: one record of no day, so that retention
-// never deletes it, sealed like the service's secrets (secrets.go) under a
-// name of its own.
+// The time marks in the store: one record of no day for each run of the
+// enclave (so that retention never deletes it, and replicas do not write
+// over each other's), sealed like the service's secrets (secrets.go) under
+// a name of its own, holding the time and the run's head (head.go).
 const (
 	tableClock = "clock"
 	markName   = tableClock + "/mark"
-	// markSize is the size of a mark's plaintext: Unix seconds.
-	markSize = 8
+	// markSize is the size of a mark's plaintext: Unix seconds and the
+	// head.
+	markSize = 16
+	// legacyMarkSize is the size of the one shared mark's plaintext that
+	// stores written before runs had their own hold: Unix seconds.
+	legacyMarkSize = 8
 )
 
+// markKey is the key of the shared mark of older stores.
 var markKey = []byte("mark")
 
 // trustedClock is the enclave's clock: the host's, never behind the
@@ -145,53 +150,75 @@ func (e *Enclave) witness(what string, signed time.Time) error {
 	return nil
 }
 
-// sealMark returns the time mark of t, sealed.
-func (e *Enclave) sealMark(t time.Time) ([]byte, error) {
-	return e.SealSecret(markName, binary.BigEndian.AppendUint64(nil, uint64(t.Unix())))
+// sealMark returns the time mark of t with head n, sealed under this
+// run's name.
+func (e *Enclave) sealMark(t time.Time, n uint64) ([]byte, error) {
+	plain := binary.BigEndian.AppendUint64(nil, uint64(t.Unix()))
+	return e.SealSecret(markNameOf(e.heads.id), binary.BigEndian.AppendUint64(plain, n))
 }
 
-// openMark opens a sealed time mark. Bytes changed, sealed under another
-// name or under another key-encryption key fail with seal.ErrTampered.
-func (e *Enclave) openMark(sealed []byte) (time.Time, error) {
-	plain, err := e.OpenSecret(markName, sealed)
+// openMark opens the time mark stored under key: a run's (with its head)
+// or, in a store written before runs had marks of their own, the one
+// shared mark (head 0). Bytes changed, sealed under another name or under
+// another key-encryption key fail with seal.ErrTampered.
+func (e *Enclave) openMark(key, sealed []byte) (t time.Time, id HeadID, n uint64, err error) {
+	name, size := markName, legacyMarkSize
+	if string(key) != string(markKey) {
+		if id, err = parseMarkKey(key); err != nil {
+			return t, id, 0, err
+		}
+		name, size = markNameOf(id), markSize
+	}
+	plain, err := e.OpenSecret(name, sealed)
 	if err != nil {
-		return time.Time{}, err
+		return t, id, 0, err
 	}
-	if len(plain) != markSize {
-		return time.Time{}, fmt.Errorf("enclave: time mark of %d bytes, want %d", len(plain), markSize)
+	if len(plain) != size {
+		return t, id, 0, fmt.Errorf("enclave: time mark of %d bytes, want %d", len(plain), size)
 	}
-	return time.Unix(int64(binary.BigEndian.Uint64(plain)), 0).UTC(), nil
+	if size == markSize {
+		n = binary.BigEndian.Uint64(plain[8:])
+	}
+	return time.Unix(int64(binary.BigEndian.Uint64(plain)), 0).UTC(), id, n, nil
 }
 
-// putMark adds the time mark of now to b: the caller's write is one the
-// clock makes, so that the mark's writes tell the host nothing new.
+// putMark adds this run's time mark of now, with its next head (head.go),
+// to b: the caller's write is one the clock makes, so that the mark's
+// writes tell the host nothing new.
 func (e *Enclave) putMark(ctx context.Context, b *store.Batch, now time.Time) error {
-	sealed, err := e.sealMark(now)
+	// Sealed with its head when applied (headStore, head.go); sealed now
+	// too, so that a batch applied around headStore is still well formed.
+	sealed, err := e.sealMark(now, 0)
 	if err != nil {
 		return err
 	}
-	b.Put(tableClock, markKey, store.NoDay, sealed)
+	b.Put(tableClock, markKeyOf(e.heads.id), store.NoDay, sealed)
+	e.heads.add(b, now)
 	return nil
 }
 
-// loadMark raises the clock to the stored time mark when the enclave
-// starts. A mark that does not open is logged and ignored: the host could
-// as well have deleted it, and the enclave then starts, as on its first
-// start, from the host's clock; it must not take a time the host made up.
+// loadMark raises the clock to the newest time mark stored, when the
+// enclave starts. A mark that does not open is logged and ignored: the
+// host could as well have deleted it, and the enclave then starts, as on
+// its first start, from the host's clock; it must not take a time the
+// host made up.
 func (e *Enclave) loadMark(ctx context.Context) error {
-	rec, err := e.store.Get(ctx, tableClock, markKey)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		e.log.Info("no time mark stored: the enclave's clock starts at the host's")
-	case err != nil:
-		return fmt.Errorf("enclave: reading the time mark: %w", err)
-	default:
-		mark, err := e.openMark(rec.Value)
+	found := false
+	err := e.store.Scan(ctx, tableClock, func(r store.Record) error {
+		mark, _, _, err := e.openMark(r.Key, r.Value)
 		if err != nil {
-			e.log.Error("the stored time mark does not open; ignored (tampered, swapped or from another key-encryption key)", "err", err)
-			break
+			e.log.Error("a stored time mark does not open; ignored (tampered, swapped or from another key-encryption key)", "err", err)
+			return nil
 		}
+		found = true
 		e.clock.raise(mark)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("enclave: reading the time marks: %w", err)
+	}
+	if !found {
+		e.log.Info("no time mark stored: the enclave's clock starts at the host's")
 	}
 	e.reportLag()
 	return nil

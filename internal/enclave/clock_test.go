@@ -384,8 +384,8 @@ func TestTimeMarkWrittenOnTheClock(t *testing.T) {
 		if size < 0 {
 			size = len(m.Value)
 		}
-		if string(m.Key) != "mark" || m.Day != store.NoDay || m.Delete || len(m.Value) != size {
-			t.Errorf("%s: time mark %q of day %d, %d bytes; want \"mark\" of no day, %d bytes", c, m.Key, m.Day, len(m.Value), size)
+		if own := markKeyOf(v.e.heads.id); string(m.Key) != string(own) || m.Day != store.NoDay || m.Delete || len(m.Value) != size {
+			t.Errorf("%s: time mark %q of day %d, %d bytes; want %q of no day, %d bytes", c, m.Key, m.Day, len(m.Value), own, size)
 		}
 	}
 	if size < 0 {
@@ -442,7 +442,7 @@ func TestTrustedClock(t *testing.T) {
 // is refused, without a panic.
 func FuzzOpenTimeMark(f *testing.F) {
 	v := newEnv(f)
-	good, err := v.e.sealMark(testStart)
+	good, err := v.e.sealMark(testStart, 7)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -450,7 +450,7 @@ func FuzzOpenTimeMark(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	long, err := v.e.SealSecret(markName, make([]byte, markSize+1))
+	long, err := v.e.SealSecret(markNameOf(v.e.heads.id), make([]byte, markSize+1))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -458,8 +458,8 @@ func FuzzOpenTimeMark(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		at, err := v.e.openMark(b)
-		if err == nil && (!at.Equal(testStart) || !bytes.Equal(b, good)) {
+		at, _, n, err := v.e.openMark(markKeyOf(v.e.heads.id), b)
+		if err == nil && (!at.Equal(testStart) || n != 7 || !bytes.Equal(b, good)) {
 			t.Fatalf("%x opened as a time mark of %s", b, at)
 		}
 	})

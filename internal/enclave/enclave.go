@@ -111,7 +111,9 @@ type Enclave struct {
 	gaenKeys []gaen.VerifyingKey
 	gps      *gpsindex.Index
 	clock    *trustedClock
-	log      *slog.Logger
+	// heads is this run's rollback head (head.go).
+	heads *heads
+	log   *slog.Logger
 	// lagReported is set when the host's clock was logged as behind the
 	// enclave's, and cleared by every flush (clock.go). Guarded by mu.
 	lagReported bool
@@ -139,8 +141,10 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("enclave: no store")
 	}
-	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), oneSided: matchindex.NewCompact(), clock: newTrustedClock(cfg.HostClock), log: cfg.Logger,
+	e := &Enclave{policy: cfg.Policy, store: cfg.Store, index: matchindex.NewCompact(), oneSided: matchindex.NewCompact(), clock: newTrustedClock(cfg.HostClock), heads: newHeads(), log: cfg.Logger,
 		checks: NewCheckLimiter(CheckLimiterConfig{PerDay: cfg.Policy.Limits.ChecksPerKeyDay})}
+	// Every write of this run's time mark carries its head (head.go).
+	e.store = headStore{Store: cfg.Store, e: e}
 	gk, err := gaenVerifyingKeys(cfg.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)

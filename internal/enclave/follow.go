@@ -178,10 +178,7 @@ func (e *Enclave) follow(ctx context.Context, rec store.Record, first calendar.D
 	case tableResults:
 		return e.followResult(ctx, rec, first)
 	case tableClock:
-		if string(rec.Key) != string(markKey) {
-			return nil
-		}
-		mark, err := e.openMark(rec.Value)
+		mark, _, _, err := e.openMark(rec.Key, rec.Value)
 		if err != nil {
 			e.log.Error("a time mark written does not open; ignored (tampered, swapped or from another key-encryption key)", "err", err)
 			return nil

@@ -225,7 +225,7 @@ func TestFlushShape(t *testing.T) {
 		at := testStart.Add(time.Duration(i/(rows+1)+1) * time.Hour)
 		want := flushShape{at: at, op: "apply", table: tableJournal, keyLen: 16, day: utcDay(at) + 1, valueLen: policy.StoreRowBytes}
 		if i%(rows+1) == rows {
-			want = flushShape{at: at, op: "apply", table: tableClock, keyLen: len(markKey), day: store.NoDay, valueLen: secretOverhead + markSize}
+			want = flushShape{at: at, op: "apply", table: tableClock, keyLen: len(markKeyOf(HeadID{})), day: store.NoDay, valueLen: secretOverhead + markSize}
 		}
 		if s != want {
 			t.Fatalf("row %d of the flushes: %+v, want %+v", i, s, want)

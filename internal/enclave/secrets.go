@@ -13,9 +13,8 @@ package enclave
 // sealing key, so it goes wherever the KEK goes: a replica that obtains the
 // KEK from an attested peer opens the same secrets (and serves the same
 // OHTTP keys), and a new KEK makes every old sealed secret unreadable.
-// Open clears the KEK once it has derived the record-key MAC key, so the
-// secrets key derives from that, with a label of its own: HKDF keeps the
-// two uses independent.
+// The secrets key derives from the record-key MAC key, which derives from
+// the KEK, with a label of its own: HKDF keeps the two uses independent.
 
 import (
 	"crypto/aes"

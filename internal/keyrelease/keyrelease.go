@@ -30,6 +30,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/conftrace/conftrace/attest"
@@ -54,6 +56,9 @@ var (
 	ErrNonce = errors.New("keyrelease: unknown, used or expired nonce")
 	// ErrBusy: too many nonces are outstanding; ask again later.
 	ErrBusy = errors.New("keyrelease: too many releases in progress")
+	// ErrUnreachable: the peer did not answer the request for a nonce,
+	// before anything was proven either way.
+	ErrUnreachable = errors.New("keyrelease: the peer did not give a nonce")
 )
 
 // The HPKE suite that carries the KEK: post-quantum hybrid, like the
@@ -94,13 +99,29 @@ type Request struct {
 	Release      []byte          `json:"release,omitempty"`
 }
 
-// Response carries the KEK sealed to the requester, and the releasing
-// replica's evidence.
+// Response carries the KEK sealed to the requester, the store heads the
+// releasing replica wrote (so that the requester can refuse an older copy
+// of the store), and the releasing replica's evidence, which binds both.
 type Response struct {
 	Sealed       []byte          `json:"sealed"`
+	Heads        Heads           `json:"heads,omitempty"`
 	Evidence     attest.Evidence `json:"evidence"`
 	PolicySHA256 []byte          `json:"policy_sha256"`
 	Release      []byte          `json:"release,omitempty"`
+}
+
+// Heads are store heads a replica wrote, by the run that wrote them
+// (package enclave's HeadID, in hexadecimal).
+type Heads map[string]uint64
+
+// digest is the SHA-256 of h in a canonical form: runs sorted.
+func (h Heads) digest() [sha256.Size]byte {
+	d := sha256.New()
+	for _, id := range slices.Sorted(maps.Keys(h)) {
+		writeField(d, []byte(id))
+		d.Write(binary.BigEndian.AppendUint64(nil, h[id]))
+	}
+	return [sha256.Size]byte(d.Sum(nil))
 }
 
 // requestData is what a requester's evidence binds.
@@ -116,12 +137,14 @@ func requestData(nonce, pub, policySHA256, releaseFile []byte) attest.ReportData
 }
 
 // responseData is what the releasing replica's evidence binds.
-func responseData(nonce, sealed, policySHA256, releaseFile []byte) attest.ReportData {
+func responseData(nonce, sealed []byte, heads Heads, policySHA256, releaseFile []byte) attest.ReportData {
 	h := sha512.New()
 	h.Write([]byte("conftrace kek-release response v1\x00"))
 	writeField(h, nonce)
 	s := sha256.Sum256(sealed)
 	h.Write(s[:])
+	hd := heads.digest()
+	h.Write(hd[:])
 	writeField(h, policySHA256)
 	r := sha256.Sum256(releaseFile)
 	h.Write(r[:])

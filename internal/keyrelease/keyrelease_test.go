@@ -57,12 +57,15 @@ func kekSource(kek [KEKSize]byte, loans *int) KEKSource {
 	}
 }
 
-var testKEK = [KEKSize]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+var (
+	testKEK   = [KEKSize]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	testHeads = Heads{"0a": 7, "0b": 1}
+)
 
 func releaser(t *testing.T, s Self, now func() time.Time) (*Releaser, *int) {
 	t.Helper()
 	loans := new(int)
-	r, err := NewReleaser(s, kekSource(testKEK, loans), now)
+	r, err := NewReleaser(s, kekSource(testKEK, loans), func() Heads { return testHeads }, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ func TestReleaseToTheSameBuild(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if got != testKEK {
+		if got.KEK != testKEK || got.Heads["0a"] != 7 {
 			t.Errorf("%s: obtained %x, want the peer's key", name, got)
 		}
 	}
@@ -168,8 +171,8 @@ func TestReleaseToSuccessor(t *testing.T) {
 
 	next := replica(t, build(0xb2), policyB, statement(t, 6, build(0xb2), policyB, keys...), gov, false)
 	got, err := Obtain(ctx, next, local{r})
-	if err != nil || got != testKEK {
-		t.Fatalf("successor: %x, %v", got, err)
+	if err != nil || got.KEK != testKEK {
+		t.Fatalf("successor: %x, %v", got.KEK, err)
 	}
 
 	for _, tc := range []struct {
@@ -338,7 +341,30 @@ func FuzzReleaseResponse(f *testing.F) {
 		p := replica(t, build(0xa1), policyA, nil, nil, false)
 		r, _ := releaser(t, p, nil)
 		if k, err := Obtain(context.Background(), p, fixed{Peer: local{r}, resp: resp}); err == nil {
-			t.Fatalf("obtained %x from %q", k, body)
+			t.Fatalf("obtained %x from %q", k.KEK, body)
 		}
 	})
+}
+
+// lowered relays the releaser's answer with the heads lowered: what a host
+// would do to make a replica accept an older copy of the store.
+type lowered struct{ Peer }
+
+func (l lowered) Release(ctx context.Context, req Request) (*Response, error) {
+	resp, err := l.Peer.Release(ctx, req)
+	if err == nil {
+		resp.Heads = Heads{"0a": 1}
+	}
+	return resp, err
+}
+
+// TestHeadsAreAttested: the heads in a release are bound by the releasing
+// replica's evidence.
+func TestHeadsAreAttested(t *testing.T) {
+	p := replica(t, build(0xa1), policyA, nil, nil, false)
+	n := replica(t, build(0xa1), policyA, nil, nil, false)
+	r, _ := releaser(t, p, nil)
+	if _, err := Obtain(context.Background(), n, lowered{local{r}}); err == nil {
+		t.Fatal("a release whose heads the host lowered was accepted")
+	}
 }

@@ -20,17 +20,24 @@ type Peer interface {
 	Release(ctx context.Context, req Request) (*Response, error)
 }
 
+// Released is what a peer released: the KEK and the store heads it wrote.
+type Released struct {
+	KEK   [KEKSize]byte
+	Heads Heads
+}
+
 // Obtain asks peer for the KEK on behalf of self: it proves self's code
 // and policy with fresh evidence bound to the peer's nonce and an
 // ephemeral key, and accepts the answer only if the peer's own evidence
 // proves code and policy that self admits ([Self.Rule], with any sequence
 // number: an older release may hand its key to its successor). The caller
-// must still check that the key is its store's (the enclave does).
-func Obtain(ctx context.Context, self Self, peer Peer) ([KEKSize]byte, error) {
-	var kek [KEKSize]byte
+// must still check that the key is its store's (the enclave does), and
+// that its store holds the heads.
+func Obtain(ctx context.Context, self Self, peer Peer) (Released, error) {
+	var kek Released
 	nonce, err := peer.Nonce(ctx)
 	if err != nil {
-		return kek, fmt.Errorf("keyrelease: asking the peer for a nonce: %w", err)
+		return kek, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	if len(nonce) != NonceSize {
 		return kek, fmt.Errorf("keyrelease: the peer sent a nonce of %d bytes", len(nonce))
@@ -48,7 +55,7 @@ func Obtain(ctx context.Context, self Self, peer Peer) ([KEKSize]byte, error) {
 	if err != nil {
 		return kek, fmt.Errorf("keyrelease: the peer refused: %w", err)
 	}
-	rd := responseData(nonce, resp.Sealed, resp.PolicySHA256, resp.Release)
+	rd := responseData(nonce, resp.Sealed, resp.Heads, resp.PolicySHA256, resp.Release)
 	if _, err := self.verify(ctx, resp.Evidence, rd, resp.PolicySHA256, resp.Release, 0); err != nil {
 		return kek, fmt.Errorf("keyrelease: the releasing replica: %w", err)
 	}
@@ -60,7 +67,8 @@ func Obtain(ctx context.Context, self Self, peer Peer) ([KEKSize]byte, error) {
 	if len(k) != KEKSize {
 		return kek, fmt.Errorf("keyrelease: a released key of %d bytes", len(k))
 	}
-	copy(kek[:], k)
+	copy(kek.KEK[:], k)
+	kek.Heads = resp.Heads
 	return kek, nil
 }
 

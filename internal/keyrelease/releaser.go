@@ -21,9 +21,10 @@ type KEKSource func(fn func(kek []byte) ([]byte, error)) ([]byte, error)
 // Releaser answers release requests on a replica that holds the KEK. It
 // is safe for concurrent use.
 type Releaser struct {
-	self Self
-	kek  KEKSource
-	now  func() time.Time
+	self  Self
+	kek   KEKSource
+	heads func() Heads
+	now   func() time.Time
 	// minSequence is the lowest release statement sequence a requester's
 	// successor statement may carry: this replica's own.
 	minSequence uint64
@@ -33,8 +34,9 @@ type Releaser struct {
 }
 
 // NewReleaser returns a releaser for the replica self, lending the KEK
-// from kek. now is the clock nonces expire by; nil means time.Now.
-func NewReleaser(self Self, kek KEKSource, now func() time.Time) (*Releaser, error) {
+// from kek and telling the heads it wrote from heads (nil: none). now is
+// the clock nonces expire by; nil means time.Now.
+func NewReleaser(self Self, kek KEKSource, heads func() Heads, now func() time.Time) (*Releaser, error) {
 	if self.Attester == nil || kek == nil {
 		return nil, errors.New("keyrelease: a releaser needs an attester and the key")
 	}
@@ -45,7 +47,10 @@ func NewReleaser(self Self, kek KEKSource, now func() time.Time) (*Releaser, err
 	if now == nil {
 		now = time.Now
 	}
-	return &Releaser{self: self, kek: kek, now: now, minSequence: seq, nonces: make(map[[NonceSize]byte]time.Time)}, nil
+	if heads == nil {
+		heads = func() Heads { return nil }
+	}
+	return &Releaser{self: self, kek: kek, heads: heads, now: now, minSequence: seq, nonces: make(map[[NonceSize]byte]time.Time)}, nil
 }
 
 // Nonce returns a fresh nonce for one release, valid once for
@@ -105,9 +110,10 @@ func (r *Releaser) Release(ctx context.Context, req Request) (*Response, error) 
 	if err != nil {
 		return nil, fmt.Errorf("keyrelease: sealing the key: %w", err)
 	}
-	ev, err := r.self.Attester.Attest(ctx, responseData(req.Nonce, sealed, r.self.PolicySHA256[:], r.self.Release))
+	heads := r.heads()
+	ev, err := r.self.Attester.Attest(ctx, responseData(req.Nonce, sealed, heads, r.self.PolicySHA256[:], r.self.Release))
 	if err != nil {
 		return nil, fmt.Errorf("keyrelease: attesting the answer: %w", err)
 	}
-	return &Response{Sealed: sealed, Evidence: ev, PolicySHA256: r.self.PolicySHA256[:], Release: r.self.Release}, nil
+	return &Response{Sealed: sealed, Heads: heads, Evidence: ev, PolicySHA256: r.self.PolicySHA256[:], Release: r.self.Release}, nil
 }

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,31 +62,69 @@ func releaseSelf(ctx context.Context, cfg Config, doc []byte) (keyrelease.Self, 
 	return self, nil
 }
 
-// openEnclave opens the enclave over st: with the KEK its sealing key
-// unwraps, or else, when the store needs a peer and cfg names one, with
-// the KEK the peer releases after mutual attestation.
+// openEnclave opens the enclave over st. Without a peer, with the KEK its
+// sealing key unwraps (or a new one). With one, with the KEK the peer
+// releases after mutual attestation, and only over a store that holds
+// every head the peer wrote: an older copy of the store is refused
+// (enclave.ErrRolledBack). A peer that does not answer at all (the first
+// replica of a deployment, or one whose peers are all down) leaves the
+// sealing key's way, and the rollback check is logged as not made.
 func openEnclave(ctx context.Context, cfg Config, ecfg enclave.Config, self func() (keyrelease.Self, error), log *slog.Logger) (*enclave.Enclave, error) {
-	enc, err := enclave.Open(ctx, ecfg)
-	if !errors.Is(err, enclave.ErrNeedsPeer) || cfg.Peer == nil {
-		return enc, err
+	if cfg.Peer == nil {
+		return enclave.Open(ctx, ecfg)
 	}
-	s, serr := self()
-	if serr != nil {
-		return nil, errors.Join(err, serr)
-	}
-	log.Info("asking a peer replica for the key-encryption key")
-	kek, oerr := keyrelease.Obtain(ctx, s, cfg.Peer)
-	if oerr != nil {
-		return nil, oerr
-	}
-	defer clear(kek[:])
-	ecfg.KEK = (*[seal.KeySize]byte)(&kek)
-	enc, err = enclave.Open(ctx, ecfg)
+	s, err := self()
 	if err != nil {
 		return nil, err
 	}
-	log.Info("key-encryption key obtained from a peer replica")
+	rel, err := keyrelease.Obtain(ctx, s, cfg.Peer)
+	if errors.Is(err, keyrelease.ErrUnreachable) {
+		log.Warn("no peer replica answered: the store is opened without checking it against a peer's heads", "err", err)
+		return enclave.Open(ctx, ecfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer clear(rel.KEK[:])
+	want, err := headIDs(rel.Heads)
+	if err != nil {
+		return nil, err
+	}
+	ecfg.KEK = (*[seal.KeySize]byte)(&rel.KEK)
+	enc, err := enclave.Open(ctx, ecfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := enc.CheckHeads(ctx, want); err != nil {
+		log.Error("the store is older than a live replica's writes: refusing it", "err", err)
+		return nil, fmt.Errorf("service: %w", err)
+	}
+	log.Info("key-encryption key obtained from a peer replica; the store holds every head it wrote", "heads", len(want))
 	return enc, nil
+}
+
+// headIDs parses the heads a peer released.
+func headIDs(h keyrelease.Heads) (map[enclave.HeadID]uint64, error) {
+	out := make(map[enclave.HeadID]uint64, len(h))
+	for s, n := range h {
+		b, err := hex.DecodeString(s)
+		if err != nil || len(b) != len(enclave.HeadID{}) {
+			return nil, fmt.Errorf("service: the peer named a run %q", s)
+		}
+		out[enclave.HeadID(b)] = n
+	}
+	return out, nil
+}
+
+// releasedHeads are the heads enc wrote, as a releaser tells them.
+func releasedHeads(enc *enclave.Enclave) func() keyrelease.Heads {
+	return func() keyrelease.Heads {
+		h := keyrelease.Heads{}
+		for id, n := range enc.Heads() {
+			h[id.String()] = n
+		}
+		return h
+	}
 }
 
 // withKeyRelease serves key release to peer replicas beside next, when
@@ -97,7 +136,7 @@ func withKeyRelease(next http.Handler, enc *enclave.Enclave, self func() (keyrel
 	var rel http.Handler
 	if err == nil {
 		var r *keyrelease.Releaser
-		if r, err = keyrelease.NewReleaser(s, enc.ReleaseKEK, enc.Now); err == nil {
+		if r, err = keyrelease.NewReleaser(s, enc.ReleaseKEK, releasedHeads(enc), enc.Now); err == nil {
 			rel = keyrelease.Handler(r, log)
 		}
 	}

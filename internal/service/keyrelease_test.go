@@ -3,16 +3,19 @@ package service_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/internal/enclave"
 	"github.com/conftrace/conftrace/internal/keyrelease"
 	"github.com/conftrace/conftrace/internal/service"
+	"github.com/conftrace/conftrace/internal/store/sqlite"
 	teesim "github.com/conftrace/conftrace/internal/tee/sim"
 	"github.com/conftrace/conftrace/policy"
 	"github.com/conftrace/conftrace/release"
@@ -147,4 +150,52 @@ func TestUpgradeObtainsKEK(t *testing.T) {
 		t.Fatalf("the signed successor: %v", err)
 	}
 	next.Close()
+}
+
+// TestOlderCopyRefused: a replica pointed at an older copy of the store
+// (what a host that restores a backup does, undeleting expired days and
+// reviving used upload authorizations) is refused by the heads the live
+// replica wrote since; pointed at the live store, it starts.
+func TestOlderCopyRefused(t *testing.T) {
+	ctx := t.Context()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	p := policy.Default()
+	p.StoreFlushSeconds = 60
+	live := t.TempDir()
+	first, err := service.Open(ctx, service.Config{DataDir: live, Policy: p, TEE: simTEE(t, nil), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	srv := httptest.NewServer(first.Handler)
+	defer srv.Close()
+	flush := func() {
+		now = now.Add(time.Minute)
+		if err := first.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush()
+	older := t.TempDir()
+	db, err := sql.Open("sqlite", filepath.Join(live, sqlite.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`VACUUM INTO ?`, filepath.Join(older, sqlite.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	flush()
+
+	peer := keyrelease.HTTPPeer{URL: srv.URL}
+	_, err = service.Open(ctx, service.Config{DataDir: older, Policy: p, TEE: simTEE(t, nil), Now: clock, Peer: peer})
+	if !errors.Is(err, enclave.ErrRolledBack) {
+		t.Fatalf("over the older copy: %v, want ErrRolledBack", err)
+	}
+	second, err := service.Open(ctx, service.Config{DataDir: live, Policy: p, TEE: simTEE(t, nil), Now: clock, Peer: peer})
+	if err != nil {
+		t.Fatalf("over the live store: %v", err)
+	}
+	second.Close()
 }

@@ -199,7 +199,9 @@ func (s *Service) RunMaintenance(ctx context.Context, every time.Duration) {
 	}
 }
 
-// Maintain expires days past the retention window, compacts the GPS index,
+// Maintain checks that the store was not rolled back under this replica
+// (enclave.Enclave.CheckOwnHead), expires days past the retention window,
+// compacts the GPS index,
 // makes the journal flushes that are due and rotates the OHTTP keys if a
 // generation's time is over, once, at the enclave's clock
 // (enclave.Enclave.Now); RunMaintenance calls it periodically.
@@ -209,7 +211,8 @@ func (s *Service) Maintain(ctx context.Context) error {
 	s.metrics.SetIndexEntries(s.Enclave.IndexEntries())
 	// Flushes are due on the clock whatever maintenance does; a clock
 	// that jumped (the demo's) catches up here.
-	return errors.Join(err, s.Enclave.FlushDue(ctx), s.keys.rotate(ctx))
+	// A store rolled back under this replica stops its writes (head.go).
+	return errors.Join(err, s.Enclave.CheckOwnHead(ctx), s.Enclave.FlushDue(ctx), s.keys.rotate(ctx))
 }
 
 // Close closes the store.
