@@ -12,10 +12,12 @@ package enclave
 // clock makes (journal flushes and maintenance: no write that requests
 // cause, so the counter tells the host nothing). The writes of a run's
 // mark are made one at a time, each with the last committed value plus
-// one, so the store holds exactly the last committed head. Maintenance
-// reads it back (CheckOwnHead): found lower, or gone, the store was rolled
-// back (or the mark deleted) under the running enclave, which then refuses
-// to write anything more (ErrRolledBack) and says so.
+// one, and each applies only if the store still holds the mark written
+// last (store.Batch.MustHold). So an older copy put in place of the store
+// under a running enclave is found at its next clock write, before a new
+// head could be written over the copy, and maintenance reads the mark
+// back too (CheckOwnHead); the enclave then refuses to write anything
+// more (ErrRolledBack) and says so.
 //
 // A replica that starts asks a live one (package keyrelease, --peer) for
 // the heads it has confirmed, in the same attested answer that carries the
@@ -26,7 +28,7 @@ package enclave
 // What is not detected: a lone replica that restarts on an older copy
 // (nobody alive remembers a newer head; a TEE's monotonic counter would,
 // and none is used); a rollback under a running replica until its next
-// maintenance; a copy whose only missing writes are those of replicas no
+// clock write; a copy whose only missing writes are those of replicas no
 // longer alive; and a host that runs an old copy beside the real store
 // and points a new replica at a peer of that copy.
 
@@ -83,9 +85,11 @@ type heads struct {
 
 	// applying serialises the writes of the mark, and guards what follows.
 	applying sync.Mutex
-	// confirmed is the last head the store acknowledged; rolledBack is set
-	// once the store was found to hold less.
+	// confirmed is the last head the store acknowledged, and last the
+	// sealed mark that carried it; rolledBack is set once the store was
+	// found to hold something else.
 	confirmed  uint64
+	last       []byte
 	rolledBack bool
 }
 
@@ -122,7 +126,10 @@ func (h *heads) take(b *store.Batch) (pendingMark, bool) {
 
 // headStore is the enclave's store: every batch that carries this run's
 // mark is sealed, at the moment it is applied, with the last committed
-// head plus one, one batch at a time.
+// head plus one, one batch at a time, and applies only if the store still
+// holds the mark this run wrote last (store.Batch.MustHold). So an older
+// copy put in place of the store is found at the next write the clock
+// makes, before that write could cover it up with a newer head.
 type headStore struct {
 	store.Store
 	e *Enclave
@@ -137,20 +144,56 @@ func (s headStore) Apply(ctx context.Context, b *store.Batch) error {
 	}
 	h.applying.Lock()
 	defer h.applying.Unlock()
-	if h.rolledBack {
-		return ErrRolledBack
+	key := markKeyOf(h.id)
+	checks := len(b.Checks)
+	defer func() { b.Checks = b.Checks[:checks] }()
+	for adopted := false; ; adopted = true {
+		if h.rolledBack {
+			return ErrRolledBack
+		}
+		n := h.confirmed + 1
+		sealed, err := s.e.sealMark(pm.at, n)
+		if err != nil {
+			return err
+		}
+		b.Ops[pm.op].Value = sealed
+		b.Checks = b.Checks[:checks]
+		if h.last == nil {
+			b.MustNotExist(tableClock, key)
+		} else {
+			b.MustHold(tableClock, key, h.last)
+		}
+		err = s.Store.Apply(ctx, b)
+		var ce *store.ConflictError
+		switch {
+		case err == nil:
+			h.confirmed, h.last = n, sealed
+			return nil
+		case !errors.As(err, &ce) || ce.Check.Table != tableClock || !bytes.Equal(ce.Check.Key, key):
+			return err
+		case !adopted && s.e.adoptHead(ctx):
+			continue
+		}
+		h.rolledBack = true
+		s.e.log.Error("the store was rolled back under this replica: it refuses to write", "run", h.id.String(), "written", h.confirmed)
+		return fmt.Errorf("%w (run %s: its time mark is not the one it wrote last, head %d)", ErrRolledBack, h.id, h.confirmed)
 	}
-	n := h.confirmed + 1
-	sealed, err := s.e.sealMark(pm.at, n)
+}
+
+// adoptHead takes the run's stored mark as written last if it holds the
+// next head: a write whose outcome was an error committed all the same.
+// The caller holds h.applying.
+func (e *Enclave) adoptHead(ctx context.Context) bool {
+	h := e.heads
+	rec, err := e.store.Get(ctx, tableClock, markKeyOf(h.id))
 	if err != nil {
-		return err
+		return false
 	}
-	b.Ops[pm.op].Value = sealed
-	if err := s.Store.Apply(ctx, b); err != nil {
-		return err
+	if _, _, n, err := e.openMark(rec.Key, rec.Value); err != nil || n != h.confirmed+1 {
+		return false
 	}
-	h.confirmed = n
-	return nil
+	h.confirmed, h.last = h.confirmed+1, rec.Value
+	return true
 }
 
 // readHead returns the head in run id's stored mark, 0 if it has none.

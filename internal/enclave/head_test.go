@@ -48,34 +48,63 @@ func TestHeadCountsWrites(t *testing.T) {
 
 // TestRollbackUnderARunningReplica: a host that puts back an older copy
 // of the store (here, of the run's mark, which a whole older copy holds)
-// under a running enclave is caught at its next maintenance, and the
-// enclave writes nothing more; so is a deleted mark.
+// under a running enclave is caught at its next flush, before the flush
+// could write a newer head over the copy, or at its next maintenance,
+// and the enclave writes nothing more; so is a deleted mark.
 func TestRollbackUnderARunningReplica(t *testing.T) {
-	for name, rollBack := range map[string]func(v *env, old store.Record){
+	rollBacks := map[string]func(v *env, old store.Record){
 		"older copy":   func(v *env, old store.Record) { v.put(old) },
 		"mark deleted": func(v *env, old store.Record) { v.del(tableClock, old.Key) },
-	} {
-		t.Run(name, func(t *testing.T) {
-			v := newEnv(t)
-			v.flushDue(v.flushEvery())
-			old := v.ownMark()
-			v.flushDue(v.flushEvery())
-			rollBack(v, old)
-			if err := v.e.CheckOwnHead(context.Background()); !errors.Is(err, ErrRolledBack) {
-				t.Fatalf("maintenance after the rollback: %v, want ErrRolledBack", err)
-			}
-			before := v.snapshot()
+	}
+	detectors := map[string]func(v *env) error{
+		"at the next flush": func(v *env) error {
 			v.clock.Advance(v.flushEvery())
-			if err := v.e.FlushDue(context.Background()); !errors.Is(err, ErrRolledBack) {
-				t.Errorf("the next flush: %v, want ErrRolledBack", err)
-			}
-			if err := v.e.Expire(context.Background()); !errors.Is(err, ErrRolledBack) {
-				t.Errorf("the next expiry: %v, want ErrRolledBack", err)
-			}
-			if !sameRecords(before, v.snapshot()) {
-				t.Errorf("the enclave wrote to a rolled-back store")
-			}
-		})
+			return v.e.FlushDue(context.Background())
+		},
+		"at maintenance": func(v *env) error { return v.e.CheckOwnHead(context.Background()) },
+	}
+	for name, rollBack := range rollBacks {
+		for when, detect := range detectors {
+			t.Run(name+" "+when, func(t *testing.T) {
+				v := newEnv(t)
+				v.flushDue(v.flushEvery())
+				old := v.ownMark()
+				v.flushDue(v.flushEvery())
+				rollBack(v, old)
+				before := v.snapshot()
+				if err := detect(v); !errors.Is(err, ErrRolledBack) {
+					t.Fatalf("after the rollback: %v, want ErrRolledBack", err)
+				}
+				v.clock.Advance(v.flushEvery())
+				if err := v.e.FlushDue(context.Background()); !errors.Is(err, ErrRolledBack) {
+					t.Errorf("the next flush: %v, want ErrRolledBack", err)
+				}
+				if err := v.e.Expire(context.Background()); !errors.Is(err, ErrRolledBack) {
+					t.Errorf("the next expiry: %v, want ErrRolledBack", err)
+				}
+				if !sameRecords(before, v.snapshot()) {
+					t.Errorf("the enclave wrote to a rolled-back store")
+				}
+			})
+		}
+	}
+}
+
+// TestHeadAdoptsAWriteThatCommitted: a write whose outcome was an error
+// but which committed (a connection lost after the commit) leaves the
+// next head in the store; the next write takes it and goes on.
+func TestHeadAdoptsAWriteThatCommitted(t *testing.T) {
+	v := newEnv(t)
+	v.flushDue(v.flushEvery())
+	n := v.e.Heads()[v.e.heads.id]
+	sealed, err := v.e.sealMark(v.now(), n+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.put(store.Record{Table: tableClock, Key: markKeyOf(v.e.heads.id), Day: store.NoDay, Value: sealed})
+	v.flushDue(v.flushEvery())
+	if got := v.e.Heads()[v.e.heads.id]; got != n+2 {
+		t.Errorf("head %d after a write that committed unseen and the next, want %d", got, n+2)
 	}
 }
 

@@ -41,6 +41,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -167,6 +168,8 @@ type Check struct {
 	Key   []byte
 	// Exists is whether the record must exist (true) or must not (false).
 	Exists bool
+	// Value, if not nil (with Exists), is the value the record must hold.
+	Value []byte
 }
 
 // Op is one write of a batch: a put of a record or, if Delete is set, a
@@ -193,6 +196,19 @@ func (b *Batch) Delete(table string, key []byte) {
 // under key in table.
 func (b *Batch) MustExist(table string, key []byte) {
 	b.Checks = append(b.Checks, Check{Table: table, Key: key, Exists: true})
+}
+
+// MustHold makes the batch fail with ErrConflict unless a record exists
+// under key in table holding exactly value (not nil). A writer that must
+// notice its record was replaced behind its back (by an older copy of the
+// store) uses it.
+func (b *Batch) MustHold(table string, key, value []byte) {
+	b.Checks = append(b.Checks, Check{Table: table, Key: key, Exists: true, Value: value})
+}
+
+// Holds reports whether a record's presence and value meet c.
+func (c Check) Holds(found bool, value []byte) bool {
+	return found == c.Exists && (!found || c.Value == nil || bytes.Equal(value, c.Value))
 }
 
 // MustNotExist makes the batch fail with ErrConflict if a record exists
@@ -262,7 +278,10 @@ type ConflictError struct {
 
 func (e *ConflictError) Error() string {
 	want := "must not exist"
-	if e.Check.Exists {
+	switch {
+	case e.Check.Value != nil:
+		want = "must hold the value written last"
+	case e.Check.Exists:
 		want = "must exist"
 	}
 	return fmt.Sprintf("store: batch check failed: %s record %s %s", e.Check.Table, keyString(e.Check.Key), want)

@@ -139,7 +139,12 @@ func (s *Store) Apply(ctx context.Context, b *store.Batch) error {
 		return nil
 	}
 	for _, c := range b.Checks {
-		if _, ok := s.tables[c.Table][string(c.Key)]; ok != c.Exists {
+		r, ok := s.tables[c.Table][string(c.Key)]
+		var v []byte
+		if ok {
+			v = r.Value
+		}
+		if !c.Holds(ok, v) {
 			c.Key = bytes.Clone(c.Key)
 			return &store.ConflictError{Check: c}
 		}

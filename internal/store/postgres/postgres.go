@@ -148,7 +148,7 @@ const (
 
 	lockSQL = `SELECT pg_advisory_xact_lock($1)`
 
-	checkSQL  = `SELECT key FROM conftrace_records WHERE tbl = $1 AND key = ANY($2)`
+	checkSQL  = `SELECT key, value FROM conftrace_records WHERE tbl = $1 AND key = ANY($2)`
 	deleteSQL = `DELETE FROM conftrace_records WHERE tbl = $1 AND key = ANY($2)`
 	// putSQL upserts rows given as arrays. A batch has at most one
 	// operation per key by then, as ON CONFLICT DO UPDATE requires.
@@ -521,22 +521,24 @@ func checkBatch(ctx context.Context, tx pgx.Tx, checks []store.Check) error {
 		}
 		byTable[c.Table] = append(byTable[c.Table], c.Key)
 	}
-	exists := map[string]bool{} // table NUL key: table names have no NUL
+	found := map[string][]byte{} // table NUL key: table names have no NUL
 	for _, table := range tables {
 		rows, err := tx.Query(ctx, checkSQL, table, byTable[table])
 		if err != nil {
 			return fmt.Errorf("check %s records: %w", table, err)
 		}
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		var key, value []byte
+		_, err = pgx.ForEachRow(rows, []any{&key, &value}, func() error {
+			found[table+"\x00"+string(key)] = bytes.Clone(value)
+			return nil
+		})
 		if err != nil {
 			return fmt.Errorf("check %s records: %w", table, err)
 		}
-		for _, k := range keys {
-			exists[table+"\x00"+string(k)] = true
-		}
 	}
 	for _, c := range checks {
-		if exists[c.Table+"\x00"+string(c.Key)] != c.Exists {
+		value, ok := found[c.Table+"\x00"+string(c.Key)]
+		if !c.Holds(ok, value) {
 			c.Key = append([]byte(nil), c.Key...)
 			return &store.ConflictError{Check: c}
 		}

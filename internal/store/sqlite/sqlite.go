@@ -233,7 +233,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{s.read, &s.scan, `SELECT key, day, value, seq FROM records WHERE tbl = ? ORDER BY key`},
 		{s.read, &s.days, `SELECT DISTINCT day FROM records WHERE day <> ? ORDER BY day`},
 		{s.read, &s.head, `SELECT seq FROM head`},
-		{s.write, &s.exists, `SELECT 1 FROM records WHERE tbl = ? AND key = ?`},
+		{s.write, &s.exists, `SELECT value FROM records WHERE tbl = ? AND key = ?`},
 		{s.write, &s.take, `UPDATE head SET seq = seq + ? RETURNING seq`},
 		{s.write, &s.del, `DELETE FROM records WHERE tbl = ? AND key = ?`},
 		{s.write, &s.deleteDay, `DELETE FROM records WHERE day = ?`},
@@ -327,13 +327,13 @@ func (s *Store) Apply(ctx context.Context, b *store.Batch) error {
 
 	exists := tx.StmtContext(ctx, s.exists)
 	for _, c := range b.Checks {
-		var one int
-		err := exists.QueryRowContext(ctx, c.Table, c.Key).Scan(&one)
+		var value []byte
+		err := exists.QueryRowContext(ctx, c.Table, c.Key).Scan(&value)
 		found := err == nil
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("store/sqlite: apply: check %s record: %w", c.Table, err)
 		}
-		if found != c.Exists {
+		if !c.Holds(found, value) {
 			c.Key = append([]byte(nil), c.Key...)
 			return &store.ConflictError{Check: c}
 		}

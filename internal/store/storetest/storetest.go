@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReturnedBytesAreCopies", testReturnedBytesAreCopies},
 		{"BatchOrder", testBatchOrder},
 		{"BatchChecks", testBatchChecks},
+		{"MustHold", testMustHold},
 		{"BatchAtomicity", testBatchAtomicity},
 		{"ChecksSeeStateBeforeBatch", testChecksSeeStateBeforeBatch},
 		{"EmptyBatch", testEmptyBatch},
@@ -1040,5 +1041,36 @@ func testConcurrentFollow(t *testing.T, s store.Store) {
 	want := len(scan(t, s, "t"))
 	if len(seen) != want {
 		t.Errorf("the follower read %d records of the %d written: it missed some that committed below a number it had read", len(seen), want)
+	}
+}
+
+// testMustHold: a batch that requires a record's value applies only while
+// the record holds exactly that value: not after another write replaced
+// it, not once it is deleted.
+func testMustHold(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	put(t, s, "t", []byte("head"), store.NoDay, []byte("v1"))
+	var b store.Batch
+	b.MustHold("t", []byte("head"), []byte("v1"))
+	b.Put("t", []byte("head"), store.NoDay, []byte("v2"))
+	apply(t, s, &b)
+	wantRecord(t, s, store.Record{Table: "t", Key: []byte("head"), Day: store.NoDay, Value: []byte("v2")})
+
+	for name, value := range map[string][]byte{"a replaced value": []byte("v1"), "a longer value": []byte("v22")} {
+		var b store.Batch
+		b.MustHold("t", []byte("head"), value)
+		b.Put("t", []byte("other"), store.NoDay, []byte("x"))
+		if err := s.Apply(ctx, &b); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("%s: %v, want ErrConflict", name, err)
+		}
+		wantMissing(t, s, "t", []byte("other"))
+	}
+	var del store.Batch
+	del.Delete("t", []byte("head"))
+	apply(t, s, &del)
+	var gone store.Batch
+	gone.MustHold("t", []byte("head"), []byte("v2"))
+	if err := s.Apply(ctx, &gone); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a deleted record: %v, want ErrConflict", err)
 	}
 }
