@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The tests, with everything they need. It installs Node.js and PostgreSQL
-# (from Debian, when run as root and missing) and the npm packages of the
-# third-party Oblivious HTTP client that internal/localbackend's tests drive
-# the gateway with, starts a throwaway PostgreSQL cluster for the tests of
-# the PostgreSQL store (stopped and deleted on exit), then runs go test on
+# The tests, with everything they need. It installs Node.js, PostgreSQL and
+# Chromium (from Debian, when run as root and missing) and the npm packages
+# of the third-party Oblivious HTTP client that internal/localbackend's tests
+# drive the gateway with, starts a throwaway PostgreSQL cluster for the tests
+# of the PostgreSQL store (stopped and deleted on exit), then runs go test on
 # every package. Arguments go to go test (.ci/run passes -race
 # -shuffle=on); package arguments (./internal/store/...) replace ./...
 # Plain `go test ./...` runs the same tests but skips the third-party
-# client when its packages are missing, and the PostgreSQL tests.
+# client when its packages are missing, the PostgreSQL tests, and the
+# health-authority portal's browser tests when chromium is missing.
 #
 # With CONFTRACE_TEST_POSTGRES already set to a postgres:// URL of a server
 # whose user may create schemas, the tests use that server instead.
@@ -28,6 +29,12 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 # Versions and checksums are pinned by package-lock.json.
 npm ci --prefix internal/localbackend/testdata/ohttp-js --no-audit --no-fund --loglevel=error
+
+# The health-authority portal's browser tests (internal/portal) drive
+# Debian's chromium, headless, through the DevTools protocol.
+if ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
 
 # pg_bin prints the directory of PostgreSQL's server programs: on the PATH,
 # or Debian's newest /usr/lib/postgresql/<version>/bin.
@@ -87,7 +94,7 @@ stop_postgres() {
 if [ -z "${CONFTRACE_TEST_POSTGRES:-}" ]; then
   start_postgres
 fi
-export CONFTRACE_REQUIRE_NODE=1 CONFTRACE_REQUIRE_POSTGRES=1
+export CONFTRACE_REQUIRE_NODE=1 CONFTRACE_REQUIRE_POSTGRES=1 CONFTRACE_REQUIRE_CHROMIUM=1
 
 # Packages given as ./path or ../path are tested instead of ./...
 pkgs=(./...)

@@ -62,6 +62,12 @@ func commands() map[string]command {
 			"keygen": {summary: "make an authority's signing key pair", run: runAuthorityKeygen},
 			"result": {summary: "sign a test result and submit it", run: runAuthorityResult},
 			"gps":    {summary: "upload an infected patient's GPS trace", run: runAuthorityGPS},
+			"portal": {summary: "run the authority's web portal for staff", run: runAuthorityPortal},
+			"users": {summary: "the portal's users", sub: map[string]command{
+				"add":    {summary: "add a user; the password is read from standard input", run: runAuthorityUsersAdd},
+				"remove": {summary: "remove a user", run: runAuthorityUsersRemove},
+				"list":   {summary: "list the users", run: runAuthorityUsersList},
+			}},
 		}},
 		"device": {summary: "a simulated phone", sub: map[string]command{
 			"init":           {summary: "verify a backend and create a device for it", run: runDeviceInit},
