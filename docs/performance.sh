@@ -7,7 +7,7 @@
 #
 # Run it from the repository root, on an otherwise idle machine:
 #
-#	bash docs/performance.sh            # the full run (about 15 minutes, ~3 GB of memory)
+#	bash docs/performance.sh            # the full run (about 25 minutes, ~4 GB of memory, ~3 GB of disk)
 #	bash docs/performance.sh --quick    # small sizes, to check that the script works
 #	bash docs/performance.sh --out FILE # write elsewhere than docs/performance.md
 #
@@ -67,6 +67,14 @@ wire() {
 	"$work/conftrace" bench wire "$@" --markdown
 }
 
+# restart TITLE ARGS...: conftrace bench restart, as a Markdown table.
+restart() {
+	local title=$1
+	shift
+	header "$title" "conftrace bench restart $* --markdown"
+	"$work/conftrace" bench restart "$@" --markdown
+}
+
 # gobench TITLE PKG BENCH BENCHTIME PAIRS [ARGS...]: go test benchmarks,
 # verbatim, then for each pair "Subject~Baseline" (names without the
 # Benchmark prefix and the -CPUs suffix) the ratio of their times.
@@ -96,11 +104,13 @@ if $quick; then
 	towns="--towns 40 --sizes 1e5 --checks 100 --brute-max 0"
 	bt=20x
 	gridsize=1e5
+	restartpairs=1e5
 else
 	city="--sizes 1e4,1e5,1e6,1e7,1e8 --checks 2000"
 	towns="--towns 40 --sizes 1e6,1e7,1e8 --checks 2000 --brute-max 0"
 	bt=1s
 	gridsize=1e7
+	restartpairs=1e8
 fi
 
 {
@@ -119,6 +129,7 @@ EOF
 	gps "GPS index against the brute force, one dense city (the index's worst case)" $city
 	# shellcheck disable=SC2086
 	gps "GPS index, the same patients over 40 towns of a France-sized region" $towns
+	restart "Restart: healthy over a store of indexed pairs, beside reading and decrypting the same rows" --pairs "$restartpairs"
 	gobench "GPS index: dense runs split into leaves, and a day in upload-sized generations (one core)" \
 		./internal/gpsindex 'Grid|QueryLive' 20x \
 		"Grid/slot=3600/cell=80/dense=128~Grid/slot=3600/cell=80/dense=1073741824 QueryLive/uploads~QueryLive/whole-days" \

@@ -49,6 +49,7 @@ func commands() map[string]command {
 			"ingest":    {summary: "uploads made durable per second, beside bare SQLite's same writes", run: runBenchIngest},
 			"load":      {summary: "daily exposure checks a second end to end, beside the Oblivious HTTP floor", run: runBenchLoad},
 			"observer":  {summary: "what the host sees of positive, negative, exposed and other phones", run: runBenchObserver},
+			"restart":   {summary: "seconds to start over a store of many indexed pairs, beside decrypting the same bytes", run: runBenchRestart},
 			"wire":      {hidden: true, run: runBenchBandwidth}, // the name of bench bandwidth before it compared with GAEN
 		}},
 		"demo":   {summary: "run the whole system on a simulated population", run: runDemo},

@@ -3,11 +3,15 @@ package enclave
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/conftrace/conftrace/contactlog"
+	"github.com/conftrace/conftrace/enid"
 	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/matchindex"
 	"github.com/conftrace/conftrace/internal/store"
@@ -15,12 +19,13 @@ import (
 
 // A restart reads every journal row, and at national scale that is 10^8
 // sightings and more: the rows are opened and their uploads decoded on
-// GOMAXPROCS goroutines while the store is scanned, and the entries go to
-// bulk loaders that sort each index shard once at the end, rather than
-// merging upload by upload (matchindex.Loader). What the indexes hold after
-// a restore does not depend on the order the rows come in, so it is the
-// same as after applying the records one by one in the order they were
-// made (applyJournal).
+// GOMAXPROCS goroutines while the store is scanned, and the entries go, in
+// batches of many uploads, to bulk loaders that sort each index shard once
+// at the end, rather than merging upload by upload (matchindex.Loader).
+// What the indexes hold after a restore does not depend on the order the
+// rows come in, so it is the same as after applying the records one by one
+// in the order they were made (applyJournal). `conftrace bench restart`
+// measures it.
 
 // restoreBatch is how many rows the scan hands a worker at once: enough to
 // make the channel's cost negligible beside opening them.
@@ -41,6 +46,8 @@ type restore struct {
 	seq   uint64     // the highest sequence number read
 
 	bad, expired, filler, records atomic.Int64
+	// read is how long reading and decoding the rows took, for the log.
+	read time.Duration
 }
 
 // restoreRecord is a record whose rows are being gathered.
@@ -60,6 +67,7 @@ type restoreRecord struct {
 // and records that do not decode, are reported and skipped.
 func (e *Enclave) restoreJournal(ctx context.Context) error {
 	first, _ := e.window(e.now())
+	began := time.Now()
 	r := &restore{e: e, first: first, recip: newBulkLoader(e.index), oneSided: newBulkLoader(e.oneSided), recs: map[uint64]*restoreRecord{}}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -68,14 +76,19 @@ func (e *Enclave) restoreJournal(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			var sc restoreScratch
+			defer sc.clear()
 			// After a failure the batches are drained, not read, so that
 			// the scan never blocks.
 			for batch := range batches {
 				for i := 0; i < len(batch) && ctx.Err() == nil; i++ {
-					if err := r.row(batch[i]); err != nil {
+					if err := r.row(batch[i], &sc); err != nil {
 						cancel(err)
 					}
 				}
+			}
+			if err := r.add(&sc, 0); err != nil {
+				cancel(err)
 			}
 		})
 	}
@@ -99,12 +112,13 @@ func (e *Enclave) restoreJournal(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("enclave: reading the journal: %w", err)
 	}
+	r.read = time.Since(began)
 	return r.finish()
 }
 
 // row opens one journal row and files it under its record; the row that
-// completes a record applies it.
-func (r *restore) row(rec store.Record) error {
+// completes a record applies it, with the worker's scratch memory sc.
+func (r *restore) row(rec store.Record, sc *restoreScratch) error {
 	e := r.e
 	row, err := e.openJournalRow(rec)
 	switch {
@@ -130,7 +144,7 @@ func (r *restore) row(rec store.Record) error {
 	}
 	r.records.Add(1)
 	defer clear(data)
-	return r.apply(x.kind, x.day, x.id, data)
+	return r.apply(x.kind, x.day, x.id, data, sc)
 }
 
 // file files row under its record. When the row completes the record, it
@@ -170,7 +184,7 @@ func (r *restore) file(row journalRow) (data []byte, complete *restoreRecord, ok
 
 // apply applies a complete record: it gives an upload's entries to the
 // loaders and keeps a mark for finish, which alone touches the results.
-func (r *restore) apply(kind byte, day calendar.Day, id [16]byte, data []byte) error {
+func (r *restore) apply(kind byte, day calendar.Day, id [16]byte, data []byte, sc *restoreScratch) error {
 	switch kind {
 	case journalUploaded:
 		r.mu.Lock()
@@ -182,24 +196,124 @@ func (r *restore) apply(kind byte, day calendar.Day, id [16]byte, data []byte) e
 		r.e.log.Error("journal record of an unknown kind; ignored", "kind", kind)
 		return nil
 	}
-	recip, oneSided, ok := r.e.decodeUpload(day, data)
-	if !ok {
+	e := r.e
+	// As decodeUpload, but for the reciprocal entries (sc.reciprocal), and
+	// into the worker's batch.
+	part, err := contactlog.ParseReport(data, contactlog.Limits{MaxKeys: contactlog.MaxKeys, MaxSightings: math.MaxInt32})
+	if err != nil {
+		e.log.Error("stored upload does not decode; ignored", "day", day, "err", err)
 		return nil
 	}
-	defer clear(recip)
-	defer clear(oneSided)
-	if err := r.recip.add(recip); err != nil {
-		return fmt.Errorf("enclave: rebuilding index: %w", err)
+	defer part.Clear()
+	nr, no := len(sc.recip), len(sc.oneSided)
+	if e.policy.Reciprocal() && len(part.Sightings) > 0 {
+		err = sc.reciprocal(part, day)
 	}
-	if err := r.oneSided.add(oneSided); err != nil {
-		return fmt.Errorf("enclave: rebuilding index: %w", err)
+	if err == nil && e.policy.OneSided() {
+		var es []matchindex.Entry
+		es, err = oneSidedEntries(part.Keys, day)
+		sc.oneSided = append(sc.oneSided, es...)
+		clear(es)
+	}
+	if err != nil {
+		clear(sc.recip[nr:])
+		clear(sc.oneSided[no:])
+		sc.recip, sc.oneSided = sc.recip[:nr], sc.oneSided[:no]
+		e.log.Error("stored upload does not derive; ignored", "day", day, "err", err)
+		return nil
+	}
+	return r.add(sc, restoreAddBatch)
+}
+
+// restoreAddBatch is how many entries a restore worker gathers, from
+// record to record, before it gives them to a loader: a matchindex.Loader
+// groups what it is given by shard, and wants thousands at a time.
+const restoreAddBatch = 1 << 15
+
+// add gives the loaders the entries of sc's batches that hold at least
+// least entries, and empties them.
+func (r *restore) add(sc *restoreScratch, least int) error {
+	for _, b := range []struct {
+		es *[]matchindex.Entry
+		to *bulkLoader
+	}{{&sc.recip, r.recip}, {&sc.oneSided, r.oneSided}} {
+		if len(*b.es) == 0 || len(*b.es) < least {
+			continue
+		}
+		err := b.to.add(*b.es)
+		clear(*b.es)
+		*b.es = (*b.es)[:0]
+		if err != nil {
+			return fmt.Errorf("enclave: rebuilding index: %w", err)
+		}
 	}
 	return nil
+}
+
+// restoreScratch is the memory a restore worker reuses from record to
+// record: the batches of entries it gives the loaders (which copy them)
+// and the RPIs of the daily key it derives them with.
+type restoreScratch struct {
+	recip, oneSided []matchindex.Entry
+	// rpis[o] is the RPI of the key being used at its interval o, if
+	// have[o] == gen; a new key takes a new gen.
+	rpis [enid.RollingPeriod]enid.RPI
+	have [enid.RollingPeriod]uint32
+	gen  uint32
+}
+
+// reciprocal appends to sc.recip the reciprocal entries of a stored
+// upload's part of day: those of reciprocalEntries(part.Sightings,
+// ownRPIs(part), day). It derives each own RPI once per key and interval,
+// where ownRPIs derives one per sighting, and finds a sighting's key
+// without a search while the sightings come grouped by key, as ParseReport
+// leaves them. If it fails, sc.recip is as it was.
+func (sc *restoreScratch) reciprocal(part contactlog.Report, day calendar.Day) error {
+	es := sc.recip
+	n := len(es)
+	k := -1
+	var key *enid.Key
+	for i, s := range part.Sightings {
+		if k < 0 || !part.Keys[k].Contains(s.Interval) {
+			var err error
+			if k = part.Covering(s.Interval); k < 0 {
+				err = fmt.Errorf("sighting %d is covered by no daily key", i)
+			} else if key, err = part.Keys[k].Key(); err != nil {
+				err = fmt.Errorf("daily key %d: %w", k, err)
+			}
+			if err != nil {
+				clear(es[n:])
+				return err
+			}
+			if sc.gen++; sc.gen == 0 {
+				clear(sc.have[:])
+				sc.gen = 1
+			}
+		}
+		o := s.Interval - part.Keys[k].Start
+		if sc.have[o] != sc.gen {
+			sc.rpis[o], sc.have[o] = key.RPI(s.Interval), sc.gen
+		}
+		es = append(es, matchindex.Entry{
+			Key:     reciprocalKey(sc.rpis[o], s.Heard),
+			Contact: matchindex.Contact{Interval: uint32(s.Interval), Minutes: uint16(s.Minutes), Attenuation: s.Attenuation, Day: day},
+		})
+	}
+	sc.recip = es
+	return nil
+}
+
+// clear wipes the scratch memory: the entries and RPIs of uploads.
+func (sc *restoreScratch) clear() {
+	clear(sc.recip[:cap(sc.recip)])
+	clear(sc.oneSided[:cap(sc.oneSided)])
+	clear(sc.rpis[:])
 }
 
 // finish loads the indexes and applies the marks, once every row is read.
 func (r *restore) finish() error {
 	e := r.e
+	began := time.Now()
 	if err := r.recip.load(); err != nil {
 		return fmt.Errorf("enclave: rebuilding index: %w", err)
 	}
@@ -221,7 +335,8 @@ func (r *restore) finish() error {
 		}
 	}
 	e.log.Info("journal replayed", "records", r.records.Load(), "incomplete_records", incomplete,
-		"refused_rows", r.bad.Load(), "expired_rows", r.expired.Load(), "filler_rows", r.filler.Load())
+		"refused_rows", r.bad.Load(), "expired_rows", r.expired.Load(), "filler_rows", r.filler.Load(),
+		"read_seconds", r.read.Seconds(), "load_seconds", time.Since(began).Seconds())
 	return nil
 }
 

@@ -3,12 +3,14 @@ package enclave
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/calendar"
 	"github.com/conftrace/conftrace/internal/matchindex"
 )
 
@@ -134,5 +136,73 @@ func TestRestoreSkipsIncompleteRecords(t *testing.T) {
 	}
 	if minutes(v.check(oc)) == 0 {
 		t.Error("a complete record was not applied")
+	}
+}
+
+// TestRestoreEntriesAsUploaded: a restore derives from a stored day part
+// the reciprocal entries an upload derives from it, in the same order,
+// whether the part's sightings come grouped by key, as stored, or not,
+// under keys that start mid-day and stop early, with a scratch memory
+// used from part to part.
+func TestRestoreEntriesAsUploaded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	day := calendar.DayOf(testStart)
+	first := enid.IntervalOf(day.Time())
+	var sc restoreScratch
+	for trial := range 40 {
+		// Keys of the day and its neighbours, not overlapping: some
+		// start mid-day, some are cut short.
+		var keys []contactlog.DailyKey
+		for at := first - enid.RollingPeriod/2; at < first+enid.RollingPeriod; {
+			var k contactlog.DailyKey
+			for i := range k.TEK {
+				k.TEK[i] = byte(rng.Uint32())
+			}
+			k.Start, k.Period = at, uint8(1+rng.IntN(enid.RollingPeriod))
+			keys = append(keys, k)
+			at = k.End() + enid.Interval(rng.IntN(3))
+		}
+		part := contactlog.Report{Keys: keys}
+		for range rng.IntN(600) {
+			k := keys[rng.IntN(len(keys))]
+			s := contactlog.Sighting{Interval: k.Start + enid.Interval(rng.IntN(int(k.Period))), Minutes: uint8(1 + rng.IntN(30)), Attenuation: uint8(rng.IntN(100))}
+			for i := range contactlog.RPIPrefixSize {
+				s.Heard[i] = byte(rng.Uint32())
+			}
+			part.Sightings = append(part.Sightings, s)
+		}
+		stored, err := part.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grouped, err := contactlog.ParseReport(stored, contactlog.Limits{MaxKeys: contactlog.MaxKeys, MaxSightings: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []contactlog.Report{grouped, part} {
+			own, err := ownRPIs(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// After what an earlier part left in the batch.
+			before := slices.Clone(sc.recip)
+			want := append(slices.Clone(before), reciprocalEntries(p.Sightings, own, day)...)
+			if err := sc.reciprocal(p, day); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(sc.recip, want) {
+				t.Fatalf("trial %d: %d entries differ from the %d an upload derives", trial, len(sc.recip)-len(before), len(want)-len(before))
+			}
+			if len(sc.recip) > 2000 {
+				sc.recip = sc.recip[:0]
+			}
+		}
+	}
+	// A sighting no key covers is refused, as by ownRPIs, and what the
+	// batch held stays.
+	held := slices.Clone(sc.recip)
+	bad := contactlog.Report{Keys: []contactlog.DailyKey{{Start: first, Period: 10}}, Sightings: []contactlog.Sighting{{Interval: first + 1}, {Interval: first + 20}}}
+	if err := sc.reciprocal(bad, day); err == nil || !slices.Equal(sc.recip, held) {
+		t.Errorf("a sighting outside every key: %v, the batch went from %d entries to %d", err, len(held), len(sc.recip))
 	}
 }
