@@ -25,9 +25,12 @@ func runBenchLoad(ctx context.Context, cio cmdIO, args []string) error {
 		"back for D: the peak. --rate R sends R checks a second instead (open loop,\n"+
 		"latency counted from when each was due); --at F follows the peak by an open loop\n"+
 		"at F times it. Beside it, the floor: C goroutines only opening a request and\n"+
-		"sealing an answer of the same sizes (Oblivious HTTP); ratio is checks_per_s /\n"+
-		"floor_checks_per_s. Server and generator share this process's GOMAXPROCS; with\n"+
-		"--server, run conftraced apart (for example under taskset) to split the cores.")
+		"sealing an answer of the same sizes (Oblivious HTTP), in half-second slices\n"+
+		"between the peak's one-second slices; ratio is checks_per_s /\n"+
+		"floor_checks_per_s, cpu_ratio the same per CPU-second this process used.\n"+
+		"Server and generator share this process's GOMAXPROCS; with --server, run\n"+
+		"conftraced apart (for example under taskset) to split the cores. The CPU\n"+
+		"profile labels the floor part=floor and the generator part=generator.")
 	pairs := fs.Int("pairs", 1_000_000, "`N` indexed pairs (sightings uploaded) in the started backend")
 	duration := fs.Duration("duration", 10*time.Second, "each phase lasts `D`, at most 2m")
 	clients := fs.Int("clients", 8, "`C` checks in flight in the closed loop")
@@ -83,14 +86,14 @@ func runBenchLoad(ctx context.Context, cio cmdIO, args []string) error {
 }
 
 func printLoadMarkdown(w io.Writer, r *loadbench.Result) {
-	fmt.Fprintln(w, "| pairs | clients | checks/s | floor checks/s | ratio | p50 / p99 ms | errors | at 80%: checks/s, p50 / p99 ms | bytes/check | GAEN bytes at 10k cases |")
-	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| pairs | clients | checks/s | floor checks/s | ratio | ratio per CPU-s | p50 / p99 ms | errors | at 80%: checks/s, p50 / p99 ms | CPUs used: load, floor | bytes/check | GAEN bytes at 10k cases |")
+	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	at := "—"
 	if r.AtRate != nil {
 		at = fmt.Sprintf("%.0f (of %.0f), %.1f / %.1f", r.AtRate.ChecksPerS, r.AtRate.Rate, r.AtRate.P50Millis, r.AtRate.P99Millis)
 	}
-	fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.2f | %.1f / %.1f | %d | %s | %d | %d |\n", r.Pairs, r.Clients, r.ChecksPerS, r.FloorChecksPerS,
-		r.Ratio, r.P50Millis, r.P99Millis, r.Errors, at, r.BytesPerCheck, r.GAENBytes10k)
+	fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.2f | %.2f | %.1f / %.1f | %d | %s | %.2f, %.2f | %d | %d |\n", r.Pairs, r.Clients, r.ChecksPerS, r.FloorChecksPerS,
+		r.Ratio, r.CPURatio, r.P50Millis, r.P99Millis, r.Errors, at, r.Load.CPUs, r.FloorCPUs, r.BytesPerCheck, r.GAENBytes10k)
 }
 
 func printLoadText(w io.Writer, r *loadbench.Result) {
@@ -103,20 +106,21 @@ func printLoadText(w io.Writer, r *loadbench.Result) {
 		if p.Rate > 0 {
 			loop = fmt.Sprintf("open loop at %.0f/s", p.Rate)
 		}
-		fmt.Fprintf(w, "%-10s %8.1f checks/s  (%s; %d sent, %d errors; p50 %.1f ms, p99 %.1f ms; %d of %d met phones exposed)\n",
-			name+":", p.ChecksPerS, loop, p.Sent, p.Errors, p.P50Millis, p.P99Millis, p.Exposed, p.Met)
+		fmt.Fprintf(w, "%-10s %8.1f checks/s  (%s; %d sent, %d errors; p50 %.1f ms, p99 %.1f ms; %d of %d met phones exposed; %.2f CPUs)\n",
+			name+":", p.ChecksPerS, loop, p.Sent, p.Errors, p.P50Millis, p.P99Millis, p.Exposed, p.Met, p.CPUs)
 		if p.Exhausted {
 			fmt.Fprintln(w, "           the pre-built checks ran out before the duration: build more with --checks")
+		}
+		if p.FirstError != "" {
+			fmt.Fprintf(w, "           first error: %s\n", p.FirstError)
 		}
 	}
 	phase("load", r.Load)
 	if r.AtRate != nil {
 		phase(fmt.Sprintf("at %.0f%%", 100*r.AtFraction), *r.AtRate)
 	}
-	fmt.Fprintf(w, "%-10s %8.1f checks/s  (Oblivious HTTP open + seal alone, same sizes, %d goroutines)\n", "floor:", r.FloorChecksPerS, r.Clients)
-	fmt.Fprintf(w, "%-10s %8.2f\n", "ratio:", r.Ratio)
+	fmt.Fprintf(w, "%-10s %8.1f checks/s  (Oblivious HTTP open + seal alone, same sizes, %d goroutines; %.1f s between the peak's slices, %.2f CPUs)\n",
+		"floor:", r.FloorChecksPerS, r.Clients, r.FloorSeconds, r.FloorCPUs)
+	fmt.Fprintf(w, "%-10s %8.2f  (per CPU-second: %.2f)\n", "ratio:", r.Ratio, r.CPURatio)
 	fmt.Fprintf(w, "%-10s %8d bytes  (request %d + answer %d; a GAEN phone's day at 10,000 cases: %d)\n", "wire:", r.BytesPerCheck, r.RequestBytes, r.AnswerBytes, r.GAENBytes10k)
-	if r.FirstError != "" {
-		fmt.Fprintf(w, "first error: %s\n", r.FirstError)
-	}
 }

@@ -21,7 +21,7 @@ func TestBenchLoad(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("not one JSON object: %v\n%s", err, out.String())
 	}
-	for _, k := range []string{"checks_per_s", "floor_checks_per_s", "ratio", "p50_ms", "p99_ms", "bytes_per_check"} {
+	for _, k := range []string{"checks_per_s", "floor_checks_per_s", "ratio", "p50_ms", "p99_ms", "bytes_per_check", "floor_s", "cpu_ratio"} {
 		if v, ok := r[k].(float64); !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number", k, r[k])
 		}
@@ -38,6 +38,9 @@ func TestBenchLoad(t *testing.T) {
 	load, _ := r["load"].(map[string]any)
 	if load == nil || load["met_checks"].(float64) < 1 || load["exposed_checks"] != load["met_checks"] {
 		t.Errorf("met phones' checks not all exposed: %v", load)
+	}
+	if cpus, _ := load["cpus_used"].(float64); cpus <= 0 {
+		t.Errorf("load.cpus_used = %v, want the CPUs the phase used", load["cpus_used"])
 	}
 	if err := runBenchLoad(context.Background(), cio, []string{"--rate", "10", "--at", "0.8"}); err == nil {
 		t.Error("--rate with --at was run")

@@ -71,17 +71,16 @@ type builder struct {
 	t         target
 	sightings int
 	keys      int
-	// dateAhead is added to the requests' dates, so that checks built
-	// before a phase stay within the gateway's date window through it.
-	dateAhead time.Duration
 }
 
 // build returns n checks, every n/len(met)-th by a met phone
 // (whose keys replace fresh ones and whose sightings of their uploader
-// replace random ones), built on all CPUs; plain is the size of a check's
-// padded Binary HTTP request.
-func (b builder) build(ctx context.Context, n int, met []metPhone, now time.Time) (cs []check, plain int, err error) {
+// replace random ones), built on all CPUs, their requests dated at (which
+// must be within the gateway's date window while they are sent); plain is
+// the size of a check's padded Binary HTTP request.
+func (b builder) build(ctx context.Context, n int, met []metPhone, at time.Time) (cs []check, plain int, err error) {
 	cs = make([]check, n)
+	now := time.Now()
 	var (
 		next  atomic.Int64
 		wg    sync.WaitGroup
@@ -96,7 +95,7 @@ func (b builder) build(ctx context.Context, n int, met []metPhone, now time.Time
 				if every := n / max(len(met), 1); len(met) > 0 && i%every == 0 && i/every < len(met) {
 					m = &met[i/every]
 				}
-				p, err := b.one(&cs[i], m, now)
+				p, err := b.one(&cs[i], m, now, at)
 				if err != nil {
 					once.Do(func() { first = err })
 					return
@@ -115,9 +114,9 @@ func (b builder) build(ctx context.Context, n int, met []metPhone, now time.Time
 	return cs, int(size.Load()), nil
 }
 
-// one builds a check into c, by met phone m if not nil, and returns the
-// size of its padded plaintext.
-func (b builder) one(c *check, m *metPhone, now time.Time) (int, error) {
+// one builds a check into c, by met phone m if not nil, of sightings up to
+// now, dated at, and returns the size of its padded plaintext.
+func (b builder) one(c *check, m *metPhone, now, at time.Time) (int, error) {
 	r, err := wirebench.Report(b.sightings, b.keys, now)
 	if err != nil {
 		return 0, err
@@ -142,7 +141,7 @@ func (b builder) one(c *check, m *metPhone, now time.Time) (int, error) {
 		Method: http.MethodPost, Scheme: "https", Authority: api.InnerAuthority, Path: api.PathExchange,
 		Header: []bhttp.Field{
 			{Name: "content-type", Value: api.MediaTypeReport},
-			{Name: "date", Value: now.Add(b.dateAhead).UTC().Format(http.TimeFormat)},
+			{Name: "date", Value: at.UTC().Format(http.TimeFormat)},
 		},
 		Content: body,
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,14 @@ type Phase struct {
 	// Exhausted says the closed loop ran out of pre-built checks before
 	// its duration (Seconds is then shorter): build more (--checks).
 	Exhausted bool `json:"exhausted,omitempty"`
+	// CPUSeconds is the CPU time this process (the generator, and the
+	// server when started here) used over Seconds; CPUs is their ratio:
+	// below GOMAXPROCS, other processes had the rest (or the phase could
+	// not use it). 0 where unknown.
+	CPUSeconds float64 `json:"cpu_s"`
+	CPUs       float64 `json:"cpus_used"`
+	// FirstError is the first failed check's error, if any.
+	FirstError string `json:"first_error,omitempty"`
 }
 
 // sender posts checks to a target.
@@ -72,27 +81,35 @@ func (s sender) send(ctx context.Context, c *check, from time.Time) {
 	c.answer, c.err = io.ReadAll(io.LimitReader(resp.Body, bhttp.MaxSize+4096))
 }
 
-// closedLoop has clients goroutines send the checks back to back until d
-// has passed or none is left.
-func (s sender) closedLoop(ctx context.Context, cs []check, clients int, d time.Duration) (time.Duration, bool) {
-	var next atomic.Int64
+// closedLoop has clients goroutines send the checks from cs[next:] back
+// to back until d has passed or none is left, advancing next past those
+// it sent; it returns how long it took, to the last answer, and whether
+// the checks ran out. Its goroutines, and the transport's they start,
+// carry the profiler label part=generator.
+func (s sender) closedLoop(ctx context.Context, cs []check, next *atomic.Int64, clients int, d time.Duration) (time.Duration, bool) {
 	var wg sync.WaitGroup
 	began := time.Now()
 	end := began.Add(d)
-	for range clients {
-		wg.Go(func() {
-			for ctx.Err() == nil && time.Now().Before(end) {
-				i := int(next.Add(1) - 1)
-				if i >= len(cs) {
-					return
+	pprof.Do(ctx, generatorLabel, func(ctx context.Context) {
+		for range clients {
+			wg.Go(func() {
+				for ctx.Err() == nil && time.Now().Before(end) {
+					i := int(next.Add(1) - 1)
+					if i >= len(cs) {
+						return
+					}
+					s.send(ctx, &cs[i], time.Now())
 				}
-				s.send(ctx, &cs[i], time.Now())
-			}
-		})
-	}
-	wg.Wait()
+			})
+		}
+		wg.Wait()
+	})
 	return time.Since(began), int(next.Load()) > len(cs)
 }
+
+// generatorLabel marks the load generator's goroutines in a CPU profile:
+// go tool pprof -tagignore part=generator shows the server's work alone.
+var generatorLabel = pprof.Labels("part", "generator")
 
 // openLoop sends the checks at rate a second, each when due whatever the
 // previous ones' fate, so that a slow answer delays none of the next
@@ -100,22 +117,24 @@ func (s sender) closedLoop(ctx context.Context, cs []check, clients int, d time.
 func (s sender) openLoop(ctx context.Context, cs []check, rate float64) time.Duration {
 	var wg sync.WaitGroup
 	began := time.Now()
-	for i := range cs {
-		due := began.Add(time.Duration(float64(i) / rate * float64(time.Second)))
-		if wait := time.Until(due); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-			case <-t.C:
+	pprof.Do(ctx, generatorLabel, func(ctx context.Context) {
+		for i := range cs {
+			due := began.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			if wait := time.Until(due); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+				case <-t.C:
+				}
 			}
+			if ctx.Err() != nil {
+				break
+			}
+			wg.Go(func() { s.send(ctx, &cs[i], due) })
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Go(func() { s.send(ctx, &cs[i], due) })
-	}
-	wg.Wait()
+		wg.Wait()
+	})
 	return time.Since(began)
 }
 
@@ -135,6 +154,9 @@ func tally(cs []check, elapsed time.Duration, rate float64) Phase {
 		lat = append(lat, c.latency)
 		exposed, err := c.open()
 		if err != nil {
+			if p.FirstError == "" {
+				p.FirstError = err.Error()
+			}
 			p.Errors++
 			continue
 		}
@@ -147,6 +169,14 @@ func tally(cs []check, elapsed time.Duration, rate float64) Phase {
 	p.P50Millis = millis(quantile(lat, 0.50))
 	p.P99Millis = millis(quantile(lat, 0.99))
 	return p
+}
+
+// setCPU records that the phase used cpu of CPU time.
+func (p *Phase) setCPU(cpu time.Duration) {
+	p.CPUSeconds = cpu.Seconds()
+	if p.Seconds > 0 {
+		p.CPUs = p.CPUSeconds / p.Seconds
+	}
 }
 
 // open opens c's answer and reports whether it says exposed.

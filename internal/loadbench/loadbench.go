@@ -34,12 +34,21 @@
 // The floor is the same number of goroutines doing only what the gateway
 // must do for a check, in this process: open (decapsulate) a request of
 // the same size and seal (encapsulate) an answer of the same size, with
-// the same KEM and suite (package ohttp).
+// the same KEM and suite (package ohttp). It runs in slices between the
+// peak's (a second of load, half a second of floor), so that both get the
+// same share of a machine that other processes share; each phase and the
+// floor also report the CPU time the process used, and CPURatio compares
+// the two per CPU-second.
+//
+// A CPU profile (Config.Profile) covers the first phase; the floor's
+// goroutines carry the label part=floor and the generator's part=generator
+// (go tool pprof -tagignore part=floor, or part=generator too, for the
+// server alone).
 //
 // Known limits: the generator and an in-process server share the same
 // CPUs and Go runtime (GOMAXPROCS), stated in the result; a phase's
-// pre-built checks carry dates that keep them within the gateway's date
-// window for MaxPhase only.
+// pre-built checks are dated for the middle of the phase, and stay within
+// the gateway's date window for phases of up to MaxPhase.
 package loadbench
 
 import (
@@ -51,7 +60,6 @@ import (
 	"math"
 	"net/http"
 	"runtime"
-	"runtime/pprof"
 	"time"
 
 	"github.com/conftrace/conftrace/internal/localbackend"
@@ -70,12 +78,10 @@ const (
 )
 
 // MaxPhase is the longest a phase may last: its checks are dated when
-// built, dateAhead ahead, and the gateway answers dates within its window
-// (2 minutes either way).
+// built, for the middle of the phase, and the gateway answers dates
+// within its window (2 minutes either way); the peak phase, with the
+// floor's slices between its own, lasts half as long again.
 const MaxPhase = 2 * time.Minute
-
-// dateAhead is how far ahead of their building the checks are dated.
-const dateAhead = 90 * time.Second
 
 // peakGuess is the checks a second a closed loop's pre-built checks last
 // for, when Config.Checks does not say: well above the peak measured.
@@ -185,9 +191,17 @@ type Result struct {
 	AtRate     *Phase  `json:"at_rate,omitempty"`
 
 	// FloorChecksPerS is the Oblivious HTTP floor of the same sizes;
-	// Ratio is ChecksPerS over it.
+	// Ratio is ChecksPerS over it. FloorSeconds is how long the floor
+	// ran, in slices between the first phase's, and FloorCPUs the CPUs
+	// it had (see Phase.CPUs).
 	FloorChecksPerS float64 `json:"floor_checks_per_s"`
 	Ratio           float64 `json:"ratio"`
+	FloorSeconds    float64 `json:"floor_s"`
+	FloorCPUs       float64 `json:"floor_cpus_used"`
+	// CPURatio is the checks answered a CPU-second over the floor's pairs
+	// a CPU-second: Ratio, but for the CPU time each got, which other
+	// processes on the machine do not change. 0 where unknown.
+	CPURatio float64 `json:"cpu_ratio"`
 
 	// RequestBytes and AnswerBytes are a check's on the wire (encapsulated);
 	// BytesPerCheck their sum; GAENBytes10k what a GAEN phone downloads a
@@ -234,14 +248,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.Pairs = 0
 		r.Cores = fmt.Sprintf("load generator with GOMAXPROCS=%d of %d CPUs; the server as started", r.GOMAXPROCS, r.CPUs)
 	}
+	// A request goes out in one write, not net/http's 4 KiB ones: a
+	// relay forwards a check in a few segments, not in a dozen syscalls.
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
-		MaxIdleConns: 0, MaxIdleConnsPerHost: 4096, DisableCompression: true, ForceAttemptHTTP2: false}}
+		MaxIdleConns: 0, MaxIdleConnsPerHost: 4096, DisableCompression: true, ForceAttemptHTTP2: false,
+		WriteBufferSize: 64 << 10}}
 	defer hc.CloseIdleConnections()
 	t, err := fetchTarget(ctx, hc, base)
 	if err != nil {
 		return nil, err
 	}
-	m := &measurer{cfg: cfg, s: sender{hc: hc, t: t}, b: builder{t: t, sightings: cfg.Sightings, keys: cfg.Keys, dateAhead: dateAhead}, met: met}
+	m := &measurer{cfg: cfg, s: sender{hc: hc, t: t}, b: builder{t: t, sightings: cfg.Sightings, keys: cfg.Keys}, met: met}
 	if err := m.run(ctx, r); err != nil {
 		return nil, err
 	}
@@ -273,93 +290,17 @@ func startFilled(ctx context.Context, cfg Config, r *Result) (*localbackend.Back
 	return b, met, nil
 }
 
-// measurer runs the phases.
-type measurer struct {
-	cfg Config
-	s   sender
-	b   builder
-	met []metPhone // not yet used
-}
-
-// phase builds n checks, met phones' among them as the met fraction says,
-// and sends them in a closed loop (rate 0) or at rate.
-func (m *measurer) phase(ctx context.Context, n int, rate float64, profile io.Writer) (Phase, []check, time.Duration, int, error) {
-	k := min(len(m.met), int(math.Ceil(m.cfg.MetFraction*float64(n))))
-	met := m.met[:k]
-	m.met = m.met[k:]
-	began := time.Now()
-	cs, plain, err := m.b.build(ctx, n, met, time.Now())
-	if err != nil {
-		return Phase{}, nil, 0, 0, err
+// setFloor records the floor f measured.
+func (r *Result) setFloor(f *floorer) {
+	r.FloorChecksPerS, r.FloorSeconds = f.perS(), f.seconds
+	if r.FloorChecksPerS > 0 {
+		r.Ratio = r.ChecksPerS / r.FloorChecksPerS
 	}
-	built := time.Since(began)
-	if profile != nil {
-		if err := pprof.StartCPUProfile(profile); err != nil {
-			return Phase{}, nil, 0, 0, fmt.Errorf("loadbench: %w", err)
-		}
+	if f.seconds > 0 {
+		r.FloorCPUs = f.cpu.Seconds() / f.seconds
 	}
-	var p Phase
-	if rate > 0 {
-		p = tally(cs, m.s.openLoop(ctx, cs, rate), rate)
-	} else {
-		elapsed, exhausted := m.s.closedLoop(ctx, cs, m.cfg.Clients, m.cfg.Duration)
-		p = tally(cs, elapsed, 0)
-		p.Exhausted = exhausted
+	if f.cpu > 0 && r.Load.CPUSeconds > 0 {
+		perCPU := float64(r.Load.Sent-r.Load.Errors) / r.Load.CPUSeconds
+		r.CPURatio = perCPU / (float64(f.done) / f.cpu.Seconds())
 	}
-	if profile != nil {
-		pprof.StopCPUProfile()
-	}
-	return p, cs, built, plain, ctx.Err()
-}
-
-// run runs the phases and the floor into r.
-func (m *measurer) run(ctx context.Context, r *Result) error {
-	n := m.cfg.Checks
-	if m.cfg.Rate > 0 {
-		n = int(math.Ceil(m.cfg.Rate * m.cfg.Duration.Seconds()))
-	}
-	p, cs, built, plain, err := m.phase(ctx, n, m.cfg.Rate, m.cfg.Profile)
-	if err != nil {
-		return err
-	}
-	r.Load, r.BuildSeconds = p, built.Seconds()
-	r.ChecksPerS, r.P50Millis, r.P99Millis, r.Errors = p.ChecksPerS, p.P50Millis, p.P99Millis, p.Errors
-	answer := 0
-	for i := range cs {
-		c := &cs[i]
-		if !c.sent {
-			continue
-		}
-		if _, err := c.open(); err != nil {
-			if r.FirstError == "" {
-				r.FirstError = err.Error()
-			}
-			continue
-		}
-		if answer == 0 {
-			r.RequestBytes, r.AnswerBytes, answer = len(c.body), len(c.answer), len(c.answer)
-		}
-	}
-	if answer == 0 {
-		return fmt.Errorf("loadbench: no check was answered: %s", r.FirstError)
-	}
-	r.BytesPerCheck = r.RequestBytes + r.AnswerBytes
-	if m.cfg.Rate == 0 && m.cfg.AtFraction > 0 {
-		rate := m.cfg.AtFraction * p.ChecksPerS
-		q, _, _, _, err := m.phase(ctx, max(1, int(math.Ceil(rate*m.cfg.Duration.Seconds()))), rate, nil)
-		if err != nil {
-			return err
-		}
-		r.AtRate = &q
-	}
-	over, err := answerOverhead(m.b.t.key)
-	if err != nil {
-		return err
-	}
-	fl, err := floor(m.b.t.key, plain, answer-over, m.cfg.Clients, min(m.cfg.Duration, 5*time.Second))
-	if err != nil {
-		return err
-	}
-	r.FloorChecksPerS, r.Ratio = fl, r.ChecksPerS/fl
-	return nil
 }
