@@ -276,6 +276,26 @@ func (e *Enclave) sealPutBytes(b *store.Batch, day calendar.Day, table string, k
 	return nil
 }
 
+// noteStoredDayKeys marks the day keys that b, now applied, stored (by
+// sealPutBytes), so that later records of those days are sealed under
+// them without storing them again. The caller holds e.mu.
+func (e *Enclave) noteStoredDayKeys(b *store.Batch) {
+	for _, op := range b.Ops {
+		if op.Table == tableDayKeys && !op.Delete {
+			e.replica.stored[op.Day] = true
+		}
+	}
+}
+
+// dayKeyConflict reports whether err is Apply's refusal of a batch
+// because another replica stored a day's key first (sealPutBytes): not
+// the caller's replay, but a race the follower resolves within a follow
+// period, after which the request can be made again.
+func dayKeyConflict(err error) bool {
+	var ce *store.ConflictError
+	return errors.As(err, &ce) && ce.Check.Table == tableDayKeys
+}
+
 // internal logs an unexpected failure (without personal data) and returns
 // the opaque error the client sees.
 func (e *Enclave) internal(what string, err error) error {

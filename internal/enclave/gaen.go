@@ -93,12 +93,13 @@ func (e *Enclave) ImportGAEN(ctx context.Context, r api.ImportRequest) (api.Impo
 		return api.ImportResponse{}, err
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
-		if errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, store.ErrConflict) && !dayKeyConflict(err) {
 			resp.Duplicate, resp.Skipped = true, 0
 			return resp, nil
 		}
 		return api.ImportResponse{}, e.internal("storing import", err)
 	}
+	e.noteStoredDayKeys(&b)
 	if err := e.oneSided.Add(entries); err != nil {
 		return api.ImportResponse{}, e.internal("indexing import", err)
 	}

@@ -76,11 +76,12 @@ func (e *Enclave) SubmitTrace(ctx context.Context, t api.SignedTrace) (api.Submi
 		parts = append(parts, part{d, p})
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
-		if errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, store.ErrConflict) && !dayKeyConflict(err) {
 			return api.SubmitTraceResponse{}, api.Errorf(api.CodeReplayed, "this trace statement was already submitted")
 		}
 		return api.SubmitTraceResponse{}, e.internal("storing trace", err)
 	}
+	e.noteStoredDayKeys(&b)
 	for _, p := range parts {
 		if err := e.gps.Add(p.day, p.tr); err != nil {
 			return api.SubmitTraceResponse{}, e.internal("indexing trace", err)

@@ -115,11 +115,12 @@ func (e *Enclave) SubmitResult(ctx context.Context, r api.SignedResult) (api.Sub
 		return api.SubmitResultResponse{}, e.internal("sealing result", err)
 	}
 	if err := e.store.Apply(ctx, &b); err != nil {
-		if errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, store.ErrConflict) && !dayKeyConflict(err) {
 			return api.SubmitResultResponse{}, api.Errorf(api.CodeReplayed, "a result for test code %s was already submitted", code)
 		}
 		return api.SubmitResultResponse{}, e.internal("storing result", err)
 	}
+	e.noteStoredDayKeys(&b)
 	e.results[string(key)] = &result{resultRecord: rec, day: day}
 	return api.SubmitResultResponse{Stored: true}, nil
 }
