@@ -164,3 +164,102 @@ func (v *env) recordsOf(d calendar.Day) []store.Record {
 	}
 	return rs
 }
+
+// TestExpireDuringUpload: an upload prepared (checked against the window,
+// split by day) before the window moves and Expire runs, and taken after,
+// alone or in an exchange, keeps what is still in the window and nothing
+// of the day Expire destroyed: the journal, which seals by day, goes on
+// flushing, the upload becomes durable, and the expired day's sightings
+// are not indexed.
+func TestExpireDuringUpload(t *testing.T) {
+	for _, via := range []string{"upload", "exchange"} {
+		t.Run(via, func(t *testing.T) {
+			v := newEnv(t, detailed)
+			ctx := context.Background()
+			v.clock.Advance(10 * 24 * time.Hour)
+			first := utcDay(v.pol.WindowStart(v.now()))
+			old, recent := first.Time().Add(time.Hour), v.now().Add(-time.Hour)
+			inf, contact := newDevice(), newDevice()
+			iOld, sOld := meet(inf, contact, old, 10, 50)
+			iRecent, sRecent := meet(inf, contact, recent, 10, 50)
+			secret := newSecret()
+			v.submit(secret, api.Positive)
+			pr, err := v.poll(secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := v.e.parseReport(encode(t, inf.report(iOld, iRecent)), v.pol.Limits.MaxUploadSightings)
+			if err != nil {
+				t.Fatal(err)
+			}
+			up, err := v.e.prepareUpload(rep, via == "upload")
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// The old day leaves the window, and Expire runs, before the
+			// upload is taken.
+			v.clock.Advance(24 * time.Hour)
+			if err := v.e.Expire(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var got api.UploadResponse
+			if via == "upload" {
+				got, err = v.e.takeUpload(pr.UploadAuthorization, up, nil)
+			} else {
+				v.e.mu.Lock()
+				got, err = v.e.exchangeUploadLocked(pr.UploadAuthorization, nil, up, nil)
+				v.e.mu.Unlock()
+			}
+			if err != nil || got.Sightings != 1 {
+				t.Fatalf("upload taken after Expire: %+v, %v; want its recent sighting taken", got, err)
+			}
+			v.flushAll()
+			if pr, err := v.poll(secret); err != nil || !pr.Uploaded || pr.UploadPending {
+				t.Errorf("poll after the flushes: %+v, %v; want the upload durable", pr, err)
+			}
+			if n := v.e.index.Len(); n != 1 {
+				t.Errorf("index holds %d sightings, want the recent day's 1", n)
+			}
+			r := v.check(contact.report(sOld, sRecent))
+			if dayOf(t, r, recent).Minutes != 10 {
+				t.Error("the recent sighting does not match")
+			}
+			wantQuiet(t, r, recent.UTC().Format(api.DateLayout))
+		})
+	}
+}
+
+// TestUploadOfExpiredDaysRefused: an upload whose every day left the
+// window while it was taken is refused, and its authorization stays
+// unused.
+func TestUploadOfExpiredDaysRefused(t *testing.T) {
+	v := newEnv(t)
+	ctx := context.Background()
+	v.clock.Advance(10 * 24 * time.Hour)
+	first := utcDay(v.pol.WindowStart(v.now()))
+	// A key of the window's first day alone, and a sighting of it.
+	inf, _ := encounter(first.Time().Add(time.Hour), 10, 50)
+	token := v.authorize()
+	rep, err := v.e.parseReport(encode(t, inf), v.pol.Limits.MaxUploadSightings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := v.e.prepareUpload(rep, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.clock.Advance(24 * time.Hour)
+	if err := v.e.Expire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.e.takeUpload(token, up, nil)
+	wantCode(t, "upload of days that all left the window", err, api.CodeOutOfWindow)
+	if n := v.pendingRecords(); n != 0 || v.e.index.Len() != 0 {
+		t.Errorf("%d records queued, %d sightings indexed; want none", n, v.e.index.Len())
+	}
+	fresh, _ := encounter(v.now().Add(-time.Hour), 10, 50)
+	if _, err := v.upload(token, fresh); err != nil {
+		t.Errorf("the authorization after the refusal: %v; want it unused", err)
+	}
+}

@@ -3,6 +3,7 @@ package enclave
 import (
 	"context"
 	"crypto/rand"
+	"slices"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
@@ -15,6 +16,12 @@ import (
 // nothing. The upload matches at once; it is written by the journal's next
 // flushes (see journal.go), and the device's next result poll says whether
 // it is durable.
+//
+// Of its work, only what changes the enclave's shared state takes e.mu,
+// and only for memory: checking and reserving the authorization, then
+// queueing the records. Decoding, deriving the identifiers and encoding
+// the records come before (prepareUpload), the index insert in between,
+// and the commit, later, is the journal's flush (flush.go).
 func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadResponse, error) {
 	if len(r.Authorization) != api.AuthorizationSize {
 		return api.UploadResponse{}, api.Errorf(api.CodeNotAuthorized, "no valid upload authorization (poll a positive result first)")
@@ -27,25 +34,63 @@ func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadRe
 	defer rep.Clear()
 	up, uperr := e.prepareUpload(rep, true)
 	defer up.clear()
+	return e.takeUpload(r.Authorization, up, uperr)
+}
+
+// takeUpload takes the prepared upload p (or refuses it with perr, the
+// error preparing it) under authorization: it reserves the authorization
+// under e.mu, adds p to the indexes without it, and queues p in the journal
+// under it again. What is wrong with the authorization is said before what
+// is wrong with the report.
+func (e *Enclave) takeUpload(authorization []byte, p *preparedUpload, perr error) (api.UploadResponse, error) {
+	// Held until p is queued: Expire, which takes it to write, neither
+	// drops a day from the indexes while p is added to them, nor forgets
+	// a day between the check of p's days and its queueing.
+	e.ingest.RLock()
+	defer e.ingest.RUnlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	key, res, err := e.checkAuthorization(r.Authorization, e.now())
+	key, res, err := e.checkAuthorization(authorization, e.now())
+	if err == nil && perr != nil {
+		err = perr
+	}
+	if err == nil {
+		err = e.keepWindowLocked(p)
+	}
 	if err != nil {
+		e.mu.Unlock()
 		return api.UploadResponse{}, err
 	}
-	if uperr != nil {
-		return api.UploadResponse{}, uperr
+	// Reserved: an upload under the same authorization meanwhile is
+	// refused as already made, and a poll says it is pending.
+	res.uploaded = true
+	e.mu.Unlock()
+
+	if err := e.indexUpload(p); err != nil {
+		e.mu.Lock()
+		res.uploaded = false
+		e.mu.Unlock()
+		return api.UploadResponse{}, err
 	}
-	return e.uploadLocked(key, res, up)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.queueUploadLocked(key, res, p), nil
+}
+
+// uploadPart is the part of an upload that belongs to one day: its record,
+// encoded, and what it counts.
+type uploadPart struct {
+	day  calendar.Day
+	body []byte
+	// sightings are the part's; keys are the keys whose last day it is,
+	// so that each key counts once.
+	sightings, keys int
 }
 
 // preparedUpload is an upload checked, split by day, encoded and turned
 // into index entries: what needs no lock.
 type preparedUpload struct {
 	recip, oneSided []matchindex.Entry
-	days            []calendar.Day
-	bodies          [][]byte
-	sightings, keys int
+	parts           []uploadPart
 }
 
 // clear wipes what the journal did not take.
@@ -55,9 +100,51 @@ func (p *preparedUpload) clear() {
 	}
 	clear(p.recip)
 	clear(p.oneSided)
-	for _, b := range p.bodies {
-		clear(b)
+	for _, u := range p.parts {
+		clear(u.body)
 	}
+}
+
+// counts returns how many sightings and keys p holds.
+func (p *preparedUpload) counts() (sightings, keys int) {
+	for _, u := range p.parts {
+		sightings, keys = sightings+u.sightings, keys+u.keys
+	}
+	return sightings, keys
+}
+
+// dropBefore leaves out of p its parts, and their index entries, of the
+// days before first.
+func (p *preparedUpload) dropBefore(first calendar.Day) {
+	if !slices.ContainsFunc(p.parts, func(u uploadPart) bool { return u.day < first }) {
+		return
+	}
+	stale := func(x matchindex.Entry) bool { return x.Contact.Day < first }
+	p.recip = slices.DeleteFunc(p.recip, stale)
+	p.oneSided = slices.DeleteFunc(p.oneSided, stale)
+	p.parts = slices.DeleteFunc(p.parts, func(u uploadPart) bool {
+		if u.day < first {
+			clear(u.body)
+			return true
+		}
+		return false
+	})
+}
+
+// keepWindowLocked leaves out of p what the retention window has left
+// since p was prepared: p checked its days against the window of its own
+// time, and Expire may have destroyed the key of one of them since (a
+// record of that day could no longer be sealed, and every flush would fail
+// on it), or may do so before p is written. It is what an upload taken a
+// moment earlier would have become once expired. It refuses p if nothing
+// is left. The caller holds e.mu.
+func (e *Enclave) keepWindowLocked(p *preparedUpload) error {
+	first, _ := e.window(e.now())
+	p.dropBefore(first)
+	if len(p.parts) == 0 {
+		return api.Errorf(api.CodeOutOfWindow, "every day of the upload left the %d-day retention window while it was taken", e.policy.RetentionDays)
+	}
+	return nil
 }
 
 // prepareUpload readies rep as an upload, without e.mu: the work of an
@@ -79,47 +166,120 @@ func (e *Enclave) prepareUpload(rep contactlog.Report, strict bool) (*preparedUp
 	if err := e.checkReport(rep, w, true); err != nil {
 		return nil, err
 	}
-	p := &preparedUpload{sightings: len(rep.Sightings), keys: len(rep.Keys)}
+	p := &preparedUpload{}
+	var err error
+	if p.recip, err = e.reciprocalUpload(rep); err != nil {
+		return nil, e.internal("deriving identifiers", err)
+	}
+	// One-sided entries, a few thousand, are made by day, and joined once
+	// their number is known.
+	var oneSided [][]matchindex.Entry
 	for day, part := range splitByDay(rep, w) {
-		r, o, err := e.entries(part, day)
-		if err != nil {
-			p.clear()
-			return nil, e.internal("deriving identifiers", err)
+		if e.policy.OneSided() {
+			o, err := oneSidedEntries(part.Keys, day)
+			if err != nil {
+				p.clear()
+				return nil, e.internal("deriving identifiers", err)
+			}
+			oneSided = append(oneSided, o)
 		}
 		body, err := part.AppendBinary(nil)
 		if err != nil {
 			p.clear()
 			return nil, e.internal("encoding report", err)
 		}
-		p.recip, p.oneSided = append(p.recip, r...), append(p.oneSided, o...)
-		p.days, p.bodies = append(p.days, day), append(p.bodies, body)
+		p.parts = append(p.parts, uploadPart{day: day, body: body, sightings: len(part.Sightings), keys: keysEndingOn(part.Keys, day)})
 	}
+	p.oneSided = slices.Concat(oneSided...)
 	return p, nil
 }
 
+// reciprocalUpload returns the reciprocal index entries of an upload's
+// sightings, each of its day, if the policy matches reciprocally: those of
+// entries for each day's part, made for the whole report at once, so that
+// thousands of entries are made in place rather than by day and joined.
+func (e *Enclave) reciprocalUpload(rep contactlog.Report) ([]matchindex.Entry, error) {
+	if !e.policy.Reciprocal() || len(rep.Sightings) == 0 {
+		return nil, nil
+	}
+	own, err := ownRPIs(rep)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(own)
+	es := make([]matchindex.Entry, len(rep.Sightings))
+	for i, s := range rep.Sightings {
+		es[i] = matchindex.Entry{
+			Key: reciprocalKey(own[i], s.Heard),
+			Contact: matchindex.Contact{
+				Interval:    uint32(s.Interval),
+				Minutes:     uint16(s.Minutes),
+				Attenuation: s.Attenuation,
+				Day:         calendar.DayOf(s.Interval.Time()),
+			},
+		}
+	}
+	return es, nil
+}
+
+// keysEndingOn returns how many of keys are valid last on day.
+func keysEndingOn(keys []contactlog.DailyKey, day calendar.Day) int {
+	n := 0
+	for _, k := range keys {
+		if calendar.DayOf((k.End() - 1).Time()) == day {
+			n++
+		}
+	}
+	return n
+}
+
 // uploadLocked takes the prepared upload p as the upload of the result
-// res (under key): it indexes it and queues it in the journal. The caller
-// holds e.mu.
+// res (under key), all under e.mu: the exchange's way, which holds e.mu
+// for its poll anyway. The caller holds e.mu.
 func (e *Enclave) uploadLocked(key []byte, res *result, p *preparedUpload) (api.UploadResponse, error) {
+	// The lock is held throughout, so Expire cannot run between this check
+	// and the queueing.
+	if err := e.keepWindowLocked(p); err != nil {
+		return api.UploadResponse{}, err
+	}
 	// Index first: a failure leaves nothing queued and the authorization
 	// unused.
+	if err := e.indexUpload(p); err != nil {
+		return api.UploadResponse{}, err
+	}
+	res.uploaded = true
+	return e.queueUploadLocked(key, res, p), nil
+}
+
+// indexUpload adds p's entries to the indexes. The indexes are safe for
+// lookups and adds concurrent with it (matchindex.Index); the caller holds
+// e.ingest or e.mu, either of which keeps Expire from dropping days
+// meanwhile.
+func (e *Enclave) indexUpload(p *preparedUpload) error {
 	if err := e.index.Add(p.recip); err != nil {
-		return api.UploadResponse{}, e.internal("indexing upload", err)
+		return e.internal("indexing upload", err)
 	}
 	if err := e.oneSided.Add(p.oneSided); err != nil {
-		return api.UploadResponse{}, e.internal("indexing upload", err)
+		return e.internal("indexing upload", err)
 	}
+	return nil
+}
+
+// queueUploadLocked queues p's parts in the journal, then the mark that
+// the upload of res (under key) was made, and answers. res is marked
+// uploaded already. The caller holds e.mu.
+func (e *Enclave) queueUploadLocked(key []byte, res *result, p *preparedUpload) api.UploadResponse {
 	uploadID := make([]byte, 16)
 	rand.Read(uploadID)
-	for i, day := range p.days {
-		e.journal.add(journalUpload, day, uploadID, p.bodies[i], nil)
+	for i, u := range p.parts {
+		e.journal.add(journalUpload, u.day, uploadID, u.body, nil)
+		p.parts[i].body = nil // the journal's now
 	}
-	p.bodies = nil // the journal's now
-	res.uploaded = true
 	// Last, so that the mark is durable only once every part is: the
 	// journal writes records in order.
 	e.journal.add(journalUploaded, res.day, key, nil, func() { res.durable = true })
-	return api.UploadResponse{Sightings: p.sightings, Keys: p.keys, DurableBy: e.journal.durableBy(e.policy), Durable: false}, nil
+	sightings, keys := p.counts()
+	return api.UploadResponse{Sightings: sightings, Keys: keys, DurableBy: e.journal.durableBy(e.policy), Durable: false}
 }
 
 // entries returns the index entries of the part of an upload that belongs

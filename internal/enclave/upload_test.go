@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
 	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/matchindex"
+	"github.com/conftrace/conftrace/policy"
 )
 
 // TestUploadAuthorizationSingleUse: an authorization uploads once; a
@@ -406,5 +409,157 @@ func TestUploadSealedByDay(t *testing.T) {
 				t.Errorf("the host sees %x in the clear in a %s record", s, r.Table)
 			}
 		}
+	}
+}
+
+// gateIndex is an index whose next Add, once armed, waits for release, or
+// fails with fail.
+type gateIndex struct {
+	matchindex.Index
+	armed   atomic.Bool
+	fail    error
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newGateIndex(idx matchindex.Index) *gateIndex {
+	return &gateIndex{Index: idx, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gateIndex) Add(entries []matchindex.Entry) error {
+	if g.armed.CompareAndSwap(true, false) {
+		if g.fail != nil {
+			return g.fail
+		}
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Index.Add(entries)
+}
+
+// TestUploadIndexesWithoutTheLock: while an upload is added to the index
+// (as long as the test likes), the enclave's mutex is free: checks, polls
+// and flushes go on. The upload's authorization is taken already: a second
+// upload with it is refused, and a poll says the upload is pending. It is
+// queued for the journal once indexed, and becomes durable.
+func TestUploadIndexesWithoutTheLock(t *testing.T) {
+	v := newEnv(t, detailed)
+	gate := newGateIndex(v.e.index)
+	v.e.index = gate
+	secret := newSecret()
+	v.submit(secret, api.Positive)
+	pr, err := v.poll(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inf, contact := encounter(v.now().Add(-time.Hour), 10, 50)
+	gate.armed.Store(true)
+	uploaded := make(chan error, 1)
+	go func() {
+		_, err := v.upload(pr.UploadAuthorization, inf)
+		uploaded <- err
+	}()
+	<-gate.entered
+	if !v.e.mu.TryLock() {
+		close(gate.release)
+		<-uploaded
+		t.Fatal("the enclave's mutex is held while an upload is indexed")
+	}
+	v.e.mu.Unlock()
+	if pr, err := v.poll(secret); err != nil || !pr.UploadPending || len(pr.UploadAuthorization) != 0 {
+		t.Errorf("poll while the upload is indexed: %+v, %v; want it pending", pr, err)
+	}
+	again, _ := encounter(v.now().Add(-time.Hour), 10, 50)
+	_, err = v.upload(pr.UploadAuthorization, again)
+	wantCode(t, "second upload while the first is indexed", err, api.CodeAlreadyUsed)
+	v.check(contact)
+	v.flushDue(v.flushEvery())
+	close(gate.release)
+	if err := <-uploaded; err != nil {
+		t.Fatal(err)
+	}
+	if n := v.pendingRecords(); n != 2 {
+		t.Errorf("%d records queued once indexed, want the day's part and the mark", n)
+	}
+	v.flushAll()
+	if pr, err := v.poll(secret); err != nil || !pr.Uploaded {
+		t.Errorf("poll after the flushes: %+v, %v; want uploaded", pr, err)
+	}
+	if r := v.check(contact); dayOf(t, r, when(contact)).Minutes != 10 {
+		t.Error("the upload does not match")
+	}
+}
+
+// TestUploadIndexFailure: an upload the index refuses is refused, queues
+// nothing and leaves its authorization unused.
+func TestUploadIndexFailure(t *testing.T) {
+	v := newEnv(t, detailed)
+	gate := newGateIndex(v.e.index)
+	gate.fail = matchindex.ErrTooManyDays
+	v.e.index = gate
+	secret := newSecret()
+	v.submit(secret, api.Positive)
+	pr, err := v.poll(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inf, contact := encounter(v.now().Add(-time.Hour), 10, 50)
+	gate.armed.Store(true)
+	_, err = v.upload(pr.UploadAuthorization, inf)
+	wantInternal(t, "upload the index refuses", err)
+	if n := v.pendingRecords(); n != 0 {
+		t.Errorf("%d records queued by a refused upload", n)
+	}
+	if pr, err := v.poll(secret); err != nil || pr.UploadPending || pr.Uploaded {
+		t.Errorf("poll after the refusal: %+v, %v; want no upload", pr, err)
+	}
+	if _, err := v.upload(pr.UploadAuthorization, inf); err != nil {
+		t.Fatalf("the authorization after the refusal: %v; want it unused", err)
+	}
+	if r := v.check(contact); dayOf(t, r, when(contact)).Minutes != 10 {
+		t.Error("the upload made again does not match")
+	}
+}
+
+// TestUploadsAlongsideExpiry: uploads run while flushes and retention run
+// on another goroutine; (under the race detector) nothing races, and every
+// upload is indexed and becomes durable.
+func TestUploadsAlongsideExpiry(t *testing.T) {
+	ctx := context.Background()
+	v := newEnv(t, func(p *policy.Policy) { p.StoreFlushSeconds = 60 })
+	const phones = 12
+	var tokens [][]byte
+	var reports []contactlog.Report
+	for range phones {
+		inf, _ := encounter(v.now().Add(-time.Hour), 10, 50)
+		tokens, reports = append(tokens, v.authorize()), append(reports, inf)
+	}
+	var uploads, flushes sync.WaitGroup
+	for i := range phones {
+		uploads.Go(func() {
+			if _, err := v.upload(tokens[i], reports[i]); err != nil {
+				t.Errorf("phone %d: %v", i, err)
+			}
+		})
+	}
+	flushes.Go(func() {
+		for range 10 {
+			v.clock.Advance(v.flushEvery())
+			if err := v.e.FlushDue(ctx); err != nil {
+				t.Errorf("FlushDue: %v", err)
+			}
+			if err := v.e.Expire(ctx); err != nil {
+				t.Errorf("Expire: %v", err)
+			}
+		}
+	})
+	uploads.Wait()
+	flushes.Wait()
+	v.flushAll()
+	if n := v.e.index.Len(); n != phones {
+		t.Errorf("index holds %d sightings, want %d", n, phones)
+	}
+	if n := v.pendingRecords(); n != 0 {
+		t.Errorf("%d records still pending", n)
 	}
 }

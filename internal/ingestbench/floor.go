@@ -90,19 +90,28 @@ func (s *recordingStore) Apply(ctx context.Context, b *store.Batch) error {
 }
 
 // The floor's database is laid out as package store/sqlite lays out its
-// own: the same pragmas, the same table and index, the same multi-row
-// upserts (at most floorBatch rows a statement), so that it differs from
-// the store only by what the store does besides SQLite.
-const (
-	floorSchema = `CREATE TABLE records (
+// own: the same pragmas, the same table and indexes, the same sequence
+// numbers (one update of the counter a transaction, a number a row), the
+// same multi-row upserts (at most floorSizes[0] rows a statement), so
+// that it differs from the store only by what the store does besides
+// SQLite.
+var floorSchema = []string{
+	`CREATE TABLE records (
 		tbl   TEXT    NOT NULL,
 		key   BLOB    NOT NULL,
 		day   INTEGER NOT NULL,
 		value BLOB    NOT NULL,
+		seq   INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (tbl, key)
-	) WITHOUT ROWID`
-	floorIndex = `CREATE INDEX records_by_day ON records (day)`
-)
+	) WITHOUT ROWID`,
+	`CREATE INDEX records_by_day ON records (day)`,
+	`CREATE INDEX records_by_seq ON records (seq)`,
+	`CREATE TABLE head (seq INTEGER NOT NULL)`,
+	`INSERT INTO head (seq) VALUES (0)`,
+}
+
+// floorTakeSeq takes a transaction's sequence numbers, as store/sqlite.
+const floorTakeSeq = `UPDATE head SET seq = seq + ? RETURNING seq`
 
 // floorSizes are the rows of the upserts, largest first, as store/sqlite's.
 var floorSizes = [...]int{128, 16, 1}
@@ -110,11 +119,11 @@ var floorSizes = [...]int{128, 16, 1}
 // floorRows returns the upsert of n rows that store/sqlite uses.
 func floorRows(n int) string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO records (tbl, key, day, value) VALUES (?, ?, ?, ?)")
+	b.WriteString("INSERT INTO records (tbl, key, day, value, seq) VALUES (?, ?, ?, ?, ?)")
 	for range n - 1 {
-		b.WriteString(", (?, ?, ?, ?)")
+		b.WriteString(", (?, ?, ?, ?, ?)")
 	}
-	b.WriteString(" ON CONFLICT (tbl, key) DO UPDATE SET day = excluded.day, value = excluded.value")
+	b.WriteString(" ON CONFLICT (tbl, key) DO UPDATE SET day = excluded.day, value = excluded.value, seq = excluded.seq")
 	return b.String()
 }
 
@@ -139,7 +148,7 @@ func writeFloor(ctx context.Context, dir string, flushes []flush) (time.Duration
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	for _, s := range []string{floorSchema, floorIndex} {
+	for _, s := range floorSchema {
 		if _, err := db.ExecContext(ctx, s); err != nil {
 			return 0, fmt.Errorf("ingestbench: floor: %w", err)
 		}
@@ -159,6 +168,11 @@ func writeFloor(ctx context.Context, dir string, flushes []flush) (time.Duration
 		}
 		defer stmts[n].Close()
 	}
+	// Under key 0: the counter's statement.
+	if stmts[0], err = db.PrepareContext(ctx, floorTakeSeq); err != nil {
+		return 0, fmt.Errorf("ingestbench: floor: %w", err)
+	}
+	defer stmts[0].Close()
 	values := randomValues(flushes)
 	began := time.Now()
 	for _, f := range flushes {
@@ -192,12 +206,18 @@ func floorFlush(ctx context.Context, db *sql.DB, stmts map[int]*sql.Stmt, f flus
 		return fmt.Errorf("ingestbench: floor: %w", err)
 	}
 	defer tx.Rollback()
+	var seq int64
+	if err := tx.StmtContext(ctx, stmts[0]).QueryRowContext(ctx, len(f)).Scan(&seq); err != nil {
+		return fmt.Errorf("ingestbench: floor: %w", err)
+	}
+	seq -= int64(len(f))
 	for _, n := range floorSizes {
 		st := tx.StmtContext(ctx, stmts[n])
 		for ; len(f) >= n; f = f[n:] {
-			args := make([]any, 0, 4*n)
+			args := make([]any, 0, 5*n)
 			for _, r := range f[:n] {
-				args = append(args, r.table, r.key, r.day, values[r.valueLen])
+				seq++
+				args = append(args, r.table, r.key, r.day, values[r.valueLen], seq)
 			}
 			if _, err := st.ExecContext(ctx, args...); err != nil {
 				return fmt.Errorf("ingestbench: floor: %w", err)

@@ -17,7 +17,10 @@ import (
 // build and 10^8 tens of gigabytes for the map:
 //
 //	go test -run='^$' -bench=. -args -size=1e6,1e7
-var sizeFlag = flag.String("size", "1e6", "comma-separated `sizes` (tuples) of the indexes that BenchmarkLookup, BenchmarkAdd and BenchmarkDrop build")
+var (
+	sizeFlag    = flag.String("size", "1e6", "comma-separated `sizes` (tuples) of the indexes that BenchmarkLookup, BenchmarkAdd and BenchmarkDrop build")
+	uploadsFlag = flag.Int("uploads", 400, "`uploads` of benchUpload tuples that BenchmarkIngest adds")
+)
 
 const (
 	// benchUpload is the number of tuples per Add: at national scale, ~10^9
@@ -189,5 +192,41 @@ func BenchmarkDrop(b *testing.B) {
 				b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(b.N*n), "ns/tuple")
 			})
 		}
+	}
+}
+
+// BenchmarkIngest measures what a day of uploads costs the index: adding
+// -uploads uploads of benchUpload tuples, one Add each, to an empty index,
+// as the enclave does from one Drop to the next. Its cost is dominated by
+// the merges of runs that Add makes; lookups are measured apart.
+func BenchmarkIngest(b *testing.B) {
+	r := rand.New(rand.NewChaCha8([32]byte{14}))
+	batches := make([][]Entry, *uploadsFlag)
+	const firstDay = 20_000
+	for i := range batches {
+		// As a phone's upload: tuples of every day of the window.
+		batches[i] = make([]Entry, benchUpload)
+		for j := range batches[i] {
+			d := calendar.Day(firstDay + r.IntN(benchDays))
+			batches[i][j] = Entry{Key: randKey(r), Contact: Contact{
+				Interval:    uint32(d)*intervalsPerDay + uint32(r.IntN(intervalsPerDay)),
+				Minutes:     uint16(1 + r.IntN(20)),
+				Attenuation: uint8(40 + r.IntN(40)),
+				Day:         d,
+			}}
+		}
+	}
+	for _, impl := range impls {
+		b.Run(fmt.Sprintf("%s/uploads=%d", impl.name, len(batches)), func(b *testing.B) {
+			for b.Loop() {
+				idx := impl.new()
+				for _, batch := range batches {
+					if err := idx.Add(batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(b.Elapsed().Seconds()*1e9/float64(b.N*len(batches)*benchUpload), "ns/tuple")
+		})
 	}
 }

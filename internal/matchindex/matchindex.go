@@ -56,8 +56,9 @@
 // slots from home, so a lookup computes where to read and reads one or
 // two cache lines, with no directory or search in between. Every [Compact.Add]
 // sorts its tuples into a new run and merges runs whose sizes come within
-// a factor of 16 (a log-structured merge), which keeps a few runs per
-// shard; [Compact.Drop] rewrites every shard it touches into a single run,
+// a factor of 8 (a log-structured merge, each merge in one pass), which
+// keeps a few runs per shard; [Compact.Drop] rewrites every shard it
+// touches into a single run,
 // and a [Loader], what a restart uses, sorts all its tuples once and
 // leaves each shard a single run.
 //
@@ -96,7 +97,7 @@
 // that holds the day while lookups continue, in time proportional to the
 // index size (BenchmarkDrop), during which uploads wait. Right after an
 // Add, Drop or Load, the runs it replaced use memory until the garbage
-// collector frees them, and a Loader's pending entries take 24 bytes each
+// collector frees them, and a Loader's pending entries take 16 bytes each
 // until Load.
 //
 // # Side channels

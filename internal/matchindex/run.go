@@ -58,35 +58,11 @@ func home(x, slots uint64) int {
 // newRun makes a run of ts, which must be sorted by fp and have checks
 // other than 0.
 func newRun(ts []tuple) run {
-	slots := uint64(len(ts)) + (uint64(len(ts))+slotsPerGap-2)/(slotsPerGap-1)
-	// A tuple whose home is near the end can be pushed past it: size the
-	// arrays for the last tuple's slot.
-	last := -1
+	w := newRunWriter(len(ts))
 	for _, t := range ts {
-		last = max(last+1, home(t.fp, slots))
+		w.put(t.fp, t.check, t.payload)
 	}
-	size := max(int(slots), last+1)
-	r := run{
-		fp:      make([]uint64, size),
-		check:   make([]uint16, size),
-		payload: make([]uint32, size),
-		slots:   slots,
-		n:       len(ts),
-	}
-	p := -1
-	for _, t := range ts {
-		p = max(p+1, home(t.fp, slots))
-		r.fp[p], r.check[p], r.payload[p] = t.fp, t.check, t.payload
-	}
-	next := uint64(math.MaxUint64)
-	for i := size - 1; i >= 0; i-- {
-		if r.check[i] == 0 {
-			r.fp[i] = next
-		} else {
-			next = r.fp[i]
-		}
-	}
-	return r
+	return w.finish()
 }
 
 // appendTuples appends r's tuples to dst in order, leaving out those tagged
@@ -113,14 +89,166 @@ func (r *run) countTag(tag uint8) int {
 
 // mergeRuns returns one run with the tuples of runs, leaving out those
 // tagged drop unless drop is negative. Each run's tuples are already in
-// order, so it merges rather than sorts.
+// order, so it merges them, in one pass, straight from their slots into the
+// new run's: each tuple is read once and written once, and nothing is
+// allocated but the new run. (Merges are most of what Add costs: between
+// two drops a tuple is merged about runRatio/2 times per run size it goes
+// through.)
 func mergeRuns(runs []run, drop int) run {
-	var merged []tuple
+	n := 0
 	for i := range runs {
-		next := runs[i].appendTuples(make([]tuple, 0, runs[i].n), drop)
-		merged = mergeTuples(merged, next)
+		n += runs[i].n
+		if drop >= 0 {
+			n -= runs[i].countTag(uint8(drop))
+		}
 	}
-	return newRun(merged)
+	cur := make([]cursor, 0, len(runs))
+	for i := range runs {
+		c := cursor{r: &runs[i], drop: drop}
+		if c.skip() {
+			cur = append(cur, c)
+		}
+	}
+	w := newRunWriter(n)
+	for len(cur) > 1 {
+		// The runs to merge are few (a handful per shard): a linear
+		// search for the smallest head beats a heap.
+		best := 0
+		for k := 1; k < len(cur); k++ {
+			if cur[k].head < cur[best].head {
+				best = k
+			}
+		}
+		c := &cur[best]
+		// Take c's tuples while they come before every other head: the
+		// runs merged are mostly of unequal sizes, so runs of several
+		// tuples come from one.
+		limit := uint64(math.MaxUint64)
+		for k := range cur {
+			if k != best {
+				limit = min(limit, cur[k].head)
+			}
+		}
+		if !w.copyFrom(c, limit) {
+			cur = slices.Delete(cur, best, best+1)
+		}
+	}
+	if len(cur) == 1 {
+		w.copyFrom(&cur[0], math.MaxUint64)
+	}
+	return w.finish()
+}
+
+// cursor reads the tuples of a run in order, leaving out free slots and
+// the tuples tagged drop (unless drop is negative).
+type cursor struct {
+	r    *run
+	i    int    // the slot of the current tuple
+	head uint64 // its fingerprint
+	drop int
+}
+
+// skip moves c to the first tuple at or after slot c.i and reports whether
+// there is one.
+func (c *cursor) skip() bool {
+	r := c.r
+	for ; c.i < len(r.check); c.i++ {
+		if r.check[c.i] != 0 && (c.drop < 0 || int(tagOf(r.payload[c.i])) != c.drop) {
+			c.head = r.fp[c.i]
+			return true
+		}
+	}
+	return false
+}
+
+// runWriter lays out a run of n tuples given in order of fingerprint: each
+// at its home slot or, when the tuple before took that, at the next one.
+type runWriter struct {
+	r run
+	p int // the slot of the last tuple written, or -1
+}
+
+// newRunWriter returns a writer of a run of n tuples.
+func newRunWriter(n int) *runWriter {
+	slots := uint64(n) + (uint64(n)+slotsPerGap-2)/(slotsPerGap-1)
+	// A tuple whose home is near the end can be pushed past it, by a few
+	// slots (about as many as a lookup scans): the arrays have room for
+	// that beyond their length, so that growing them copies nothing.
+	size, room := int(slots), min(int(slots)/8, 64)
+	return &runWriter{p: -1, r: run{
+		fp:      make([]uint64, size, size+room),
+		check:   make([]uint16, size, size+room),
+		payload: make([]uint32, size, size+room),
+		slots:   slots,
+		n:       n,
+	}}
+}
+
+// put writes the next tuple, and its fingerprint into the free slots it
+// skips.
+func (w *runWriter) put(fp uint64, check uint16, payload uint32) {
+	p := max(w.p+1, home(fp, w.r.slots))
+	if p >= len(w.r.fp) {
+		w.grow(p + 1)
+	}
+	fps := w.r.fp[w.p+1 : p+1]
+	for q := range fps {
+		fps[q] = fp
+	}
+	w.r.check[p], w.r.payload[p] = check, payload
+	w.p = p
+}
+
+// copyFrom writes c's tuples whose fingerprint is below limit (at least
+// its current one), and reports whether c has tuples left. It is put and
+// cursor.skip in one loop: it is where merges spend their time.
+func (w *runWriter) copyFrom(c *cursor, limit uint64) bool {
+	src := c.r
+	sfp, scheck, spayload := src.fp, src.check, src.payload
+	i, fp, p := c.i, c.head, w.p
+	defer func() { c.i, c.head, w.p = i, fp, p }()
+	for {
+		q := max(p+1, home(fp, w.r.slots))
+		if q >= len(w.r.fp) {
+			w.grow(q + 1)
+		}
+		dfp := w.r.fp[p+1 : q+1]
+		for k := range dfp {
+			dfp[k] = fp // the free slots skipped, then the tuple's
+		}
+		w.r.check[q], w.r.payload[q] = scheck[i], spayload[i]
+		p = q
+		for i++; i < len(scheck) && (scheck[i] == 0 || c.drop >= 0 && int(tagOf(spayload[i])) == c.drop); i++ {
+		}
+		if i == len(scheck) {
+			return false
+		}
+		if fp = sfp[i]; fp >= limit {
+			return true
+		}
+	}
+}
+
+// grow extends the arrays to size slots.
+func (w *runWriter) grow(size int) {
+	r := &w.r
+	if size <= cap(r.fp) {
+		// The room newRunWriter left, zeroed by make.
+		r.fp, r.check, r.payload = r.fp[:size], r.check[:size], r.payload[:size]
+		return
+	}
+	r.fp = append(r.fp, make([]uint64, size-len(r.fp))...)
+	r.check = append(r.check, make([]uint16, size-len(r.check))...)
+	r.payload = append(r.payload, make([]uint32, size-len(r.payload))...)
+}
+
+// finish fills the free slots after the last tuple and returns the run.
+func (w *runWriter) finish() run {
+	r := w.r
+	for q := w.p + 1; q < len(r.fp); q++ {
+		r.fp[q] = math.MaxUint64
+	}
+	return r
 }
 
 // mergeTuples returns the tuples of a and b, each sorted, in order.
@@ -148,17 +276,21 @@ func mergeTuples(a, b []tuple) []tuple {
 
 // normalize merges runs, oldest and largest first, until each is at least
 // runRatio times larger than the next, keeping the number of runs
-// logarithmic in the shard size. Only runs it merges are copied.
+// logarithmic in the shard size. runs is what held that but for its last,
+// newest run; it merges the shortest suffix of runs after which it holds
+// again, in one merge, so that no tuple is copied twice by one call. Only
+// runs it merges are copied.
 func normalize(runs []run) []run {
-	// Scan from the newest pair down. A merge makes run i-1 larger, which
-	// can only upset the pair below it, checked next.
-	for i := len(runs) - 1; i > 0; i-- {
-		if runs[i-1].n < runRatio*runs[i].n {
-			runs[i-1] = mergeRuns(runs[i-1:i+1], -1)
-			runs = slices.Delete(runs, i, i+1)
-		}
+	start, sum := len(runs)-1, runs[len(runs)-1].n
+	for start > 0 && runs[start-1].n < runRatio*sum {
+		start--
+		sum += runs[start].n
 	}
-	return runs
+	if start == len(runs)-1 {
+		return runs
+	}
+	merged := mergeRuns(runs[start:], -1)
+	return append(runs[:start], merged)
 }
 
 // equal returns the slots [lo, hi) from start on whose sort key is x.
