@@ -44,8 +44,7 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/authority"
-	"github.com/conftrace/conftrace/contactlog"
-	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/benchreport"
 	"github.com/conftrace/conftrace/internal/enclave"
 	"github.com/conftrace/conftrace/internal/seal"
 	"github.com/conftrace/conftrace/internal/store/sqlite"
@@ -266,9 +265,9 @@ func open(ctx context.Context, cfg Config) (*bench, error) {
 		st.Close()
 		return nil, err
 	}
-	rng := mrand.New(mrand.NewChaCha8(seedOf(cfg.Seed)))
+	rng := mrand.New(mrand.NewChaCha8(benchreport.Seed(cfg.Seed, 0)))
 	for range cfg.Uploads {
-		r, err := makeReport(rng, cfg.Sightings)
+		r, err := benchreport.Random(rng, start, cfg.Sightings)
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -299,49 +298,6 @@ func (b *bench) register(ctx context.Context, lab *authority.Key) error {
 		b.secrets, b.tokens = append(b.secrets, secret), append(b.tokens, pr.UploadAuthorization)
 	}
 	return nil
-}
-
-// seedOf expands a seed into a ChaCha8 seed.
-func seedOf(s uint64) [32]byte {
-	var k [32]byte
-	for i := range 8 {
-		k[i] = byte(s >> (8 * i))
-	}
-	return k
-}
-
-// Days of a phone's report: sightings on the 13 days before today, keys
-// for those and today.
-const reportDays = 14
-
-// makeReport returns the encoded report of a phone: its daily keys of the
-// last reportDays days and n sightings of other phones, at random
-// intervals of the days before today, for random minutes and attenuations.
-func makeReport(rng *mrand.Rand, n int) ([]byte, error) {
-	today := enid.IntervalOf(start).RollingStart()
-	r := contactlog.Report{Keys: make([]contactlog.DailyKey, reportDays), Sightings: make([]contactlog.Sighting, n)}
-	for d := range r.Keys {
-		var tek enid.TEK
-		for i := range tek {
-			tek[i] = byte(rng.Uint32())
-		}
-		r.Keys[d] = contactlog.DailyKey{TEK: tek, Start: today - enid.Interval((reportDays-1-d)*enid.RollingPeriod), Period: enid.RollingPeriod}
-	}
-	first := today - enid.Interval((reportDays-1)*enid.RollingPeriod)
-	for i := range r.Sightings {
-		s := &r.Sightings[i]
-		for j := range s.Heard {
-			s.Heard[j] = byte(rng.Uint32())
-		}
-		s.Interval = first + enid.Interval(rng.IntN((reportDays-1)*enid.RollingPeriod))
-		s.Minutes = uint8(1 + rng.IntN(10))
-		s.Attenuation = uint8(40 + rng.IntN(40))
-	}
-	body, err := r.AppendBinary(nil)
-	if err != nil {
-		return nil, fmt.Errorf("ingestbench: encoding a report: %w", err)
-	}
-	return body, nil
 }
 
 // measured is what the timed part saw.

@@ -12,8 +12,7 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/authority"
-	"github.com/conftrace/conftrace/contactlog"
-	"github.com/conftrace/conftrace/enid"
+	"github.com/conftrace/conftrace/internal/benchreport"
 	"github.com/conftrace/conftrace/internal/enclave"
 	"github.com/conftrace/conftrace/internal/seal"
 	"github.com/conftrace/conftrace/internal/store/sqlite"
@@ -33,10 +32,6 @@ const (
 
 // maxUploadSightings bounds Config.Sightings: what one request carries.
 const maxUploadSightings = policy.MaxSightingsPerRequest
-
-// reportDays are the days of a phone's report: sightings on the 13 days
-// before today, daily keys for those and today.
-const reportDays = 14
 
 // start is the enclave's time when the fill begins: early in a day, so
 // that the fill's flushes, a second of the enclave's clock each, stay on
@@ -211,7 +206,7 @@ func (f *filler) upload(ctx context.Context, i int) error {
 		return fmt.Errorf("restartbench: polling a positive result: %+v, %v", pr, err)
 	}
 	n := min(f.cfg.Sightings, f.cfg.Pairs-i*f.cfg.Sightings)
-	report, err := makeReport(mrand.New(mrand.NewChaCha8(seedOf(f.cfg.Seed, i))), n)
+	report, err := benchreport.Random(mrand.New(mrand.NewChaCha8(benchreport.Seed(f.cfg.Seed, uint64(i)))), start, n)
 	if err != nil {
 		return err
 	}
@@ -222,43 +217,4 @@ func (f *filler) upload(ctx context.Context, i int) error {
 	f.secrets = append(f.secrets, secret)
 	f.mu.Unlock()
 	return nil
-}
-
-// seedOf expands a seed and an upload's number into a ChaCha8 seed.
-func seedOf(s uint64, i int) [32]byte {
-	var k [32]byte
-	for j := range 8 {
-		k[j], k[8+j] = byte(s>>(8*j)), byte(uint64(i)>>(8*j))
-	}
-	return k
-}
-
-// makeReport returns the encoded report of a phone: its daily keys of the
-// last reportDays days and n sightings of other phones, at random
-// intervals of the days before today, for random minutes and attenuations.
-func makeReport(rng *mrand.Rand, n int) ([]byte, error) {
-	today := enid.IntervalOf(start).RollingStart()
-	r := contactlog.Report{Keys: make([]contactlog.DailyKey, reportDays), Sightings: make([]contactlog.Sighting, n)}
-	for d := range r.Keys {
-		var tek enid.TEK
-		for i := range tek {
-			tek[i] = byte(rng.Uint32())
-		}
-		r.Keys[d] = contactlog.DailyKey{TEK: tek, Start: today - enid.Interval((reportDays-1-d)*enid.RollingPeriod), Period: enid.RollingPeriod}
-	}
-	first := today - enid.Interval((reportDays-1)*enid.RollingPeriod)
-	for i := range r.Sightings {
-		s := &r.Sightings[i]
-		for j := range s.Heard {
-			s.Heard[j] = byte(rng.Uint32())
-		}
-		s.Interval = first + enid.Interval(rng.IntN((reportDays-1)*enid.RollingPeriod))
-		s.Minutes = uint8(1 + rng.IntN(10))
-		s.Attenuation = uint8(40 + rng.IntN(40))
-	}
-	body, err := r.AppendBinary(nil)
-	if err != nil {
-		return nil, fmt.Errorf("restartbench: encoding a report: %w", err)
-	}
-	return body, nil
 }
