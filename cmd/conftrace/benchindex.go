@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"time"
 
@@ -47,14 +46,12 @@ func runBenchIndex(ctx context.Context, cio cmdIO, args []string) error {
 	if *sightings < 1 || !(*hitRate >= 0 && *hitRate <= 1) || *duration <= 0 {
 		return usagef("--sightings and --duration must be positive, --hit-rate from 0 to 1")
 	}
-	if *profile != "" {
-		f, err := os.Create(*profile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		cfg.Profile = f
+	setup, err := setUpBench(*profile, "")
+	if err != nil {
+		return err
 	}
+	defer setup.close()
+	cfg.Profile = setup.Profile
 	r, err := indexbench.Run(ctx, cfg)
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
@@ -48,22 +47,14 @@ func runBenchIngest(ctx context.Context, cio cmdIO, args []string) error {
 	}
 	cfg := ingestbench.Config{Uploads: *uploads, Sightings: *sightings, Clients: *clients,
 		FlushRows: *rows, FlushMaxRows: *maxRows, FlushHold: *hold, Seed: *seed, Exchanges: *exchanges}
-	if *profile != "" {
-		f, err := os.Create(*profile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		cfg.Profile = f
-	}
-	dir, err := os.MkdirTemp("", "conftrace-ingest-")
+	setup, err := setUpBench(*profile, "conftrace-ingest-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer setup.close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	cfg.Dir = dir
+	cfg.Profile, cfg.Dir = setup.Profile, setup.Dir
 	r, err := ingestbench.Run(ctx, cfg)
 	if err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/conftrace/conftrace/internal/loadbench"
@@ -54,22 +53,16 @@ func runBenchLoad(ctx context.Context, cio cmdIO, args []string) error {
 	}
 	cfg := loadbench.Config{Pairs: *pairs, Duration: *duration, Clients: *clients, Rate: *rate, AtFraction: *at,
 		Checks: *checks, Server: *server, AnswerReleaseMillis: *release, Seed: *seed}
-	if *profile != "" {
-		f, err := os.Create(*profile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		cfg.Profile = f
+	scratch := "conftrace-load-"
+	if *server != "" {
+		scratch = ""
 	}
-	if *server == "" {
-		dir, err := os.MkdirTemp("", "conftrace-load-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
+	setup, err := setUpBench(*profile, scratch)
+	if err != nil {
+		return err
 	}
+	defer setup.close()
+	cfg.Profile, cfg.Dir = setup.Profile, setup.Dir
 	r, err := loadbench.Run(ctx, cfg)
 	if err != nil {
 		return err

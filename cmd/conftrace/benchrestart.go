@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
@@ -44,22 +43,14 @@ func runBenchRestart(ctx context.Context, cio cmdIO, args []string) error {
 		return usagef("--sightings and --timeout must be positive, --clients not negative")
 	}
 	cfg := restartbench.Config{Pairs: int(pairs), Sightings: *sightings, Clients: *clients, Seed: *seed}
-	if *profile != "" {
-		f, err := os.Create(*profile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		cfg.Profile = f
-	}
-	dir, err := os.MkdirTemp("", "conftrace-restart-")
+	setup, err := setUpBench(*profile, "conftrace-restart-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer setup.close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	cfg.Dir = dir
+	cfg.Profile, cfg.Dir = setup.Profile, setup.Dir
 	r, err := restartbench.Run(ctx, cfg)
 	if err != nil {
 		return err
