@@ -4,8 +4,9 @@
 # of the third-party Oblivious HTTP client that internal/localbackend's tests
 # drive the gateway with, starts a throwaway PostgreSQL cluster for the tests
 # of the PostgreSQL store (stopped and deleted on exit), then runs go test on
-# every package. Arguments go to go test (.ci/run passes -race
-# -shuffle=on); package arguments (./internal/store/...) replace ./...
+# every package. Arguments go to go test; package arguments
+# (./internal/store/...) replace ./... With "--" first, the rest is a
+# command to run in that environment instead (.ci/run's go test).
 # Plain `go test ./...` runs the same tests but skips the third-party
 # client when its packages are missing, the PostgreSQL tests, and the
 # health-authority portal's browser tests when chromium is missing.
@@ -96,6 +97,14 @@ if [ -z "${CONFTRACE_TEST_POSTGRES:-}" ]; then
 fi
 export CONFTRACE_REQUIRE_NODE=1 CONFTRACE_REQUIRE_POSTGRES=1 CONFTRACE_REQUIRE_CHROMIUM=1
 
+# "-- COMMAND ARGS..." runs that command in this environment instead:
+# .ci/run gives its go test command so. Not exec: the trap stops the
+# cluster when the command is done.
+if [ "${1:-}" = -- ]; then
+  shift
+  "$@"
+  exit
+fi
 # Packages given as ./path or ../path are tested instead of ./...
 pkgs=(./...)
 for arg in "$@"; do
@@ -103,5 +112,4 @@ for arg in "$@"; do
     ./* | ../* | .) pkgs=() ;;
   esac
 done
-# Not exec: the trap stops the cluster when go test is done.
 go test "$@" "${pkgs[@]}"
