@@ -18,7 +18,6 @@ import (
 	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/internal/httpserve"
 	"github.com/conftrace/conftrace/internal/portal"
-	"github.com/conftrace/conftrace/release"
 )
 
 // runAuthorityPortal runs the health authority's web portal.
@@ -78,12 +77,8 @@ func runAuthorityPortal(ctx context.Context, cio cmdIO, args []string) error {
 	}
 	ccfg := client.Config{Server: *backend.server, Expectations: backend.exp.expectations(), MinReleaseSequence: *minSeq}
 	if *governance != "" {
-		b, err := os.ReadFile(*governance)
-		if err != nil {
-			return fmt.Errorf("--governance: %w", err)
-		}
-		if ccfg.Governance, err = release.ParseGovernance(b); err != nil {
-			return fmt.Errorf("--governance %s: %w", *governance, err)
+		if ccfg.Governance, err = readGovernance(*governance); err != nil {
+			return err
 		}
 	}
 	log := slog.New(slog.NewTextHandler(cio.stderr, nil))

@@ -154,12 +154,9 @@ func verifyServer(ctx context.Context, src verifySource, plat platformFlags, exp
 	cfg := client.Config{Server: src.server, Expectations: exp, MinReleaseSequence: src.minSequence}
 	switch {
 	case src.governance != "":
-		b, err := os.ReadFile(src.governance)
-		if err != nil {
-			return verified{}, fmt.Errorf("--governance: %w", err)
-		}
-		if cfg.Governance, err = release.ParseGovernance(b); err != nil {
-			return verified{}, fmt.Errorf("--governance %s: %w", src.governance, err)
+		var err error
+		if cfg.Governance, err = readGovernance(src.governance); err != nil {
+			return verified{}, err
 		}
 	case src.minSequence != 0:
 		return verified{}, usagef("--min-sequence goes with --governance")
@@ -519,4 +516,18 @@ func evidenceVerifier(src verifySource, plat platformFlags, exp attest.Expectati
 		return snp.NewVerifier(opts)
 	}
 	return sim.NewVerifier(sim.VerifierOptions{AllowSimulated: exp.AllowSimulated}), nil
+}
+
+// readGovernance reads the governance file that --governance names, for
+// a client to pin.
+func readGovernance(path string) (*release.Governance, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--governance: %w", err)
+	}
+	g, err := release.ParseGovernance(b)
+	if err != nil {
+		return nil, fmt.Errorf("--governance %s: %w", path, err)
+	}
+	return g, nil
 }

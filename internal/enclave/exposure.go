@@ -149,9 +149,8 @@ func (e *Enclave) reciprocalMatches(ss []contactlog.Sighting, own []enid.RPI, in
 // setMatchQuery sets *q to matchindex.MatchQuery(reciprocalKey(*own,
 // *heard), interval), the query of a sighting: the key of the uploader's
 // tuple of the same encounter, whose own and heard halves are this
-// device's heard and own. It writes the key in place: built by value, in
-// a dozen copies of 16 and 32 bytes, the queries were a tenth of a check's
-// matching.
+// device's heard and own. It writes the key in place: built by value, the
+// query was copied a dozen times, in 16- and 32-byte pieces, per sighting.
 func setMatchQuery(q *matchindex.Query, own, heard *enid.RPI, interval uint32) {
 	const half = len(matchindex.Key{}) / 2
 	q.Key = matchindex.Key{}

@@ -28,11 +28,11 @@ const (
 	// per add: a tuple is copied about runRatio/2 times per run size it
 	// goes through. Between two drops a shard holds about log_8(d/u)+1
 	// runs for d tuples added that day in uploads of u, beside the run
-	// the last drop left. 8 rather than 16 halves the copying (13 copies
-	// a tuple instead of 20 over 400 uploads, 18 instead of 30 over
-	// 4,000) for half a run more per lookup on average; and, below the
-	// retention's 14 days, a day's uploads never grow to a ratio of the
-	// other days' run, which 16 rewrites once a day in one Add.
+	// the last drop left. 8 rather than 16 copies a tuple fewer times
+	// (BenchmarkIngest) for half a run more per lookup on average; and,
+	// below the retention's 14 days, a day's uploads never grow to a
+	// ratio of the other days' run, which 16 rewrites once a day in one
+	// Add.
 	runRatio = 8
 	// intervalsPerDay is the number of 10-minute intervals in a day. A
 	// tuple's interval is stored as its offset from the first interval

@@ -159,8 +159,7 @@ func (l *Loader) Len() int {
 // It sorts without comparisons: each shard's tuples by the high bits of
 // their sort key, which are uniform (a fingerprint), into buckets of one or
 // two, which an insertion sort then puts in order. That is linear in the
-// number of tuples, where a comparison sort of 10^8 of them costs several
-// times as much.
+// number of tuples, where a comparison sort is n log n.
 func (l *Loader) Load() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
