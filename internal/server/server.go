@@ -210,7 +210,7 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		s.gatewayError(w, start, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q, want %s", ct, ohttp.MediaTypeRequest))
 		return
 	}
-	// The body's share of the budget is held until the answer is sealed:
+	// The body's share of the budget is held until the answer is written:
 	// the ciphertext, the plaintext and what the backend decodes from it
 	// live until then.
 	body, release, err := s.bodies.Read(w, r)
@@ -244,10 +244,6 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		s.gatewayError(w, start, http.StatusInternalServerError, "encapsulating response")
 		return
 	}
-	// What the budget charged for is dead once the answer is sealed: an
-	// answer held for the release grid keeps only its own few bytes, so
-	// held answers do not crowd out the bodies still to be read.
-	release()
 	releaseAt(arrived, s.release)
 	w.Header().Set("Content-Type", ohttp.MediaTypeResponse)
 	w.Write(enc)
