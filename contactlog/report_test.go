@@ -509,6 +509,14 @@ func TestCovering(t *testing.T) {
 	if got := (Report{}).Covering(100); got != -1 {
 		t.Errorf("Covering without keys = %d, want -1", got)
 	}
+	// coveringNear agrees with Covering from every hint, in range or not.
+	for i := enid.Interval(0); i < 400; i++ {
+		for hint := -1; hint <= len(r.Keys)+1; hint++ {
+			if got, want := r.coveringNear(hint, i), r.Covering(i); got != want {
+				t.Fatalf("coveringNear(%d, %d) = %d, want %d", hint, i, got, want)
+			}
+		}
+	}
 }
 
 func TestDailyKey(t *testing.T) {
