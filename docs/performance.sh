@@ -7,7 +7,7 @@
 #
 # Run it from the repository root, on an otherwise idle machine:
 #
-#	bash docs/performance.sh            # the full run (about 25 minutes, ~4 GB of memory, ~3 GB of disk)
+#	bash docs/performance.sh            # the full run (about 35 minutes, ~4 GB of memory, ~3 GB of disk)
 #	bash docs/performance.sh --quick    # small sizes, to check that the script works
 #	bash docs/performance.sh --out FILE # write elsewhere than docs/performance.md
 #
@@ -51,28 +51,13 @@ header() {
 	printf 'Measured %s on %s.\n\n' "$(date -u +%Y-%m-%dT%H:%MZ)" "$(machine)"
 }
 
-# gps TITLE ARGS...: conftrace bench gps, as a Markdown table.
-gps() {
-	local title=$1
-	shift
-	header "$title" "conftrace bench gps $* --markdown"
-	"$work/conftrace" bench gps "$@" --markdown
-}
-
-# wire TITLE ARGS...: conftrace bench wire, as a Markdown table.
-wire() {
-	local title=$1
-	shift
-	header "$title" "conftrace bench wire $* --markdown"
-	"$work/conftrace" bench wire "$@" --markdown
-}
-
-# restart TITLE ARGS...: conftrace bench restart, as a Markdown table.
-restart() {
-	local title=$1
-	shift
-	header "$title" "conftrace bench restart $* --markdown"
-	"$work/conftrace" bench restart "$@" --markdown
+# bench SUBCOMMAND TITLE ARGS...: conftrace bench SUBCOMMAND, as a
+# Markdown table.
+bench() {
+	local sub=$1 title=$2
+	shift 2
+	header "$title" "conftrace bench $sub $* --markdown"
+	"$work/conftrace" bench "$sub" "$@" --markdown
 }
 
 # gobench TITLE PKG BENCH BENCHTIME PAIRS [ARGS...]: go test benchmarks,
@@ -105,12 +90,18 @@ if $quick; then
 	bt=20x
 	gridsize=1e5
 	restartpairs=1e5
+	indexpairs=1e5
+	load="--pairs 1e5 --duration 2s --at 0.8"
+	ingest="--uploads 40 --sightings 5000"
 else
 	city="--sizes 1e4,1e5,1e6,1e7,1e8 --checks 2000"
 	towns="--towns 40 --sizes 1e6,1e7,1e8 --checks 2000 --brute-max 0"
 	bt=1s
 	gridsize=1e7
 	restartpairs=1e8
+	indexpairs=1e7
+	load="--pairs 1e7 --duration 20s --at 0.8"
+	ingest="--uploads 2000 --sightings 5000"
 fi
 
 {
@@ -124,19 +115,25 @@ same run. The machines these ran on drift by 10 to 15% from run to run and
 over an hour, so compare figures within one table, and ratios across
 tables.
 EOF
-	wire "A daily exposure check on the wire, against protocol v1's encoding" --sightings 100,700,2000,10000
+	bench wire "A daily exposure check on the wire, against protocol v1's encoding" --sightings 100,700,2000,10000
 	# shellcheck disable=SC2086 # the sizes are several arguments
-	gps "GPS index against the brute force, one dense city (the index's worst case)" $city
+	bench gps "GPS index against the brute force, one dense city (the index's worst case)" $city
 	# shellcheck disable=SC2086
-	gps "GPS index, the same patients over 40 towns of a France-sized region" $towns
-	restart "Restart: healthy over a store of indexed pairs, beside reading and decrypting the same rows" --pairs "$restartpairs"
+	bench gps "GPS index, the same patients over 40 towns of a France-sized region" $towns
+	bench bandwidth "A daily check's bytes on the wire against a GAEN phone's daily download" --sightings 100,700,2000,10000
+	bench index "Match index: checks of 2,000 sightings against a Go map" --pairs "$indexpairs" --sightings 2000 --hit-rate 0.001
+	# shellcheck disable=SC2086
+	bench load "End to end: conftraced's checks against the Oblivious HTTP floor" $load
+	# shellcheck disable=SC2086
+	bench ingest "Uploads durably stored, against bare SQLite" $ingest
+	bench restart "Restart: healthy over a store of indexed pairs, beside reading and decrypting the same rows" --pairs "$restartpairs"
 	gobench "GPS index: dense runs split into leaves, and a day in upload-sized generations (one core)" \
 		./internal/gpsindex 'Grid|QueryLive' 20x \
 		"Grid/slot=3600/cell=80/dense=128~Grid/slot=3600/cell=80/dense=1073741824 QueryLive/uploads~QueryLive/whole-days" \
 		-args -size=$gridsize
 	gobench "Match index: compact index against a Go map" ./internal/matchindex 'Lookup|Add|Drop' "$bt" \
 		"Lookup/compact/n=1e+06/hit~Lookup/map/n=1e+06/hit Lookup/compact/n=1e+06/miss~Lookup/map/n=1e+06/miss Add/compact/n=1e+06~Add/map/n=1e+06 Drop/compact/n=1e+06~Drop/map/n=1e+06"
-	gobench "Exposure Notification identifiers: a day of RPIs against its floor (one HKDF and 144 AES blocks)" ./enid . "$bt" "DayRPIs~DayRPIsFloor"
+	gobench "Exposure Notification identifiers: a day of RPIs against its floor (one HKDF and 144 AES blocks)" ./enid . "$bt" "DayRPIs~DayRPIsFloor AEM~AEMFloor"
 	gobench "Oblivious HTTP round trip: post-quantum hybrid against X25519" ./ohttp . "$bt" \
 		"RoundTrip/MLKEM768X25519~RoundTrip/X25519"
 	gobench "Sealing records against bare AES-GCM" ./internal/seal . "$bt" "Seal~BaselineGCM Open~BaselineGCM"

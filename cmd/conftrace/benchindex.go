@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 
@@ -76,19 +75,5 @@ func runBenchIndex(ctx context.Context, cio cmdIO, args []string) error {
 	if r.MapSmaller && !*asJSON {
 		fmt.Fprintf(cio.stdout, "\nThe map held %d pairs, fewer than the index's %d: that favours the map, whose smaller table is more cached.\n", r.MapPairs, r.Pairs)
 	}
-	return nil
-}
-
-// countFlag is a number of things given as an integer or in the form 1e8.
-type countFlag int
-
-func (c *countFlag) String() string { return strconv.Itoa(int(*c)) }
-
-func (c *countFlag) Set(s string) error {
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 || v > math.MaxInt32*4 || v != math.Trunc(v) {
-		return fmt.Errorf("%q: want a whole number such as 20000 or 1e8", s)
-	}
-	*c = countFlag(v)
 	return nil
 }

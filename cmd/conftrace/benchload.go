@@ -30,7 +30,8 @@ func runBenchLoad(ctx context.Context, cio cmdIO, args []string) error {
 		"Server and generator share this process's GOMAXPROCS; with --server, run\n"+
 		"conftraced apart (for example under taskset) to split the cores. The CPU\n"+
 		"profile labels the floor part=floor and the generator part=generator.")
-	pairs := fs.Int("pairs", 1_000_000, "`N` indexed pairs (sightings uploaded) in the started backend")
+	pairs := countFlag(1_000_000)
+	fs.Var(&pairs, "pairs", "`N` indexed pairs (sightings uploaded) in the started backend (1e7 or 10000000)")
 	duration := fs.Duration("duration", 10*time.Second, "each phase lasts `D`, at most 2m")
 	clients := fs.Int("clients", 8, "`C` checks in flight in the closed loop")
 	rate := fs.Float64("rate", 0, "send `R` checks a second (open loop) instead of the closed loop")
@@ -48,10 +49,10 @@ func runBenchLoad(ctx context.Context, cio cmdIO, args []string) error {
 	if *duration <= 0 || *duration > loadbench.MaxPhase || *clients < 1 || *rate < 0 || *at < 0 || *at > 1 || *checks < 0 || (*rate > 0 && *at > 0) {
 		return usagef("want 0 < --duration <= %v, --clients >= 1, --rate >= 0, 0 <= --at <= 1, not both --rate and --at", loadbench.MaxPhase)
 	}
-	if *server == "" && *pairs < 1 {
-		return usagef("--pairs %d: want at least 1", *pairs)
+	if *server == "" && pairs < 1 {
+		return usagef("--pairs %d: want at least 1", pairs)
 	}
-	cfg := loadbench.Config{Pairs: *pairs, Duration: *duration, Clients: *clients, Rate: *rate, AtFraction: *at,
+	cfg := loadbench.Config{Pairs: int(pairs), Duration: *duration, Clients: *clients, Rate: *rate, AtFraction: *at,
 		Checks: *checks, Server: *server, AnswerReleaseMillis: *release, Seed: *seed}
 	scratch := "conftrace-load-"
 	if *server != "" {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 )
 
 // benchSetup is what a bench command opens before it measures: the CPU
@@ -46,4 +49,18 @@ func (b *benchSetup) close() {
 	for _, c := range b.closers {
 		c()
 	}
+}
+
+// countFlag is a number of things given as an integer or in the form 1e8.
+type countFlag int
+
+func (c *countFlag) String() string { return strconv.Itoa(int(*c)) }
+
+func (c *countFlag) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v > math.MaxInt32*4 || v != math.Trunc(v) {
+		return fmt.Errorf("%q: want a whole number such as 20000 or 1e8", s)
+	}
+	*c = countFlag(v)
+	return nil
 }
