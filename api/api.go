@@ -218,6 +218,24 @@ type ExposureResponse struct {
 	OneSided   bool `json:"one_sided"`
 	// Days lists every day of the window, only in detailed answers.
 	Days []ExposureDay `json:"days,omitempty"`
+	// Order is the lowest order at which the phone was exposed: 1 for a
+	// contact of a confirmed case, k+1 for a contact of a phone exposed at
+	// order k that uploaded (n-order notifications, up to the policy's
+	// max_order); 0 when not exposed. The other fields describe the
+	// exposure of that order.
+	Order int `json:"order"`
+	// OrderAuthorization is set when the phone was exposed at an order
+	// below the policy's max_order and has not used it yet: a single-use
+	// token, sent as an exchange's upload authorization, to upload the
+	// phone's own report as a source of order Order+1. It is bound to the
+	// phone's daily key of the exposing day, and the upload keeps only the
+	// days from UploadFrom on.
+	OrderAuthorization []byte `json:"order_authorization,omitempty"`
+	// OrderAuthorizationExpiresAt is when OrderAuthorization stops being
+	// accepted, Unix seconds; a later check hands out a new one.
+	OrderAuthorizationExpiresAt int64 `json:"order_authorization_expires_at,omitempty"`
+	// UploadFrom is the exposing day the authorization binds (DateLayout).
+	UploadFrom string `json:"upload_from,omitempty"`
 }
 
 // The matching rules an exposure can come from.
@@ -288,6 +306,10 @@ type SubmitTraceResponse struct {
 // form. The backend never stores it.
 type TraceCheckRequest struct {
 	Trace []byte `json:"trace"`
+	// CertificateNonce, when not zeros, asks for an exposure certificate
+	// with this nonce (certificate.go). Clients send CertificateNonceSize
+	// zeros when not asking, so that the request's size does not say.
+	CertificateNonce []byte `json:"certificate_nonce,omitempty"`
 }
 
 // MaxEpisodes is the most episodes a trace check answer lists.
@@ -309,6 +331,10 @@ type TraceCheckResponse struct {
 	Episodes []TraceEpisode `json:"episodes,omitempty"`
 	// Truncated is true when there were more episodes than listed.
 	Truncated bool `json:"truncated,omitempty"`
+	// Certificate is the exposure certificate (package certificate,
+	// binary form), when the request asked for one and the phone was
+	// exposed.
+	Certificate []byte `json:"certificate,omitempty"`
 }
 
 // TraceEpisode is a stretch of time the device spent near infected people.

@@ -3,6 +3,7 @@ package attest
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
@@ -16,8 +17,9 @@ import (
 
 // bundleLabel starts the report data binding of a [Bundle]; it names the
 // construction and its version so that the hash can mean nothing else.
-// Version 2 added the validity period and the release statement.
-const bundleLabel = "conftrace/attest bundle v2\x00"
+// Version 2 added the validity period and the release statement, version
+// 3 the certificate key.
+const bundleLabel = "conftrace/attest bundle v3\x00"
 
 // MaxClockSkew is how far in the future a bundle's IssuedAt may lie by the
 // verifier's clock: phones' clocks are a few minutes off.
@@ -34,13 +36,14 @@ var (
 // Bundle is what a conftrace backend publishes so that clients can decide
 // whether to talk to it: TEE evidence, the Oblivious HTTP key
 // configurations to encrypt requests to, the policy the backend enforces,
-// the period in which the bundle may be used and, optionally, the release
-// statement that admits the backend's code and policy (see package
-// release). The evidence's report data is [BindReportData] of everything
+// the period in which the bundle may be used, the key that signs the
+// backend's exposure certificates (see package certificate) and,
+// optionally, the release statement that admits the backend's code and
+// policy (see package release). The evidence's report data is [BindReportData] of everything
 // else, so verified evidence vouches for all of it.
 //
-// A Bundle encodes to JSON with the key configurations and the release
-// statement in base64, the policy as a JSON value that an auditor can read
+// A Bundle encodes to JSON with the key configurations, the certificate
+// key and the release statement in base64, the policy as a JSON value that an auditor can read
 // in place, and the times as Unix seconds.
 type Bundle struct {
 	// Evidence is the TEE's evidence binding the rest of the bundle.
@@ -61,6 +64,10 @@ type Bundle struct {
 	// Release is the signed release statement the backend was started
 	// with, or empty.
 	Release []byte `json:"release,omitempty"`
+	// CertificateKey is the Ed25519 public key that verifies the
+	// backend's exposure certificates (package certificate), or empty for
+	// a backend that issues none.
+	CertificateKey ed25519.PublicKey `json:"certificate_key,omitempty"`
 }
 
 // VerifiedBundle is what a verified [Bundle] vouches for.
@@ -77,25 +84,31 @@ type VerifiedBundle struct {
 	IssuedAt, NotAfter time.Time
 	// Release is the attested release statement, or empty.
 	Release []byte
+	// CertificateKey is the attested exposure certificate key, or nil.
+	CertificateKey ed25519.PublicKey
 }
 
 // Lifetime returns how long the bundle is valid from when it was issued.
 func (vb *VerifiedBundle) Lifetime() time.Duration { return vb.NotAfter.Sub(vb.IssuedAt) }
 
 // BindReportData returns the report data that binds b's contents, all but
-// its evidence, into b's evidence. b.Policy must be valid JSON, and b's
-// validity period must not be empty or begin before 1970.
+// its evidence, into b's evidence. b.Policy must be valid JSON, b's
+// validity period must not be empty or begin before 1970, and its
+// certificate key must be empty or an Ed25519 public key.
 //
 // The report data is the SHA-512 of the concatenation of:
 //
-//  1. the 26 bytes "conftrace/attest bundle v2" followed by a zero byte;
+//  1. the 26 bytes "conftrace/attest bundle v3" followed by a zero byte;
 //  2. IssuedAt, as an 8-byte big-endian integer;
 //  3. NotAfter, as an 8-byte big-endian integer;
 //  4. the length of KeyConfigs in bytes, as an 8-byte big-endian integer;
 //  5. KeyConfigs;
 //  6. the length of the canonical policy, as an 8-byte big-endian integer;
 //  7. the canonical policy;
-//  8. the SHA-256 of Release (of no bytes when there is none), 32 bytes.
+//  8. the SHA-256 of Release (of no bytes when there is none), 32 bytes;
+//  9. the length of CertificateKey in bytes (0 or 32), as an 8-byte
+//     big-endian integer;
+//  10. CertificateKey.
 //
 // The canonical policy is the policy with all insignificant whitespace
 // removed (Go's json.Compact), then with '<', '>', '&', U+2028 and U+2029
@@ -113,12 +126,14 @@ func (vb *VerifiedBundle) Lifetime() time.Duration { return vb.NotAfter.Sub(vb.I
 //	jq -c .policy bundle.json | tr -d '\n' |
 //	  sed 's/</\\u003c/g; s/>/\\u003e/g; s/&/\\u0026/g' > policy.json
 //	jq -j '.release // ""' bundle.json | base64 -d > release.txt
-//	{ printf 'conftrace/attest bundle v2\0'
+//	jq -j '.certificate_key // ""' bundle.json | base64 -d > certkey.bin
+//	{ printf 'conftrace/attest bundle v3\0'
 //	  printf '%016x' $(jq .issued_at bundle.json) | xxd -r -p
 //	  printf '%016x' $(jq .not_after bundle.json) | xxd -r -p
 //	  printf '%016x' $(wc -c < keys.bin) | xxd -r -p; cat keys.bin
 //	  printf '%016x' $(wc -c < policy.json) | xxd -r -p; cat policy.json
 //	  sha256sum < release.txt | cut -c1-64 | xxd -r -p
+//	  printf '%016x' $(wc -c < certkey.bin) | xxd -r -p; cat certkey.bin
 //	} | sha512sum
 //
 // (jq re-prints the policy; if it spells a number or a string escape
@@ -126,6 +141,9 @@ func (vb *VerifiedBundle) Lifetime() time.Duration { return vb.NotAfter.Sub(vb.I
 // served instead of its output.)
 func BindReportData(b Bundle) (ReportData, error) {
 	if err := checkValidity(b.IssuedAt, b.NotAfter); err != nil {
+		return ReportData{}, err
+	}
+	if err := checkCertificateKey(b.CertificateKey); err != nil {
 		return ReportData{}, err
 	}
 	canon, err := canonicalPolicy(b.Policy)
@@ -144,6 +162,15 @@ func checkValidity(issuedAt, notAfter int64) error {
 	return nil
 }
 
+// checkCertificateKey refuses a certificate key that is not empty or an
+// Ed25519 public key.
+func checkCertificateKey(k ed25519.PublicKey) error {
+	if len(k) != 0 && len(k) != ed25519.PublicKeySize {
+		return fmt.Errorf("attest: bundle certificate key is %d bytes, want %d (Ed25519) or none", len(k), ed25519.PublicKeySize)
+	}
+	return nil
+}
+
 func bindReportData(b Bundle, canonPolicy []byte) ReportData {
 	h := sha512.New()
 	h.Write([]byte(bundleLabel))
@@ -155,6 +182,8 @@ func bindReportData(b Bundle, canonPolicy []byte) ReportData {
 	h.Write(canonPolicy)
 	release := sha256.Sum256(b.Release)
 	h.Write(release[:])
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b.CertificateKey))))
+	h.Write(b.CertificateKey)
 	var rd ReportData
 	h.Sum(rd[:0])
 	return rd
@@ -173,7 +202,7 @@ func canonicalPolicy(policy []byte) ([]byte, error) {
 
 // NewBundle asks a for evidence binding b's key configurations (in the
 // "application/ohttp-keys" format), policy (a JSON document), validity
-// period and release statement, and returns b with that evidence and its
+// period, release statement and certificate key, and returns b with that evidence and its
 // policy in canonical form (see [BindReportData]). b's own Evidence is
 // ignored.
 func NewBundle(ctx context.Context, a Attester, b Bundle) (Bundle, error) {
@@ -192,6 +221,7 @@ func NewBundle(ctx context.Context, a Attester, b Bundle) (Bundle, error) {
 	return Bundle{
 		Evidence: ev, KeyConfigs: bytes.Clone(b.KeyConfigs), Policy: canon,
 		IssuedAt: b.IssuedAt, NotAfter: b.NotAfter, Release: bytes.Clone(b.Release),
+		CertificateKey: bytes.Clone(b.CertificateKey),
 	}, nil
 }
 
@@ -213,13 +243,16 @@ func VerifyBundle(ctx context.Context, b Bundle, now time.Time, exp Expectations
 		return nil, &MismatchError{
 			Field: "report_data",
 			Got:   me.Got + " (bound by the evidence)",
-			Want:  fmt.Sprintf("%x (the hash of the bundle's key configurations, policy, validity and release, which are not the attested ones)", want[:]),
+			Want:  fmt.Sprintf("%x (the hash of the bundle's key configurations, policy, validity, release and certificate key, which are not the attested ones)", want[:]),
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
 	if err := checkValidity(b.IssuedAt, b.NotAfter); err != nil {
+		return nil, err
+	}
+	if err := checkCertificateKey(b.CertificateKey); err != nil {
 		return nil, err
 	}
 	issued, notAfter := time.Unix(b.IssuedAt, 0).UTC(), time.Unix(b.NotAfter, 0).UTC()
@@ -236,5 +269,6 @@ func VerifyBundle(ctx context.Context, b Bundle, now time.Time, exp Expectations
 	return &VerifiedBundle{
 		Identity: id, KeyConfigs: kcs, Policy: canon,
 		IssuedAt: issued, NotAfter: notAfter, Release: bytes.Clone(b.Release),
+		CertificateKey: bytes.Clone(b.CertificateKey),
 	}, nil
 }

@@ -88,10 +88,16 @@ var (
 	now      = issuedAt.Add(time.Hour)
 )
 
-// contents returns a bundle of kc and policy, valid for the tests' period,
-// without evidence.
+// certKey is the certificate key of the tests' bundles, otherKey another.
+var (
+	certKey  = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	otherKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{10}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+)
+
+// contents returns a bundle of kc, policy and certKey, valid for the
+// tests' period, without evidence.
 func contents(kc []byte, policy string) attest.Bundle {
-	return attest.Bundle{KeyConfigs: kc, Policy: []byte(policy), IssuedAt: issuedAt.Unix(), NotAfter: notAfter.Unix()}
+	return attest.Bundle{KeyConfigs: kc, Policy: []byte(policy), IssuedAt: issuedAt.Unix(), NotAfter: notAfter.Unix(), CertificateKey: certKey}
 }
 
 func newBundle(t testing.TB) (simAttester, attest.Bundle) {
@@ -141,6 +147,9 @@ func TestBundleVerifies(t *testing.T) {
 	if vb.Identity.TEE != attest.Sim || !bytes.Equal(vb.Identity.Measurement, a.measurement[:]) {
 		t.Errorf("identity %+v", vb.Identity)
 	}
+	if !vb.CertificateKey.Equal(certKey) {
+		t.Errorf("certificate key %x, want %x", vb.CertificateKey, certKey)
+	}
 }
 
 // TestBundleJSON checks that a bundle survives being served and read as
@@ -166,7 +175,7 @@ func TestBundleJSON(t *testing.T) {
 		if err := json.Unmarshal(data, &fields); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range []string{"evidence", "ohttp_keys", "policy", "issued_at", "not_after"} {
+		for _, f := range []string{"evidence", "ohttp_keys", "policy", "issued_at", "not_after", "certificate_key"} {
 			if _, ok := fields[f]; !ok {
 				t.Errorf("%s: bundle JSON has no %q field: %s", name, f, data)
 			}
@@ -224,6 +233,10 @@ func TestBundleSwapped(t *testing.T) {
 		{"issued earlier", func(b *attest.Bundle) { b.IssuedAt-- }},
 		{"valid longer", func(b *attest.Bundle) { b.NotAfter += 3600 }},
 		{"release added", func(b *attest.Bundle) { b.Release = []byte("conftrace release v1\n") }},
+		// Whoever swaps the certificate key could sign certificates that
+		// verifiers would take for the enclave's.
+		{"certificate key swapped", func(b *attest.Bundle) { b.CertificateKey = otherKey }},
+		{"certificate key removed", func(b *attest.Bundle) { b.CertificateKey = nil }},
 		{"evidence from another bundle", func(b *attest.Bundle) {
 			other, err := attest.NewBundle(context.Background(), a, contents(keyConfigs(t, 2), testPolicy))
 			if err != nil {
@@ -320,6 +333,41 @@ func TestBundleMalformed(t *testing.T) {
 	}
 }
 
+// TestBundleCertificateKeyLength checks that a bundle whose evidence binds
+// a certificate key that is not an Ed25519 public key is refused, though
+// only an attacker's attester would bind one.
+func TestBundleCertificateKeyLength(t *testing.T) {
+	ctx := context.Background()
+	a, good := newBundle(t)
+	b := contents(good.KeyConfigs, testPolicy)
+	b.CertificateKey = certKey[:31]
+	if _, err := attest.BindReportData(b); err == nil || !strings.Contains(err.Error(), "certificate key") {
+		t.Fatalf("BindReportData of a 31-byte certificate key: %v, want a refusal of the key", err)
+	}
+	// The binding as documented, which BindReportData refuses to compute.
+	h := sha512.New()
+	h.Write([]byte("conftrace/attest bundle v3\x00"))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(b.IssuedAt)))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(b.NotAfter)))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b.KeyConfigs))))
+	h.Write(b.KeyConfigs)
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(good.Policy))))
+	h.Write(good.Policy)
+	r := sha256.Sum256(nil)
+	h.Write(r[:])
+	h.Write(binary.BigEndian.AppendUint64(nil, 31))
+	h.Write(b.CertificateKey)
+	ev, err := a.Attest(ctx, attest.ReportData(h.Sum(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Evidence = ev
+	_, err = attest.VerifyBundle(ctx, b, now, simExpectations(a), allowSim)
+	if err == nil || !strings.Contains(err.Error(), "certificate key is 31 bytes") {
+		t.Fatalf("VerifyBundle: %v, want a refusal of the 31-byte certificate key", err)
+	}
+}
+
 func TestNewBundleErrors(t *testing.T) {
 	ctx := context.Background()
 	a := newAttester(t)
@@ -332,6 +380,8 @@ func TestNewBundleErrors(t *testing.T) {
 		wantErr error
 		// issuedAt and notAfter, if not zero, replace the tests' period.
 		issuedAt, notAfter time.Time
+		// certKey, if not nil, replaces the certificate key.
+		certKey ed25519.PublicKey
 	}{
 		{name: "policy not JSON", a: a, kc: keyConfigs(t, 1), policy: "{"},
 		{name: "empty policy", a: a, kc: keyConfigs(t, 1), policy: ""},
@@ -340,10 +390,15 @@ func TestNewBundleErrors(t *testing.T) {
 		{name: "attester fails", a: simAttester{err: errTEE}, kc: keyConfigs(t, 1), policy: testPolicy, wantErr: errTEE},
 		{name: "empty validity", a: a, kc: keyConfigs(t, 1), policy: testPolicy, notAfter: issuedAt},
 		{name: "validity before 1970", a: a, kc: keyConfigs(t, 1), policy: testPolicy, issuedAt: time.Unix(-10, 0)},
+		{name: "certificate key of 31 bytes", a: a, kc: keyConfigs(t, 1), policy: testPolicy, certKey: certKey[:31]},
+		{name: "certificate key of 33 bytes", a: a, kc: keyConfigs(t, 1), policy: testPolicy, certKey: append(bytes.Clone(certKey), 0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := contents(tt.kc, tt.policy)
+			if tt.certKey != nil {
+				b.CertificateKey = tt.certKey
+			}
 			if !tt.issuedAt.IsZero() {
 				b.IssuedAt = tt.issuedAt.Unix()
 			}
@@ -369,9 +424,13 @@ func TestBindReportDataConstruction(t *testing.T) {
 	canon := []byte(`{"a":"x\u003cy","b":[1,2]}`)
 	release := []byte("conftrace release v1\nsequence 1\n")
 
-	for _, rel := range [][]byte{nil, release} {
+	for _, tc := range []struct {
+		rel []byte
+		key ed25519.PublicKey
+	}{{nil, nil}, {release, nil}, {nil, certKey}, {release, certKey}} {
+		rel := tc.rel
 		var msg []byte
-		msg = append(msg, "conftrace/attest bundle v2\x00"...)
+		msg = append(msg, "conftrace/attest bundle v3\x00"...)
 		msg = binary.BigEndian.AppendUint64(msg, uint64(issuedAt.Unix()))
 		msg = binary.BigEndian.AppendUint64(msg, uint64(notAfter.Unix()))
 		msg = binary.BigEndian.AppendUint64(msg, uint64(len(kc)))
@@ -380,10 +439,12 @@ func TestBindReportDataConstruction(t *testing.T) {
 		msg = append(msg, canon...)
 		rh := sha256.Sum256(rel)
 		msg = append(msg, rh[:]...)
+		msg = binary.BigEndian.AppendUint64(msg, uint64(len(tc.key)))
+		msg = append(msg, tc.key...)
 		want := sha512.Sum512(msg)
 
 		b := contents(kc, string(policy))
-		b.Release = rel
+		b.Release, b.CertificateKey = rel, tc.key
 		got, err := attest.BindReportData(b)
 		if err != nil {
 			t.Fatal(err)
@@ -396,7 +457,7 @@ func TestBindReportDataConstruction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(nb.Policy, canon) || !bytes.Equal(nb.Release, rel) || nb.IssuedAt != b.IssuedAt || nb.NotAfter != b.NotAfter {
+		if !bytes.Equal(nb.Policy, canon) || !bytes.Equal(nb.Release, rel) || nb.IssuedAt != b.IssuedAt || nb.NotAfter != b.NotAfter || !bytes.Equal(nb.CertificateKey, tc.key) {
 			t.Errorf("NewBundle published %s, release %q, %d to %d; want %s, %q, %d to %d",
 				nb.Policy, nb.Release, nb.IssuedAt, nb.NotAfter, canon, rel, b.IssuedAt, b.NotAfter)
 		}
@@ -429,9 +490,12 @@ func TestAuditorRecipe(t *testing.T) {
 		script.WriteString(cmd + "\n")
 	}
 	a := newAttester(t)
-	for _, rel := range [][]byte{nil, []byte("conftrace release v1\nnote R&D <lab>\n")} {
+	for i, rel := range [][]byte{nil, []byte("conftrace release v1\nnote R&D <lab>\n")} {
 		b := contents(keyConfigs(t, 3), testPolicy)
 		b.Release = rel
+		if i == 0 {
+			b.CertificateKey = nil // the recipe with an empty key file
+		}
 		b, err := attest.NewBundle(context.Background(), a, b)
 		if err != nil {
 			t.Fatal(err)
@@ -546,12 +610,12 @@ func FuzzBindReportData(f *testing.F) {
 // FuzzVerifyBundle checks that VerifyBundle never panics on a bundle read
 // from the network, and accepts only the bundles it should.
 func FuzzVerifyBundle(f *testing.F) {
-	a, b := newBundle(f)
-	good, err := json.Marshal(b)
+	a, good := newBundle(f)
+	goodJSON, err := json.Marshal(good)
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(good)
+	f.Add(goodJSON)
 	f.Add([]byte(`{"evidence":{"tee":"sim","data":""},"ohttp_keys":"","policy":{},"issued_at":1,"not_after":2}`))
 	f.Add([]byte(`{}`))
 	exp := simExpectations(a)
@@ -570,6 +634,10 @@ func FuzzVerifyBundle(f *testing.F) {
 		}
 		if vb.Identity.TEE != attest.Sim || len(vb.KeyConfigs) == 0 || !now.Before(vb.NotAfter) {
 			t.Fatalf("accepted bundle vouches for %+v", vb)
+		}
+		// The good bundle's evidence vouches for its certificate key only.
+		if bytes.Equal(b.Evidence.Data, good.Evidence.Data) && !vb.CertificateKey.Equal(certKey) {
+			t.Fatalf("accepted the good evidence with certificate key %x", vb.CertificateKey)
 		}
 	})
 }

@@ -417,7 +417,9 @@ func (c *Client) PollResult(ctx context.Context, secret []byte) (api.PollResultR
 
 // Upload sends an infected user's report (its daily keys and its
 // sightings of the retention window) with the upload authorization that a
-// positive result poll returned, in an exchange that also checks it, and
+// positive result poll returned, or an exposed user's with the order
+// authorization of its exposure answer (n-order notifications), in an
+// exchange that also checks it, and
 // returns how many sightings and keys the backend took. The report is
 // checked before it is sent. A refused upload is an *api.Error.
 func (c *Client) Upload(ctx context.Context, authorization []byte, r contactlog.Report) (api.UploadResponse, error) {
@@ -478,6 +480,16 @@ var ErrNoRecentFixes = errors.New("client: no fix within the backend's retention
 // retention window cannot match anything the backend still holds, so they
 // are not sent: they would only tell it more about the device.
 func (c *Client) CheckTrace(ctx context.Context, tr gps.Trace) (api.TraceCheckResponse, error) {
+	return c.checkTrace(ctx, tr, nil)
+}
+
+// checkTrace is CheckTrace, which asks for an exposure certificate with
+// nonce if it is not nil (certificate.go). The request carries a nonce
+// either way, zeros when it does not ask, so that its size does not say.
+func (c *Client) checkTrace(ctx context.Context, tr gps.Trace, nonce []byte) (api.TraceCheckResponse, error) {
+	if nonce == nil {
+		nonce = make([]byte, api.CertificateNonceSize)
+	}
 	start := c.Policy().WindowStart(c.now()).Unix()
 	i := 0
 	for i < len(tr) && tr[i].Time < start {
@@ -496,14 +508,14 @@ func (c *Client) CheckTrace(ctx context.Context, tr gps.Trace) (api.TraceCheckRe
 	// encoder's buffers are the runtime's).
 	defer clear(wire)
 	var resp api.TraceCheckResponse
-	err = c.call(ctx, api.PathCheckTrace, api.TraceCheckRequest{Trace: wire}, &resp)
+	err = c.call(ctx, api.PathCheckTrace, api.TraceCheckRequest{Trace: wire, CertificateNonce: nonce}, &resp)
 	return resp, err
 }
 
 // decoyExtra is what an exchange carries besides its report (its version,
-// flags, secret and authorization) and how much longer its inner path is
-// than a decoy's.
-const decoyExtra = 2 + api.TestSecretSize + api.AuthorizationSize + len(api.PathExchange) - len(api.PathDecoy)
+// flags, secret, authorization and certificate nonce) and how much longer
+// its inner path is than a decoy's.
+const decoyExtra = 2 + api.TestSecretSize + api.AuthorizationSize + api.CertificateNonceSize + len(api.PathExchange) - len(api.PathDecoy)
 
 // Decoy sends a request that the backend answers and discards, with size
 // bytes of filler in place of a report: a decoy of a check's report length

@@ -24,9 +24,18 @@ type Daily struct {
 	// Secret is the test's secret, to poll its result; nil for none.
 	Secret []byte
 	// Upload uploads Report: under Authorization if set, otherwise under
-	// the result that Secret polls.
+	// the result that Secret polls. Authorization is a positive result's
+	// upload authorization, or the order authorization of an exposure
+	// answer (api.ExposureResponse.OrderAuthorization), which uploads the
+	// report as a source of the next order; either way the report is the
+	// same as the check's, so that the exchange looks like any other.
 	Upload        bool
 	Authorization []byte
+	// CertificateNonce, if not nil, asks for an exposure certificate with
+	// this nonce (api.CertificateNonceSize bytes, not all zeros; see
+	// NewCertificateNonce): the answer carries one if the phone was
+	// exposed.
+	CertificateNonce []byte
 }
 
 // Exchange makes a phone's daily exchange and returns the backend's answer:
@@ -42,6 +51,10 @@ func (c *Client) Exchange(ctx context.Context, d Daily) (api.ExchangeResponse, e
 	req := api.ExchangeRequest{Report: body, Secret: d.Secret}
 	if d.Secret != nil {
 		req.Flags |= api.ExchangePoll
+	}
+	if d.CertificateNonce != nil {
+		req.Flags |= api.ExchangeCertificate
+		req.CertificateNonce = d.CertificateNonce
 	}
 	if d.Upload {
 		req.Flags |= api.ExchangeUpload

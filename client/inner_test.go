@@ -206,14 +206,16 @@ func TestInnerRequests(t *testing.T) {
 	rep = append(rep, 5)
 	rep = append(rep, make([]byte, 7)...)
 	rep = append(rep, 7, 10, 50)
-	// An exchange, written out by hand: version, flags, the secret and the
-	// authorization (zeros when absent), the report.
+	// An exchange, written out by hand: version 2, flags, the secret, the
+	// authorization and the certificate nonce (zeros when absent), the
+	// report.
 	exchange := func(flags byte, secret, auth, report []byte) []byte {
-		b := []byte{1, flags}
+		b := []byte{2, flags}
 		b = append(b, secret...)
 		b = append(b, make([]byte, 2+api.TestSecretSize-len(b))...)
 		b = append(b, auth...)
 		b = append(b, make([]byte, 2+api.TestSecretSize+api.AuthorizationSize-len(b))...)
+		b = append(b, make([]byte, api.CertificateNonceSize)...)
 		return append(b, report...)
 	}
 	emptyReport := []byte{contactlog.ReportVersion, 0}
@@ -233,7 +235,8 @@ func TestInnerRequests(t *testing.T) {
 		{api.PathSubmitTrace, jsonType, marshal(t, signed)},
 		// Fixes before the window are not sent; those from its first
 		// second on are.
-		{api.PathCheckTrace, jsonType, marshal(t, api.TraceCheckRequest{Trace: recentWire})},
+		// The certificate nonce is there, zeros, when not asking.
+		{api.PathCheckTrace, jsonType, marshal(t, api.TraceCheckRequest{Trace: recentWire, CertificateNonce: make([]byte, api.CertificateNonceSize)})},
 		// A decoy's filler is random: no two decoys are the same request.
 		{api.PathDecoy, api.MediaTypeReport, nil},
 		{api.PathImportGAEN, api.MediaTypeZip, export},

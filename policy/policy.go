@@ -110,6 +110,23 @@ type Policy struct {
 	// it, the key goes only to the same build with the same policy. A
 	// policy without it is written without it.
 	Governance []GovernanceMember `json:"governance,omitempty"`
+	// Orders sets n-order notifications (order.go): how far exposed phones
+	// may warn their own contacts, and each order's threshold. A policy
+	// without it notifies first-order contacts only and is written
+	// without it.
+	Orders Orders `json:"orders,omitzero"`
+	// Statistics sets the public statistics (statistics.go): the noise
+	// mechanism and ε of each day's released counts. A policy without it
+	// releases none and is written without it.
+	Statistics Statistics `json:"statistics,omitzero"`
+	// OperatorContact, if not empty, is how the public reaches whoever
+	// runs the backend (contact.go); shown on the transparency page. A
+	// policy without it is written without it.
+	OperatorContact string `json:"operator_contact,omitempty"`
+	// Certificates sets exposure certificates (certificates.go): how long
+	// they are valid and whether verifiers accept each once. A policy
+	// without it is written without it.
+	Certificates Certificates `json:"certificates,omitzero"`
 }
 
 // GPS holds the thresholds of GPS trace matching (see package gps for the
@@ -385,6 +402,18 @@ func (p Policy) Validate() error {
 		return err
 	}
 	if err := p.validateGovernance(); err != nil {
+		return err
+	}
+	if err := p.Orders.validate(); err != nil {
+		return err
+	}
+	if err := p.Statistics.validate(); err != nil {
+		return err
+	}
+	if err := checkOperatorContact(p.OperatorContact); err != nil {
+		return err
+	}
+	if err := p.Certificates.validate(); err != nil {
 		return err
 	}
 	if p.Answers != AnswersCoarse && p.Answers != AnswersDetailed {

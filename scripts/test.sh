@@ -9,7 +9,7 @@
 # command to run in that environment instead (.ci/run's go test).
 # Plain `go test ./...` runs the same tests but skips the third-party
 # client when its packages are missing, the PostgreSQL tests, and the
-# health-authority portal's browser tests when chromium is missing.
+# browser tests (portal, transparency page) when chromium is missing.
 #
 # With CONFTRACE_TEST_POSTGRES already set to a postgres:// URL of a server
 # whose user may create schemas, the tests use that server instead.
@@ -31,8 +31,9 @@ fi
 # Versions and checksums are pinned by package-lock.json.
 npm ci --prefix internal/localbackend/testdata/ohttp-js --no-audit --no-fund --loglevel=error
 
-# The health-authority portal's browser tests (internal/portal) drive
-# Debian's chromium, headless, through the DevTools protocol.
+# The browser tests of the health-authority portal (internal/portal) and of
+# the transparency page (internal/transparency) drive Debian's chromium,
+# headless, through the DevTools protocol.
 if ! command -v chromium >/dev/null; then
   apt_install chromium
 fi

@@ -34,7 +34,7 @@ import (
 // follows the simulation, or a running one (--server), driven by simulated
 // phones and a health authority through the client SDK over Oblivious HTTP.
 func runDemo(ctx context.Context, cio cmdIO, args []string) error {
-	fs := newFlags(cio, "demo", "demo [--people N] [--days N] [--seed N] [--gaen-share F] [--gps [--gps-check-every N]] [--detailed-answers] [--json] [--out DIR]\n"+
+	fs := newFlags(cio, "demo", "demo [--people N] [--days N] [--seed N] [--gaen-share F] [--gps [--gps-check-every N]] [--detailed-answers] [--max-order N] [--json] [--out DIR]\n"+
 		"       conftrace demo --server URL --authority-key FILE [--gaen-export-key FILE] [--measurement HEX ...] [--allow-simulated] [flags as above]\n\n"+
 		"Runs the whole system on a simulated population and reports what it did beside\n"+
 		"the ground truth. Fails if any answer differs from the protocol's.\n\n"+
@@ -44,6 +44,10 @@ func runDemo(ctx context.Context, cio cmdIO, args []string) error {
 		"policy has them: exposed or not, the last exposed day and the matching rules.\n"+
 		"--detailed-answers gives the local backend a policy that also answers every\n"+
 		"day's figures and the GPS episodes, which the demo then compares too.\n\n"+
+		"--max-order 2 or 3 gives the local backend a policy of n-order notifications:\n"+
+		"phones told they were exposed may, with their users' consent, warn their own\n"+
+		"contacts, who are told the order; the demo checks every order's answers and\n"+
+		"reports notifications per order and the recall of true second-order infections.\n\n"+
 		"A share of the people without the app (--gaen-share) run a foreign GAEN app:\n"+
 		"app phones record their identifiers, and when they test positive and consent,\n"+
 		"the demo, as their key server, imports their keys into the backend in a signed\n"+
@@ -69,7 +73,7 @@ func runDemo(ctx context.Context, cio cmdIO, args []string) error {
 		return err
 	}
 	cfg := population.Config{People: f.people, Days: f.days, Seed: f.seed, Adoption: f.adoption, GAENShare: f.gaenShare,
-		GPS: f.withGPS, GPSCheckEvery: f.gpsEvery, DetailedAnswers: f.detailed}
+		GPS: f.withGPS, GPSCheckEvery: f.gpsEvery, DetailedAnswers: f.detailed, MaxOrder: f.maxOrder}
 	var (
 		s   *population.Summary
 		err error
@@ -99,6 +103,7 @@ type demoFlags struct {
 	adoption, gaenShare    float64
 	asJSON, withGPS        bool
 	detailed               bool
+	maxOrder               int
 	out                    string
 	server, keyFile        string
 	gaenKeyFile            string
@@ -119,6 +124,8 @@ func (f *demoFlags) register(fs *flag.FlagSet) {
 	f.exp.register(fs)
 	fs.BoolVar(&f.withGPS, "gps", false, "add GPS traces: patients' uploads and devices' trace checks")
 	fs.IntVar(&f.gpsEvery, "gps-check-every", 3, "with --gps: each phone checks its GPS trace every `N` days")
+	fs.IntVar(&f.maxOrder, "max-order", 0, "give the local backend a policy of n-order notifications up to this `order`, 1 to 3\n"+
+		"(default 1; with --server: 0, whatever the backend's policy says, which must otherwise match)")
 	fs.BoolVar(&f.detailed, "detailed-answers", false, "give the local backend a policy that answers every day's figures and the GPS episodes, and compare them too (with --server: the backend's policy must already)")
 }
 
@@ -139,6 +146,8 @@ func (f *demoFlags) check(fs *flag.FlagSet) error {
 		return usagef("--gaen-share %v: want 0 to 1", f.gaenShare)
 	case f.server != "" && f.gaenKeyFile == "" && isSet(fs, "gaen-share") && f.gaenShare > 0:
 		return usagef("--gaen-share with --server needs --gaen-export-key: the running backend imports only exports signed by a key its policy lists")
+	case f.maxOrder < 0 || f.maxOrder > policy.MaxOrderLimit:
+		return usagef("--max-order %d: want 1 to %d", f.maxOrder, policy.MaxOrderLimit)
 	case f.gpsEvery < 1 || f.gpsEvery > 14:
 		return usagef("--gps-check-every %d: want 1 to 14 days", f.gpsEvery)
 	case isSet(fs, "gps-check-every") && !f.withGPS:
@@ -199,6 +208,7 @@ func demo(ctx context.Context, cfg population.Config, progress func(day, days in
 	if cfg.DetailedAnswers {
 		pol.Answers = policy.AnswersDetailed
 	}
+	pol.Orders = policy.DefaultOrders(cfg.MaxOrder, pol.Risk.MinimumWeightedMinutes)
 	if cfg.GAENShare > 0 {
 		if cfg.GAENExportKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 			return nil, err

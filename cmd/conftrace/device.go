@@ -425,14 +425,18 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 		"Uploads the device's daily keys and sightings of the backend's retention\n"+
 		"window, with the upload authorization that a positive check-result saved, and\n"+
 		"prints how many the backend took. The backend writes the upload on its clock:\n"+
-		"check-result says uploaded once it is durable.")
+		"check-result says uploaded once it is durable.\n\n"+
+		"Without a positive result's authorization, it uploads under the order\n"+
+		"authorization that check-exposure saved (n-order notifications), if the device\n"+
+		"holds one: as a source of the next order, from the exposing day on.")
 	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
 		return err
 	}
 	t, err := d.Test()
 	if errors.Is(err, device.ErrNoTest) || err == nil && t.UploadAuthorization == nil {
-		return errNoAuthorization
+		// No result to upload under: an exposure's, if any (device_order.go).
+		return uploadOrder(ctx, cio, d)
 	}
 	if err != nil {
 		return err
@@ -469,10 +473,11 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error {
 	cmd := newDeviceCommand(cio, "device check-exposure", "device check-exposure --state DIR [--json]\n\n"+
 		"Sends the contact tuples of the backend's retention window and prints exposed\n"+
-		"or not exposed; with --json, the backend's whole answer: whether exposed, the\n"+
-		"last day of exposure and by which rules, and, only if the attested policy's\n"+
-		"answers are detailed, per day the minutes, weighted minutes and closest\n"+
-		"attenuation.")
+		"(exposed at order N, for N above 1) or not exposed; with --json, the backend's\n"+
+		"whole answer: whether exposed, at which order, the last day of exposure and by\n"+
+		"which rules, and, only if the attested policy's answers are detailed, per day\n"+
+		"the minutes, weighted minutes and closest attenuation. An order authorization\n"+
+		"in the answer is saved for device upload.")
 	asJSON := cmd.Bool("json", false, "print the backend's answer as JSON")
 	d, err := cmd.open(ctx, args, nil)
 	if err != nil {
@@ -495,11 +500,15 @@ func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error
 		_, err = cio.stdout.Write(append(b, '\n'))
 		return err
 	}
-	if resp.Exposed {
+	switch {
+	case resp.Exposed && resp.Order > 1:
+		fmt.Fprintf(cio.stdout, "exposed at order %d\n", resp.Order)
+	case resp.Exposed:
 		fmt.Fprintln(cio.stdout, "exposed")
-	} else {
+	default:
 		fmt.Fprintln(cio.stdout, "not exposed")
 	}
+	noteOrderAuthorization(cio, resp)
 	return nil
 }
 
@@ -528,6 +537,9 @@ func dailyExchange(ctx context.Context, d *device.Device, c *client.Client, poll
 	}
 	resp, err := c.Exchange(ctx, daily)
 	if err != nil {
+		return resp, err
+	}
+	if err := d.RecordExposure(resp.Exposure); err != nil {
 		return resp, err
 	}
 	if resp.Result != nil {

@@ -277,7 +277,7 @@ func TestDeviceNegativeAndEmpty(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, runDeviceCheckExposure, "--state", c, "--json")), &resp); err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]any{"exposed": false, "last_exposure": "", "reciprocal": false, "one_sided": false}; !reflect.DeepEqual(resp, want) {
+	if want := map[string]any{"exposed": false, "last_exposure": "", "reciprocal": false, "one_sided": false, "order": 0.0}; !reflect.DeepEqual(resp, want) {
 		t.Errorf("--json answer %v, want %v: 5 minutes do not expose, and coarse answers say nothing more", resp, want)
 	}
 }
@@ -307,13 +307,13 @@ func TestDeviceCheckExposureJSON(t *testing.T) {
 				t.Fatal(err)
 			}
 			date := met.Format(api.DateLayout)
-			if resp["exposed"] != true || resp["last_exposure"] != date || resp["reciprocal"] != true || resp["one_sided"] != false {
-				t.Errorf("--json answer %v: want exposed reciprocally on %s", resp, date)
+			if resp["exposed"] != true || resp["last_exposure"] != date || resp["reciprocal"] != true || resp["one_sided"] != false || resp["order"] != 1.0 {
+				t.Errorf("--json answer %v: want exposed reciprocally on %s, at order 1", resp, date)
 			}
 			days, _ := resp["days"].([]any)
 			if answers == policy.AnswersCoarse {
-				if _, ok := resp["days"]; ok || len(resp) != 4 {
-					t.Errorf("coarse --json answer %v: want nothing but exposed, last_exposure, reciprocal and one_sided", resp)
+				if _, ok := resp["days"]; ok || len(resp) != 5 {
+					t.Errorf("coarse --json answer %v: want nothing but exposed, last_exposure, reciprocal, one_sided and order", resp)
 				}
 				return
 			}

@@ -55,15 +55,17 @@ func commands() map[string]command {
 		"demo":   {summary: "run the whole system on a simulated population", run: runDemo},
 		"serve":  {hidden: true, run: runServeMoved},
 		"relay":  {summary: "run an Oblivious HTTP relay in front of a backend", run: runRelay},
+		"stats":  {summary: "print a backend's public statistics, with their differentially private noise", run: runStats},
 		"verify": {summary: "verify a backend's attestation; print its identity and policy", run: runVerify},
 		"policy": {summary: "the backend's policy", sub: map[string]command{
 			"init": {summary: "write a policy listing the health authorities", run: runPolicyInit},
 		}},
 		"authority": {summary: "health authority tools", sub: map[string]command{
-			"keygen": {summary: "make an authority's signing key pair", run: runAuthorityKeygen},
-			"result": {summary: "sign a test result and submit it", run: runAuthorityResult},
-			"gps":    {summary: "upload an infected patient's GPS trace", run: runAuthorityGPS},
-			"portal": {summary: "run the authority's web portal for staff", run: runAuthorityPortal},
+			"keygen":             {summary: "make an authority's signing key pair", run: runAuthorityKeygen},
+			"result":             {summary: "sign a test result and submit it", run: runAuthorityResult},
+			"gps":                {summary: "upload an infected patient's GPS trace", run: runAuthorityGPS},
+			"verify-certificate": {summary: "check a patient's exposure certificate against the backend's attestation", run: runAuthorityVerifyCertificate},
+			"portal":             {summary: "run the authority's web portal for staff", run: runAuthorityPortal},
 			"users": {summary: "the portal's users", sub: map[string]command{
 				"add":    {summary: "add a user; the password is read from standard input", run: runAuthorityUsersAdd},
 				"remove": {summary: "remove a user", run: runAuthorityUsersRemove},
@@ -80,6 +82,7 @@ func commands() map[string]command {
 			"upload":         {summary: "upload daily keys and sightings after a positive result", run: runDeviceUpload},
 			"check-exposure": {summary: "ask whether an encounter was with an infected user", run: runDeviceCheckExposure},
 			"gps-check":      {summary: "check the device's GPS trace against infected patients'", run: runDeviceGPSCheck},
+			"certificate":    {summary: "ask for an exposure certificate to show a hospital", run: runDeviceCertificate},
 		}},
 		"release": {summary: "governance: sign and check the releases phones accept", sub: map[string]command{
 			"keygen": {summary: "make a governance member's signing key", run: runReleaseKeygen},

@@ -74,7 +74,8 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	def := policy.Default()
 	fs := newFlags(cio, "policy init", "policy init --authority NAME=FILE.pub [--authority ...] --out FILE [--retention-days N]\n"+
 		"       [--matching reciprocal|one_sided|reciprocal,one_sided] [--gaen-export-key NAME=FILE.pem ...]\n"+
-		"       [--sgx-accept STATUS=ADVISORY,... ...] [--tdx-min-tcb HEX] [--snp-min-tcb B,T,S,M] [--force]\n\n"+
+		"       [--sgx-accept STATUS=ADVISORY,... ...] [--tdx-min-tcb HEX] [--snp-min-tcb B,T,S,M] [--max-order N]\n"+
+		"       [--statistics-epsilon E] [--certificate-days N] [--certificate-single-use] [--operator-contact TEXT] [--force]\n\n"+
 		"Writes a policy for the backend, conftraced: the health authorities whose signed\n"+
 		"results the backend accepts, how uploads match, the GAEN key servers whose signed\n"+
 		"exports it imports, the platforms phones accept, and the default retention, risk\n"+
@@ -96,6 +97,14 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 		"`bootloader,tee,snp,microcode` (decimal)")
 	out := fs.String("out", "", "the policy `file` to write (required)")
 	days := fs.Int("retention-days", def.RetentionDays, "how many `days` of uploads the backend keeps")
+	maxOrder := fs.Int("max-order", 1, "n-order notifications: the highest `order` of exposure phones are told, 1 to 3; above 1,\n"+
+		"exposed phones may warn their own contacts, order k needing 2^(k-1) times order 1's weighted minutes")
+	statsEpsilon := fs.String("statistics-epsilon", "", "release public statistics with discrete Laplace noise of this ε per count per day\n"+
+		"(`EPSILON`, such as 0.5; docs/statistics.md); none are released without it")
+	certDays := fs.Int("certificate-days", 0, "exposure certificates are valid for `N` days from their issue (default: the retention)")
+	certOnce := fs.Bool("certificate-single-use", false, "ask verifiers to accept each exposure certificate once (docs/certificates.md)")
+	contact := fs.String("operator-contact", "", "how the public reaches the backend's operator (`TEXT`, such as an address),\n"+
+		"shown on the transparency page")
 	force := fs.Bool("force", false, "replace an existing --out file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -106,8 +115,26 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	if len(auths) == 0 {
 		return usagef("give at least one --authority NAME=FILE: without one no test can be declared positive")
 	}
+	if *maxOrder < 1 || *maxOrder > policy.MaxOrderLimit {
+		return usagef("--max-order %d: want 1 to %d", *maxOrder, policy.MaxOrderLimit)
+	}
 	p := def
 	p.RetentionDays = *days
+	if *statsEpsilon != "" {
+		m, err := policy.ParseEpsilon(*statsEpsilon)
+		if err != nil {
+			return usagef("--statistics-epsilon: %v", err)
+		}
+		p.Statistics = policy.NewStatistics(m)
+	}
+	p.Orders = policy.DefaultOrders(*maxOrder, p.Risk.MinimumWeightedMinutes)
+	if *certDays != 0 || *certOnce {
+		p.Certificates = policy.Certificates{SingleUse: *certOnce, ValidDays: *certDays}
+		if *certDays == 0 {
+			p.Certificates.ValidDays = p.RetentionDays
+		}
+	}
+	p.OperatorContact = *contact
 	p.TCB.SGXAccepted = sgxAccept
 	p.TCB.TDXMinTCB = strings.ToLower(*tdxMin)
 	if *snpMin != "" {
@@ -171,8 +198,12 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	for i, a := range p.Authorities {
 		names[i] = a.Name
 	}
-	fmt.Fprintf(cio.stdout, "wrote %s: authorities %s; matching %s; %d GAEN export keys; retention %d days; %s; policy sha256 %x\n",
-		*out, strings.Join(names, ", "), strings.Join(p.Matching, ","), len(p.GAENExportKeys), p.RetentionDays, platformsAccepted(p.TCB), sha256.Sum256(canon))
+	orders := ""
+	if p.MaxOrder() > 1 {
+		orders = fmt.Sprintf("; notifies up to order %d", p.MaxOrder())
+	}
+	fmt.Fprintf(cio.stdout, "wrote %s: authorities %s; matching %s%s; %d GAEN export keys; retention %d days; %s; policy sha256 %x\n",
+		*out, strings.Join(names, ", "), strings.Join(p.Matching, ","), orders, len(p.GAENExportKeys), p.RetentionDays, platformsAccepted(p.TCB), sha256.Sum256(canon))
 	return nil
 }
 

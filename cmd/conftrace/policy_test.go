@@ -113,6 +113,8 @@ func TestPolicyInitErrors(t *testing.T) {
 		{"tdx short", []string{"--authority", lab, "--out", out, "--tdx-min-tcb", "0300"}, "tdx_min_tcb", true},
 		{"snp three parts", []string{"--authority", lab, "--out", out, "--snp-min-tcb", "3,0,8"}, "--snp-min-tcb", true},
 		{"snp too large", []string{"--authority", lab, "--out", out, "--snp-min-tcb", "3,0,8,256"}, "--snp-min-tcb", true},
+		{"certificates too long", []string{"--authority", lab, "--out", out, "--certificate-days", "400"}, "valid_days 400", true},
+		{"contact with a newline", []string{"--authority", lab, "--out", out, "--operator-contact", "a\nb"}, "operator_contact", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,6 +127,40 @@ func TestPolicyInitErrors(t *testing.T) {
 				t.Error("a policy file was written despite the error")
 			}
 		})
+	}
+}
+
+// policy init writes the exposure certificates' rule and the operator's
+// contact the transparency page shows, and leaves both out unless asked.
+func TestPolicyInitCertificatesAndContact(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	mustRun(t, runAuthorityKeygen, "--out", p("lab.key"))
+	lab := "lab=" + p("lab.key.pub")
+	read := func(name string) policy.Policy {
+		t.Helper()
+		doc, err := os.ReadFile(p(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := policy.Parse(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	mustRun(t, runPolicyInit, "--authority", lab, "--out", p("plain.json"))
+	if got := read("plain.json"); got.Certificates != (policy.Certificates{}) || got.OperatorContact != "" {
+		t.Errorf("without the flags: certificates %+v, contact %q; want both left out", got.Certificates, got.OperatorContact)
+	}
+	mustRun(t, runPolicyInit, "--authority", lab, "--out", p("set.json"), "--certificate-single-use", "--operator-contact", "privacy@health.example")
+	got := read("set.json")
+	if want := (policy.Certificates{SingleUse: true, ValidDays: got.RetentionDays}); got.Certificates != want || got.OperatorContact != "privacy@health.example" {
+		t.Errorf("certificates %+v, contact %q; want %+v and the contact given", got.Certificates, got.OperatorContact, want)
+	}
+	mustRun(t, runPolicyInit, "--authority", lab, "--out", p("days.json"), "--certificate-days", "3")
+	if got := read("days.json"); got.Certificates != (policy.Certificates{ValidDays: 3}) {
+		t.Errorf("--certificate-days 3: %+v", got.Certificates)
 	}
 }
 

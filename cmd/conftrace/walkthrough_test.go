@@ -138,7 +138,7 @@ func TestWalkthrough(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, runDeviceCheckExposure, "--state", p("A"), "--json")), &resp); err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]any{"exposed": true, "last_exposure": ac.Format(api.DateLayout), "reciprocal": true, "one_sided": false}; !maps.Equal(resp, want) {
+	if want := map[string]any{"exposed": true, "last_exposure": ac.Format(api.DateLayout), "reciprocal": true, "one_sided": false, "order": 1.0}; !maps.Equal(resp, want) {
 		t.Errorf("A's --json answer %v, want %v", resp, want)
 	}
 

@@ -47,6 +47,7 @@ var measured = map[string]string{
 	"gps":                     plaintext,
 	"gaen":                    plaintext, // infected users' daily keys from imported exports
 	"gaen/internal/pb":        plaintext,
+	"certificate":             plaintext, // exposure certificates, encoded and signed in the enclave
 	"internal/tee":            keys,
 	"internal/tee/sim":        keys,
 	"internal/tee/gramine":    keys,
@@ -68,6 +69,7 @@ var measured = map[string]string{
 	"internal/keyrelease":     keys,   // the KEK, sealed to an attested peer replica
 	"atomicfile":              public,
 	"internal/opsmetrics":     public, // outer requests, store timings, coarse index size: what the host sees anyway
+	"internal/transparency":   public, // the public page at "/": the bundle and policy in words
 }
 
 // imageModules are the modules other than conftrace's own and the standard

@@ -26,6 +26,11 @@
 //   - CheckExposure: a device sends its own tuples and learns whether any
 //     uploaded tuple mirrors one of them. Nothing about a check is stored or
 //     logged.
+//   - n-order notifications (order.go, docs/n-order.md): a phone exposed
+//     below the policy's max_order finds in its answer a single-use token
+//     to upload as a source of the next order, from its exposing day on;
+//     answers say the lowest order exposed at, and a cycle rule keeps a
+//     contact from being sent back to, or counted against, its source.
 //   - SubmitTrace: a health authority's signed GPS trace of an infected
 //     patient, sealed under the days it covers and indexed in memory.
 //   - CheckTrace: a device sends its own GPS trace and learns the episodes
@@ -41,6 +46,7 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -98,6 +104,8 @@ type Enclave struct {
 	macKey []byte
 	// authKey authenticates upload authorizations (results.go).
 	authKey []byte
+	// orders is the state of n-order notifications (order.go).
+	orders *orders
 	// results are every test's state, in memory (results.go).
 	results map[string]*result
 	// journal holds what phones caused until the clock writes it.
@@ -119,6 +127,9 @@ type Enclave struct {
 	lagReported bool
 	// replica follows the other replicas sharing the store (follow.go).
 	replica replica
+	// stats counts for public statistics; nil when the policy releases
+	// none (statistics.go).
+	stats *statistics
 
 	// mu serialises the flows that change state, so that checks and writes
 	// of one flow see no other flow's half-done work. Exposure checks only
@@ -169,6 +180,9 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 	if err := e.deriveKeys(kek); err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
+	if e.orders, err = newOrders(cfg.Policy, kek[:]); err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
 	clear(kek[:])
 	// The time mark opens with a key derived from the KEK's; everything
 	// after reads the clock it sets.
@@ -176,6 +190,7 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 		return nil, err
 	}
 	e.journal.nextFlush = e.now().Add(time.Duration(e.policy.StoreFlushSeconds) * time.Second)
+	e.stats = newStatistics(cfg.Policy, e.now, rand.Reader)
 	e.results = map[string]*result{}
 	if err := e.loadDayKeys(ctx); err != nil {
 		return nil, err

@@ -51,15 +51,17 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 		return api.ExchangeResponse{}, api.Errorf(api.CodeMalformed, "report: %v", err)
 	}
 	defer clear(own)
-	s := newScore(w)
-	e.match(rep.Sightings, own, w, s)
-	resp := api.ExchangeResponse{Exposure: s.answer(e)}
+	resp := api.ExchangeResponse{Exposure: e.exposure(rep, own, w)}
+	if err := e.certifyExchange(&resp, r.Flags, r.CertificateNonce); err != nil {
+		return api.ExchangeResponse{}, err
+	}
 
 	var prep *preparedUpload
 	var preperr error
+	var grant *orderGrant // the order authorization it uploads under (order.go)
 	if r.Flags&api.ExchangeUpload != 0 {
 		// Before the lock: an upload's work but its index insert.
-		prep, preperr = e.prepareUpload(rep, false)
+		prep, grant, preperr = e.prepareExchangeUpload(rep, r.Authorization)
 		defer prep.clear()
 	}
 	e.mu.Lock()
@@ -69,7 +71,13 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 		polled = e.recordKey(tableResults, api.TestCode(r.Secret))
 	}
 	if r.Flags&api.ExchangeUpload != 0 {
-		up, err := e.exchangeUploadLocked(r.Authorization, polled, prep, preperr)
+		var up api.UploadResponse
+		var err error
+		if grant != nil {
+			up, err = e.orderUploadLocked(grant, prep, preperr)
+		} else {
+			up, err = e.exchangeUploadLocked(r.Authorization, polled, prep, preperr)
+		}
 		var ae *api.Error
 		switch {
 		case errors.As(err, &ae):
@@ -78,6 +86,9 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 			return api.ExchangeResponse{}, err
 		default:
 			resp.Upload = &up
+			if grant != nil {
+				withdrawOrder(&resp.Exposure, grant)
+			}
 		}
 	}
 	if polled != nil {
@@ -85,6 +96,7 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 		poll := e.pollLocked(polled)
 		resp.Result = &poll
 	}
+	e.stats.exchanged(rep.Keys, resp)
 	return resp, nil
 }
 
@@ -138,6 +150,7 @@ func (e *Enclave) AnswerBound() int {
 			ExpiresAt: math.MaxInt64, Uploaded: true, UploadPending: true},
 		Upload:      &api.UploadResponse{Sightings: p.Limits.MaxUploadSightings, Keys: contactlog.MaxKeys, Durable: true, DurableBy: math.MaxInt64},
 		UploadError: &api.Error{Code: api.CodeUnknownAuthority, Message: strings.Repeat("x", maxErrorMessage)},
+		Certificate: largestCertificate(),
 	}
 	b, _ := json.Marshal(longest)
 	refusal, _ := json.Marshal(api.Error{Code: api.CodeUnknownAuthority, Message: strings.Repeat("x", maxErrorMessage)})

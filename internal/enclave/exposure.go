@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/contactlog"
@@ -37,9 +38,25 @@ func (e *Enclave) CheckExposure(ctx context.Context, r api.ExposureRequest) (api
 		return api.ExposureResponse{}, api.Errorf(api.CodeMalformed, "report: %v", err)
 	}
 	defer clear(own)
-	s := newScore(w)
-	e.match(rep.Sightings, own, w, s)
-	return s.answer(e), nil
+	return e.exposure(rep, own, w), nil
+}
+
+// exposure answers the check of rep, whose sightings' own identifiers are
+// own, in window w: at the lowest order at which the phone was exposed,
+// each order judged by its own risk rule (policy.OrderRisk), with the
+// authorization to upload as a source of the next order when the policy
+// has one (order.go). A phone exposed at no order gets order 1's answer,
+// with Order 0.
+func (e *Enclave) exposure(rep contactlog.Report, own []enid.RPI, w reportWindow) api.ExposureResponse {
+	scores := e.match(rep.Sightings, own, w)
+	for i, s := range scores {
+		if resp := s.answer(e, i+1); resp.Exposed {
+			resp.Order = i + 1
+			e.grantOrder(&resp, rep, s, i+1, e.now())
+			return resp
+		}
+	}
+	return scores[0].answer(e, 1)
 }
 
 // groupedOwnRPIs returns what ownRPIs returns, for a report as
@@ -78,13 +95,16 @@ func groupedOwnRPIs(r contactlog.Report) ([]enid.RPI, error) {
 	return own, nil
 }
 
-// match scores each sighting in the window once: by the reciprocal rule if
-// it matches, else by the one-sided rule. A sighting repeated in the report
-// (the same identifier in the same interval) counts once. The lookups of a
-// check go to each index as one batch, which lets the index overlap their
-// memory accesses; the answer is the one sighting-by-sighting lookups
-// would give.
-func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow, s *score) {
+// match scores each sighting in the window once per order, from 1 to the
+// policy's max_order: by the reciprocal rule if it matches an upload of
+// that order, else by the one-sided rule. A sighting repeated in the
+// report (the same identifier in the same interval) counts once. The
+// lookups of a check go to each index as one batch, which lets the index
+// overlap their memory accesses; the answer is the one
+// sighting-by-sighting lookups would give. The indexes of an order above
+// 1 that hold nothing are not searched: whether they do is the same for
+// every check at a time, so skipping them tells nothing about a check.
+func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow) []*score {
 	tol := uint32(e.policy.Risk.IntervalTolerance)
 	// in[j] is the sighting of query j: sightings before the window are
 	// left out.
@@ -94,8 +114,31 @@ func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow
 			in = append(in, i)
 		}
 	}
-	longest := e.reciprocalMatches(ss, own, in, w, tol)
-	oneSided := e.oneSidedMatches(ss, in, longest, w, tol)
+	qs := make([]matchindex.Query, len(in))
+	defer clear(qs)
+	for j, i := range in {
+		setMatchQuery(&qs[j], &own[i], &ss[i].Heard, uint32(ss[i].Interval))
+	}
+	scores := make([]*score, e.policy.MaxOrder())
+	for k := range scores {
+		scores[k] = newScore(w)
+		recip, oneSided := e.indexesOf(k + 1)
+		if k > 0 && recip.Len() == 0 && oneSided.Len() == 0 {
+			continue
+		}
+		longest := reciprocalMatches(recip, qs, w, tol)
+		hit := oneSidedMatches(oneSided, ss, in, longest, w, tol)
+		if k > 0 {
+			e.dropLowerSources(k+1, ss, own, in, longest, hit, w, tol)
+		}
+		e.score(ss, in, longest, hit, scores[k])
+	}
+	return scores
+}
+
+// score adds to s the sightings ss[in[j]] that matched: reciprocally the
+// longest[j] minutes (or none, -1), else one-sided if hit[j].
+func (e *Enclave) score(ss []contactlog.Sighting, in, longest []int, hit []bool, s *score) {
 	type seen struct {
 		heard    enid.RPI
 		interval enid.Interval
@@ -112,7 +155,7 @@ func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow
 			// Of several uploads of the encounter, the longest counts,
 			// whatever order the index returns them in.
 			minutes, rule = min(int(sg.Minutes), longest[j]), api.RuleReciprocal
-		case oneSided[j]:
+		case hit[j]:
 			minutes, rule = int(sg.Minutes), api.RuleOneSided
 		}
 		if rule == "" || counted[seen{sg.Heard, sg.Interval}] {
@@ -123,18 +166,14 @@ func (e *Enclave) match(ss []contactlog.Sighting, own []enid.RPI, w reportWindow
 	}
 }
 
-// reciprocalMatches looks up the mirrors of the sightings ss[in[j]] in one
-// batch, and returns for each j the longest minutes of the contacts found
-// in the window, or -1 if none.
-func (e *Enclave) reciprocalMatches(ss []contactlog.Sighting, own []enid.RPI, in []int, w reportWindow, tol uint32) []int {
-	qs := make([]matchindex.Query, len(in))
-	defer clear(qs)
-	for j, i := range in {
-		setMatchQuery(&qs[j], &own[i], &ss[i].Heard, uint32(ss[i].Interval))
-	}
-	found := e.index.LookupBatch(nil, qs, tol)
+// reciprocalMatches looks up in idx the mirrors of the sightings, whose
+// queries are qs (setMatchQuery), in one batch, and returns for each
+// query the longest minutes of the contacts found in the window, or -1 if
+// none.
+func reciprocalMatches(idx matchindex.Index, qs []matchindex.Query, w reportWindow, tol uint32) []int {
+	found := idx.LookupBatch(nil, qs, tol)
 	defer clear(found)
-	longest := make([]int, len(in))
+	longest := make([]int, len(qs))
 	for j := range longest {
 		longest[j] = -1
 	}
@@ -160,17 +199,17 @@ func setMatchQuery(q *matchindex.Query, own, heard *enid.RPI, interval uint32) {
 }
 
 // oneSidedMatches looks up, in one batch, the sightings ss[in[j]] that
-// matched nothing reciprocally (longest[j] < 0) in the one-sided index,
-// and reports for each j whether a contact in the window was found.
+// matched nothing reciprocally (longest[j] < 0) in the one-sided index
+// idx, and reports for each j whether a contact in the window was found.
 //
 // An empty one-sided index (the policy matches uploads reciprocally only,
 // and no GAEN keys were imported) is not searched: it can find nothing,
 // and searching it cost a check as much as a third of its index work.
 // Whether it is empty is the same for every check at a time, so skipping
 // it tells nothing about a check.
-func (e *Enclave) oneSidedMatches(ss []contactlog.Sighting, in, longest []int, w reportWindow, tol uint32) []bool {
+func oneSidedMatches(idx matchindex.Index, ss []contactlog.Sighting, in, longest []int, w reportWindow, tol uint32) []bool {
 	hit := make([]bool, len(in))
-	if e.oneSided.Len() == 0 {
+	if idx.Len() == 0 {
 		return hit
 	}
 	qs := make([]matchindex.Query, 0, len(in))
@@ -182,7 +221,7 @@ func (e *Enclave) oneSidedMatches(ss []contactlog.Sighting, in, longest []int, w
 		}
 	}
 	defer clear(qs)
-	found := e.oneSided.LookupBatch(nil, qs, tol)
+	found := idx.LookupBatch(nil, qs, tol)
 	defer clear(found)
 	for _, f := range found {
 		if w.keeps(f.Contact) {
@@ -223,15 +262,17 @@ func (s *score) add(day calendar.Day, minutes, attenuation int, rule string, e *
 	x.OneSided = x.OneSided || rule == api.RuleOneSided
 }
 
-// answer judges each day against the policy's threshold, and says as much
-// as the policy's answers setting allows: coarse answers give only whether
-// the phone was exposed, the most recent exposed day and the rules that
-// matched on exposed days, so that matches below the threshold stay hidden.
-func (s *score) answer(e *Enclave) api.ExposureResponse {
+// answer judges each day against the threshold of order k, and says as
+// much as the policy's answers setting allows: coarse answers give only
+// whether the phone was exposed, the most recent exposed day and the rules
+// that matched on exposed days, so that matches below the threshold stay
+// hidden.
+func (s *score) answer(e *Enclave, k int) api.ExposureResponse {
 	var resp api.ExposureResponse
+	risk := e.policy.OrderRisk(k)
 	for i := range s.days {
 		d := &s.days[i]
-		d.Exposed = e.policy.Risk.Exposed(d.WeightedMinutes)
+		d.Exposed = risk.Exposed(d.WeightedMinutes)
 		if d.Exposed {
 			resp.Exposed = true
 			resp.LastExposure = d.Date
@@ -257,7 +298,14 @@ func (e *Enclave) ExposureResponseBound() int {
 // answer's rules are not all true.
 func (e *Enclave) largestExposureAnswer() api.ExposureResponse {
 	p := e.policy
-	resp := api.ExposureResponse{LastExposure: "0000-00-00"}
+	resp := api.ExposureResponse{LastExposure: "0000-00-00", Order: p.MaxOrder()}
+	if p.MaxOrder() > 1 {
+		// The answer of a phone exposed below max_order carries the
+		// authorization to upload at the next order (order.go).
+		resp.OrderAuthorization = make([]byte, api.AuthorizationSize)
+		resp.OrderAuthorizationExpiresAt = math.MaxInt64
+		resp.UploadFrom = "0000-00-00"
+	}
 	if !p.Detailed() {
 		return resp
 	}

@@ -142,6 +142,7 @@ func (e *Enclave) FlushDue(ctx context.Context) error {
 	e.mu.Lock()
 	e.reportLag()
 	e.mu.Unlock()
+	e.releaseStatistics(ctx) // once a day: statsrelease.go
 	every := time.Duration(e.policy.StoreFlushSeconds) * time.Second
 	now := e.now()
 	first, _ := e.window(now)

@@ -104,6 +104,7 @@ func (e *Enclave) ImportGAEN(ctx context.Context, r api.ImportRequest) (api.Impo
 		return api.ImportResponse{}, e.internal("indexing import", err)
 	}
 	resp.Imported = len(keys)
+	e.stats.add(statGAEN, int64(len(keys)))
 	return resp, nil
 }
 

@@ -113,6 +113,10 @@ func (e *Enclave) CheckTrace(ctx context.Context, r api.TraceCheckRequest) (api.
 		resp.Exposed = true
 		resp.LastExposure = time.Unix(last.Start, 0).UTC().Format(api.DateLayout)
 	}
+	if err := e.certifyTrace(&resp, r.CertificateNonce, eps, params); err != nil {
+		clear(eps)
+		return api.TraceCheckResponse{}, err
+	}
 	if e.policy.Detailed() {
 		resp.Episodes = []api.TraceEpisode{}
 		for i, ep := range eps {
@@ -129,13 +133,16 @@ func (e *Enclave) CheckTrace(ctx context.Context, r api.TraceCheckRequest) (api.
 		}
 	}
 	clear(eps)
+	if resp.Exposed {
+		e.stats.add(statGPS, 1) // answered: statistics.go
+	}
 	return resp, nil
 }
 
 // TraceResponseBound returns the encoded size of the largest trace check
 // answer the policy allows, so the HTTP layer can pad every answer to it.
 func (e *Enclave) TraceResponseBound() int {
-	resp := api.TraceCheckResponse{Exposed: true, LastExposure: "0000-00-00", Truncated: true}
+	resp := api.TraceCheckResponse{Exposed: true, LastExposure: "0000-00-00", Truncated: true, Certificate: largestCertificate()}
 	if e.policy.Detailed() {
 		resp.Episodes = make([]api.TraceEpisode, api.MaxEpisodes)
 		for i := range resp.Episodes {

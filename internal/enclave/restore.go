@@ -191,6 +191,8 @@ func (r *restore) apply(kind byte, day calendar.Day, id [16]byte, data []byte, s
 		r.marks = append(r.marks, id)
 		r.mu.Unlock()
 		return nil
+	case journalOrderUpload, journalOrderUsed:
+		return r.e.applyOrderRecord(kind, day, id, data)
 	case journalUpload:
 	default:
 		r.e.log.Error("journal record of an unknown kind; ignored", "kind", kind)

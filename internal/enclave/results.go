@@ -122,6 +122,7 @@ func (e *Enclave) SubmitResult(ctx context.Context, r api.SignedResult) (api.Sub
 	}
 	e.noteStoredDayKeys(&b)
 	e.results[string(key)] = &result{resultRecord: rec, day: day}
+	e.stats.add(statResults, 1)
 	return api.SubmitResultResponse{Stored: true}, nil
 }
 

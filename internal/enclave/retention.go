@@ -43,7 +43,7 @@ func (e *Enclave) Expire(ctx context.Context) error {
 			continue
 		}
 		e.keys.Forget(d)
-		dropped := e.index.Drop(d) + e.oneSided.Drop(d)
+		dropped := e.index.Drop(d) + e.oneSided.Drop(d) + e.dropOrderDay(d)
 		dropped += e.gps.Drop(d)
 		n, err := e.store.DeleteDay(ctx, d)
 		if err != nil {
@@ -57,6 +57,7 @@ func (e *Enclave) Expire(ctx context.Context) error {
 		}
 	}
 	e.journal.forget(first)
+	e.forgetOrderUses(first)
 	return e.ensureDayKeysLocked(ctx, first, today+1, now)
 }
 

@@ -20,6 +20,8 @@ func (e *Enclave) applyJournal(kind byte, day calendar.Day, id [16]byte, data []
 			res.uploaded, res.durable = true, true
 		}
 		return nil
+	case journalOrderUpload, journalOrderUsed:
+		return e.applyOrderRecord(kind, day, id, data)
 	case journalUpload:
 	default:
 		e.log.Error("journal record of an unknown kind; ignored", "kind", kind)

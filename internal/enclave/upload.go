@@ -32,9 +32,108 @@ func (e *Enclave) Upload(ctx context.Context, r api.UploadRequest) (api.UploadRe
 		return api.UploadResponse{}, err
 	}
 	defer rep.Clear()
+	g, gerr := e.readOrderToken(r.Authorization, rep, e.now())
+	if g != nil {
+		// An order authorization (order.go): its refusal comes first.
+		if gerr != nil {
+			return api.UploadResponse{}, gerr
+		}
+		up, uperr := e.prepareUploadOf(rep, true, g)
+		defer up.clear()
+		return e.takeOrderUpload(g, up, uperr)
+	}
 	up, uperr := e.prepareUpload(rep, true)
 	defer up.clear()
 	return e.takeUpload(r.Authorization, up, uperr)
+}
+
+// takeOrderUpload takes the prepared upload p (or refuses it with perr)
+// under the order authorization g, as takeUpload takes one under a
+// result's: the authorization is reserved under e.mu, p added to the
+// indexes of its order without it, and queued under it again.
+func (e *Enclave) takeOrderUpload(g *orderGrant, p *preparedUpload, perr error) (api.UploadResponse, error) {
+	e.ingest.RLock()
+	defer e.ingest.RUnlock()
+	e.mu.Lock()
+	err := e.admitOrderLocked(g, p, perr)
+	if err == nil {
+		err = e.reserveOrder(g)
+	}
+	e.mu.Unlock()
+	if err != nil {
+		return api.UploadResponse{}, err
+	}
+	if err := e.indexUpload(p); err != nil {
+		e.releaseOrder(g)
+		return api.UploadResponse{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.queueOrderUploadLocked(g, p), nil
+}
+
+// admitOrderLocked says why the upload p under the order authorization g
+// (perr, the error preparing it) is refused, if it is: the authorization
+// used, then what is wrong with the report, then its exposing day or
+// every day of p having left the window since. The caller holds e.mu.
+func (e *Enclave) admitOrderLocked(g *orderGrant, p *preparedUpload, perr error) error {
+	if e.orderUsed(g.use) {
+		return api.Errorf(api.CodeAlreadyUsed, "this order authorization was already used: one upload per exposure")
+	}
+	if perr != nil {
+		return perr
+	}
+	// Expire, which takes e.mu, may have dropped the exposing day since
+	// the token was read: its use could no longer be sealed.
+	if first, _ := e.window(e.now()); g.day < first {
+		return api.Errorf(api.CodeOutOfWindow, "the order authorization's exposing day %s left the %d-day retention window", g.day, e.policy.RetentionDays)
+	}
+	return e.keepWindowLocked(p)
+}
+
+// orderUploadLocked takes the prepared upload p under the order
+// authorization g, all under e.mu, as uploadLocked takes one under a
+// result. The caller holds e.mu.
+func (e *Enclave) orderUploadLocked(g *orderGrant, p *preparedUpload, perr error) (api.UploadResponse, error) {
+	if err := e.admitOrderLocked(g, p, perr); err != nil {
+		return api.UploadResponse{}, err
+	}
+	if err := e.indexUpload(p); err != nil {
+		return api.UploadResponse{}, err
+	}
+	if err := e.reserveOrder(g); err != nil {
+		return api.UploadResponse{}, err // not reached: admitted under e.mu
+	}
+	return e.queueOrderUploadLocked(g, p), nil
+}
+
+// prepareExchangeUpload readies an exchange's report rep as its upload
+// under authorization: as prepareUpload does, or, when authorization is
+// an order authorization (readOrderToken), as an upload of its order,
+// which it returns with why it is refused, if it is.
+func (e *Enclave) prepareExchangeUpload(rep contactlog.Report, authorization []byte) (*preparedUpload, *orderGrant, error) {
+	g, err := e.readOrderToken(authorization, rep, e.now())
+	if err != nil {
+		return nil, g, err
+	}
+	p, err := e.prepareUploadOf(rep, false, g)
+	return p, g, err
+}
+
+// queueOrderUploadLocked queues p's parts in the journal as records of
+// its order, then the mark that g was used, and answers. g is reserved
+// already. The caller holds e.mu.
+func (e *Enclave) queueOrderUploadLocked(g *orderGrant, p *preparedUpload) api.UploadResponse {
+	uploadID := make([]byte, 16)
+	rand.Read(uploadID)
+	for i, u := range p.parts {
+		e.journal.add(journalOrderUpload, u.day, uploadID, u.body, nil)
+		p.parts[i].body = nil // the journal's now
+	}
+	// Last, as a result's mark: durable only once every part is.
+	e.journal.add(journalOrderUsed, g.day, g.use[:], nil, nil)
+	sightings, keys := p.counts()
+	return api.UploadResponse{Sightings: sightings, Keys: keys, DurableBy: e.journal.durableBy(e.policy), Durable: false}
 }
 
 // takeUpload takes the prepared upload p (or refuses it with perr, the
@@ -91,6 +190,9 @@ type uploadPart struct {
 type preparedUpload struct {
 	recip, oneSided []matchindex.Entry
 	parts           []uploadPart
+	// order is the order the upload is a source of: 1 under a result,
+	// more under an order authorization (order.go).
+	order int
 }
 
 // clear wipes what the journal did not take.
@@ -152,6 +254,14 @@ func (e *Enclave) keepWindowLocked(p *preparedUpload) error {
 // upload, keys and sightings before the window are refused; in an
 // exchange, whose report is also its check, they are left out.
 func (e *Enclave) prepareUpload(rep contactlog.Report, strict bool) (*preparedUpload, error) {
+	return e.prepareUploadOf(rep, strict, nil)
+}
+
+// prepareUploadOf is prepareUpload for an upload under the order
+// authorization g, or, if g is nil, under a result. An order upload keeps
+// the days from g's exposing day on, less the sightings its cycle rule
+// leaves out (dropCycles), and its records carry its order.
+func (e *Enclave) prepareUploadOf(rep contactlog.Report, strict bool, g *orderGrant) (*preparedUpload, error) {
 	w := e.reportWindow(e.now())
 	if !strict {
 		rep = w.recent(rep)
@@ -166,7 +276,19 @@ func (e *Enclave) prepareUpload(rep contactlog.Report, strict bool) (*preparedUp
 	if err := e.checkReport(rep, w, true); err != nil {
 		return nil, err
 	}
-	p := &preparedUpload{}
+	p := &preparedUpload{order: 1}
+	var prefix []byte // of every part's record: its order, above 1
+	if g != nil {
+		from := fromDay(rep, g.day)
+		defer from.Clear()
+		ss, err := e.dropCycles(from, g.order, w)
+		if err != nil {
+			return nil, e.internal("deriving identifiers", err)
+		}
+		defer clear(ss)
+		rep = contactlog.Report{Keys: from.Keys, Sightings: ss}
+		p.order, prefix = g.order, []byte{byte(g.order)}
+	}
 	var err error
 	if p.recip, err = e.reciprocalUpload(rep); err != nil {
 		return nil, e.internal("deriving identifiers", err)
@@ -183,7 +305,7 @@ func (e *Enclave) prepareUpload(rep contactlog.Report, strict bool) (*preparedUp
 			}
 			oneSided = append(oneSided, o)
 		}
-		body, err := part.AppendBinary(nil)
+		body, err := part.AppendBinary(slices.Clone(prefix))
 		if err != nil {
 			p.clear()
 			return nil, e.internal("encoding report", err)
@@ -256,10 +378,11 @@ func (e *Enclave) uploadLocked(key []byte, res *result, p *preparedUpload) (api.
 // e.ingest or e.mu, either of which keeps Expire from dropping days
 // meanwhile.
 func (e *Enclave) indexUpload(p *preparedUpload) error {
-	if err := e.index.Add(p.recip); err != nil {
+	recip, oneSided := e.indexesOf(p.order)
+	if err := recip.Add(p.recip); err != nil {
 		return e.internal("indexing upload", err)
 	}
-	if err := e.oneSided.Add(p.oneSided); err != nil {
+	if err := oneSided.Add(p.oneSided); err != nil {
 		return e.internal("indexing upload", err)
 	}
 	return nil

@@ -95,6 +95,7 @@ func (w *world) record(i, d int, got, want api.ExposureResponse, cause int) {
 		}
 	}
 	w.countRules(i, got)
+	w.countOrder(i, got)
 	if want.Exposed && w.oracle.mustNotify(i) {
 		s.ShouldBeNotified++
 	}
@@ -117,9 +118,10 @@ func (w *world) countRules(i int, got api.ExposureResponse) {
 }
 
 // sameAnswer reports whether two exposure answers agree in everything
-// they carry: the verdict, the last exposed day and the rules, and in
-// detailed answers every figure of every day.
+// they carry: the verdict, the last exposed day and the rules, in
+// detailed answers every figure of every day, and the order with its
+// authorization (sameOrder).
 func sameAnswer(a, b api.ExposureResponse) bool {
 	return a.Exposed == b.Exposed && a.LastExposure == b.LastExposure && a.Reciprocal == b.Reciprocal &&
-		a.OneSided == b.OneSided && slices.Equal(a.Days, b.Days)
+		a.OneSided == b.OneSided && slices.Equal(a.Days, b.Days) && sameOrder(a, b)
 }

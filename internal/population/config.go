@@ -99,6 +99,12 @@ type Config struct {
 	// compares every answer in everything the attested policy says it
 	// carries.
 	DetailedAnswers bool
+	// MaxOrder, if not 0, asks for a backend whose attested policy
+	// notifies up to this order (n-order notifications, orders.go);
+	// whoever starts the backend sets its policy (the demo does, for
+	// --max-order), and Run refuses a backend whose policy says another.
+	// With 0, the run follows the backend's policy, whatever it says.
+	MaxOrder int
 	// Workers bounds the concurrent exposure checks (default 8).
 	Workers int
 	// Progress, if set, is called after each simulated day.

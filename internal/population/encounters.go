@@ -143,18 +143,19 @@ func (w *world) transmit(d int, e encounter) {
 	switch {
 	case pa.infectious(d) && !pb.ever:
 		if w.rng.Float64() < p {
-			w.infect(e.b, d)
+			w.infect(e.b, d, e.a)
 		}
 	case pb.infectious(d) && !pa.ever:
 		if w.rng.Float64() < p {
-			w.infect(e.a, d)
+			w.infect(e.a, d, e.b)
 		}
 	}
 }
 
-// infect infects person i on day d and counts the infection.
-func (w *world) infect(i, d int) {
-	if w.people[i].disease.infect(w.rng, d) {
+// infect infects person i on day d, by person by, and counts the
+// infection.
+func (w *world) infect(i, d, by int) {
+	if w.people[i].disease.infect(w.rng, d, by) {
 		w.sum.Infections++
 		w.sum.Daily[d].Infections++
 	}

@@ -23,10 +23,13 @@ type oracle struct {
 	// should is set for the devices the protocol required the backend to
 	// tell "exposed" at least once.
 	should []bool
+	// used holds the order authorizations the backend took an upload
+	// under (orders.go).
+	used map[orderUse]bool
 }
 
 func newOracle(pol policy.Policy, clock *simClock, people []person) *oracle {
-	o := &oracle{ledger: newLedger(pol), clock: clock, people: people, close: map[[2]int32]int{}, should: make([]bool, len(people))}
+	o := &oracle{ledger: newLedger(pol), clock: clock, people: people, close: map[[2]int32]int{}, should: make([]bool, len(people)), used: map[orderUse]bool{}}
 	o.ledger.rank = func(source int32) int { return o.testDay(int(source)) }
 	return o
 }
@@ -40,13 +43,13 @@ func (o *oracle) addClose(infector, contact, minutes int) {
 // uploaded records that the backend took at at person i's upload of its
 // sightings of days first to last and of keys: from then on they match.
 func (o *oracle) uploaded(i, first, last int, keys []contactlog.DailyKey, at time.Time) {
-	o.ledger.addUpload(o.people[i].phone.recs(first, last), keys, int32(i), at)
+	o.ledger.addUpload(o.people[i].phone.recs(first, last), keys, int32(i), at, 1)
 }
 
 // imported records that the backend imported, at at, the keys of GAEN-only
 // person i that it takes (see importable).
 func (o *oracle) imported(i int, keys []contactlog.DailyKey, at time.Time) {
-	o.ledger.addKeys(keys, int32(i), at)
+	o.ledger.addKeys(keys, int32(i), at, 1)
 }
 
 // mustNotify records that the protocol requires device i to be told
@@ -70,6 +73,7 @@ func (o *oracle) mustNotify(i int) bool {
 // both.
 func (o *oracle) expected(i, d int, checkAt time.Time) (api.ExposureResponse, int) {
 	resp, causes := o.ledger.answer(o.people[i].phone.recs(o.clock.firstDay(checkAt), d), checkAt)
+	o.authorize(i, &resp, checkAt)
 	cause := -1
 	for k, day := range resp.Days {
 		if c := int(causes[k]); day.Exposed && (cause < 0 || o.testDay(c) < o.testDay(cause)) {

@@ -55,6 +55,9 @@ const (
 type plan struct {
 	test   int  // the index in lab.pending of the test it polls, or -1
 	upload bool // it uploads under that test's result
+	// order: it uploads under the order authorization its user
+	// consented to instead (orders.go).
+	order bool
 }
 
 // exchanged is one exchange and the backend's answer.
@@ -81,7 +84,9 @@ func (w *world) exchanges(ctx context.Context, d int) error {
 			continue
 		}
 		users = append(users, i)
-		if plans[i] = w.lab.plan(i, d); plans[i].upload {
+		plans[i] = w.lab.plan(i, d)
+		w.planOrder(i, &plans[i])
+		if plans[i].upload || plans[i].order {
 			uploaders = append(uploaders, i)
 		} else {
 			others = append(others, i)
@@ -120,6 +125,7 @@ func (w *world) exchanges(ctx context.Context, d int) error {
 		want, cause := w.oracle.expected(i, d, got[i].at)
 		w.record(i, d, got[i].resp.Exposure, w.oracle.ledger.release(want), cause)
 		w.lab.answered(i, plans[i], got[i])
+		w.considerOrder(i, got[i])
 	}
 	return nil
 }
@@ -136,6 +142,9 @@ func (w *world) exchange(ctx context.Context, i, d int, now time.Time, pl plan) 
 	daily := client.Daily{Report: r}
 	if pl.test >= 0 {
 		daily.Secret, daily.Upload = p.lab.pending[pl.test].secret, pl.upload
+	}
+	if pl.order {
+		daily.Upload, daily.Authorization = true, p.phone.order.token
 	}
 	resp, err := w.backend.Exchange(withDevice(ctx, i), daily)
 	if err != nil {
@@ -199,6 +208,9 @@ func (l *lab) plan(i, d int) plan {
 // tookUpload records the upload of device i's exchange of day d, x, made
 // as pl said: the oracle learns what the backend took and when.
 func (l *lab) tookUpload(i, d int, pl plan, x exchanged) error {
+	if pl.order {
+		return l.tookOrderUpload(i, d, x)
+	}
 	if x.resp.Upload == nil {
 		return nil // refused: answered counts it
 	}

@@ -36,7 +36,7 @@ func newPeople(rng *mrand.Rand, n, days int, adoption float64) []person {
 	// Seed the epidemic: 2% infected over the five days before the start.
 	for range max(2, n/50) {
 		i, d := rng.IntN(n), -rng.IntN(5)
-		people[i].disease.infect(rng, d)
+		people[i].disease.infect(rng, d, -1)
 	}
 	return people
 }
@@ -102,17 +102,20 @@ type disease struct {
 	// [infFrom, infTo); symptoms, if any, begin on onset.
 	infected, infFrom, infTo, onset int
 	symptomatic                     bool
+	// by is the person who infected them; -1 for the infections that
+	// seed the epidemic.
+	by int
 }
 
 // infect makes the person infected on day d if susceptible, drawing the
 // course of the disease: infectious from 2 to 3 days after infection for
 // 6 to 8 days; 60% get symptoms 4 to 6 days after infection. It reports
-// whether the person was susceptible.
-func (c *disease) infect(rng *mrand.Rand, d int) bool {
+// whether the person was susceptible. by is who infected them, or -1.
+func (c *disease) infect(rng *mrand.Rand, d, by int) bool {
 	if c.ever {
 		return false
 	}
-	c.ever, c.infected = true, d
+	c.ever, c.infected, c.by = true, d, by
 	c.infFrom = d + 2 + rng.IntN(2)
 	c.infTo = c.infFrom + 6 + rng.IntN(3)
 	c.symptomatic = rng.Float64() < 0.6

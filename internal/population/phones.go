@@ -27,6 +27,8 @@ type phone struct {
 	// notifiedBy says by which rules the backend told it "exposed" (on a
 	// day on which the rule matched), at least once.
 	notifiedBy struct{ reciprocal, oneSided bool }
+	// order is its n-order state (orders.go).
+	order phoneOrder
 }
 
 func newPhone(calib float64, days int) phone {

@@ -53,6 +53,13 @@
 // answers are detailed. The Bluetooth side
 // of the run is unchanged by it.
 //
+// When the backend's policy notifies beyond order 1 (n-order
+// notifications, docs/n-order.md), phones told they were exposed may, with
+// their users' consent, upload as sources of the next order (orders.go);
+// the oracle recomputes every order of every answer, and the summary adds
+// the notifications by order and the recall of true second-order
+// infections (OrderSummary).
+//
 // Everything but Summary.Timing is a deterministic function of Config.Seed
 // and the population parameters: randomness comes from one seeded PCG
 // generator consumed in a fixed order (GPS and the GAEN-only phones from
@@ -102,12 +109,14 @@ const rngStream = 0x636f6e6674726163
 // share one generator (GPS has its own), so the fixed order in which day
 // runs the phases fixes the order of the draws.
 type world struct {
-	cfg     Config
-	rng     *mrand.Rand
-	clock   *simClock
-	pol     policy.Policy
-	backend *client.Client
-	people  []person
+	cfg Config
+	rng *mrand.Rand
+	// orderRNG draws the users' consent to n-order uploads (orders.go).
+	orderRNG *mrand.Rand
+	clock    *simClock
+	pol      policy.Policy
+	backend  *client.Client
+	people   []person
 
 	radio   *radio    // what phones hear of each other
 	lab     *lab      // tests, results and uploads
@@ -198,6 +207,9 @@ func connect(ctx context.Context, cfg Config, m *meter, simNow *atomic.Int64) (*
 	if a, ok := c.Policy().Authority(cfg.Authority.Name); !ok || !a.PublicKey.Equal(cfg.Authority.PublicKey()) {
 		return nil, fmt.Errorf("population: the backend's policy does not list authority %q with this key", cfg.Authority.Name)
 	}
+	if cfg.MaxOrder != 0 && c.Policy().MaxOrder() != cfg.MaxOrder {
+		return nil, fmt.Errorf("population: max order %d asked for, but the backend's policy notifies up to order %d", cfg.MaxOrder, c.Policy().MaxOrder())
+	}
 	if cfg.DetailedAnswers && !c.Policy().Detailed() {
 		return nil, fmt.Errorf("population: detailed answers asked for, but the backend's policy answers %q", c.Policy().Answers)
 	}
@@ -236,6 +248,9 @@ func liveDays(days int, pol policy.Policy) (int, error) {
 func newWorld(cfg Config, pol policy.Policy, c *client.Client, clock *simClock, m *meter) *world {
 	rng := mrand.New(mrand.NewPCG(cfg.Seed, rngStream))
 	sum := &Summary{People: cfg.People, Days: cfg.Days, Seed: cfg.Seed, Live: clock.live, DetailedAnswers: pol.Detailed(), NotificationDelayDays: []int{}}
+	if pol.MaxOrder() > 1 {
+		sum.OrderSummary = &OrderSummary{MaxOrder: pol.MaxOrder(), NotifiedByOrder: map[int]int{}}
+	}
 	if cfg.Nonce != nil {
 		sum.Nonce = hex.EncodeToString(cfg.Nonce)
 	}
@@ -246,7 +261,8 @@ func newWorld(cfg Config, pol policy.Policy, c *client.Client, clock *simClock, 
 	o := newOracle(pol, clock, people)
 	w := &world{
 		cfg: cfg, rng: rng, clock: clock, pol: pol, backend: c, people: people,
-		radio: r,
+		orderRNG: mrand.New(mrand.NewPCG(cfg.Seed, orderStream)),
+		radio:    r,
 		lab: &lab{rng: rng, people: people, clock: clock, backend: c, authority: cfg.Authority,
 			nonce: nonce(cfg.Nonce), consent: cfg.Consent, sum: sum, radio: r, oracle: o},
 		checker: &checker{workers: cfg.Workers, clock: clock},
@@ -341,7 +357,13 @@ func (w *world) finish() {
 	}
 	s.TrueContacts, s.TrueContactsWithApp, s.NotifiedTrueContacts = w.oracle.trueContacts()
 	s.derive(w.meter.deviceBytes.Load(), w.meter.deviceRequests.Load())
-	s.Definitions = summaryDefinitions(w.gps != nil, w.clock.live)
+	if s.OrderSummary != nil {
+		o := s.OrderSummary
+		o.SecondOrderInfections, o.SecondOrderInfectionsWithApp, o.NotifiedSecondOrderInfections, o.SecondOrderNotifiedOnlyByNOrder = w.secondOrder()
+		o.SecondOrderRecall = ratio(o.NotifiedSecondOrderInfections, o.SecondOrderInfections)
+		o.SecondOrderRecallAppUsers = ratio(o.NotifiedSecondOrderInfections, o.SecondOrderInfectionsWithApp)
+	}
+	s.Definitions = summaryDefinitions(w.gps != nil, w.clock.live, s.OrderSummary != nil)
 	if w.gps != nil {
 		w.gps.finish()
 		s.GPSSummary = w.gps.sum

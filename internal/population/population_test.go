@@ -283,12 +283,17 @@ func TestExpected(t *testing.T) {
 		t.Fatal("a day before the check's window counted")
 	}
 	// An upload the backend took after the check does not count,
-	// whatever simulated day it belongs to.
+	// whatever simulated day it belongs to, nor one taken at the check's
+	// time: the upload of the check's own exchange, taken after its check
+	// was answered.
 	if got, _ := o.expected(0, 4, uploadAt.Add(-time.Second)); got.Exposed {
 		t.Fatal("an upload made after the check counted")
 	}
-	if got, _ := o.expected(0, 4, uploadAt); !got.Exposed {
-		t.Fatal("an upload taken at the check's time did not count")
+	if got, _ := o.expected(0, 4, uploadAt); got.Exposed {
+		t.Fatal("an upload taken at the check's time counted")
+	}
+	if got, _ := o.expected(0, 4, uploadAt.Add(time.Millisecond)); !got.Exposed {
+		t.Fatal("an upload taken before the check did not count")
 	}
 }
 

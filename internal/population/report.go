@@ -51,6 +51,10 @@ func WriteTable(w io.Writer, s *Summary) error {
 		{"requests", fmt.Sprintf("%d (%.2f a device and day)", s.Requests, s.DeviceRequestsPerDay)},
 		{"latency p50/p90/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms (%s)", s.Timing.LatencyP50Ms, s.Timing.LatencyP90Ms, s.Timing.LatencyP99Ms, network)},
 	}...)
+	if o := s.OrderSummary; o != nil {
+		i := slices.IndexFunc(rows, func(r [2]string) bool { return r[0] == "notified by rule" }) + 1
+		rows = slices.Insert(rows, i, orderRows(o)...)
+	}
 	if s.NationalCheckBytes > 0 {
 		i := slices.IndexFunc(rows, func(r [2]string) bool { return r[0] == "requests" })
 		rows = slices.Insert(rows, i, [2]string{"at national scale", fmt.Sprintf("a phone with 2,000 sightings: %d bytes a day; a GAEN-style phone downloads more from %.0f positive cases a day",
@@ -144,6 +148,17 @@ table{border-collapse:collapse}td{padding:.2rem .8rem;border-bottom:1px solid #d
 	b.WriteString("<h2>Notified devices by rule</h2>")
 	barChart(&b, []string{"reciprocal", "one-sided"}, []float64{float64(s.NotifiedReciprocal), float64(s.NotifiedOneSided)}, "#9467bd")
 	b.WriteString(`<p class="note">Devices told "exposed" with the rule among those that matched on their exposed days: reciprocally (an uploading case's phone recorded this one in the same encounter) or one-sided (this phone heard an identifier of an imported GAEN key, or of an uploaded key if the policy allows). A device can count under both.</p>`)
+	if o := s.OrderSummary; o != nil {
+		b.WriteString("<h2>Notified devices by order</h2>")
+		var labels []string
+		var counts []float64
+		for k := 1; k <= o.MaxOrder; k++ {
+			labels, counts = append(labels, fmt.Sprintf("order %d", k)), append(counts, float64(o.NotifiedByOrder[k]))
+		}
+		barChart(&b, labels, counts, "#8c564b")
+		fmt.Fprintf(&b, `<p class="note">Devices told "exposed" at each order at least once (max_order %d): order 1 by a case's upload, order k+1 by the upload of a phone exposed at order k whose user consented. Of %d true second-order infections (people infected by someone an index case infected), %d ran the app and %d were told "exposed" (recall %.1f%% of all, %.1f%% of app users); %d of them only at order 2 or more, notifications that n-order added.</p>`,
+			o.MaxOrder, o.SecondOrderInfections, o.SecondOrderInfectionsWithApp, o.NotifiedSecondOrderInfections, 100*o.SecondOrderRecall, 100*o.SecondOrderRecallAppUsers, o.SecondOrderNotifiedOnlyByNOrder)
+	}
 	b.WriteString("<h2>Test to notification</h2>")
 	labels := make([]string, len(s.NotificationDelayDays))
 	for i := range labels {

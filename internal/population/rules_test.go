@@ -378,9 +378,9 @@ func testRules(t *testing.T, pol policy.Policy, f rulesFixture) {
 	check("before the upload", []rec{c.sight(u, f.j1, f.j1, 9, 50), c.sight(g, f.gi, f.gi, 10, 50)}, &outcome{})
 
 	at, secret := w.upload(t, 2, u.report(f.uploaded, 0, 2))
-	l.addUpload(f.uploaded, u.dailyKeys(0, 2), 1, at)
+	l.addUpload(f.uploaded, u.dailyKeys(0, 2), 1, at, 1)
 	at = w.importKeys(t, 2, 23*60+52, f.gKeys)
-	l.addKeys(importable(w.b.Policy, f.gKeys, at), 2, at)
+	l.addKeys(importable(w.b.Policy, f.gKeys, at), 2, at, 1)
 	w.set(2, 23*60+55)
 	for _, tc := range f.cases {
 		want := tc.recipOnly

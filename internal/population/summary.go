@@ -134,6 +134,32 @@ type Summary struct {
 	// GPSSummary is set when Config.GPS was; its fields are inlined in
 	// the JSON, and absent without GPS.
 	*GPSSummary
+	// OrderSummary is set when the backend's policy notifies beyond order
+	// 1 (n-order notifications); its fields are inlined in the JSON, and
+	// absent under max_order 1.
+	*OrderSummary
+}
+
+// OrderSummary is what n-order notifications did in a run (orders.go).
+type OrderSummary struct {
+	// MaxOrder is the backend's policy's max_order.
+	MaxOrder int `json:"max_order"`
+	// OrderUploads counts the uploads the backend took under order
+	// authorizations, as sources of order 2 or more.
+	OrderUploads int `json:"order_uploads"`
+	// NotifiedByOrder counts, for each order, the devices told "exposed"
+	// at that order at least once; a device can count under several.
+	NotifiedByOrder map[int]int `json:"notified_by_order"`
+	// SecondOrderInfections counts the true second-order infections (see
+	// world.secondOrder), those of them with the app, those of these the
+	// backend told "exposed" at least once, and those of these told so at
+	// order 2 or more only: what n-order notifications added.
+	SecondOrderInfections           int     `json:"second_order_infections"`
+	SecondOrderInfectionsWithApp    int     `json:"second_order_infections_with_app"`
+	NotifiedSecondOrderInfections   int     `json:"notified_second_order_infections"`
+	SecondOrderNotifiedOnlyByNOrder int     `json:"second_order_notified_only_at_higher_orders"`
+	SecondOrderRecall               float64 `json:"second_order_recall"`
+	SecondOrderRecallAppUsers       float64 `json:"second_order_recall_app_users"`
 }
 
 // Day is one simulated day's events.
@@ -222,11 +248,15 @@ func (s *Summary) derive(deviceBytes, deviceRequests int64) {
 }
 
 // summaryDefinitions returns the definitions of a run's figures, with
-// those of GPS and of live runs when the run had them.
-func summaryDefinitions(withGPS, live bool) map[string]string {
+// those of GPS, of live runs and of n-order notifications when the run had
+// them.
+func summaryDefinitions(withGPS, live, orders bool) map[string]string {
 	defs := definitions()
 	if withGPS {
 		maps.Copy(defs, gpsDefinitions())
+	}
+	if orders {
+		maps.Copy(defs, orderDefinitions())
 	}
 	if live {
 		maps.Copy(defs, liveDefinitions())

@@ -1,5 +1,6 @@
 // Package server is the backend's HTTP layer. It only wires: it serves the
-// public endpoints (attestation bundle, OHTTP key configurations, health),
+// public endpoints (attestation bundle, OHTTP key configurations, health,
+// and at "/" the transparency page of package transparency),
 // decapsulates Oblivious HTTP requests at the gateway, decodes their Binary
 // HTTP plaintext and hands the inner request to the enclave logic, then pads
 // and encapsulates the answer.
@@ -27,6 +28,7 @@ import (
 	"github.com/conftrace/conftrace/attest"
 	"github.com/conftrace/conftrace/bhttp"
 	"github.com/conftrace/conftrace/internal/httpserve"
+	"github.com/conftrace/conftrace/internal/transparency"
 	"github.com/conftrace/conftrace/ohttp"
 )
 
@@ -93,6 +95,8 @@ type Server struct {
 	answerFloor int
 	replay      *replayGuard
 	release     time.Duration
+	// pageStats are the statistics the transparency page draws, or nil.
+	pageStats transparency.StatisticsFunc
 }
 
 type innerHandler func(ctx context.Context, body []byte) (any, error)
@@ -103,9 +107,11 @@ type published struct {
 	gateway    *ohttp.Gateway
 	bundleJSON []byte
 	keys       []byte
+	// page is the public transparency page of the bundle, served at "/".
+	page *transparency.Page
 }
 
-func newPublished(b attest.Bundle, gw *ohttp.Gateway) (*published, error) {
+func newPublished(b attest.Bundle, gw *ohttp.Gateway, stats transparency.StatisticsFunc, log *slog.Logger) (*published, error) {
 	bundle, err := json.Marshal(b)
 	if err != nil {
 		return nil, fmt.Errorf("server: encoding bundle: %w", err)
@@ -114,7 +120,7 @@ func newPublished(b attest.Bundle, gw *ohttp.Gateway) (*published, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: encoding key configurations: %w", err)
 	}
-	return &published{gateway: gw, bundleJSON: bundle, keys: keys}, nil
+	return &published{gateway: gw, bundleJSON: bundle, keys: keys, page: transparency.New(b, stats, log)}, nil
 }
 
 // New returns a Server for cfg.
@@ -122,18 +128,24 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Backend == nil || cfg.Gateway == nil {
 		return nil, errors.New("server: a backend and a gateway are required")
 	}
-	pub, err := newPublished(cfg.Bundle, cfg.Gateway)
-	if err != nil {
-		return nil, err
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	// The transparency page draws the statistics the backend releases.
+	var stats transparency.StatisticsFunc
+	if st, ok := cfg.Backend.(StatisticsSource); ok {
+		stats = st.Statistics
+	}
+	pub, err := newPublished(cfg.Bundle, cfg.Gateway, stats, log)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{
 		backend: cfg.Backend, log: log, mux: http.NewServeMux(),
 		answerFloor: cfg.Backend.AnswerBound(),
 		replay:      newReplayGuard(cfg.Now),
+		pageStats:   stats,
 		release:     cfg.Release,
 	}
 	s.bodies = httpserve.NewBodies(httpserve.BodyLimits{
@@ -159,6 +171,10 @@ func New(cfg Config) (*Server, error) {
 		io.WriteString(w, "ok\n")
 	})
 	s.mux.HandleFunc("POST "+api.PathGateway, s.serveGateway)
+	if st, ok := cfg.Backend.(StatisticsSource); ok {
+		s.mux.HandleFunc("GET "+api.PathStatistics, serveStatistics(st))
+	}
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { s.published.Load().page.ServeHTTP(w, r) })
 	return s, nil
 }
 
@@ -172,7 +188,7 @@ func (s *Server) SetBundle(b attest.Bundle, gw *ohttp.Gateway) error {
 	if gw == nil {
 		return errors.New("server: a gateway is required")
 	}
-	pub, err := newPublished(b, gw)
+	pub, err := newPublished(b, gw, s.pageStats, s.log)
 	if err != nil {
 		return err
 	}
@@ -401,4 +417,32 @@ func releaseAt(arrived time.Time, q time.Duration) {
 		at = now.Truncate(q).Add(q)
 	}
 	time.Sleep(time.Until(at))
+}
+
+// StatisticsSource is a backend that publishes differentially private
+// statistics (enclave.Enclave.Statistics): only the noisy releases it
+// stored, never a count in memory.
+type StatisticsSource interface {
+	Statistics(ctx context.Context) (api.Statistics, error)
+}
+
+// serveStatistics answers the public statistics endpoint with what st
+// released, or with the refusal (not_found when the policy releases none).
+func serveStatistics(st StatisticsSource) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		status, body := http.StatusOK, any(nil)
+		if stats, err := st.Statistics(r.Context()); err != nil {
+			status, body = errorBody(err)
+		} else {
+			body = stats
+		}
+		b, err := json.Marshal(body)
+		if err != nil {
+			status, b = http.StatusInternalServerError, []byte(`{"code":"internal","message":"encoding response"}`)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(status)
+		w.Write(b)
+	}
 }

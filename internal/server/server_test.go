@@ -47,7 +47,8 @@ func (*fakeBackend) SubmitResult(context.Context, api.SignedResult) (api.SubmitR
 // something authorizes it and refused in the answer otherwise.
 func (f *fakeBackend) Exchange(_ context.Context, r api.ExchangeRequest) (api.ExchangeResponse, error) {
 	f.mu.Lock()
-	f.exchanges = append(f.exchanges, api.ExchangeRequest{Flags: r.Flags, Secret: bytes.Clone(r.Secret), Authorization: bytes.Clone(r.Authorization), Report: bytes.Clone(r.Report)})
+	f.exchanges = append(f.exchanges, api.ExchangeRequest{Flags: r.Flags, Secret: bytes.Clone(r.Secret), Authorization: bytes.Clone(r.Authorization),
+		CertificateNonce: bytes.Clone(r.CertificateNonce), Report: bytes.Clone(r.Report)})
 	f.mu.Unlock()
 	rep, err := contactlog.ParseReport(r.Report, fakeLimits)
 	if err != nil {
@@ -56,6 +57,10 @@ func (f *fakeBackend) Exchange(_ context.Context, r api.ExchangeRequest) (api.Ex
 	resp := api.ExchangeResponse{Exposure: api.ExposureResponse{Exposed: true, LastExposure: "2024-03-09", Reciprocal: true}}
 	if r.Flags&api.ExchangePoll != 0 {
 		resp.Result = &api.PollResultResponse{Result: api.Positive, UploadAuthorization: bytes.Repeat([]byte{7}, api.AuthorizationSize), ExpiresAt: 1_700_000_000}
+	}
+	if r.Flags&api.ExchangeCertificate != 0 {
+		// Not a certificate: the server does not look into it.
+		resp.Certificate = slices.Concat([]byte("certificate for "), r.CertificateNonce)
 	}
 	if r.Flags&api.ExchangeUpload != 0 {
 		if r.Authorization == nil && r.Secret == nil {
@@ -425,6 +430,7 @@ func TestExchangeBinaryBody(t *testing.T) {
 	report := testReport(t)
 	secret := bytes.Repeat([]byte{0x5a}, api.TestSecretSize)
 	auth := bytes.Repeat([]byte{0xa5}, api.AuthorizationSize)
+	nonce := bytes.Repeat([]byte{0x3c}, api.CertificateNonceSize)
 
 	for _, tc := range []struct {
 		name string
@@ -449,6 +455,11 @@ func TestExchangeBinaryBody(t *testing.T) {
 				Exposure:    api.ExposureResponse{Exposed: true, LastExposure: "2024-03-09", Reciprocal: true},
 				UploadError: api.Errorf(api.CodeNotAuthorized, "nothing authorizes this upload"),
 			}},
+		{"a check asking for a certificate", api.ExchangeRequest{Flags: api.ExchangeCertificate, CertificateNonce: nonce, Report: report},
+			api.ExchangeResponse{
+				Exposure:    api.ExposureResponse{Exposed: true, LastExposure: "2024-03-09", Reciprocal: true},
+				Certificate: slices.Concat([]byte("certificate for "), nonce),
+			}},
 	} {
 		before := len(fb.received())
 		var got api.ExchangeResponse
@@ -464,7 +475,8 @@ func TestExchangeBinaryBody(t *testing.T) {
 		}
 		r := rs[before]
 		if r.Flags != tc.req.Flags || !bytes.Equal(r.Secret, tc.req.Secret) || !bytes.Equal(r.Authorization, tc.req.Authorization) || !bytes.Equal(r.Report, report) ||
-			(tc.req.Secret == nil) != (r.Secret == nil) || (tc.req.Authorization == nil) != (r.Authorization == nil) {
+			(tc.req.Secret == nil) != (r.Secret == nil) || (tc.req.Authorization == nil) != (r.Authorization == nil) ||
+			!bytes.Equal(r.CertificateNonce, tc.req.CertificateNonce) || (tc.req.CertificateNonce == nil) != (r.CertificateNonce == nil) {
 			t.Errorf("%s: the backend received %+v, want the parts as sent: %+v", tc.name, r, tc.req)
 		}
 	}
@@ -475,20 +487,30 @@ func TestExchangeBinaryBody(t *testing.T) {
 	}
 
 	// What the header does not allow is refused before the backend.
-	valid := exchangeBody(t, api.ExchangeRequest{Flags: api.ExchangePoll | api.ExchangeUpload, Secret: secret, Authorization: auth, Report: report})
+	valid := exchangeBody(t, api.ExchangeRequest{Flags: api.ExchangePoll | api.ExchangeUpload | api.ExchangeCertificate,
+		Secret: secret, Authorization: auth, CertificateNonce: nonce, Report: report})
 	edit := func(f func([]byte)) []byte { b := bytes.Clone(valid); f(b); return b }
 	const authAt = 2 + api.TestSecretSize
+	const nonceAt = authAt + api.AuthorizationSize
 	before := len(fb.received())
 	for name, body := range map[string][]byte{
-		"empty":                              nil,
-		"one byte":                           valid[:1],
-		"a header without its authorization": valid[:authAt],
-		"a header one byte short":            valid[:authAt+api.AuthorizationSize-1],
-		"version 0":                          edit(func(b []byte) { b[0] = 0 }),
-		"version 2":                          edit(func(b []byte) { b[0] = 2 }),
+		"empty":                                  nil,
+		"one byte":                               valid[:1],
+		"a header without its authorization":     valid[:authAt],
+		"a header without its certificate nonce": valid[:nonceAt],
+		"a header one byte short":                valid[:nonceAt+api.CertificateNonceSize-1],
+		"version 0":                              edit(func(b []byte) { b[0] = 0 }),
+		// Version 1 had no certificate nonce: its report would be read
+		// from the wrong place.
+		"version 1":                          edit(func(b []byte) { b[0] = 1 }),
+		"version 3":                          edit(func(b []byte) { b[0] = 3 }),
 		"unknown flags":                      edit(func(b []byte) { b[1] |= 0x80 }),
 		"a secret the flags do not announce": edit(func(b []byte) { b[1] &^= api.ExchangePoll }),
-		"an authorization the flags do not announce": edit(func(b []byte) { b[1] &^= api.ExchangeUpload }),
+		"an authorization the flags do not announce":    edit(func(b []byte) { b[1] &^= api.ExchangeUpload }),
+		"a certificate nonce the flags do not announce": edit(func(b []byte) { b[1] &^= api.ExchangeCertificate }),
+		"a certificate asked with a nonce of zeros": edit(func(b []byte) {
+			clear(b[nonceAt : nonceAt+api.CertificateNonceSize])
+		}),
 		// The v1 forms: JSON with base64 fields.
 		"JSON":               marshal(t, map[string][]byte{"report": report}),
 		"JSON with a secret": marshal(t, map[string][]byte{"secret": secret, "report": report}),

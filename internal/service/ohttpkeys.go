@@ -402,7 +402,8 @@ func (k *gatewayKeys) seal(g *generation) ([]byte, error) {
 
 // attest makes the gateway of gens, which accepts all their keys, and the
 // bundle of the newest: its key configurations (clients pick the first of
-// the strongest KEM), the policy, the release statement and its validity.
+// the strongest KEM), the policy, the release statement, its validity and
+// the enclave's exposure certificate key.
 func (k *gatewayKeys) attest(ctx context.Context, gens []*generation) (*servedKeys, error) {
 	var keys []*ohttp.PrivateKey
 	for _, g := range gens {
@@ -417,9 +418,14 @@ func (k *gatewayKeys) attest(ctx context.Context, gens []*generation) (*servedKe
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
+	certKey, err := k.enc.CertificateKey()
+	if err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
 	b, err := attest.NewBundle(ctx, k.attester, attest.Bundle{
 		KeyConfigs: list, Policy: k.policy, Release: k.release,
 		IssuedAt: newest.from.Unix(), NotAfter: newest.until.Unix(),
+		CertificateKey: certKey,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("service: attestation: %w", err)
