@@ -148,30 +148,12 @@ func runPolicyInit(ctx context.Context, cio cmdIO, args []string) error {
 	if *matching != "" {
 		p.Matching = strings.Split(*matching, ",")
 	}
-	for _, k := range exportKeys {
-		b, err := os.ReadFile(k.file)
-		if err != nil {
-			return fmt.Errorf("--gaen-export-key %s: %w", k.name, err)
-		}
-		block, _ := pem.Decode(b)
-		if block == nil || block.Type != "PUBLIC KEY" {
-			return fmt.Errorf("--gaen-export-key %s: %s holds no PEM \"PUBLIC KEY\" block", k.name, k.file)
-		}
-		p.GAENExportKeys = append(p.GAENExportKeys, policy.ExportKey{Name: k.name, PublicKey: block.Bytes})
+	var err error
+	if p.GAENExportKeys, err = readExportKeys(exportKeys); err != nil {
+		return err
 	}
-	for _, a := range auths {
-		b, err := os.ReadFile(a.file)
-		if err != nil {
-			return fmt.Errorf("--authority %s: %w", a.name, err)
-		}
-		pemName, pub, err := authority.ParsePublicKeyPEM(b)
-		if err != nil {
-			return fmt.Errorf("--authority %s: %s: %w", a.name, a.file, err)
-		}
-		if pemName != "" && pemName != a.name {
-			return fmt.Errorf("--authority %s: %s is the key of authority %q", a.name, a.file, pemName)
-		}
-		p.Authorities = append(p.Authorities, policy.Authority{Name: a.name, PublicKey: pub})
+	if p.Authorities, err = readAuthorities(auths); err != nil {
+		return err
 	}
 	// Every field comes from the flags, so an invalid policy is a usage error.
 	canon, err := p.Canonical()
@@ -221,4 +203,43 @@ func platformsAccepted(t policy.TCB) string {
 		s = append(s, fmt.Sprintf("SNP from %d,%d,%d,%d", m.Bootloader, m.TEE, m.SNP, m.Microcode))
 	}
 	return "accepts " + strings.Join(s, ", ")
+}
+
+// readExportKeys reads the --gaen-export-key files: PEM SubjectPublicKeyInfo,
+// which policy validation then checks is ECDSA P-256.
+func readExportKeys(keys nameFileFlag) ([]policy.ExportKey, error) {
+	var out []policy.ExportKey
+	for _, k := range keys {
+		b, err := os.ReadFile(k.file)
+		if err != nil {
+			return nil, fmt.Errorf("--gaen-export-key %s: %w", k.name, err)
+		}
+		block, _ := pem.Decode(b)
+		if block == nil || block.Type != "PUBLIC KEY" {
+			return nil, fmt.Errorf("--gaen-export-key %s: %s holds no PEM \"PUBLIC KEY\" block", k.name, k.file)
+		}
+		out = append(out, policy.ExportKey{Name: k.name, PublicKey: block.Bytes})
+	}
+	return out, nil
+}
+
+// readAuthorities reads the --authority files, refusing a key whose PEM
+// names another authority.
+func readAuthorities(auths authorityFlag) ([]policy.Authority, error) {
+	var out []policy.Authority
+	for _, a := range auths {
+		b, err := os.ReadFile(a.file)
+		if err != nil {
+			return nil, fmt.Errorf("--authority %s: %w", a.name, err)
+		}
+		pemName, pub, err := authority.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("--authority %s: %s: %w", a.name, a.file, err)
+		}
+		if pemName != "" && pemName != a.name {
+			return nil, fmt.Errorf("--authority %s: %s is the key of authority %q", a.name, a.file, pemName)
+		}
+		out = append(out, policy.Authority{Name: a.name, PublicKey: pub})
+	}
+	return out, nil
 }
