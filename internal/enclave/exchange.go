@@ -46,7 +46,7 @@ func (e *Enclave) Exchange(ctx context.Context, r api.ExchangeRequest) (api.Exch
 	if !allowed {
 		return api.ExchangeResponse{}, api.Errorf(api.CodeRateLimited, "a daily key of this report was checked %d times today already", e.checks.Limit())
 	}
-	own, err := groupedOwnRPIs(rep)
+	own, err := ownRPIs(rep)
 	if err != nil {
 		return api.ExchangeResponse{}, api.Errorf(api.CodeMalformed, "report: %v", err)
 	}

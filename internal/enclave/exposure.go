@@ -3,7 +3,6 @@ package enclave
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 
 	"github.com/conftrace/conftrace/api"
@@ -33,7 +32,7 @@ func (e *Enclave) CheckExposure(ctx context.Context, r api.ExposureRequest) (api
 	if err := e.checkReport(rep, w, false); err != nil {
 		return api.ExposureResponse{}, err
 	}
-	own, err := groupedOwnRPIs(rep)
+	own, err := ownRPIs(rep)
 	if err != nil {
 		return api.ExposureResponse{}, api.Errorf(api.CodeMalformed, "report: %v", err)
 	}
@@ -57,42 +56,6 @@ func (e *Enclave) exposure(rep contactlog.Report, own []enid.RPI, w reportWindow
 		}
 	}
 	return scores[0].answer(e, 1)
-}
-
-// groupedOwnRPIs returns what ownRPIs returns, for a report as
-// contactlog.ParseReport leaves it: its sightings grouped by daily key, in
-// the keys' order. Each sighting's key is looked for first where the
-// previous sighting's was, then at the next key, and only then searched
-// (Report.Covering): a check's thousands of sightings then cost no binary
-// search each, which was a tenth of a check's work. Sightings in any other
-// order get the same answer, found the slower way.
-func groupedOwnRPIs(r contactlog.Report) ([]enid.RPI, error) {
-	keys := make([]*enid.Key, len(r.Keys))
-	defer clear(keys)
-	own := make([]enid.RPI, len(r.Sightings))
-	k := 0
-	for i := range r.Sightings {
-		iv := r.Sightings[i].Interval
-		switch {
-		case k < len(r.Keys) && r.Keys[k].Contains(iv):
-		case k+1 < len(r.Keys) && r.Keys[k+1].Contains(iv):
-			k++
-		default:
-			if k = r.Covering(iv); k < 0 {
-				clear(own)
-				return nil, fmt.Errorf("sighting %d is covered by no daily key", i)
-			}
-		}
-		if keys[k] == nil {
-			var err error
-			if keys[k], err = r.Keys[k].Key(); err != nil {
-				clear(own)
-				return nil, fmt.Errorf("daily key %d: %w", k, err)
-			}
-		}
-		own[i] = keys[k].RPI(iv)
-	}
-	return own, nil
 }
 
 // match scores each sighting in the window once per order, from 1 to the

@@ -103,15 +103,27 @@ func (e *Enclave) checkReport(r contactlog.Report, w reportWindow, upload bool) 
 // broadcasting: its daily key's RPI at the sighting's interval. Only the
 // keys that cover a sighting are expanded, and only at the sighted
 // intervals. r must be well formed (contactlog.ParseReport checked it).
+// Each sighting's key is looked for first where the previous sighting's
+// was, then at the next key, and only then searched (Report.Covering): a
+// parsed report groups its sightings by key, and thousands of sightings
+// then cost no binary search each. Sightings in any other order get the
+// same answer, found the slower way.
 func ownRPIs(r contactlog.Report) ([]enid.RPI, error) {
 	keys := make([]*enid.Key, len(r.Keys))
 	defer clear(keys)
 	own := make([]enid.RPI, len(r.Sightings))
-	for i, s := range r.Sightings {
-		k := r.Covering(s.Interval)
-		if k < 0 {
-			clear(own)
-			return nil, fmt.Errorf("sighting %d is covered by no daily key", i)
+	k := 0
+	for i := range r.Sightings {
+		iv := r.Sightings[i].Interval
+		switch {
+		case k < len(r.Keys) && r.Keys[k].Contains(iv):
+		case k+1 < len(r.Keys) && r.Keys[k+1].Contains(iv):
+			k++
+		default:
+			if k = r.Covering(iv); k < 0 {
+				clear(own)
+				return nil, fmt.Errorf("sighting %d is covered by no daily key", i)
+			}
 		}
 		if keys[k] == nil {
 			var err error
@@ -120,7 +132,7 @@ func ownRPIs(r contactlog.Report) ([]enid.RPI, error) {
 				return nil, fmt.Errorf("daily key %d: %w", k, err)
 			}
 		}
-		own[i] = keys[k].RPI(s.Interval)
+		own[i] = keys[k].RPI(iv)
 	}
 	return own, nil
 }
