@@ -122,6 +122,9 @@ type verified struct {
 	issuedAt, notAfter time.Time
 	release            *release.Release
 	admitted           bool
+	// certKey is the attested exposure certificate key, if the bundle
+	// carries one.
+	certKey []byte
 }
 
 // tcbJudged reports whether exp, without the --no-tcb opt-out, judge id's
@@ -167,6 +170,7 @@ func verifyServer(ctx context.Context, src verifySource, plat platformFlags, exp
 	}
 	v := verified{id: c.Identity(), policyDoc: c.PolicyDocument(), admitted: cfg.Governance != nil}
 	v.issuedAt, v.notAfter = c.Validity()
+	v.certKey = c.CertificateKey()
 	if f := c.AttestedRelease(); f != nil {
 		// Its signatures verified with the bundle; who signed is for
 		// --governance to judge.
@@ -209,6 +213,7 @@ type verifiedJSON struct {
 	ReportData     string          `json:"report_data"`
 	IssuedAt       *time.Time      `json:"issued_at,omitempty"`
 	NotAfter       *time.Time      `json:"not_after,omitempty"`
+	CertificateKey string          `json:"certificate_key,omitempty"`
 	Release        *releaseJSON    `json:"release,omitempty"`
 	Policy         json.RawMessage `json:"policy,omitempty"`
 }
@@ -239,6 +244,7 @@ func printIdentityJSON(w io.Writer, v verified) error {
 		HostData:       hex.EncodeToString(id.HostData),
 		ReportData:     hex.EncodeToString(id.ReportData[:]),
 		Policy:         v.policyDoc,
+		CertificateKey: hex.EncodeToString(v.certKey),
 	}
 	if id.TEE != attest.Sim {
 		out.TCBJudged = &v.judged
@@ -316,6 +322,11 @@ func printBundle(line func(k, format string, args ...any), v verified) {
 		return
 	}
 	line("bundle valid", "%s until %s", v.issuedAt.UTC().Format(time.RFC3339), v.notAfter.UTC().Format(time.RFC3339))
+	if len(v.certKey) > 0 {
+		line("certificate key", "ed25519 %x", v.certKey)
+	} else {
+		line("certificate key", "(none: this backend issues no exposure certificates)")
+	}
 	r := v.release
 	if r == nil {
 		line("release", "(none: phones pinned to a governance set refuse this backend)")
@@ -386,7 +397,35 @@ func printPolicy(line func(k, format string, args ...any), policyDoc []byte) err
 	l := p.Limits
 	line("limits", "%d sightings per upload, %d per check, %d minutes per sighting", l.MaxUploadSightings, l.MaxCheckSightings, l.MaxSightingMinutes)
 	printPolicyTCB(line, p.TCB)
+	printPolicyFlows(line, p)
 	return nil
+}
+
+// printPolicyFlows prints the policy's n-order notifications, exposure
+// certificates, public statistics and operator contact.
+func printPolicyFlows(line func(k, format string, args ...any), p policy.Policy) {
+	orders := "1 (contacts of confirmed cases only)"
+	if m := p.MaxOrder(); m > 1 {
+		var th []string
+		for k := 2; k <= m; k++ {
+			th = append(th, fmt.Sprintf("order %d from %d", k, p.OrderRisk(k).MinimumWeightedMinutes))
+		}
+		orders = fmt.Sprintf("%d (%s weighted minutes a day)", m, strings.Join(th, ", "))
+	}
+	line("max order", "%s", orders)
+	once := ""
+	if p.Certificates.SingleUse {
+		once = ", accepted once per verifier"
+	}
+	line("certificates", "valid %s%s", p.CertificateValidity(), once)
+	if st := p.Statistics; st != (policy.Statistics{}) {
+		line("statistics", "%s, epsilon %d/1000 per count per day", st.Mechanism, st.EpsilonMilli)
+	} else {
+		line("statistics", "(none released)")
+	}
+	if p.OperatorContact != "" {
+		line("operator contact", "%q", p.OperatorContact)
+	}
 }
 
 // printPolicyTCB prints the platform TCBs the policy accepts.

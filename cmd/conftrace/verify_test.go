@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -44,7 +45,7 @@ func TestVerifyJSON(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	want := []string{"debug", "issued_at", "measurement", "not_after", "policy", "product_id", "report_data", "signer", "svn", "tcb_status", "tee"}
+	want := []string{"certificate_key", "debug", "issued_at", "measurement", "not_after", "policy", "product_id", "report_data", "signer", "svn", "tcb_status", "tee"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("verify --json keys %v, want %v", keys, want)
 	}
@@ -88,10 +89,18 @@ func TestVerifyText(t *testing.T) {
 		"retention              14 days\n",
 		"risk buckets           attenuation <= 55/63/73 dB, weights 100/100/50/0 %\n",
 		"risk threshold         15 weighted minutes a day\n",
+		"max order              1 (contacts of confirmed cases only)\n",
+		"certificates           valid 336h0m0s\n",
+		"statistics             (none released)\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("verify output lacks %q:\n%s", want, out)
 		}
+	}
+	// The certificate key printed is the one the bundle binds.
+	bundle := fetchBundle(t, b.url)
+	if want := fmt.Sprintf("certificate key        ed25519 %x\n", []byte(bundle.CertificateKey)); len(bundle.CertificateKey) == 0 || !strings.Contains(out, want) {
+		t.Errorf("verify output lacks %q:\n%s", want, out)
 	}
 }
 

@@ -76,6 +76,9 @@ type view struct {
 	NotAfter, NotAfterISO string
 	Keys                  []string
 	KeysProblem           string
+	// CertificateKey is the exposure certificates' Ed25519 key, in hex,
+	// or "" when the bundle carries none.
+	CertificateKey string
 	// Policy is nil when the policy could not be read, and
 	// PolicyProblem says why.
 	Policy        *policyView
@@ -174,6 +177,7 @@ func New(b attest.Bundle, stats StatisticsFunc, log *slog.Logger) *Page {
 			v.Keys = append(v.Keys, "key "+strconv.Itoa(int(k.KeyID))+": "+k.KEM.String())
 		}
 	}
+	v.CertificateKey = hex.EncodeToString(b.CertificateKey)
 	if len(b.Release) > 0 {
 		var p *policy.Policy
 		if v.Policy != nil {

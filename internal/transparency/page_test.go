@@ -126,11 +126,28 @@ func TestSimulatedTEESaysSo(t *testing.T) {
 		"key 7: DHKEM(X25519, HKDF-SHA256)",
 		"Release statement None.",
 		"Public statistics The policy releases no statistics.",
+		"Exposure certificate key None: this backend issues no exposure certificates",
 	)
 	// A simulated TEE has no TCB: the page must not judge one.
 	mustNotContain(t, txt, "this platform is accepted", "TCB status", "Not judged")
 	sum := sha256.Sum256(b.Policy)
 	mustContain(t, page, `id="policy-sha256">`+hex.EncodeToString(sum[:]))
+}
+
+// TestCertificateKey: the page names the key that exposure certificates are
+// checked against, the one the bundle binds.
+func TestCertificateKey(t *testing.T) {
+	tee, err := teesim.New(teesim.Options{Measurement: testMeasurement})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testBundle(t, canonical(t, policy.Default()), nil, teesim.Options{Measurement: testMeasurement})
+	b.CertificateKey = bytes.Repeat([]byte{0x5c}, 32)
+	if b, err = attest.NewBundle(t.Context(), tee, b); err != nil {
+		t.Fatal(err)
+	}
+	_, page := get(t, New(b, nil, nil), "backend.example")
+	mustContain(t, text(page), "Exposure certificate key Ed25519 "+strings.Repeat("5c", 32)+": hospitals check exposure certificates against it")
 }
 
 func TestRealTEEIsNotCalledSimulated(t *testing.T) {
