@@ -14,11 +14,11 @@ import (
 )
 
 // outerPaths are the paths the backend serves outside the gateway, the
-// only ones a metric names. Inner paths exist only inside Oblivious HTTP,
+// only ones a metric names ("/" is the transparency page). Inner paths exist only inside Oblivious HTTP,
 // so a request to one of them from outside is a 404 like any other. Key
 // release's counts by status are its events: releases and refusals.
 var outerPaths = []string{api.PathAttestation, api.PathKeys, api.PathGateway, api.PathHealth,
-	keyrelease.NoncePath, keyrelease.ReleasePath}
+	api.PathStatistics, "/", keyrelease.NoncePath, keyrelease.ReleasePath}
 
 // otherPath labels every path not in outerPaths, so that a client cannot
 // put strings of its choosing into the exposition.

@@ -10,8 +10,8 @@
 // layer and the host's own resources only:
 //
 //   - outer requests, by outer path (the attestation bundle, the OHTTP key
-//     configurations, the gateway, health; any other path counts as
-//     "other") and status code; their body bytes in and out; their
+//     configurations, the gateway, health, the public statistics, the
+//     transparency page, key release; any other path counts as "other") and status code; their body bytes in and out; their
 //     latency from the handler's start to its end, which the host measures
 //     itself on the wire, after the policy's answer release
 //     (policy.AnswerReleaseMillis) has held the answer;

@@ -223,6 +223,12 @@ func TestMetricsDoNotTellRequestsApart(t *testing.T) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	// The transparency page is counted under its own path.
+	if resp, err = http.Get(b.url + "/"); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 	if err := b.svc.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -238,6 +244,7 @@ func TestMetricsDoNotTellRequestsApart(t *testing.T) {
 	}
 	for _, want := range []string{
 		`conftraced_http_requests_total{code="404",path="other"} 1`,
+		`conftraced_http_requests_total{code="200",path="/"} 1`,
 		`conftraced_replica_info{store="sqlite",tee="sim"} 1`,
 		`conftraced_store_errors_total{op="apply"} 0`,
 	} {
