@@ -30,6 +30,7 @@ import (
 
 	"github.com/conftrace/conftrace/atomicfile"
 	"github.com/conftrace/conftrace/certificate"
+	"github.com/conftrace/conftrace/filelock"
 )
 
 // header is the first line of a record.
@@ -51,7 +52,7 @@ type entry struct {
 // (certificate.Certificate.Verify): Accept judges nothing else. A missing
 // record is created (mode 0600).
 func Accept(ctx context.Context, path string, c certificate.Certificate, now time.Time) error {
-	unlock, err := lockFile(ctx, path+".lock")
+	unlock, err := filelock.Lock(ctx, path+".lock")
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/argon2"
 
 	"github.com/conftrace/conftrace/atomicfile"
+	"github.com/conftrace/conftrace/filelock"
 )
 
 // Role is what a portal user may do.
@@ -127,7 +128,7 @@ const usersVersion = 1
 
 // Users is the users file. Every call reads it anew, so that the portal
 // sees at once what `conftrace authority users` changed while it runs; a
-// change holds the file's lock (see lockFile) from its read to its
+// change holds the file's lock (package filelock) from its read to its
 // atomic replacement, so that the portal and the command never lose each
 // other's changes.
 type Users struct {
@@ -210,7 +211,7 @@ func (u *Users) Remove(ctx context.Context, name string) error {
 // change applies edit to the file under its lock and writes it back
 // atomically, mode 0600: it holds password hashes.
 func (u *Users) change(ctx context.Context, edit func(*usersFile) error) error {
-	unlock, err := lockFile(ctx, u.path+".lock")
+	unlock, err := filelock.Lock(ctx, u.path+".lock")
 	if err != nil {
 		return err
 	}
