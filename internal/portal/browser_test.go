@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/conftrace/conftrace/api"
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/internal/browsertest"
 )
 
 // The browser tests drive Debian's chromium, headless, through the
@@ -28,78 +27,14 @@ import (
 
 var screenshotDir = flag.String("screenshots", "", "TestScreenshots writes PNGs of every page, at phone and desktop widths, to this `directory`")
 
-// chromium is the browser the tests share, started at first use.
-type chromium struct {
-	once   sync.Once
-	ctx    context.Context // a browser that runs
-	cancel context.CancelFunc
-	err    error
-}
-
 // theBrowser is shared by the package's tests; TestMain closes it.
-var theBrowser chromium
+var theBrowser browsertest.Browser
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if theBrowser.cancel != nil {
-		theBrowser.cancel()
-	}
+	theBrowser.Close()
 	os.Exit(code)
-}
-
-// chromiumPath finds Debian's chromium (or another Chrome) on the PATH.
-func chromiumPath() string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// needChromium returns chromium's path, or skips the test without one
-// (fails it under CONFTRACE_REQUIRE_CHROMIUM).
-func needChromium(t *testing.T) string {
-	t.Helper()
-	path := chromiumPath()
-	if path == "" {
-		if os.Getenv("CONFTRACE_REQUIRE_CHROMIUM") != "" {
-			t.Fatal("CONFTRACE_REQUIRE_CHROMIUM is set, but no chromium is on the PATH")
-		}
-		t.Skip("no chromium on the PATH: the browser tests need Debian's chromium (apt-get install chromium; scripts/test.sh installs it)")
-	}
-	return path
-}
-
-// browserTab returns a new tab, in a browser context of its own, that
-// ends with the test.
-func browserTab(t *testing.T) context.Context {
-	t.Helper()
-	path := needChromium(t)
-	b := &theBrowser
-	b.once.Do(func() {
-		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.DisableGPU,
-			chromedp.WindowSize(1280, 900))
-		if os.Geteuid() == 0 {
-			// Chromium refuses to run as root with its sandbox; CI runs
-			// as root, in a throwaway machine, on pages of this test only.
-			opts = append(opts, chromedp.NoSandbox)
-		}
-		alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-		ctx, cancel := chromedp.NewContext(alloc)
-		b.ctx = ctx
-		b.cancel = func() { cancel(); cancelAlloc() }
-		// Start the browser now, so that each test's tab shares it.
-		b.err = chromedp.Do(ctx)
-	})
-	if b.err != nil {
-		t.Fatalf("starting %s: %v", path, b.err)
-	}
-	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
-	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
-	t.Cleanup(func() { cancelTimeout(); cancel() })
-	return ctx
 }
 
 // tab is a browser tab on a harness's portal.
@@ -112,7 +47,7 @@ type tab struct {
 func (h *harness) tab() *tab { return h.tabFor(h.t) }
 
 // tabFor is tab for a subtest t of the harness's test.
-func (h *harness) tabFor(t *testing.T) *tab { return &tab{t: t, ctx: browserTab(t), h: h} }
+func (h *harness) tabFor(t *testing.T) *tab { return &tab{t: t, ctx: theBrowser.Tab(t), h: h} }
 
 func (b *tab) do(actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
@@ -170,7 +105,7 @@ func (b *tab) signIn(name, password string) int64 {
 
 func TestBrowserIssuePositiveResult(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	h := newHarness(t, harnessOptions{})
 	ph := newPhone(t, h.lb)
 	b := h.tab()
@@ -201,7 +136,7 @@ func TestBrowserIssuePositiveResult(t *testing.T) {
 
 func TestBrowserWrongPasswordAndLockOut(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	h := newHarness(t, harnessOptions{})
 	b := h.tab()
 	for i := range MaxFailures {
@@ -223,7 +158,7 @@ func TestBrowserWrongPasswordAndLockOut(t *testing.T) {
 
 func TestBrowserCSRFRefused(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	h := newHarness(t, harnessOptions{})
 	ph := newPhone(t, h.lb)
 	b := h.tab()
@@ -244,7 +179,7 @@ func TestBrowserCSRFRefused(t *testing.T) {
 
 func TestBrowserSessionExpired(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	h := newHarness(t, harnessOptions{})
 	b := h.tab()
 	b.signIn("alice", staffPassword)
@@ -257,7 +192,7 @@ func TestBrowserSessionExpired(t *testing.T) {
 
 func TestBrowserBadTraceFile(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	h := newHarness(t, harnessOptions{})
 	b := h.tab()
 	b.signIn("alice", staffPassword)
@@ -289,7 +224,7 @@ func TestBrowserBadTraceFile(t *testing.T) {
 
 func TestBrowserWrongAttestationRefused(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	other := attest.Expectations{Measurements: [][]byte{bytes.Repeat([]byte{7}, 32)}, AllowSimulated: true}
 	h := newHarness(t, harnessOptions{expect: &other})
 	b := h.tab()

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/conftrace/conftrace/attest"
+	"github.com/conftrace/conftrace/internal/browsertest"
 )
 
 // Screenshot widths: a phone's (an iPhone 12 to 15's CSS width) and a
@@ -32,7 +33,7 @@ var widths = []struct {
 // to a temporary directory.
 func TestScreenshots(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	dir := *screenshotDir
 	if dir == "" {
 		dir = t.TempDir()

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/conftrace/conftrace/authority"
+	"github.com/conftrace/conftrace/internal/browsertest"
 	"github.com/conftrace/conftrace/internal/localbackend"
 	"github.com/conftrace/conftrace/policy"
 	"github.com/conftrace/conftrace/release"
@@ -34,67 +34,21 @@ import (
 
 var screenshotDir = flag.String("screenshots", "", "TestScreenshots writes PNGs of the page, at phone and desktop widths, to this `directory`")
 
-// chromium is the browser the tests share, started at first use.
-type chromium struct {
-	once   sync.Once
-	ctx    context.Context
-	cancel context.CancelFunc
-	err    error
-}
-
-var theBrowser chromium
+// theBrowser is shared by the package's tests; TestMain closes it.
+var theBrowser browsertest.Browser
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if theBrowser.cancel != nil {
-		theBrowser.cancel()
-	}
+	theBrowser.Close()
 	os.Exit(code)
 }
 
-// needChromium returns chromium's path, or skips the test without one
-// (fails it under CONFTRACE_REQUIRE_CHROMIUM).
-func needChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CONFTRACE_REQUIRE_CHROMIUM") != "" {
-		t.Fatal("CONFTRACE_REQUIRE_CHROMIUM is set, but no chromium is on the PATH")
-	}
-	t.Skip("no chromium on the PATH: the browser tests need Debian's chromium (apt-get install chromium; scripts/test.sh installs it)")
-	return ""
-}
-
-// tab returns a new tab, in a browser context of its own, that ends with
-// the test, with a viewport width px wide.
+// tab returns a new tab of the shared browser, with a viewport width px
+// wide, that ends with the test.
 func tab(t *testing.T, width int64) context.Context {
 	t.Helper()
-	path := needChromium(t)
-	b := &theBrowser
-	b.once.Do(func() {
-		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.DisableGPU,
-			chromedp.WindowSize(1280, 900))
-		if os.Geteuid() == 0 {
-			// Chromium refuses to run as root with its sandbox; CI runs
-			// as root, in a throwaway machine, on pages of this test only.
-			opts = append(opts, chromedp.NoSandbox)
-		}
-		alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-		ctx, cancel := chromedp.NewContext(alloc)
-		b.ctx = ctx
-		b.cancel = func() { cancel(); cancelAlloc() }
-		b.err = chromedp.Do(ctx)
-	})
-	if b.err != nil {
-		t.Fatalf("starting %s: %v", path, b.err)
-	}
-	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
-	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
-	t.Cleanup(func() { cancelTimeout(); cancel() })
+	ctx := theBrowser.Tab(t)
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, 800)); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +146,7 @@ func evaluate[T any](t *testing.T, ctx context.Context, js string) T {
 
 func TestBrowserPage(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	lb := startBackend(t)
 	ctx := tab(t, 1280)
 	if err := chromedp.Do(ctx, chromedp.Navigate(lb.URL+"/")); err != nil {
@@ -283,7 +237,7 @@ const pageChecks = `(() => {
 // they go to a temporary directory.
 func TestScreenshots(t *testing.T) {
 	t.Parallel()
-	needChromium(t)
+	browsertest.NeedChromium(t)
 	dir := *screenshotDir
 	if dir == "" {
 		dir = t.TempDir()
