@@ -16,7 +16,6 @@ import (
 	"github.com/conftrace/conftrace/certificate"
 	"github.com/conftrace/conftrace/certificate/seen"
 	"github.com/conftrace/conftrace/client"
-	"github.com/conftrace/conftrace/device"
 )
 
 // errNotExposed is device certificate's answer for a phone the backend
@@ -83,7 +82,11 @@ func runDeviceCertificate(ctx context.Context, cio cmdIO, args []string) error {
 	if trace.file != "" {
 		raw, err = traceCertificate(ctx, c, trace, nonce)
 	} else {
-		raw, err = exchangeCertificate(ctx, d, c, nonce)
+		var ex api.ExchangeResponse
+		if ex, err = dailyExchange(ctx, d, c, exchangeParts{nonce: nonce}); err != nil {
+			err = refused("the certificate request", err)
+		}
+		raw = ex.Certificate
 	}
 	if err != nil {
 		return err
@@ -108,31 +111,6 @@ func runDeviceCertificate(ctx context.Context, cio cmdIO, args []string) error {
 	}
 	fmt.Fprintf(cio.stdout, "certificate written to %s: %s\n", *out, cert)
 	return nil
-}
-
-// exchangeCertificate makes the device's exchange asking for a
-// certificate with nonce, as its daily exchange is made (dailyExchange):
-// its report, and the secret of a test that is not settled, whose poll is
-// saved with the exposure answer. It returns the certificate, nil if none.
-func exchangeCertificate(ctx context.Context, d *device.Device, c *client.Client, nonce []byte) ([]byte, error) {
-	daily := client.Daily{Report: d.Report(c.Policy(), time.Now()), CertificateNonce: nonce}
-	defer daily.Report.Clear()
-	if t, err := d.Test(); err == nil && t.Result != api.Negative && !t.Uploaded {
-		daily.Secret = t.Secret
-	}
-	resp, err := c.Exchange(ctx, daily)
-	if err != nil {
-		return nil, refused("the certificate request", err)
-	}
-	if err := d.RecordExposure(resp.Exposure); err != nil {
-		return nil, err
-	}
-	if resp.Result != nil {
-		if _, err := d.RecordPoll(*resp.Result); err != nil {
-			return nil, err
-		}
-	}
-	return resp.Certificate, nil
 }
 
 // traceCertificate checks the device's trace asking for a certificate

@@ -389,7 +389,7 @@ func runDeviceCheckResult(ctx context.Context, cio cmdIO, args []string) error {
 	if err != nil {
 		return err
 	}
-	ex, err := dailyExchange(ctx, d, c, true, false)
+	ex, err := dailyExchange(ctx, d, c, exchangeParts{poll: true})
 	if err != nil {
 		return refused("the result poll", err)
 	}
@@ -450,7 +450,7 @@ func runDeviceUpload(ctx context.Context, cio cmdIO, args []string) error {
 		// to upload.
 		return fmt.Errorf("nothing to upload: the device broadcast nothing in the last %d days", c.Policy().RetentionDays)
 	}
-	ex, err := dailyExchange(ctx, d, c, false, true)
+	ex, err := dailyExchange(ctx, d, c, exchangeParts{upload: true})
 	switch {
 	case err != nil:
 		return refused("the upload", err)
@@ -487,7 +487,7 @@ func runDeviceCheckExposure(ctx context.Context, cio cmdIO, args []string) error
 	if err != nil {
 		return err
 	}
-	ex, err := dailyExchange(ctx, d, c, false, false)
+	ex, err := dailyExchange(ctx, d, c, exchangeParts{})
 	if err != nil {
 		return refused("the exposure check", err)
 	}
@@ -520,20 +520,37 @@ func plural(n int, thing string) string {
 	return fmt.Sprintf("%d %ss", n, thing)
 }
 
+// exchangeParts is what a device's exchange asks beside its exposure
+// check (see dailyExchange).
+type exchangeParts struct {
+	// poll sends the test's secret even once its result is settled.
+	poll bool
+	// upload uploads under the test's saved authorization or the polled
+	// result; order, if set, uploads under this order authorization
+	// instead (n-order notifications).
+	upload bool
+	order  []byte
+	// nonce, if set, asks for an exposure certificate with it.
+	nonce []byte
+}
+
 // dailyExchange makes the device's exchange with its backend, as a phone
 // makes its daily one: its report always, the secret of its test while
 // the test is not settled (pending, or positive and not durably uploaded)
-// or when poll asks for it, and, when upload is set, the upload under the
-// saved authorization or the polled result. Whatever it asks, the exchange
-// has one shape on the wire. The poll's answer is saved.
-func dailyExchange(ctx context.Context, d *device.Device, c *client.Client, poll, upload bool) (api.ExchangeResponse, error) {
-	daily := client.Daily{Report: d.Report(c.Policy(), time.Now())}
+// or when p.poll asks for it, and the upload and certificate request p
+// asks for. Whatever it asks, the exchange has one shape on the wire. The
+// exposure answer and the poll's are saved.
+func dailyExchange(ctx context.Context, d *device.Device, c *client.Client, p exchangeParts) (api.ExchangeResponse, error) {
+	daily := client.Daily{Report: d.Report(c.Policy(), time.Now()), CertificateNonce: p.nonce}
 	defer daily.Report.Clear()
-	if t, err := d.Test(); err == nil && (poll || upload || t.Result != api.Negative && !t.Uploaded) {
+	if t, err := d.Test(); err == nil && (p.poll || p.upload || t.Result != api.Negative && !t.Uploaded) {
 		daily.Secret = t.Secret
-		if upload {
+		if p.upload {
 			daily.Upload, daily.Authorization = true, t.UploadAuthorization
 		}
+	}
+	if p.order != nil {
+		daily.Upload, daily.Authorization = true, p.order
 	}
 	resp, err := c.Exchange(ctx, daily)
 	if err != nil {

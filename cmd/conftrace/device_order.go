@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/conftrace/conftrace/api"
-	"github.com/conftrace/conftrace/client"
 	"github.com/conftrace/conftrace/device"
 	"github.com/conftrace/conftrace/enid"
 )
@@ -43,23 +42,9 @@ func uploadOrder(ctx context.Context, cio cmdIO, d *device.Device) error {
 	if len(d.Keys(enid.IntervalOf(c.Policy().WindowStart(now)), enid.IntervalOf(now)+1)) == 0 {
 		return fmt.Errorf("nothing to upload: the device broadcast nothing in the last %d days", c.Policy().RetentionDays)
 	}
-	daily := client.Daily{Report: d.Report(c.Policy(), now), Upload: true, Authorization: o.Token}
-	defer daily.Report.Clear()
-	if t, err := d.Test(); err == nil && t.Result != api.Negative && !t.Uploaded {
-		// As every exchange of a phone with an unsettled test: it polls.
-		daily.Secret = t.Secret
-	}
-	ex, err := c.Exchange(ctx, daily)
+	ex, err := dailyExchange(ctx, d, c, exchangeParts{order: o.Token})
 	if err != nil {
 		return refused("the upload", err)
-	}
-	if err := d.RecordExposure(ex.Exposure); err != nil {
-		return err
-	}
-	if ex.Result != nil {
-		if _, err := d.RecordPoll(*ex.Result); err != nil {
-			return err
-		}
 	}
 	switch {
 	case ex.UploadError != nil:
