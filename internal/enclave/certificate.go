@@ -9,8 +9,8 @@ package enclave
 // label of its own, like the enclave's other keys (deriveKeys): it is the
 // same across restarts and on every replica of the same store, and a new
 // KEK (a new store) makes a new key, under which the certificates of the
-// old one are foreign. Neither the seed nor the key is stored; both are
-// derived when needed and cleared after.
+// old one are foreign. The key is derived once, at Open, and kept in
+// memory only, like the KEK it comes from; it is never stored.
 //
 // A certificate carries what the answer already told the phone, at the
 // precision the policy's answers have, and the phone's nonce: nothing
@@ -35,12 +35,11 @@ import (
 // certificateKeyLabel is the HKDF info of the certificate key's seed.
 const certificateKeyLabel = "conftrace enclave exposure certificate key v1"
 
-// certificateKey derives the certificate signing key from the KEK. The
-// caller clears it after use.
-func (e *Enclave) certificateKey() (ed25519.PrivateKey, error) {
-	seed, err := hkdf.Key(sha256.New, e.kek[:], nil, certificateKeyLabel, ed25519.SeedSize)
+// deriveCertificateKey derives the certificate signing key from the KEK.
+func deriveCertificateKey(kek []byte) (ed25519.PrivateKey, error) {
+	seed, err := hkdf.Key(sha256.New, kek, nil, certificateKeyLabel, ed25519.SeedSize)
 	if err != nil {
-		return nil, fmt.Errorf("enclave: certificate key: %w", err)
+		return nil, fmt.Errorf("certificate key: %w", err)
 	}
 	defer clear(seed)
 	return ed25519.NewKeyFromSeed(seed), nil
@@ -48,13 +47,8 @@ func (e *Enclave) certificateKey() (ed25519.PrivateKey, error) {
 
 // CertificateKey returns the public key that verifies the enclave's
 // exposure certificates, for the attestation bundle to bind.
-func (e *Enclave) CertificateKey() (ed25519.PublicKey, error) {
-	key, err := e.certificateKey()
-	if err != nil {
-		return nil, err
-	}
-	defer clear(key)
-	return key.Public().(ed25519.PublicKey), nil
+func (e *Enclave) CertificateKey() ed25519.PublicKey {
+	return e.certKey.Public().(ed25519.PublicKey)
 }
 
 // certifyExchange sets resp.Certificate when flags ask for a certificate
@@ -134,12 +128,7 @@ func (e *Enclave) issue(c certificate.Certificate, exposed bool, date string) ([
 			c.Date = d
 		}
 	}
-	key, err := e.certificateKey()
-	if err != nil {
-		return nil, e.internal("exposure certificate", err)
-	}
-	defer clear(key)
-	signed, err := certificate.Sign(c, key)
+	signed, err := certificate.Sign(c, e.certKey)
 	if err != nil {
 		return nil, e.internal("exposure certificate", err)
 	}

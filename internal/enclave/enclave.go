@@ -44,6 +44,7 @@ package enclave
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
@@ -106,6 +107,8 @@ type Enclave struct {
 	authKey []byte
 	// orders is the state of n-order notifications (order.go).
 	orders *orders
+	// certKey signs exposure certificates (certificate.go).
+	certKey ed25519.PrivateKey
 	// results are every test's state, in memory (results.go).
 	results map[string]*result
 	// journal holds what phones caused until the clock writes it.
@@ -181,6 +184,9 @@ func Open(ctx context.Context, cfg Config) (*Enclave, error) {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
 	if e.orders, err = newOrders(cfg.Policy, kek[:]); err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
+	if e.certKey, err = deriveCertificateKey(kek[:]); err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
 	clear(kek[:])

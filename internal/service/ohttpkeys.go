@@ -418,14 +418,10 @@ func (k *gatewayKeys) attest(ctx context.Context, gens []*generation) (*servedKe
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
 	}
-	certKey, err := k.enc.CertificateKey()
-	if err != nil {
-		return nil, fmt.Errorf("service: %w", err)
-	}
 	b, err := attest.NewBundle(ctx, k.attester, attest.Bundle{
 		KeyConfigs: list, Policy: k.policy, Release: k.release,
 		IssuedAt: newest.from.Unix(), NotAfter: newest.until.Unix(),
-		CertificateKey: certKey,
+		CertificateKey: k.enc.CertificateKey(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("service: attestation: %w", err)
