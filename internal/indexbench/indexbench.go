@@ -4,8 +4,9 @@
 //
 // It bulk-loads Config.Pairs pairs into a [matchindex.Compact] with a
 // [matchindex.Loader], as a restart does, in uploads of 5,000 pairs spread
-// over 14 days, and adds Config.MapPairs pairs to a [matchindex.Map], the
-// baseline. Memory is the heap's growth over each build, read with
+// over 14 days (or, with Config.Adds, adds them an upload at a time, the
+// state of a day of uploads: several runs a shard, filtered), and adds
+// Config.MapPairs pairs to a [matchindex.Map], the baseline. Memory is the heap's growth over each build, read with
 // runtime.ReadMemStats after a garbage collection. Then, on one goroutine,
 // it times checks on each side: a check is one LookupBatch of
 // Config.Sightings queries with the enclave's interval tolerance, of which
@@ -70,6 +71,10 @@ type Config struct {
 	Duration time.Duration
 	// Seed makes the pairs and the queries.
 	Seed uint64
+	// Adds fills the compact index an upload at a time with Add, the state
+	// of a day of uploads (several runs a shard), rather than with a
+	// Loader, the state a restart leaves (one run a shard).
+	Adds bool
 	// Profile, if set, receives a CPU profile (pprof format) of the timed
 	// checks, both sides'.
 	Profile io.Writer
@@ -99,6 +104,9 @@ type Result struct {
 	MapPairs  int     `json:"map_pairs"`
 	Sightings int     `json:"sightings"`
 	HitRate   float64 `json:"hit_rate"`
+	// Fill is how the compact index was filled: "load", as a restart
+	// does, or "adds", an upload at a time.
+	Fill string `json:"fill"`
 	// MapSmaller is set when the map held fewer pairs than the compact
 	// index, which favours the map.
 	MapSmaller bool `json:"map_smaller"`
@@ -156,7 +164,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	g := pairs{seed: cfg.Seed}
-	compact, err := build(cfg, g, cfg.Pairs, func(n int) (matchindex.Index, error) { return g.loadCompact(ctx, n) })
+	fill, fillCompact := "load", g.loadCompact
+	if cfg.Adds {
+		fill, fillCompact = "adds", g.addCompact
+	}
+	compact, err := build(cfg, g, cfg.Pairs, func(n int) (matchindex.Index, error) { return fillCompact(ctx, n) })
 	if err != nil {
 		return nil, fmt.Errorf("indexbench: compact index: %w", err)
 	}
@@ -168,7 +180,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("indexbench: %w", err)
 	}
 	r := &Result{
-		Pairs: cfg.Pairs, MapPairs: cfg.MapPairs, Sightings: cfg.Sightings, HitRate: cfg.HitRate,
+		Pairs: cfg.Pairs, MapPairs: cfg.MapPairs, Sightings: cfg.Sightings, HitRate: cfg.HitRate, Fill: fill,
 		MapSmaller:    cfg.MapPairs < cfg.Pairs,
 		ChecksPerS:    compact.real.checksPerS(),
 		MapChecksPerS: baseline.real.checksPerS(),

@@ -36,6 +36,28 @@ func TestRunSmall(t *testing.T) {
 	}
 }
 
+// TestRunAdds fills the index an upload at a time, the state of a day of
+// uploads: it holds every pair and answers exactly (Run fails otherwise),
+// and the result says how it was filled.
+func TestRunAdds(t *testing.T) {
+	cfg := Config{Pairs: 60_000, MapPairs: 1000, Sightings: 300, HitRate: 0.05, Duration: 20 * time.Millisecond, Seed: 4, Adds: true}
+	r, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Fill != "adds" || r.Pairs != 60_000 || r.Hits < 1 {
+		t.Errorf("fill %q, %d pairs, %d hits: not the run asked for", r.Fill, r.Pairs, r.Hits)
+	}
+	cfg.Adds = false
+	r, err = Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Fill != "load" {
+		t.Errorf("without Adds: fill %q, want load", r.Fill)
+	}
+}
+
 // TestPairs checks that pair i is the same each time it is made, that
 // pairs differ, and that the uploads cover the 14 days in turn.
 func TestPairs(t *testing.T) {

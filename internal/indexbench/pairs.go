@@ -101,9 +101,20 @@ func (g pairs) loadCompact(ctx context.Context, n int) (matchindex.Index, error)
 	return idx, nil
 }
 
+// addCompact adds pairs 0 to n-1 to a new compact index an upload at a
+// time, as a day of uploads does: the shards keep several runs, as they
+// do between two restarts or drops, rather than the one a load leaves.
+func (g pairs) addCompact(ctx context.Context, n int) (matchindex.Index, error) {
+	return g.add(ctx, matchindex.NewCompact(), n)
+}
+
 // fillMap adds pairs 0 to n-1 to a new map, an upload at a time.
 func (g pairs) fillMap(ctx context.Context, n int) (matchindex.Index, error) {
-	m := matchindex.NewMap()
+	return g.add(ctx, matchindex.NewMap(), n)
+}
+
+// add adds pairs 0 to n-1 to idx, an upload at a time.
+func (g pairs) add(ctx context.Context, idx matchindex.Index, n int) (matchindex.Index, error) {
 	batch := make([]matchindex.Entry, uploadPairs)
 	for first := 0; first < n; first += uploadPairs {
 		if err := ctx.Err(); err != nil {
@@ -111,9 +122,9 @@ func (g pairs) fillMap(ctx context.Context, n int) (matchindex.Index, error) {
 		}
 		b := batch[:min(uploadPairs, n-first)]
 		g.fill(b, first)
-		if err := m.Add(b); err != nil {
+		if err := idx.Add(b); err != nil {
 			return nil, err
 		}
 	}
-	return m, nil
+	return idx, nil
 }
