@@ -230,7 +230,7 @@ func (c *Compact) Add(entries []Entry) error {
 		old := c.shards[s].Load()
 		sh := &shard{runs: old.runs, wide: old.wide, days: c.days, n: old.n + len(part)}
 		if len(narrow) > 0 {
-			sh.runs = normalize(append(slices.Clip(old.runs), newRun(narrow)))
+			sh.runs = filterYoung(normalize(append(slices.Clip(old.runs), newRun(narrow))))
 		}
 		if len(wide) > 0 {
 			sh.wide = mergeWide(old.wide, wide)
@@ -390,7 +390,7 @@ func (c *Compact) MemBytes() int64 {
 		sh := c.shards[s].Load()
 		b += int64(unsafe.Sizeof(*sh)) + int64(len(sh.wide))*wideBytes
 		for i := range sh.runs {
-			b += runOverhead + int64(len(sh.runs[i].fp))*slotBytes
+			b += runOverhead + int64(len(sh.runs[i].fp))*slotBytes + int64(len(sh.runs[i].filter))*8
 		}
 	}
 	return b

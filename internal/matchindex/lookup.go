@@ -21,9 +21,11 @@ const (
 // probe is one query's read of one run, between the two passes of a batch.
 type probe struct {
 	near, far uint64 // the sort keys at slot and at slot+lookahead (or the last slot)
-	slot      int32  // the query's home slot in the run
-	query     uint16 // the query's index in its chunk
-	run       uint8  // the run's index in the query's shard
+	// nearAt and farAt point at them in the run, for read to load.
+	nearAt, farAt *uint64
+	slot          int32  // the query's home slot in the run
+	query         uint16 // the query's index in its chunk
+	run           uint8  // the run's index in the query's shard
 }
 
 // Lookup appends the contacts stored under k to dst. It takes no lock.
@@ -81,18 +83,35 @@ func (c *Compact) locate(probes []probe, fps []fingerprint, snaps []*shard, firs
 		first[i] = len(probes)
 		for k := range sh.runs {
 			r := &sh.runs[k]
+			if r.filter != nil && !r.filter.mayHold(f.fp) {
+				continue
+			}
 			h := home(f.fp, r.slots)
 			probes = append(probes, probe{
-				near:  r.fp[h],
-				far:   r.fp[min(h+lookahead, len(r.fp)-1)],
-				slot:  int32(h),
-				query: uint16(i),
-				run:   uint8(k),
+				nearAt: &r.fp[h],
+				farAt:  &r.fp[min(h+lookahead, len(r.fp)-1)],
+				slot:   int32(h),
+				query:  uint16(i),
+				run:    uint8(k),
 			})
 		}
 	}
 	first[len(fps)] = len(probes)
+	read(probes)
 	return probes
+}
+
+// read loads the sort keys each probe points at. It is a loop of a few
+// instructions a probe, apart from the work of finding the slots, so that
+// the processor's window holds the loads of dozens of probes at once and
+// overlaps their cache and TLB misses; with that work in the same loop it
+// held a few (a third of the lookups a second at 10^7 pairs, measured
+// with conftrace bench index).
+func read(probes []probe) {
+	for j := range probes {
+		p := &probes[j]
+		p.near, p.far = *p.nearAt, *p.farAt
+	}
 }
 
 // scanProbes is the third pass of LookupBatch for one query: it appends

@@ -62,6 +62,15 @@
 // and a [Loader], what a restart uses, sorts all its tuples once and
 // leaves each shard a single run.
 //
+// Every run but a shard's oldest also has a small Bloom filter of its sort
+// keys, 12 bits a tuple in one 64-bit word per key, which rules out about
+// 99% of the keys the run does not hold. The young runs, the day's
+// uploads, hold at most about a seventh of the tuples, so their filters
+// cost at most about 0.2 bytes a tuple and mostly stay in cache; a lookup
+// between two drops thus reads, from memory, the oldest run and seldom
+// another, rather than every run of the shard. (The oldest, read by every
+// lookup anyway, has none.)
+//
 // [Compact.LookupBatch] answers a poll 128 queries at a time: it computes
 // their fingerprints, then the slot of each query in each run of its shard
 // and reads it, reads that do not depend on each other, so the processor

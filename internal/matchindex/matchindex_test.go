@@ -768,8 +768,9 @@ func TestMemBytes(t *testing.T) {
 // lookups rely on and what keeps them fast: in every run, fingerprints
 // never decrease, every tuple is at or after its home slot, free slots
 // repeat the next tuple's fingerprint; each run is at least runRatio times
-// larger than the next; a drop leaves one run; and the shard's count is
-// the sum of its runs'.
+// larger than the next; every run but the oldest has a filter that holds
+// each of its tuples; a drop leaves one run; and the shard's count is the
+// sum of its runs'.
 func TestCompactInvariants(t *testing.T) {
 	r := rand.New(rand.NewChaCha8([32]byte{15}))
 	idx := NewCompact()
@@ -802,6 +803,7 @@ func TestCompactInvariants(t *testing.T) {
 		n := 0
 		for i := range sh.runs {
 			checkRun(t, &sh.runs[i])
+			checkFilter(t, &sh.runs[i], i > 0)
 			n += sh.runs[i].n
 			if i > 0 && sh.runs[i-1].n < runRatio*sh.runs[i].n {
 				t.Errorf("shard %d: run %d has %d tuples, run %d %d", s, i-1, sh.runs[i-1].n, i, sh.runs[i].n)
@@ -816,6 +818,48 @@ func TestCompactInvariants(t *testing.T) {
 		maxRuns = max(maxRuns, len(sh.runs))
 	}
 	t.Logf("%d tuples, at most %d runs in a shard", idx.Len(), maxRuns)
+}
+
+// checkFilter checks that a run has a filter if it should, and that the
+// filter holds each of its tuples: a false negative would lose a match.
+func checkFilter(t *testing.T, rn *run, want bool) {
+	t.Helper()
+	if (rn.filter != nil) != want {
+		t.Fatalf("run of %d tuples: has a filter %v, want %v", rn.n, rn.filter != nil, want)
+	}
+	for j, c := range rn.check {
+		if c != 0 && rn.filter != nil && !rn.filter.mayHold(rn.fp[j]) {
+			t.Fatalf("the filter of a run of %d tuples rules out its tuple at slot %d", rn.n, j)
+		}
+	}
+}
+
+// TestFilterFalsePositives measures how many keys a run does not hold its
+// filter lets through: about 1% by design. More would send lookups into
+// young runs for nothing, a cache miss each.
+func TestFilterFalsePositives(t *testing.T) {
+	r := rand.New(rand.NewChaCha8([32]byte{16}))
+	for _, n := range []int{1, 20, 3000, 100_000} {
+		ts := make([]tuple, n)
+		for i := range ts {
+			ts[i] = tuple{fp: r.Uint64(), check: 1}
+		}
+		slices.SortFunc(ts, compareTuples)
+		rn := newRun(ts)
+		f := newFilter(&rn)
+		const probes = 200_000
+		passed := 0
+		for range probes {
+			if f.mayHold(r.Uint64()) {
+				passed++
+			}
+		}
+		rate := float64(passed) / probes
+		t.Logf("%d tuples: %d filter words, %.2f%% of other keys let through", n, len(f), 100*rate)
+		if n >= 3000 && rate > 0.015 {
+			t.Errorf("%d tuples: the filter lets %.2f%% of other keys through, want about 1%%", n, 100*rate)
+		}
+	}
 }
 
 // checkRun checks the invariants of one run.

@@ -38,6 +38,9 @@ type run struct {
 	payload []uint32
 	slots   uint64 // the number of home slots; the arrays may be a little longer
 	n       int    // tuples, not counting fillers
+	// filter, if not nil, says which sort keys the run may hold: a lookup
+	// that it rules out does not read the run (filterYoung).
+	filter filter
 }
 
 // tuple is a run's element while runs are built and merged.
