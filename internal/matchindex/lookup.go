@@ -43,12 +43,12 @@ func (c *Compact) Lookup(dst []Contact, k Key) []Contact {
 //
 // It works through the queries a chunk at a time, in three passes. The
 // first computes the chunk's fingerprints. The second computes, for each
-// query and each run of its shard, the slot to read, and reads it: the
-// reads do not depend on each other, and nothing depends on what they
-// return but a store, so the processor overlaps their cache and TLB misses
-// instead of waiting for each in turn, as it must when each lookup's next
-// step depends on its last read. The third pass scans from those slots,
-// now in cache.
+// query and each run of its shard that the filters leave, the slot to
+// read, and then reads them all: the reads do not depend on each other,
+// and nothing depends on what they return but a store, so the processor
+// overlaps their cache and TLB misses instead of waiting for each in turn,
+// as it must when each lookup's next step depends on its last read. The
+// third pass scans from those slots, now in cache.
 func (c *Compact) LookupBatch(dst []Found, qs []Query, skew uint32) []Found {
 	var (
 		fps   [batchChunk]fingerprint

@@ -73,9 +73,10 @@
 //
 // [Compact.LookupBatch] answers a poll 128 queries at a time: it computes
 // their fingerprints, then the slot of each query in each run of its shard
-// and reads it, reads that do not depend on each other, so the processor
-// overlaps their cache and TLB misses; then it scans from those slots, now
-// in cache. Looking keys up one by one waits for each miss in turn.
+// that the filters leave, then reads those slots in a loop of a few
+// instructions each, reads that do not depend on each other, so that the
+// processor overlaps their cache and TLB misses; then it scans from those
+// slots, now in cache. Looking keys up one by one waits for each miss in turn.
 // Lookups take no lock: they read an atomically published snapshot of the
 // shard.
 //
