@@ -7,7 +7,7 @@
 #
 # Run it from the repository root, on an otherwise idle machine:
 #
-#	bash docs/performance.sh            # the full run (about 35 minutes, ~4 GB of memory, ~3 GB of disk)
+#	bash docs/performance.sh            # the full run (about 40 minutes, ~18 GB of memory, ~3 GB of disk)
 #	bash docs/performance.sh --quick    # small sizes, to check that the script works
 #	bash docs/performance.sh --out FILE # write elsewhere than docs/performance.md
 #
@@ -91,6 +91,8 @@ if $quick; then
 	gridsize=1e5
 	restartpairs=1e5
 	indexpairs=1e5
+	indexmap=1e5
+	addspairs=1e5
 	load="--pairs 1e5 --duration 2s --at 0.8"
 	ingest="--uploads 40 --sightings 5000"
 else
@@ -99,7 +101,9 @@ else
 	bt=1s
 	gridsize=1e7
 	restartpairs=1e8
-	indexpairs=1e7
+	indexpairs=1e8
+	indexmap=1e8 # the largest map that fits: about 12 GB
+	addspairs=1e7
 	load="--pairs 1e7 --duration 20s --at 0.8"
 	ingest="--uploads 2000 --sightings 5000"
 fi
@@ -121,7 +125,8 @@ EOF
 	# shellcheck disable=SC2086
 	bench gps "GPS index, the same patients over 40 towns of a France-sized region" $towns
 	bench bandwidth "A daily check's bytes on the wire against a GAEN phone's daily download" --sightings 100,700,2000,10000
-	bench index "Match index: checks of 2,000 sightings against a Go map" --pairs "$indexpairs" --sightings 2000 --hit-rate 0.001
+	bench index "Match index: checks of 2,000 sightings against a Go map" --pairs "$indexpairs" --map-pairs "$indexmap" --sightings 2000 --hit-rate 0.001
+	bench index "Match index as a day of uploads leaves it (several runs a shard), against a Go map" --pairs "$addspairs" --adds --sightings 2000 --hit-rate 0.001
 	# shellcheck disable=SC2086
 	bench load "End to end: conftraced's checks against the Oblivious HTTP floor" $load
 	# shellcheck disable=SC2086
