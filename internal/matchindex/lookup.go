@@ -73,8 +73,9 @@ func (c *Compact) LookupBatch(dst []Found, qs []Query, skew uint32) []Found {
 }
 
 // locate is the second pass of LookupBatch: it loads each query's shard
-// into snaps, appends a probe for each of its runs, and reads the first
-// and last slot each probe's scan is likely to need.
+// into snaps, appends a probe for each of its runs whose filter, if it
+// has one, does not rule the query out, then reads (read) the first and
+// last slot each probe's scan is likely to need.
 func (c *Compact) locate(probes []probe, fps []fingerprint, snaps []*shard, first []int) []probe {
 	for i := range fps {
 		f := &fps[i]
