@@ -22,11 +22,12 @@ func runBenchLoad(ctx context.Context, cio cmdIO, args []string) error {
 		"Then C clients send pre-built daily exchanges (2,000 sightings, 15 daily keys, a\n"+
 		"fresh phone and encapsulation each; 2% by phones that met an uploader) back to\n"+
 		"back for D: the peak. --rate R sends R checks a second instead (open loop,\n"+
-		"latency counted from when each was due); --at F follows the peak by an open loop\n"+
-		"at F times it. Beside it, the floor: C goroutines only opening a request and\n"+
-		"sealing an answer of the same sizes (Oblivious HTTP), in half-second slices\n"+
-		"between the peak's one-second slices; ratio is checks_per_s /\n"+
-		"floor_checks_per_s, cpu_ratio the same per CPU-second this process used.\n"+
+		"latency counted from when each was due, after 2 s of warm-up not counted); --at F\n"+
+		"follows the peak by an open loop at F times it. Beside it, the floor: C\n"+
+		"goroutines only opening a request and sealing an answer of the same sizes\n"+
+		"(Oblivious HTTP), in half-second slices between the peak's one-second slices;\n"+
+		"ratio is checks_per_s / floor_checks_per_s, cpu_ratio the same per CPU-second\n"+
+		"this process used.\n"+
 		"Server and generator share this process's GOMAXPROCS; with --server, run\n"+
 		"conftraced apart (for example under taskset) to split the cores. The CPU\n"+
 		"profile labels the floor part=floor and the generator part=generator.")

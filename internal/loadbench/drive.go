@@ -113,10 +113,13 @@ var generatorLabel = pprof.Labels("part", "generator")
 
 // openLoop sends the checks at rate a second, each when due whatever the
 // previous ones' fate, so that a slow answer delays none of the next
-// (latencies count from when a check was due).
-func (s sender) openLoop(ctx context.Context, cs []check, rate float64) time.Duration {
+// (latencies count from when a check was due). The first warm checks are
+// a warm-up: when the next is due, openLoop calls warmed, and it returns
+// the time from then to the last answer.
+func (s sender) openLoop(ctx context.Context, cs []check, rate float64, warm int, warmed func()) time.Duration {
 	var wg sync.WaitGroup
 	began := time.Now()
+	timed := began
 	pprof.Do(ctx, generatorLabel, func(ctx context.Context) {
 		for i := range cs {
 			due := began.Add(time.Duration(float64(i) / rate * float64(time.Second)))
@@ -131,11 +134,15 @@ func (s sender) openLoop(ctx context.Context, cs []check, rate float64) time.Dur
 			if ctx.Err() != nil {
 				break
 			}
+			if i == warm {
+				timed = time.Now()
+				warmed()
+			}
 			wg.Go(func() { s.send(ctx, &cs[i], due) })
 		}
 		wg.Wait()
 	})
-	return time.Since(began)
+	return time.Since(timed)
 }
 
 // tally opens the answers of the checks sent and sums up the phase.

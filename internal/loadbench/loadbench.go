@@ -27,7 +27,8 @@
 // Phases: a closed loop (Config.Clients goroutines, each sending its next
 // check when the last is answered) gives the peak; an open loop at
 // Config.Rate checks a second (each check sent when due, latencies counted
-// from then) gives the latencies at a load below the peak. With
+// from then) gives the latencies at a load below the peak; its first two
+// seconds are a warm-up, sent and not counted. With
 // Config.AtFraction, the open loop follows the closed loop at that
 // fraction of the peak it measured.
 //
