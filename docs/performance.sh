@@ -7,7 +7,7 @@
 #
 # Run it from the repository root, on an otherwise idle machine:
 #
-#	bash docs/performance.sh            # the full run (about 40 minutes, ~18 GB of memory, ~3 GB of disk)
+#	bash docs/performance.sh            # the full run (about 30 minutes, ~15 GB of memory, ~3 GB of disk)
 #	bash docs/performance.sh --quick    # small sizes, to check that the script works
 #	bash docs/performance.sh --out FILE # write elsewhere than docs/performance.md
 #

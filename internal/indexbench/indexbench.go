@@ -22,8 +22,7 @@
 // ten rounds of each, so that whatever else runs on the machine slows
 // both alike; each turn starts with untimed checks (a tenth of its time),
 // so that neither is timed while it refills the caches the other just
-// emptied (at 10^8 pairs that cost the compact index a tenth of its
-// realistic checks a second in the first turns measured without it).
+// emptied, which a server answering from one index never does.
 // Before the turns, the builds' garbage is returned to the OS.
 //
 // Pairs are not kept in memory, where they would take more than the index:

@@ -113,10 +113,8 @@ func (m *measurer) peak(ctx context.Context, cs []check) (Phase, error) {
 // openWarmup is how long an open loop runs before its checks count: the
 // generator opens the connections its rate needs and the collector works
 // through what the previous phase left, which a server under a steady
-// load does not see. Counted, those first checks alone made the p99 of
-// a 20-second open loop at 1,300 checks a second 300 to 600 ms, against
-// 50 to 200 ms after them (bench load at 10^7 pairs, latencies bucketed
-// by when each check was due).
+// load does not see. Counted, those first checks' latencies alone set the
+// p99 of the whole phase.
 const openWarmup = 2 * time.Second
 
 // openWarmChecks returns how many checks an open loop at rate sends in its

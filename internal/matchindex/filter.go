@@ -2,18 +2,17 @@ package matchindex
 
 const (
 	// filterBitsPerTuple is the size of a run's filter: 12 bits a tuple,
-	// 1.5 bytes, with filterHashes bits set by each in one 64-bit word,
+	// 1.5 bytes, with five bits set by each in one 64-bit word (filterMask),
 	// let about 1% of the keys a run does not hold through (computed for
 	// words holding a Poisson number of tuples; TestFilterFalsePositives
 	// measures it). Only the runs younger than a shard's oldest have one,
 	// at most about a seventh of the tuples (runRatio), so filters add at
 	// most about 0.2 bytes a tuple, and usually far less.
 	filterBitsPerTuple = 12
-	filterHashes       = 5
 )
 
 // filter is a register-blocked Bloom filter of a run's sort keys: each key
-// sets filterHashes bits of one 64-bit word. It answers "not in this run"
+// sets five bits of one 64-bit word. It answers "not in this run"
 // for most keys the run does not hold, from memory small enough to stay
 // in cache, so that a lookup reads a young run, a cache and TLB miss, only
 // when the key may be there. A shard holds one old run and a few younger

@@ -106,8 +106,7 @@ func (c *Compact) locate(probes []probe, fps []fingerprint, snaps []*shard, firs
 // instructions a probe, apart from the work of finding the slots, so that
 // the processor's window holds the loads of dozens of probes at once and
 // overlaps their cache and TLB misses; with that work in the same loop it
-// held a few (a third of the lookups a second at 10^7 pairs, measured
-// with conftrace bench index).
+// held only a few.
 func read(probes []probe) {
 	for j := range probes {
 		p := &probes[j]
