@@ -200,6 +200,12 @@ func (k *Key) RPI(i Interval) RPI {
 	return r
 }
 
+// PutRPI writes the identifier of interval i into r, as RPI returns it.
+// RPI's result goes through the heap (the block cipher's interface makes
+// its buffer escape): a caller deriving thousands, into memory it owns
+// already, saves an allocation each.
+func (k *Key) PutRPI(r *RPI, i Interval) { k.rpiInto(r, i) }
+
 // rpiInto writes the RPI of i into r, building the padded block in place so
 // that no temporary buffer escapes to the heap.
 func (k *Key) rpiInto(r *RPI, i Interval) {

@@ -134,6 +134,26 @@ func TestAppendRPIsDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestPutRPI: PutRPI writes what RPI returns, into the caller's memory,
+// without allocating (the enclave derives thousands a check with it).
+func TestPutRPI(t *testing.T) {
+	key, err := NewKey(NewTEK(), 100*RollingPeriod, RollingPeriod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := make([]RPI, RollingPeriod)
+	for j := range own {
+		own[j] = RPI{0xff} // left over from a previous use
+		key.PutRPI(&own[j], key.Start()+Interval(j))
+		if want := key.RPI(key.Start() + Interval(j)); own[j] != want {
+			t.Fatalf("PutRPI(%d) = %x, RPI = %x", j, own[j], want)
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() { key.PutRPI(&own[0], key.Start()) }); allocs != 0 {
+		t.Errorf("PutRPI made %v allocations, want 0", allocs)
+	}
+}
+
 func TestDistinctTEKsGiveDistinctRPIs(t *testing.T) {
 	a, _ := NewKey(NewTEK(), 100*RollingPeriod, RollingPeriod)
 	b, _ := NewKey(NewTEK(), 100*RollingPeriod, RollingPeriod)

@@ -132,7 +132,7 @@ func ownRPIs(r contactlog.Report) ([]enid.RPI, error) {
 				return nil, fmt.Errorf("daily key %d: %w", k, err)
 			}
 		}
-		own[i] = keys[k].RPI(iv)
+		keys[k].PutRPI(&own[i], iv)
 	}
 	return own, nil
 }

@@ -294,7 +294,8 @@ func (sc *restoreScratch) reciprocal(part contactlog.Report, day calendar.Day) e
 		}
 		o := s.Interval - part.Keys[k].Start
 		if sc.have[o] != sc.gen {
-			sc.rpis[o], sc.have[o] = key.RPI(s.Interval), sc.gen
+			key.PutRPI(&sc.rpis[o], s.Interval)
+			sc.have[o] = sc.gen
 		}
 		es = append(es, matchindex.Entry{
 			Key:     reciprocalKey(sc.rpis[o], s.Heard),
