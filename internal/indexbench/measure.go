@@ -2,6 +2,7 @@ package indexbench
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -34,13 +35,9 @@ func (q *queries) draw(hitRate float64) int {
 			hits++
 			continue
 		}
-		var k matchindex.Key
-		for j := 0; j < len(k); j += 8 {
-			u := q.r.Uint64()
-			for b := range 8 {
-				k[j+b] = byte(u >> (8 * b))
-			}
-		}
+		var k matchindex.Key // two random prefixes, as entry makes them
+		binary.LittleEndian.PutUint64(k[0:], q.r.Uint64())
+		binary.LittleEndian.PutUint64(k[16:], q.r.Uint64())
 		q.qs[i] = matchindex.Query{Key: k, Interval: uint32(firstDay)*intervalsPerDay + q.r.Uint32N(days*intervalsPerDay)}
 	}
 	return hits

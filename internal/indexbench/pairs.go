@@ -46,13 +46,13 @@ func (g pairs) word(i, j int) uint64 {
 	return mix(g.seed*0x9e3779b97f4a7c15 + uint64(i)*8 + uint64(j))
 }
 
-// entry returns pair i: a random key, and a contact on the day of its
-// upload (uploads of uploadPairs pairs, the days in turn).
+// entry returns pair i: a random key as the enclave makes them (two
+// 8-byte RPI prefixes, the rest of each half zero), and a contact on the
+// day of its upload (uploads of uploadPairs pairs, the days in turn).
 func (g pairs) entry(i int) matchindex.Entry {
 	var e matchindex.Entry
-	for j := range 4 {
-		binary.LittleEndian.PutUint64(e.Key[8*j:], g.word(i, j))
-	}
+	binary.LittleEndian.PutUint64(e.Key[0:], g.word(i, 0))
+	binary.LittleEndian.PutUint64(e.Key[16:], g.word(i, 1))
 	c := g.word(i, 4)
 	day := firstDay + calendar.Day(i/uploadPairs%days)
 	e.Contact = matchindex.Contact{

@@ -46,12 +46,12 @@ const (
 // layout, its false-match probability and its bulk [Loader]. Use
 // [NewCompact] to make one: the zero Compact has no fingerprint key.
 type Compact struct {
-	mac cipher.Block // keys the fingerprint
-
-	mu   sync.Mutex             // serializes Add, Drop and Load, and guards tags, free and days
-	tags map[calendar.Day]uint8 // live days and their tags
-	free []uint8                // unused tags
-	days *[maxDays]calendar.Day // tag to day; copied, never modified, when a tag is (re)assigned
+	mac    cipher.Block           // keys the fingerprint of a key that is not short
+	prefix cipher.Block           // keys the fingerprint of a short key
+	mu     sync.Mutex             // serializes Add, Drop and Load, and guards tags, free and days
+	tags   map[calendar.Day]uint8 // live days and their tags
+	free   []uint8                // unused tags
+	days   *[maxDays]calendar.Day // tag to day; copied, never modified, when a tag is (re)assigned
 
 	// shards are replaced under mu and read without it.
 	shards [numShards]atomic.Pointer[shard]
@@ -92,17 +92,11 @@ type fingerprint struct {
 
 // NewCompact returns an empty compact index with a fresh fingerprint key.
 func NewCompact() *Compact {
-	var key [16]byte
-	rand.Read(key[:]) // never fails since Go 1.24
-	mac, err := aes.NewCipher(key[:])
-	clear(key[:])
-	if err != nil {
-		panic("matchindex: " + err.Error()) // unreachable: the key size is valid
-	}
 	c := &Compact{
-		mac:  mac,
-		tags: make(map[calendar.Day]uint8),
-		days: new([maxDays]calendar.Day),
+		mac:    newMACKey(),
+		prefix: newMACKey(),
+		tags:   make(map[calendar.Day]uint8),
+		days:   new([maxDays]calendar.Day),
 	}
 	for t := maxDays - 1; t >= 0; t-- {
 		c.free = append(c.free, uint8(t))
@@ -114,18 +108,51 @@ func NewCompact() *Compact {
 	return c
 }
 
-// fingerprint computes the AES-CBC-MAC of k in b, scratch space owned by
-// the caller, and splits it into shard (8 bits), sort key (64) and check
-// (16); the last 40 bits are not used. b is on the heap anyway (a
-// cipher.Block method makes any buffer escape); working in it alone keeps
-// k from escaping too.
-func (c *Compact) fingerprint(b *[16]byte, k *Key) fingerprint {
-	copy(b[:], k[:16])
-	c.mac.Encrypt(b[:], b[:])
-	for i := range b {
-		b[i] ^= k[16+i]
+// newMACKey returns AES-128 under a fresh random key.
+func newMACKey() cipher.Block {
+	var key [16]byte
+	rand.Read(key[:]) // never fails since Go 1.24
+	b, err := aes.NewCipher(key[:])
+	clear(key[:])
+	if err != nil {
+		panic("matchindex: " + err.Error()) // unreachable: the key size is valid
 	}
-	c.mac.Encrypt(b[:], b[:])
+	return b
+}
+
+// shortHalf is how many leading bytes of each half of a short key may be
+// other than zero: the enclave keys RPI prefixes of 8 bytes
+// (contactlog.RPIPrefixSize), so its keys fit one AES block.
+const shortHalf = 8
+
+// isShort reports whether each half of k is zero past its first
+// shortHalf bytes.
+func isShort(k *Key) bool {
+	return binary.LittleEndian.Uint64(k[shortHalf:16])|binary.LittleEndian.Uint64(k[16+shortHalf:]) == 0
+}
+
+// fingerprint computes the MAC of k in b, scratch space owned by the
+// caller, and splits it into shard (8 bits), sort key (64) and check
+// (16); the last 40 bits are not used. The MAC of a short key (isShort:
+// every key the enclave makes) is one AES block of its 16 bytes, under
+// the prefix key; of any other key, AES-CBC-MAC of its 32 bytes under
+// the mac key; so a short key costs half as much, and the two kinds,
+// under independent keys, have unrelated fingerprints. b is on the heap
+// anyway (a cipher.Block method makes any buffer escape); working in it
+// alone keeps k from escaping too.
+func (c *Compact) fingerprint(b *[16]byte, k *Key) fingerprint {
+	if isShort(k) {
+		copy(b[:shortHalf], k[:shortHalf])
+		copy(b[shortHalf:], k[16:16+shortHalf])
+		c.prefix.Encrypt(b[:], b[:])
+	} else {
+		copy(b[:], k[:16])
+		c.mac.Encrypt(b[:], b[:])
+		for i := range b {
+			b[i] ^= k[16+i]
+		}
+		c.mac.Encrypt(b[:], b[:])
+	}
 	// A check of 0 becomes 1: 0 marks a free slot. That makes check 1
 	// twice as likely as the others, which changes the false-match rate
 	// by a factor of 1+2^-15.

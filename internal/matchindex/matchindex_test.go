@@ -33,6 +33,15 @@ func randRPI(r *rand.Rand) [16]byte {
 
 func randKey(r *rand.Rand) Key { return NewKey(randRPI(r), randRPI(r)) }
 
+// randShortKey returns a key as the enclave makes them: two 8-byte RPI
+// prefixes, the rest zero (isShort).
+func randShortKey(r *rand.Rand) Key {
+	var own, heard [16]byte
+	binary.LittleEndian.PutUint64(own[:8], r.Uint64())
+	binary.LittleEndian.PutUint64(heard[:8], r.Uint64())
+	return NewKey(own, heard)
+}
+
 // randContact returns a contact of day d: mostly as the enclave stores
 // them, in their day and at most an hour long, which Compact packs into
 // its runs; sometimes anything, which it keeps apart.
@@ -235,6 +244,9 @@ func TestAgainstMap(t *testing.T) {
 			var known []Key
 			pick := func() Key {
 				if len(known) == 0 || r.IntN(4) == 0 {
+					if r.IntN(2) == 0 {
+						return randShortKey(r)
+					}
 					return randKey(r)
 				}
 				k := known[r.IntN(len(known))]
@@ -730,6 +742,47 @@ func TestCompactFingerprintBits(t *testing.T) {
 	idx.shards[f.shard].Store(&shard{runs: []run{newRun(near)}, days: idx.days, n: len(near)})
 	if got := idx.Lookup(nil, k); !slices.Equal(got, []Contact{want}) {
 		t.Fatalf("Lookup = %v, want only %v", got, want)
+	}
+}
+
+// TestShortAndLongKeys: a key as the enclave makes it (isShort), whose
+// fingerprint is one AES block, and the keys nearest it that are not
+// short, whose fingerprint is a CBC-MAC, each find what was stored under
+// them and nothing else.
+func TestShortAndLongKeys(t *testing.T) {
+	r := rand.New(rand.NewChaCha8([32]byte{9}))
+	short := randShortKey(r)
+	if !isShort(&short) {
+		t.Fatal("randShortKey made a key that is not short")
+	}
+	tail := short // one bit past the own prefix
+	tail[shortHalf] = 1
+	heardTail := short // one bit past the heard prefix
+	heardTail[31] = 0x80
+	packed := Key{} // the short key's 16 bytes, at the front of a long key
+	copy(packed[:shortHalf], short[:shortHalf])
+	copy(packed[shortHalf:16], short[16:16+shortHalf])
+	keys := []Key{short, tail, heardTail, packed, short.Mirror()}
+	for _, k := range keys[1:4] {
+		if isShort(&k) {
+			t.Fatalf("%x is short", k)
+		}
+	}
+	const day = 30_000
+	for _, impl := range impls {
+		idx := impl.new()
+		var es []Entry
+		for i, k := range keys {
+			es = append(es, Entry{Key: k, Contact: Contact{Interval: day*intervalsPerDay + uint32(i), Minutes: 5, Day: day}})
+		}
+		if err := idx.Add(es); err != nil {
+			t.Fatal(err)
+		}
+		for i, k := range keys {
+			if got := idx.Lookup(nil, k); !slices.Equal(got, []Contact{es[i].Contact}) {
+				t.Errorf("%s: Lookup(key %d) = %v, want only %v", impl.name, i, got, es[i].Contact)
+			}
+		}
 	}
 }
 
