@@ -35,10 +35,12 @@
 // # How Compact stores a tuple
 //
 // Compact does not keep the key. It keeps an 88-bit fingerprint of it, the
-// first 11 bytes of AES-128-CBC-MAC(k, own||heard) under a random AES key
-// k that each index draws when it is made and that never leaves it: 8
-// bits choose one of 256 shards, 64 are the sort key and 16 more (the
-// check) must match too. The contact is packed into 32 bits: the
+// first 11 bytes of a MAC under random AES keys that each index draws when
+// it is made and that never leave it: 8 bits choose one of 256 shards, 64
+// are the sort key and 16 more (the check) must match too. The MAC is
+// AES-128(k1, own[:8]||heard[:8]) for a key whose halves are zero past
+// their first 8 bytes, as every key the enclave makes (RPI prefixes), and
+// AES-128-CBC-MAC(k2, own||heard) for any other. The contact is packed into 32 bits: the
 // interval's offset from the first interval of its day (8), the minutes
 // (8), the attenuation (8) and an 8-bit tag standing for the day. A slot
 // thus costs 8 + 2 + 4 = 14 bytes, in three parallel arrays, so that a
@@ -83,11 +85,12 @@
 // # False matches
 //
 // A lookup of a key that was never added returns a contact only if some
-// stored tuple's fingerprint equals the key's in all 88 bits. CBC-MAC over
-// a fixed two-block input is a pseudorandom function of the whole key (both
-// RPIs: a tuple that shares one RPI with a stored one is no closer than any
-// other), so with n tuples stored that happens with probability about
-// n·2^-88 per lookup: 3.2·10^-18 at n = 10^9 (a check of 1 instead of 0,
+// stored tuple's fingerprint equals the key's in all 88 bits. AES of one
+// block and CBC-MAC over a fixed two-block input, under independent keys,
+// are each a pseudorandom function of the whole key (both RPIs: a tuple
+// that shares one RPI with a stored one is no closer than any other),
+// so with n tuples stored that happens with probability about n·2^-88
+// per lookup: 3.2·10^-18 at n = 10^9 (a check of 1 instead of 0,
 // which marks free slots, makes one check value twice as likely, a factor
 // of 1+2^-15 on that). A country of 60 million phones polling 2,000 tuples
 // a day makes 4.4·10^13 lookups a year, so expects about 1.4·10^-4 false
