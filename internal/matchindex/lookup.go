@@ -123,11 +123,15 @@ func scanProbes(dst []Found, probes []probe, sh *shard, f *fingerprint, interval
 			continue // the home slot is already past the key: not there
 		}
 		r := &sh.runs[p.run]
-		start := int(p.slot)
-		if p.far < f.fp {
-			start = min(start+lookahead+1, len(r.fp))
+		var lo, hi int
+		if start := int(p.slot); p.far >= f.fp && start+lookahead < len(r.fp) {
+			lo, hi = r.equalNear(start, f.fp) // most lookups
+		} else {
+			if p.far < f.fp {
+				start = min(start+lookahead+1, len(r.fp))
+			}
+			lo, hi = r.equal(start, f.fp)
 		}
-		lo, hi := r.equal(start, f.fp)
 		for s := lo; s < hi; s++ {
 			if r.check[s] != f.check {
 				continue

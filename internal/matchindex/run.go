@@ -310,3 +310,22 @@ func (r *run) equal(start int, x uint64) (lo, hi int) {
 	}
 	return start + j, start + k
 }
+
+// equalNear is equal from home slot h when x is known to sort at or before
+// slot h+lookahead, which must exist: the slots below x are then among the
+// lookahead from h, and it counts them without a branch that depends on
+// the keys, instead of scanning to the first that is not, which ends at
+// an unpredictable slot and costs a mispredicted branch a lookup.
+func (r *run) equalNear(h int, x uint64) (lo, hi int) {
+	w := (*[lookahead]uint64)(r.fp[h : h+lookahead])
+	lo = h
+	for _, v := range w {
+		_, below := bits.Sub64(v, x, 0) // 1 if v < x: a borrow, not a branch
+		lo += int(below)
+	}
+	hi = lo
+	for hi < len(r.fp) && r.fp[hi] == x {
+		hi++
+	}
+	return lo, hi
+}
