@@ -21,7 +21,7 @@ const (
 // which a tuple's place is predictable from its fingerprint alone: the
 // tuple whose sort key is x sits at or shortly after its home slot
 // ⌊x·slots/2^64⌋. A lookup therefore computes where to read, and reads
-// one or two cache lines of one page; there is no directory to read
+// a few adjacent cache lines (lookahead); there is no directory to read
 // first. (This is ordered linear probing, built from sorted input: each
 // tuple goes to its home slot or, if the tuple before it took that, to the
 // next free one. With uniform sort keys, as fingerprints are, the distance
